@@ -1,0 +1,26 @@
+"""rnnkit: every recurrent cell the textbooks teach, as drop-in PyTorch layers.
+
+    >>> import rnnkit
+    >>> rnnkit.cells()
+    ['rnn_tanh', 'rnn_relu', 'lstm', 'peephole_lstm', 'layernorm_lstm', 'cifg_lstm', 'gru', 'cho_gru', 'mingru', 'minlstm', 'indrnn']
+    >>> layer = rnnkit.Recurrent("layernorm_lstm", 64, 128, num_layers=2, bidirectional=True)
+"""
+
+__version__ = "0.1.0"
+
+from .backends import NotSupported
+from .cells import LSTMState, cells, make_cell
+from .compat import GRU, LSTM, RNN
+from .recurrent import Recurrent
+
+__all__ = [
+    "GRU",
+    "LSTM",
+    "LSTMState",
+    "NotSupported",
+    "RNN",
+    "Recurrent",
+    "__version__",
+    "cells",
+    "make_cell",
+]

@@ -1,0 +1,307 @@
+"""``Recurrent``: the one layer. Any registered cell, stacked, in one or both directions.
+
+The layer owns the parameters under torch's flat names, validates every argument up
+front, normalizes the input (batch_first, PackedSequence, unbatched) to a time-major
+padded tensor with optional lengths, and hands the time loop to a backend.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from . import backends
+from .backends import Problem
+from .cells import Cell, LSTMState, State, make_cell, map_state
+
+
+class Recurrent(nn.Module):
+    r"""A stacked, optionally bidirectional recurrent layer over any registered cell.
+
+    Args:
+        cell: a name from ``rnnkit.cells()`` (``"lstm"``, ``"peephole_lstm"``, ``"gru"``, ...).
+        input_size: features of the input, I.
+        hidden_size: features of the hidden state, H.
+        num_layers: stacked layers, L; layer k > 0 reads the outputs of layer k - 1.
+        bias: whether the cell has ``bias_ih`` and ``bias_hh``.
+        batch_first: input and output are (B, T, *) instead of (T, B, *); the state never is.
+        dropout: dropout probability on the outputs of every layer but the last, in [0, 1].
+        bidirectional: run a second stack of directions over the reversed sequences, D = 2.
+        proj_size: the LSTM family's output projection, R = proj_size (0: none, R = H).
+        backend: ``"auto"``, ``"reference"`` or ``"native"`` (see ``rnnkit.backends``).
+        device, dtype: where and how the parameters are created, as in torch.nn.
+        **cell_options: options of the cell, e.g. ``nonlinearity="tanh"`` for ``indrnn``.
+
+    Shapes (``forward(x, state=None, lengths=None) -> (out, state)``):
+        x: (T, B, I), (B, T, I) with batch_first, (T, I) unbatched, or a PackedSequence.
+        state: (L*D, B, R), or ``LSTMState(h (L*D, B, R), c (L*D, B, H))`` for the LSTM
+            family (a plain ``(h, c)`` tuple is accepted); None means zeros.
+        lengths: (B,) valid steps per sequence, any order, any device; None means all T.
+        out: (T, B, D*R) (or batch-first, or packed like x); zero past each sequence's end.
+        state: the state of every layer and direction after each sequence's last element.
+
+    Parameters are named as in torch.nn: ``weight_ih_l{k}``, ``weight_hh_l{k}``,
+    ``bias_ih_l{k}``, ``bias_hh_l{k}``, with ``_reverse`` for the second direction, and the
+    cell's extras (``weight_peephole_l{k}``, ``ln_ih_weight_l{k}``, ...) in the same pattern.
+
+    Example::
+
+        >>> layer = rnnkit.Recurrent("peephole_lstm", 8, 16, num_layers=2, bidirectional=True)
+        >>> out, state = layer(torch.randn(5, 3, 8), lengths=torch.tensor([5, 2, 4]))
+        >>> out.shape, state.h.shape
+        (torch.Size([5, 3, 32]), torch.Size([4, 3, 16]))
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        backend: str = "auto",
+        device=None,
+        dtype=None,
+        **cell_options,
+    ) -> None:
+        super().__init__()
+        self.cell: Cell = make_cell(cell, **cell_options)
+        self.cell_options = dict(sorted(cell_options.items()))
+        _check_positive_int("input_size", input_size)
+        _check_positive_int("hidden_size", hidden_size)
+        _check_positive_int("num_layers", num_layers)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
+            raise ValueError(f"proj_size must be an int >= 0, got {proj_size!r}")
+        if proj_size and not self.cell.supports_proj:
+            raise ValueError(
+                f"proj_size={proj_size} but cell {cell!r} has no projection; "
+                "only the LSTM family (lstm, peephole_lstm, layernorm_lstm, cifg_lstm) takes proj_size"
+            )
+        if proj_size >= hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size ({hidden_size}), got {proj_size}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                f"dropout={dropout} has no effect with num_layers=1: it applies between layers",
+                stacklevel=2,
+            )
+        if backend not in backends.backend_names():
+            raise ValueError(f"backend must be one of {', '.join(backends.backend_names())}; got {backend!r}")
+
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.num_directions = 2 if bidirectional else 1
+        self.proj_size = proj_size
+        self.backend = backend
+        self.last_backend: str | None = None  # the backend that ran the last forward call
+
+        factory = {"device": device, "dtype": dtype}
+        out_size = proj_size or hidden_size
+        # _names[k][d] maps the cell's parameter names to this module's attribute names.
+        self._names: list[list[dict[str, str]]] = []
+        for k in range(num_layers):
+            layer_input = input_size if k == 0 else out_size * self.num_directions
+            shapes = self.cell.parameter_shapes(layer_input, hidden_size, proj_size, bias)
+            per_direction = []
+            for d in range(self.num_directions):
+                suffix = f"_l{k}" + ("_reverse" if d == 1 else "")
+                for name, shape in shapes.items():
+                    self.register_parameter(name + suffix, nn.Parameter(torch.empty(shape, **factory)))
+                per_direction.append({name: name + suffix for name in shapes})
+            self._names.append(per_direction)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Each cell's init rule (torch's U(-1/sqrt(H), 1/sqrt(H)) for torch's cells), in registration order."""
+        out_size = self.proj_size or self.hidden_size
+        for k in range(self.num_layers):
+            layer_input = self.input_size if k == 0 else out_size * self.num_directions
+            for d in range(self.num_directions):
+                self.cell.reset_parameters(self.weights(k, d), layer_input, self.hidden_size)
+
+    def weights(self, layer: int, direction: int) -> dict[str, Tensor]:
+        """The parameters of one layer and direction under the cell's names (``weight_hh``, ...)."""
+        return {name: getattr(self, full) for name, full in self._names[layer][direction].items()}
+
+    def flatten_parameters(self) -> None:
+        """No-op, for code written against torch.nn (rnnkit keeps no flat weight buffer)."""
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self, x: Tensor | PackedSequence, state: State | Sequence[Tensor] | None = None,
+        lengths: Tensor | Sequence[int] | None = None,
+    ) -> tuple[Tensor | PackedSequence, State]:
+        packed = x if isinstance(x, PackedSequence) else None
+        unbatched = False
+        if packed is not None:
+            if lengths is not None:
+                raise ValueError("lengths must be None when x is a PackedSequence: it carries its own lengths")
+            x, lengths = pad_packed_sequence(packed)  # (T, B, I), original batch order
+        else:
+            if not isinstance(x, Tensor):
+                raise TypeError(f"x must be a Tensor or a PackedSequence, got {type(x).__name__}")
+            if x.dim() == 2:  # unbatched (T, I), as torch.nn accepts
+                unbatched = True
+                x = x.unsqueeze(1)
+                state = None if state is None else map_state(lambda s: s.unsqueeze(1), _as_state(state, self.cell.state_type))
+            elif x.dim() != 3:
+                layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
+                raise ValueError(f"x must be 3-D {layout} or 2-D (T, I) unbatched, got {x.dim()}-D of shape "
+                                 f"{tuple(x.shape)}")
+            elif self.batch_first:
+                x = x.transpose(0, 1)
+        T, B, features = x.shape
+        self._check_input(x, features)
+        lengths = self._check_lengths(lengths, T, B, x.device)
+        state = self._check_state(state, B, x)
+
+        problem = Problem(self.cell.name, tuple(self.cell_options.items()), x.device.type, x.dtype, B, T)
+        backend = backends.select(self.backend, problem)
+        out, state = backend.run(self, x, lengths, state)  # (T, B, D*R)
+        self.last_backend = backend.NAME
+
+        if packed is not None:
+            return _repack(out, packed), state
+        if unbatched:
+            return out.squeeze(1), map_state(lambda s: s.squeeze(1), state)
+        return (out.transpose(0, 1) if self.batch_first else out), state
+
+    def step(self, x_t: Tensor, state: State | Sequence[Tensor] | None = None) -> tuple[Tensor, State]:
+        """One time step through every layer: x_t (B, I) -> y_t (B, R) and the new state.
+
+        The state has ``forward``'s shapes, (L, B, R) or LSTMState; None means zeros.
+        Stepping T times equals one ``forward`` over the T steps (dropout aside in training).
+        """
+        if self.bidirectional:
+            raise ValueError("step() needs a unidirectional layer: the reverse direction of a "
+                             "bidirectional layer starts at the end of the sequence, which a step has not seen")
+        if not isinstance(x_t, Tensor) or x_t.dim() != 2:
+            got = f"{x_t.dim()}-D of shape {tuple(x_t.shape)}" if isinstance(x_t, Tensor) else type(x_t).__name__
+            raise ValueError(f"x_t must be 2-D (B, I), got {got}")
+        self._check_input(x_t, x_t.shape[1])
+        state = self._check_state(state, x_t.shape[0], x_t)
+        finals = []
+        y = x_t
+        for k in range(self.num_layers):
+            w = self.weights(k, 0)
+            gx = self.cell.input_projection(y.unsqueeze(0), w).squeeze(0)  # (B, G*H)
+            y, s = self.cell.step(gx, map_state(lambda s: s[k], state), w)
+            finals.append(s)
+            if k < self.num_layers - 1 and self.dropout > 0 and self.training:
+                y = nn.functional.dropout(y, self.dropout, training=True)
+        return y, map_state(lambda *s: torch.stack(s), *finals)
+
+    # ------------------------------------------------------------------ validation
+
+    def _check_input(self, x: Tensor, features: int) -> None:
+        if features != self.input_size:
+            raise ValueError(f"x has {features} features, layer expects input_size={self.input_size}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        weight = self.weight_ih_l0
+        if x.device != weight.device:
+            raise ValueError(f"x is on {x.device} but the layer's parameters are on {weight.device}")
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"x has dtype {x.dtype} but the layer's parameters are {weight.dtype}; "
+                            f"convert one of them (e.g. layer.to({x.dtype}))")
+
+    def _check_lengths(self, lengths, T: int, B: int, device: torch.device) -> Tensor | None:
+        """lengths as int64 on x's device, or None where every sequence has all T steps."""
+        if lengths is None:
+            return None
+        if isinstance(lengths, Tensor):
+            if lengths.dim() != 1:
+                raise ValueError(f"lengths must be 1-D with one entry per sequence, got shape {tuple(lengths.shape)}")
+            if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+                raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
+        elif isinstance(lengths, Sequence) and all(isinstance(n, int) and not isinstance(n, bool) for n in lengths):
+            lengths = torch.tensor(list(lengths), dtype=torch.int64)
+        else:
+            raise TypeError(f"lengths must be a 1-D integer tensor or a list of ints, got {type(lengths).__name__}")
+        if lengths.numel() != B:
+            raise ValueError(f"lengths has {lengths.numel()} entries but the batch has {B} sequences")
+        host = lengths.cpu()
+        if B and int(host.min()) < 1:
+            raise ValueError(f"every length must be >= 1, got {host.tolist()}")
+        if B and int(host.max()) > T:
+            raise ValueError(f"lengths can be at most the {T} time steps of x, got {host.tolist()}")
+        if B and int(host.min()) == T:
+            return None  # every sequence is full: no masking to do
+        return lengths.to(device=device, dtype=torch.int64)
+
+    def _check_state(self, state, B: int, x: Tensor) -> State:
+        """The initial state with its shapes checked against (L*D, B, ...); zeros for None."""
+        leading = (self.num_layers * self.num_directions, B)
+        if state is None:
+            return self.cell.zero_state(leading, self.hidden_size, self.proj_size, x)
+        state = _as_state(state, self.cell.state_type)
+        parts = [state] if isinstance(state, Tensor) else list(state)
+        names = ["state"] if isinstance(state, Tensor) else [f"state.{f}" for f in LSTMState._fields]
+        for name, part, size in zip(names, parts, self.cell.state_sizes(self.hidden_size, self.proj_size)):
+            if not isinstance(part, Tensor):
+                raise TypeError(f"{name} must be a Tensor, got {type(part).__name__}")
+            expected = (*leading, size)
+            if tuple(part.shape) != expected:
+                raise ValueError(
+                    f"{name} has shape {tuple(part.shape)}, expected (num_layers*num_directions, batch, "
+                    f"{'hidden' if size == self.hidden_size else 'proj'}) = {expected}"
+                )
+            if part.device != x.device:
+                raise ValueError(f"{name} is on {part.device} but x is on {x.device}")
+            if part.dtype != x.dtype:
+                raise TypeError(f"{name} has dtype {part.dtype} but x has {x.dtype}")
+        return state
+
+    def extra_repr(self) -> str:
+        s = f"{self.cell.name!r}, {self.input_size}, {self.hidden_size}"
+        defaults = {"num_layers": 1, "bias": True, "batch_first": False, "dropout": 0.0,
+                    "bidirectional": False, "proj_size": 0, "backend": "auto"}
+        for name, default in defaults.items():
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)!r}"
+        for name, value in self.cell_options.items():
+            s += f", {name}={value!r}"
+        return s
+
+
+def _as_state(state, state_type: type) -> State:
+    """A user's state as the cell's type: a Tensor, or LSTMState from an (h, c) pair."""
+    if state_type is Tensor:
+        if not isinstance(state, Tensor):
+            raise TypeError(f"state must be a Tensor for this cell, got {type(state).__name__}")
+        return state
+    if isinstance(state, LSTMState):
+        return state
+    if isinstance(state, (tuple, list)) and len(state) == 2:
+        return LSTMState(*state)
+    raise TypeError(f"state must be an LSTMState or an (h, c) pair for this cell, got {type(state).__name__}")
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _repack(out: Tensor, like: PackedSequence) -> PackedSequence:
+    """Pack a padded (T, B, *) output exactly as the input ``like`` was packed."""
+    # each sequence's length in sorted order: the number of steps whose batch size exceeds its rank
+    sorted_lengths = (like.batch_sizes[None, :] > torch.arange(out.shape[1])[:, None]).sum(1)
+    if like.sorted_indices is not None:
+        out = out.index_select(1, like.sorted_indices)
+    data = pack_padded_sequence(out, sorted_lengths, enforce_sorted=True).data
+    return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
