@@ -92,7 +92,7 @@ class Recurrent(nn.Module):
         if dropout > 0 and num_layers == 1:
             warnings.warn(
                 f"dropout={dropout} has no effect with num_layers=1: it applies between layers",
-                stacklevel=2,
+                stacklevel=2 if type(self) is Recurrent else 3,  # point at the user's line
             )
         if backend not in backends.backend_names():
             raise ValueError(f"backend must be one of {', '.join(backends.backend_names())}; got {backend!r}")
@@ -158,7 +158,8 @@ class Recurrent(nn.Module):
             if x.dim() == 2:  # unbatched (T, I), as torch.nn accepts
                 unbatched = True
                 x = x.unsqueeze(1)
-                state = None if state is None else map_state(lambda s: s.unsqueeze(1), _as_state(state, self.cell.state_type))
+                if state is not None:
+                    state = map_state(lambda s: s.unsqueeze(1), self._check_unbatched_state(state))
             elif x.dim() != 3:
                 layout = "(B, T, I)" if self.batch_first else "(T, B, I)"
                 raise ValueError(f"x must be 3-D {layout} or 2-D (T, I) unbatched, got {x.dim()}-D of shape "
@@ -166,6 +167,8 @@ class Recurrent(nn.Module):
             elif self.batch_first:
                 x = x.transpose(0, 1)
         T, B, features = x.shape
+        if T == 0:
+            raise ValueError(f"x has 0 time steps, shape {tuple(x.shape)}; expected at least 1")
         self._check_input(x, features)
         lengths = self._check_lengths(lengths, T, B, x.device)
         state = self._check_state(state, B, x)
@@ -193,7 +196,7 @@ class Recurrent(nn.Module):
         if not isinstance(x_t, Tensor) or x_t.dim() != 2:
             got = f"{x_t.dim()}-D of shape {tuple(x_t.shape)}" if isinstance(x_t, Tensor) else type(x_t).__name__
             raise ValueError(f"x_t must be 2-D (B, I), got {got}")
-        self._check_input(x_t, x_t.shape[1])
+        self._check_input(x_t, x_t.shape[1], name="x_t")
         state = self._check_state(state, x_t.shape[0], x_t)
         finals = []
         y = x_t
@@ -208,16 +211,16 @@ class Recurrent(nn.Module):
 
     # ------------------------------------------------------------------ validation
 
-    def _check_input(self, x: Tensor, features: int) -> None:
+    def _check_input(self, x: Tensor, features: int, name: str = "x") -> None:
         if features != self.input_size:
-            raise ValueError(f"x has {features} features, layer expects input_size={self.input_size}")
+            raise ValueError(f"{name} has {features} features, layer expects input_size={self.input_size}")
         if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
         weight = self.weight_ih_l0
         if x.device != weight.device:
-            raise ValueError(f"x is on {x.device} but the layer's parameters are on {weight.device}")
+            raise ValueError(f"{name} is on {x.device} but the layer's parameters are on {weight.device}")
         if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(f"x has dtype {x.dtype} but the layer's parameters are {weight.dtype}; "
+            raise TypeError(f"{name} has dtype {x.dtype} but the layer's parameters are {weight.dtype}; "
                             f"convert one of them (e.g. layer.to({x.dtype}))")
 
     def _check_lengths(self, lengths, T: int, B: int, device: torch.device) -> Tensor | None:
@@ -243,6 +246,18 @@ class Recurrent(nn.Module):
         if B and int(host.min()) == T:
             return None  # every sequence is full: no masking to do
         return lengths.to(device=device, dtype=torch.int64)
+
+    def _check_unbatched_state(self, state) -> State:
+        """With unbatched x (T, I), the state is unbatched too: (L*D, R) or LSTMState of such."""
+        state = _as_state(state, self.cell.state_type)
+        parts = [("state", state)] if isinstance(state, Tensor) else list(zip(("state.h", "state.c"), state))
+        for (name, part), size in zip(parts, self.cell.state_sizes(self.hidden_size, self.proj_size)):
+            if not isinstance(part, Tensor) or part.dim() != 2:
+                got = f"shape {tuple(part.shape)}" if isinstance(part, Tensor) else type(part).__name__
+                expected = (self.num_layers * self.num_directions, size)
+                raise ValueError(f"x is unbatched (2-D), so {name} must be 2-D (num_layers*num_directions, "
+                                 f"{'hidden' if size == self.hidden_size else 'proj'}) = {expected}, got {got}")
+        return state
 
     def _check_state(self, state, B: int, x: Tensor) -> State:
         """The initial state with its shapes checked against (L*D, B, ...); zeros for None."""
