@@ -1,0 +1,43 @@
+"""The command line and the README's example."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import rnnkit
+from rnnkit.cli import main
+from rnnkit.demo import DemoConfig, run_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_version_flag(capsys):
+    try:
+        main(["--version"])
+    except SystemExit as stop:
+        assert stop.code == 0
+    assert capsys.readouterr().out.strip() == f"rnnkit {rnnkit.__version__}"
+
+
+def test_python_dash_m_is_the_same_cli():
+    done = subprocess.run([sys.executable, "-m", "rnnkit", "cells"], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == rnnkit.cells()
+
+
+def test_demo_loss_falls_below_the_baseline():
+    lines = []
+    result = run_demo(DemoConfig(steps=40, log_every=20), echo=lines.append)
+    assert result["last_mse"] < 0.5 * result["first_mse"]
+    assert result["last_mse"] < result["baseline_mse"]
+    assert any("held-out MSE fell from" in line for line in lines)
+
+
+def test_readme_example_runs(capsys):
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "torch.Size([3, 5, 32]) torch.Size([4, 3, 16]) reference" in printed
