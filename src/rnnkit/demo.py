@@ -51,8 +51,9 @@ class NextValue(nn.Module):
         return self.head(out)  # (B, T, 1)
 
 
-def run_demo(config: DemoConfig = DemoConfig(), echo=print) -> dict[str, float]:
+def run_demo(config: DemoConfig | None = None, echo=print) -> dict[str, float]:
     """Train the demo model; return the first and last losses and the baseline's."""
+    config = config or DemoConfig()
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     model = NextValue(config.hidden_size)

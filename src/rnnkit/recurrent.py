@@ -203,7 +203,7 @@ class Recurrent(nn.Module):
         for k in range(self.num_layers):
             w = self.weights(k, 0)
             gx = self.cell.input_projection(y.unsqueeze(0), w).squeeze(0)  # (B, G*H)
-            y, s = self.cell.step(gx, map_state(lambda s: s[k], state), w)
+            y, s = self.cell.step(gx, map_state(lambda s, k=k: s[k], state), w)
             finals.append(s)
             if k < self.num_layers - 1 and self.dropout > 0 and self.training:
                 y = nn.functional.dropout(y, self.dropout, training=True)

@@ -7,8 +7,7 @@ torch's flat order. Variable lengths go through a PackedSequence, as with torch.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, _VF
+from torch import _VF, Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..cells import LSTMState, State

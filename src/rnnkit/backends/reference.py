@@ -50,7 +50,7 @@ def time_loop(
     for gx_t, m in zip(gx.unbind(0), running.unbind(0)):
         m = m[:, None]  # (B, 1)
         h, new_state = cell.step(gx_t, state, weights)
-        state = map_state(lambda new, old: torch.where(m, new, old), new_state, state)
+        state = map_state(lambda new, old, m=m: torch.where(m, new, old), new_state, state)
         outputs.append(torch.where(m, h, torch.zeros_like(h)))
     return torch.stack(outputs), state
 
@@ -64,7 +64,7 @@ def run(layer, x: Tensor, lengths: Tensor | None, state: State) -> tuple[Tensor,
         outputs = []
         for d in range(D):
             w = layer.weights(k, d)
-            s0 = map_state(lambda s: s[k * D + d], state)
+            s0 = map_state(lambda s, i=k * D + d: s[i], state)
             xin = layer_input if d == 0 else reverse_padded(layer_input, lengths)
             out, s = time_loop(layer.cell, layer.cell.input_projection(xin, w), s0, w, lengths)
             outputs.append(out if d == 0 else reverse_padded(out, lengths))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import ClassVar, NamedTuple, Union
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ class LSTMState(NamedTuple):
     c: Tensor  # (..., B, H)
 
 
-State = Union[Tensor, LSTMState]
+State = Tensor | LSTMState
 Weights = Mapping[str, Tensor]
 
 

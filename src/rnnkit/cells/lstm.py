@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Cell, LSTMState, Weights, recurrent_gemm, rnn_shapes
+from .base import Cell, LSTMState, recurrent_gemm, rnn_shapes
 
 
 def _project(h: Tensor, weight_hr: Tensor | None) -> Tensor:
