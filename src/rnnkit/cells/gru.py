@@ -60,8 +60,8 @@ class GRUCell(Cell):
     Parameters: weight_ih (3H, I), weight_hh (3H, H), bias_ih, bias_hh (3H,), packed r|z|n.
     Init: all ~ U(-1/sqrt(H), 1/sqrt(H)). State: h (L*D, B, H). No projection.
 
-    Reference: K. Cho et al., EMNLP 2014, with the reset-after variant of cuDNN (also in
-    J. Chung et al., arXiv:1412.3555, 2014).
+    Reference: K. Cho et al., arXiv:1406.1078v1, 2014 (the first version, whose reset-after form
+    cuDNN and torch implement; the EMNLP 2014 version applies r before the product: ``cho_gru``).
     """
 
     name: ClassVar[str] = "gru"
