@@ -567,7 +567,7 @@ def test_named_backend_that_cannot_run_says_why(cell):
 @pytest.mark.parametrize(
     "make,expected",
     [
-        (lambda: Recurrent("peephole_lstm", I, H), "reference"),
+        (lambda: Recurrent("peephole_lstm", I, H), "fused"),
         (lambda: Recurrent("indrnn", I, H), "reference"),
         (lambda: Recurrent("lstm", I, H), "native"),
         (lambda: rnnkit.LSTM(I, H), "native"),

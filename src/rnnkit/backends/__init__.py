@@ -19,7 +19,7 @@ from types import ModuleType
 
 import torch
 
-from . import native, reference
+from . import fused, native, reference
 
 
 class NotSupported(RuntimeError):
@@ -38,12 +38,12 @@ class Problem:
     steps: int
 
 
-BACKENDS: dict[str, ModuleType] = {"reference": reference, "native": native}
+BACKENDS: dict[str, ModuleType] = {"reference": reference, "native": native, "fused": fused}
 
 # auto's fixed table: the first backend here that supports the problem runs it. torch's own
 # kernels (oneDNN / cuDNN) are the fastest for the cells they have; the reference loop runs
 # everything. The fused and scan backends slot in here, where benchmarks/ shows them faster.
-AUTO_ORDER: tuple[str, ...] = ("native", "reference")
+AUTO_ORDER: tuple[str, ...] = ("native", "fused", "reference")
 
 
 def backend_names() -> list[str]:

@@ -57,6 +57,16 @@ def time_loop(
 
 def run(layer, x: Tensor, lengths: Tensor | None, state: State) -> tuple[Tensor, State]:
     """Stacked, optionally bidirectional run over x (T, B, I): out (T, B, D*R) and final state."""
+    return run_stack(layer, x, lengths, state, time_loop)
+
+
+def run_stack(layer, x: Tensor, lengths: Tensor | None, state: State, recurrence) -> tuple[Tensor, State]:
+    """Layers, directions and dropout around ``recurrence(cell, gx, state, weights, lengths)``.
+
+    Every backend that runs the time loop itself (reference, fused, scan) shares this driver:
+    per layer and direction one input projection for all steps, the reverse direction over
+    each sequence reversed within its own length, dropout between layers in training.
+    """
     D = layer.num_directions
     finals = []
     layer_input = x
@@ -66,7 +76,7 @@ def run(layer, x: Tensor, lengths: Tensor | None, state: State) -> tuple[Tensor,
             w = layer.weights(k, d)
             s0 = map_state(lambda s, i=k * D + d: s[i], state)
             xin = layer_input if d == 0 else reverse_padded(layer_input, lengths)
-            out, s = time_loop(layer.cell, layer.cell.input_projection(xin, w), s0, w, lengths)
+            out, s = recurrence(layer.cell, layer.cell.input_projection(xin, w), s0, w, lengths)
             outputs.append(out if d == 0 else reverse_padded(out, lengths))
             finals.append(s)
         layer_input = torch.cat(outputs, dim=-1)  # (T, B, D*R)

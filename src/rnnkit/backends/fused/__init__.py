@@ -1,0 +1,47 @@
+"""The fused backend: one ``torch.autograd.Function`` per cell family, with a hand-derived BPTT.
+
+The layer's driver (``reference.run_stack``) still does, with autograd, what is one large
+operation per layer and direction: the input projection ``W_ih x + b_ih`` for all steps (so
+dW_ih is one GEMM), the reversal of the reverse direction, dropout between layers. Each
+family's ``recurrence(cell, gx, state, weights, lengths) -> (out, state)`` replaces only the
+time loop, with the same contract as ``reference.time_loop``:
+
+    gx       (T, B, G)   the input projection, G = gates * H
+    state    the initial state of this layer and direction: (B, R) or LSTMState((B, R), (B, H))
+    weights  the layer's parameters for this layer and direction, under the cell's names
+    lengths  (B,) int64 on gx's device, or None: step t of sequence b runs while t < lengths[b];
+             after its end a sequence keeps its state and outputs zeros
+    out      (T, B, R)   and the state after each sequence's last step
+
+Forward: per step one recurrent GEMM (``addmm``) and the pointwise gates, saving what the
+backward needs. Backward: per step (last to first) the pointwise derivatives and one GEMM for
+dh_{t-1}; then the weight gradients as one GEMM each over all T*B rows.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ...cells import State
+from ..reference import run_stack
+from . import lstm
+
+NAME = "fused"
+
+# cell name -> recurrence function
+KERNELS = {
+    "lstm": lstm.recurrence,
+    "peephole_lstm": lstm.recurrence,
+    "layernorm_lstm": lstm.recurrence,
+    "cifg_lstm": lstm.recurrence,
+}
+
+
+def supports(problem) -> str | None:
+    if problem.cell not in KERNELS:
+        return f"no fused kernel for cell {problem.cell!r} yet (fused runs {', '.join(KERNELS)})"
+    return None
+
+
+def run(layer, x: Tensor, lengths: Tensor | None, state: State) -> tuple[Tensor, State]:
+    return run_stack(layer, x, lengths, state, KERNELS[layer.cell.name])

@@ -1,0 +1,232 @@
+"""Fused BPTT for the LSTM family: ``lstm``, ``peephole_lstm``, ``layernorm_lstm``, ``cifg_lstm``.
+
+One ``autograd.Function`` runs the whole time loop of one layer and direction. Forward saves
+the activated gates, tanh of the (normalized) cell, every h_{t-1} and c_{t-1}, and for the
+layer-norm cell the normalized values and inverse deviations. Backward walks the steps from
+last to first with the derivatives below, one GEMM per step for dh_{t-1}, and then forms every
+weight gradient as one GEMM or one reduction over all T*B rows.
+
+Derivatives, with m = o * tanh(c~) the pre-projection output (c~ = c_t, or LN_c(c_t)):
+
+    dm = dh_t W_hr (or dh_t)          do = dm * tanh(c~)          dc~ = dm * o
+    dc_t += dc~ * (1 - tanh^2(c~))    (through LN_c's backward for the layer-norm cell)
+    lstm:     di = dc_t g, df = dc_t c_{t-1}, dg = dc_t i, dc_{t-1} = dc_t f
+    peephole: dc_t += da_o w_co first; dc_{t-1} = dc_t f + da_i w_ci + da_f w_cf
+    cifg:     df = dc_t (c_{t-1} - g), dg = dc_t (1 - f), dc_{t-1} = dc_t f
+    da = dgate * sigma' (i, f, o) or * tanh' (g);   dh_{t-1} = da W_hh  (layer norm: LN_hh backward first)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ...cells import LSTMState
+from .common import rows_gemm, step_mask, sum_rows
+
+
+def recurrence(cell, gx: Tensor, state: LSTMState, w, lengths: Tensor | None) -> tuple[Tensor, LSTMState]:
+    """The fused time loop of one LSTM-family layer and direction (contract in fused/__init__.py)."""
+    mask = step_mask(lengths, gx.shape[0], gx.device)
+    eps = getattr(cell, "eps", 0.0)
+    out, h, c = _LSTMFamily.apply(
+        cell.name, eps, mask, gx, state.h, state.c, w["weight_hh"], w.get("bias_hh"), w.get("weight_hr"),
+        w.get("weight_peephole"), w.get("ln_hh_weight"), w.get("ln_hh_bias"), w.get("ln_c_weight"),
+        w.get("ln_c_bias"),
+    )
+    return out, LSTMState(h, c)
+
+
+def _layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """LayerNorm over the last dim: (y, x_hat, rstd), with what its backward needs."""
+    mean = x.mean(-1, keepdim=True)
+    rstd = torch.rsqrt(x.var(-1, unbiased=False, keepdim=True) + eps)  # (B, 1)
+    x_hat = (x - mean) * rstd
+    return torch.addcmul(bias, x_hat, weight), x_hat, rstd
+
+
+def _layer_norm_backward(dy_weighted: Tensor, x_hat: Tensor, rstd: Tensor) -> Tensor:
+    """dx of LayerNorm given dy * weight: rstd * (g - mean(g) - x_hat * mean(g * x_hat))."""
+    g = dy_weighted
+    return rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True))
+
+
+def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if t is None else t.to(dtype)
+
+
+class _LSTMFamily(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kind, eps, mask, gx, h0, c0, weight_hh, bias_hh, weight_hr, weight_peephole,
+                ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias):
+        with torch.autocast(gx.device.type, enabled=False):
+            dtype = gx.dtype  # under autocast the input GEMM already chose it
+            T, B, G = gx.shape
+            H, R = c0.shape[-1], h0.shape[-1]
+            W = weight_hh.to(dtype)  # (G, R)
+            W_t = W.t()
+            W_hr = _cast(weight_hr, dtype)  # (R, H) or None
+            peep = _cast(weight_peephole, dtype)  # (3, H) or None
+            ln = kind == "layernorm_lstm"
+            ln_hh = (_cast(ln_hh_weight, dtype), _cast(ln_hh_bias, dtype)) if ln else None
+            ln_c = (_cast(ln_c_weight, dtype), _cast(ln_c_bias, dtype)) if ln else None
+            gxb = gx if bias_hh is None else gx + bias_hh.to(dtype)  # (T, B, G): both biases at once
+
+            hs = gx.new_empty(T + 1, B, R)  # hs[t] = h_{t-1}
+            cs = gx.new_empty(T + 1, B, H)  # cs[t] = c_{t-1}
+            hs[0], cs[0] = h0, c0
+            acts = gx.new_empty(T, B, G)  # activated gates
+            tcs = gx.new_empty(T, B, H)  # tanh(c_t) or tanh(LN_c(c_t))
+            ms = gx.new_empty(T, B, H) if W_hr is not None else None  # o * tanh(.) before projection
+            out = gx.new_empty(T, B, R)
+            if ln:
+                xhat_hh, rstd_hh = gx.new_empty(T, B, G), gx.new_empty(T, B, 1)
+                xhat_c, rstd_c = gx.new_empty(T, B, H), gx.new_empty(T, B, 1)
+
+            for t in range(T):
+                h, c = hs[t], cs[t]
+                if ln:
+                    gh, xhat_hh[t], rstd_hh[t] = _layer_norm(h @ W_t, *ln_hh, eps)
+                    pre = gxb[t] + gh
+                else:
+                    pre = torch.addmm(gxb[t], h, W_t)  # (B, G)
+                a = acts[t]
+                if kind == "cifg_lstm":
+                    f, g, o = a.chunk(3, dim=-1)
+                    p_f, p_g, p_o = pre.chunk(3, dim=-1)
+                    torch.sigmoid(p_f, out=f)
+                    torch.tanh(p_g, out=g)
+                    c_new = f * c + (1 - f) * g
+                    torch.sigmoid(p_o, out=o)
+                else:
+                    i, f, g, o = a.chunk(4, dim=-1)
+                    p_i, p_f, p_g, p_o = pre.chunk(4, dim=-1)
+                    if peep is not None:
+                        torch.sigmoid(torch.addcmul(p_i, peep[0], c), out=i)
+                        torch.sigmoid(torch.addcmul(p_f, peep[1], c), out=f)
+                    else:
+                        torch.sigmoid(p_i, out=i)
+                        torch.sigmoid(p_f, out=f)
+                    torch.tanh(p_g, out=g)
+                    c_new = torch.addcmul(f * c, i, g)
+                    if peep is not None:
+                        torch.sigmoid(torch.addcmul(p_o, peep[2], c_new), out=o)
+                    else:
+                        torch.sigmoid(p_o, out=o)
+                if ln:
+                    c_norm, xhat_c[t], rstd_c[t] = _layer_norm(c_new, *ln_c, eps)
+                    torch.tanh(c_norm, out=tcs[t])
+                else:
+                    torch.tanh(c_new, out=tcs[t])
+                m = o * tcs[t]  # (B, H)
+                if W_hr is not None:
+                    ms[t] = m
+                    h_new = m @ W_hr.t()  # (B, R)
+                else:
+                    h_new = m
+                if mask is None:
+                    hs[t + 1], cs[t + 1], out[t] = h_new, c_new, h_new
+                else:
+                    mt = mask[t]
+                    torch.where(mt, h_new, h, out=hs[t + 1])
+                    torch.where(mt, c_new, c, out=cs[t + 1])
+                    torch.where(mt, h_new, torch.zeros_like(h_new), out=out[t])
+
+        ctx.kind, ctx.eps, ctx.mask = kind, eps, mask
+        ctx.dtypes = [None if x is None else x.dtype for x in (gx, h0, c0, weight_hh, bias_hh, weight_hr,
+                                                              weight_peephole, ln_hh_weight, ln_hh_bias,
+                                                              ln_c_weight, ln_c_bias)]
+        ctx.has_bias = bias_hh is not None
+        saved = [W, acts, tcs, hs, cs, W_hr, ms, peep]
+        if ln:
+            saved += [xhat_hh, rstd_hh, xhat_c, rstd_c, ln_hh[0], ln_c[0]]
+        ctx.save_for_backward(*saved)
+        return out, hs[T].clone(), cs[T].clone()
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h, grad_c):
+        kind, mask = ctx.kind, ctx.mask
+        ln = kind == "layernorm_lstm"
+        saved = ctx.saved_tensors
+        W, acts, tcs, hs, cs, W_hr, ms, peep = saved[:8]
+        if ln:
+            xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c = saved[8:]
+        with torch.autocast(acts.device.type, enabled=False):
+            dtype = acts.dtype
+            T, B, G = acts.shape
+            grad_out = grad_out.to(dtype)
+            dh, dc = grad_h.to(dtype), grad_c.to(dtype)
+            dpre_all = torch.empty_like(acts)  # d(pre-activation gates) = d gx
+            draw_all = torch.empty_like(acts) if ln else dpre_all  # d(h W_hh^T)
+            dhnew_all = torch.empty_like(grad_out) if W_hr is not None else None
+            dcn_all = torch.empty_like(tcs) if ln else None
+            for t in range(T - 1, -1, -1):
+                c_prev = cs[t]
+                if mask is None:
+                    dh_new, dc_new = dh + grad_out[t], dc
+                else:
+                    mt = mask[t]
+                    zero = torch.zeros_like(dh)
+                    dh_new = torch.where(mt, dh + grad_out[t], zero)
+                    dc_new = torch.where(mt, dc, torch.zeros_like(dc))
+                    dh_pass = torch.where(mt, zero, dh)
+                    dc_pass = torch.where(mt, torch.zeros_like(dc), dc)
+                if W_hr is not None:
+                    dhnew_all[t] = dh_new
+                    dm = dh_new @ W_hr  # (B, H)
+                else:
+                    dm = dh_new
+                tc = tcs[t]
+                dpre = dpre_all[t]
+                if kind == "cifg_lstm":
+                    f, g, o = acts[t].chunk(3, dim=-1)
+                    da_f, da_g, da_o = dpre.chunk(3, dim=-1)
+                else:
+                    i, f, g, o = acts[t].chunk(4, dim=-1)
+                    da_i, da_f, da_g, da_o = dpre.chunk(4, dim=-1)
+                torch.mul(dm * tc, o * (1 - o), out=da_o)
+                dtc = dm * o * (1 - tc * tc)  # d(LN_c(c_t)) or d c_t through the output tanh
+                if ln:
+                    dcn_all[t] = dtc
+                    dc_new = dc_new + _layer_norm_backward(dtc * g_c, xhat_c[t], rstd_c[t])
+                else:
+                    dc_new = dc_new + dtc
+                if peep is not None:
+                    dc_new = torch.addcmul(dc_new, da_o, peep[2])
+                if kind == "cifg_lstm":
+                    torch.mul(dc_new * (c_prev - g), f * (1 - f), out=da_f)
+                    torch.mul(dc_new * (1 - f), 1 - g * g, out=da_g)
+                    dc_prev = dc_new * f
+                else:
+                    torch.mul(dc_new * g, i * (1 - i), out=da_i)
+                    torch.mul(dc_new * c_prev, f * (1 - f), out=da_f)
+                    torch.mul(dc_new * i, 1 - g * g, out=da_g)
+                    dc_prev = dc_new * f
+                    if peep is not None:
+                        dc_prev = torch.addcmul(torch.addcmul(dc_prev, da_i, peep[0]), da_f, peep[1])
+                if ln:
+                    draw_all[t] = _layer_norm_backward(dpre * g_hh, xhat_hh[t], rstd_hh[t])
+                dh = draw_all[t] @ W  # (B, R)
+                dc = dc_prev
+                if mask is not None:
+                    dh, dc = dh + dh_pass, dc + dc_pass
+
+            h_prev_all = hs[:T]  # (T, B, R)
+            grad_W = rows_gemm(draw_all, h_prev_all)  # (G, R)
+            grad_b = sum_rows(dpre_all) if ctx.has_bias else None
+            grad_W_hr = rows_gemm(dhnew_all, ms) if W_hr is not None else None  # (R, H)
+            grad_peep = None
+            if peep is not None:
+                H = tcs.shape[-1]
+                c_prev_all, c_all = cs[:T], cs[1:]
+                da_i, da_f, da_o = dpre_all[..., :H], dpre_all[..., H:2 * H], dpre_all[..., 3 * H:]
+                grad_peep = torch.stack([sum_rows(da_i * c_prev_all), sum_rows(da_f * c_prev_all),
+                                         sum_rows(da_o * c_all)])  # (3, H)
+            grad_ln = [None] * 4
+            if ln:
+                grad_ln = [sum_rows(dpre_all * xhat_hh), sum_rows(dpre_all),
+                           sum_rows(dcn_all * xhat_c), sum_rows(dcn_all)]
+
+        grads = [dpre_all, dh, dc, grad_W, grad_b, grad_W_hr, grad_peep, *grad_ln]
+        grads = [None if g is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes)]
+        return (None, None, None, *grads)
