@@ -40,4 +40,4 @@ def test_readme_example_runs(capsys):
     code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
     exec(compile(code, "README.md", "exec"), {})
     printed = capsys.readouterr().out
-    assert "torch.Size([3, 5, 32]) torch.Size([4, 3, 16]) reference" in printed
+    assert "torch.Size([3, 5, 32]) torch.Size([4, 3, 16]) fused" in printed
