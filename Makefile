@@ -25,7 +25,7 @@ test-all: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
-	$(PY) benchmarks/layers.py
+	$(VENV)/bin/rnnkit bench
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -41,3 +41,12 @@ def test_readme_example_runs(capsys):
     exec(compile(code, "README.md", "exec"), {})
     printed = capsys.readouterr().out
     assert "torch.Size([3, 5, 32]) torch.Size([4, 3, 16]) fused" in printed
+
+
+def test_bench_prints_a_ratio_table(capsys):
+    assert main(["bench", "--shape", "2,4,3,5", "--rounds", "1", "--min-run-time", "0.001",
+                 "--cells", "lstm,peephole_lstm", "--mode", "training", "--markdown"]) == 0
+    printed = capsys.readouterr().out
+    assert "| cell | backend | mode |" in printed
+    for name in ("nn.LSTM", "nn.GRU", "GEMM floor", "| lstm | native |", "| peephole_lstm | fused |"):
+        assert name in printed

@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="train a small LSTM on generated waves and watch its loss fall")
     _add_config_flags(demo, DemoConfig)
     commands.add_parser("cells", help="list the registered cells")
+    from . import bench
+
+    bench.add_arguments(commands.add_parser("bench", help="time every cell against torch.nn, as ratios",
+                                            description=bench.__doc__.split("\n\n")[0]))
     return parser
 
 
@@ -38,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         fields = {f.name for f in dataclasses.fields(DemoConfig)}
         run_demo(DemoConfig(**{k: v for k, v in vars(args).items() if k in fields}))
         return 0
+    if args.command == "bench":
+        from .bench import run
+
+        return run(args)
     if args.command == "cells":
         from .cells import cells
 
