@@ -568,7 +568,7 @@ def test_named_backend_that_cannot_run_says_why(cell):
     "make,expected",
     [
         (lambda: Recurrent("peephole_lstm", I, H), "fused"),
-        (lambda: Recurrent("indrnn", I, H), "reference"),
+        (lambda: Recurrent("indrnn", I, H), "fused"),
         (lambda: Recurrent("lstm", I, H), "native"),
         (lambda: rnnkit.LSTM(I, H), "native"),
         (lambda: rnnkit.GRU(I, H), "native"),

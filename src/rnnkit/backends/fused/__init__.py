@@ -24,16 +24,23 @@ from torch import Tensor
 
 from ...cells import State
 from ..reference import run_stack
-from . import lstm
+from . import elman, gru, indrnn, lstm, minimal
 
 NAME = "fused"
 
 # cell name -> recurrence function
 KERNELS = {
+    "rnn_tanh": elman.recurrence,
+    "rnn_relu": elman.recurrence,
     "lstm": lstm.recurrence,
     "peephole_lstm": lstm.recurrence,
     "layernorm_lstm": lstm.recurrence,
     "cifg_lstm": lstm.recurrence,
+    "gru": gru.recurrence,
+    "cho_gru": gru.recurrence,
+    "mingru": minimal.recurrence,
+    "minlstm": minimal.recurrence,
+    "indrnn": indrnn.recurrence,
 }
 
 

@@ -21,3 +21,11 @@ def sum_rows(x: Tensor) -> Tensor:
 def rows_gemm(a: Tensor, b: Tensor) -> Tensor:
     """sum_t a_t^T b_t for a (T, B, M) and b (T, B, N) as one (M, N) GEMM over all T*B rows."""
     return a.reshape(-1, a.shape[-1]).t() @ b.reshape(-1, b.shape[-1])
+
+
+def h_prev_all(out: Tensor, h0: Tensor) -> Tensor:
+    """h_{t-1} for every step t, (T, B, H): h_0, then the outputs.
+
+    Exact wherever step t runs; where it does not, every gradient it multiplies is zero.
+    """
+    return torch.cat([h0[None], out[:-1]])

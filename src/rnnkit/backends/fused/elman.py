@@ -18,21 +18,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .common import rows_gemm, step_mask, sum_rows
+from .common import h_prev_all, rows_gemm, step_mask, sum_rows
 
 
 def recurrence(cell, gx: Tensor, state: Tensor, w, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
     """The fused time loop of one Elman layer and direction (contract in fused/__init__.py)."""
     mask = step_mask(lengths, gx.shape[0], gx.device)
     return _Elman.apply(cell.nonlinearity, mask, gx, state, w["weight_hh"], w.get("bias_hh"))
-
-
-def h_prev_all(out: Tensor, h0: Tensor) -> Tensor:
-    """h_{t-1} for every step t, (T, B, H): h_0, then the outputs.
-
-    Exact wherever step t runs; where it does not, every gradient it multiplies is zero.
-    """
-    return torch.cat([h0[None], out[:-1]])
 
 
 class _Elman(torch.autograd.Function):
@@ -71,7 +63,7 @@ class _Elman(torch.autograd.Function):
             if ctx.nonlinearity == "tanh":
                 dact = 1 - out * out  # (T, B, H); zero-output steps get gradient zero anyway
             else:
-                dact = (out > 0).to(dtype)
+                dact = out.sign()  # [h_t > 0], as out >= 0; arithmetic beats a bool mask on CPU
             da = torch.empty_like(out)  # (T, B, H) = d gx
             for t in range(out.shape[0] - 1, -1, -1):
                 if mask is None:

@@ -20,8 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .common import rows_gemm, step_mask, sum_rows
-from .elman import h_prev_all
+from .common import h_prev_all, rows_gemm, step_mask, sum_rows
 
 
 def recurrence(cell, gx: Tensor, state: Tensor, w, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -48,12 +47,14 @@ def _blend(mask: Tensor | None, t: int, n: Tensor, z: Tensor, h: Tensor, out: Te
     return torch.where(mask[t], h_new, h)
 
 
-def _masked_grad(mask: Tensor | None, t: int, grad_out_t: Tensor, dh: Tensor) -> tuple[Tensor, Tensor | None]:
-    """dh~_t = dout_t + dh_t where step t runs, and the part of dh_t that skips the step."""
+def _masked_grad(
+    mask: Tensor | None, t: int, grad_out_t: Tensor, dh: Tensor, out: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """dh~_t = dout_t + dh_t where step t runs (zero elsewhere), and the part of dh_t that skips the step."""
     if mask is None:
-        return grad_out_t + dh, None
+        return torch.add(grad_out_t, dh, out=out), None
     zero = dh.new_zeros(())
-    return torch.where(mask[t], grad_out_t + dh, zero), torch.where(mask[t], zero, dh)
+    return torch.where(mask[t], grad_out_t + dh, zero, out=out), torch.where(mask[t], zero, dh)
 
 
 class _GRU(torch.autograd.Function):
@@ -105,8 +106,7 @@ class _GRU(torch.autograd.Function):
             dgh = torch.empty_like(gates)  # (T, B, 3H) = d(W_hh h_{t-1} + b_hh)
             dh_tilde = torch.empty_like(out)  # (T, B, H)
             for t in range(T - 1, -1, -1):
-                g, dh_pass = _masked_grad(mask, t, grad_out[t], dh)
-                dh_tilde[t] = g
+                g, dh_pass = _masked_grad(mask, t, grad_out[t], dh, out=dh_tilde[t])
                 torch.mul(coef[t], g[:, None], out=dgh[t].view(B, 3, H))
                 if t == 0 and not need_h0:
                     break

@@ -1,0 +1,123 @@
+"""Fused BPTT for minGRU and minLSTM (Feng et al. 2024): gates from x_t only.
+
+Both cells are a linear recurrence h_t = a_t h_{t-1} + b_t whose coefficients depend on gx
+alone, so every gate is computed for all steps at once and only the recurrence itself, one
+``addcmul`` per step, runs in the loop. A step that does not run has a_t = 1, b_t = 0, which
+keeps the state exactly.
+
+Backward runs the same recurrence in reverse, dh~_t = dout_t + dh_t and dh_{t-1} = a_t dh~_t;
+every gate gradient is then dh~_t times a coefficient that forward already formed for all
+steps at once (zero where a step does not run), so backward is the loop and one product. With
+g'(a) = 1 (a >= 0) or sigma(a)(1 - sigma(a)) (a < 0):
+
+    mingru:  a = 1 - z, b = z h~;   da_z = dh~ (h~ - h_{t-1}) z (1 - z),   da_h = dh~ z g'(a_h)
+    minlstm: f' = f / (f + i), i' = i / (f + i), a = f', b = i' h~;   k = (h_{t-1} - h~) f' i'
+             da_f = dh~ k (1 - f),   da_i = -dh~ k (1 - i),   da_h = dh~ i' g'(a_h)
+
+Masks enter as multiplications by a float (T, B, 1) mask: the ops that take a full-size bool
+condition (``where``, ``masked_fill``) run several times slower on CPU than arithmetic.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .common import step_mask
+
+
+def recurrence(cell, gx: Tensor, state: Tensor, w, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The fused time loop of one minGRU or minLSTM layer and direction (contract in fused/__init__.py)."""
+    mask = step_mask(lengths, gx.shape[0], gx.device)
+    need_grad = torch.is_grad_enabled() and (gx.requires_grad or state.requires_grad)
+    return _Minimal.apply(cell.name, mask, need_grad, gx, state)
+
+
+def _candidate(a: Tensor) -> tuple[Tensor, Tensor]:
+    """g(a) and g'(a), where g(a) = a + 1/2 for a >= 0 and sigma(a) below.
+
+    Written as relu(a) + sigma(min(a, 0)), exact on both sides since sigma(0) = 1/2, and
+    g'(a) = s (1 - s) + 3/4 [a >= 0] with s = sigma(min(a, 0)), exactly 1 for a >= 0.
+    """
+    s = torch.sigmoid(a.clamp(max=0))
+    nonneg = a.sign().add_(1).clamp_(max=1)  # [a >= 0] as 0/1 without a bool tensor
+    return torch.relu(a).add_(s), torch.addcmul(nonneg.mul_(0.75), s, 1 - s)
+
+
+def _prev_minus(a: Tensor, out: Tensor, h0: Tensor, result: Tensor) -> Tensor:
+    """a_t - h_{t-1} for all t into result: h_{t-1} is h_0, then out[t-1] (the unmasked states)."""
+    torch.sub(a[0], h0, out=result[0])
+    torch.sub(a[1:], out[:-1], out=result[1:])
+    return result
+
+
+class _Minimal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kind, mask, need_grad, gx, h0):
+        with torch.autocast(gx.device.type, enabled=False):
+            T, B, G = gx.shape
+            H = h0.shape[-1]
+            h_tilde, dg = _candidate(gx[..., G - H :])  # (T, B, H); the candidate is last in both packings
+            if kind == "mingru":
+                z = torch.sigmoid(gx[..., :H])
+                decay, drive = 1 - z, z * h_tilde  # (T, B, H)
+            else:
+                fi = torch.sigmoid(gx[..., : 2 * H])  # f | i
+                f, i = fi[..., :H], fi[..., H:]
+                total = f + i
+                decay, i_norm = f / total, i / total  # f', i'
+                drive = i_norm * h_tilde
+            mf = None
+            decay_run = decay
+            if mask is not None:  # a step that does not run keeps h exactly: 1 * h + 0
+                mf = mask.to(gx.dtype)  # (T, B, 1)
+                decay_run = torch.addcmul(1 - mf, decay, mf)
+                drive.mul_(mf)
+
+            out = torch.empty_like(drive)  # (T, B, H), the states until masked below
+            h = h0.to(gx.dtype)
+            for t in range(T):
+                h = torch.addcmul(drive[t], decay_run[t], h, out=out[t])
+            h = h.clone()  # the final state, not a view of out
+
+            if need_grad:  # d gx = dh~ * coef, coef packed like gx
+                coef = torch.empty_like(gx)
+                if kind == "mingru":
+                    _prev_minus(h_tilde, out, h0, coef[..., :H]).mul_(z).mul_(decay)  # (h~ - h_{t-1}) z (1-z)
+                    torch.mul(z, dg, out=coef[..., H:])  # z g'
+                else:
+                    k = _prev_minus(h_tilde, out, h0, coef[..., :H]).neg_().mul_(decay).mul_(i_norm)
+                    torch.sub(i, 1, out=coef[..., H : 2 * H]).mul_(k)  # -k (1 - i)
+                    k.mul_(1 - f)  # k (1 - f), in place over k
+                    torch.mul(i_norm, dg, out=coef[..., 2 * H :])  # i' g'
+                if mf is not None:
+                    coef.mul_(mf)  # steps that do not run get no gate gradient
+                ctx.save_for_backward(decay_run, coef)
+            if mf is not None:
+                out.mul_(mf)  # outputs past each sequence's end are zero
+
+        ctx.mask = mask
+        ctx.dtypes = (gx.dtype, h0.dtype)
+        return out, h
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h):
+        decay, coef = ctx.saved_tensors
+        mask = ctx.mask
+        with torch.autocast(coef.device.type, enabled=False):
+            dtype = coef.dtype
+            T, B, G = coef.shape
+            grad_out = grad_out.to(dtype)
+            mf = None if mask is None else mask.to(dtype)  # (T, B, 1)
+            dh = grad_h.to(dtype)  # (B, H)
+            dh_tilde = torch.empty_like(decay)  # (T, B, H): dout_t + dh_t
+            for t in range(T - 1, -1, -1):
+                if mf is None:
+                    g = torch.add(grad_out[t], dh, out=dh_tilde[t])
+                else:  # the output of a step that does not run is a constant zero; dh passes (a = 1)
+                    g = torch.addcmul(dh, grad_out[t], mf[t], out=dh_tilde[t])
+                dh = g * decay[t]
+            grad_gx = (coef.view(T, B, -1, dh.shape[-1]) * dh_tilde[:, :, None]).view(T, B, G)
+
+        grads = (grad_gx, dh if ctx.needs_input_grad[4] else None)
+        return (None, None, None, *[None if g is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes)])
