@@ -626,3 +626,17 @@ def test_init_rules(cell, options):
                     assert p.abs().max() <= bound, f"{where}: beyond U(-{bound:.4f}, {bound:.4f})"
                     assert p.abs().max() > 0.8 * bound, f"{where}: does not fill U(-{bound:.4f}, {bound:.4f})"
                     assert p.min() < 0 < p.max(), f"{where}: not symmetric around 0"
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused", "scan"])
+def test_minlstm_survives_gates_that_underflow(backend):
+    """f / (f + i) with both sigmoids underflowing is 0/0; the cell computes it as sigmoid(log f - log i)."""
+    layer = rnnkit.Recurrent("minlstm", 1, 1, bias=False, backend=backend)
+    with torch.no_grad():
+        layer.weight_ih_l0.fill_(200.0)  # a_f = a_i = -200 below: both gates underflow in float32
+    x = torch.full((3, 1, 1), -1.0, requires_grad=True)
+    out, _ = layer(x, torch.ones(1, 1, 1))
+    out.sum().backward()
+    # f' = i' = 1/2 and g(-200) ~ 0: h halves every step
+    assert torch.allclose(out.flatten(), torch.tensor([0.5, 0.25, 0.125]))
+    assert torch.isfinite(x.grad).all() and torch.isfinite(layer.weight_ih_l0.grad).all()

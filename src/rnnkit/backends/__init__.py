@@ -19,7 +19,7 @@ from types import ModuleType
 
 import torch
 
-from . import fused, native, reference
+from . import fused, native, reference, scan
 
 
 class NotSupported(RuntimeError):
@@ -38,12 +38,26 @@ class Problem:
     steps: int
 
 
-BACKENDS: dict[str, ModuleType] = {"reference": reference, "native": native, "fused": fused}
+BACKENDS: dict[str, ModuleType] = {"reference": reference, "native": native, "fused": fused, "scan": scan}
 
 # auto's fixed table: the first backend here that supports the problem runs it. torch's own
 # kernels (oneDNN / cuDNN) are the fastest for the cells they have; the reference loop runs
 # everything. The fused and scan backends slot in here, where benchmarks/ shows them faster.
 AUTO_ORDER: tuple[str, ...] = ("native", "fused", "reference")
+
+# The log-space scan replaces T sequential steps by a few whole-sequence kernels. On CPU the
+# loop is faster at every shape measured (benchmarks/scan.py: the scan 1.0x-7.6x slower at 2
+# threads), so auto never picks it there. On CUDA a loop pays kernel launches per step; the
+# scan should win beyond a few dozen steps (Feng et al. 2024 report 175x at T=512 on a T4).
+# Not yet measured on a GPU here: benchmarks/scan.py --device cuda is how to confirm it.
+SCAN_MIN_STEPS_CUDA = 32
+
+
+def auto_order(problem: Problem) -> tuple[str, ...]:
+    """auto's preference for this problem; the first backend that supports it runs."""
+    if problem.device == "cuda" and problem.steps >= SCAN_MIN_STEPS_CUDA:
+        return ("scan", *AUTO_ORDER)  # scan supports only mingru and minlstm
+    return AUTO_ORDER
 
 
 def backend_names() -> list[str]:
@@ -58,11 +72,11 @@ def select(requested: str, problem: Problem) -> ModuleType:
         if reason is not None:
             raise NotSupported(f"backend {requested!r} cannot run this layer: {reason}")
         return backend
-    for name in AUTO_ORDER:
+    for name in auto_order(problem):
         backend = BACKENDS[name]
         if backend.supports(problem) is None:
             return backend
     raise NotSupported(f"no backend supports {problem}")  # unreachable: reference runs everything
 
 
-__all__ = ["AUTO_ORDER", "BACKENDS", "NotSupported", "Problem", "backend_names", "select"]
+__all__ = ["AUTO_ORDER", "BACKENDS", "auto_order", "NotSupported", "Problem", "backend_names", "select"]

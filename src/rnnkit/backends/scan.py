@@ -82,9 +82,11 @@ LOG_COEFFICIENTS = {"mingru": mingru_log_coefficients, "minlstm": minlstm_log_co
 
 def supports(problem) -> str | None:
     if problem.cell not in LOG_COEFFICIENTS:
-        return (f"the scan needs a recurrence linear in h with coefficients from x_t alone "
-                f"(h_t = a_t * h_(t-1) + b_t); cell {problem.cell!r} is not one "
-                f"(scan runs {', '.join(LOG_COEFFICIENTS)})")
+        return (
+            f"the scan needs a recurrence linear in h with coefficients from x_t alone "
+            f"(h_t = a_t * h_(t-1) + b_t); cell {problem.cell!r} is not one "
+            f"(scan runs {', '.join(LOG_COEFFICIENTS)})"
+        )
     return None
 
 

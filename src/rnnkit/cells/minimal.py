@@ -11,6 +11,7 @@ import math
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .base import Cell
@@ -40,9 +41,9 @@ def minlstm_step(gx: Tensor, h_prev: Tensor) -> Tensor:
         f' = f / (f + i), \quad i' = i / (f + i), \qquad h_t = f' \odot h_{t-1} + i' \odot \tilde h
     """
     a_f, a_i, a_h = gx.chunk(3, dim=-1)
-    f, i = torch.sigmoid(a_f), torch.sigmoid(a_i)
-    total = f + i
-    return (f / total) * h_prev + (i / total) * g(a_h)  # (B, H)
+    # f / (f + i) = sigmoid(log f - log i): no 0/0 when both gates underflow
+    d = F.logsigmoid(a_f) - F.logsigmoid(a_i)
+    return torch.sigmoid(d) * h_prev + torch.sigmoid(-d) * g(a_h)  # (B, H)
 
 
 class _MinimalCell(Cell):

@@ -21,6 +21,7 @@ condition (``where``, ``masked_fill``) run several times slower on CPU than arit
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .common import step_mask
@@ -62,10 +63,10 @@ class _Minimal(torch.autograd.Function):
                 z = torch.sigmoid(gx[..., :H])
                 decay, drive = 1 - z, z * h_tilde  # (T, B, H)
             else:
-                fi = torch.sigmoid(gx[..., : 2 * H])  # f | i
-                f, i = fi[..., :H], fi[..., H:]
-                total = f + i
-                decay, i_norm = f / total, i / total  # f', i'
+                a_f, a_i = gx[..., :H], gx[..., H : 2 * H]
+                f, i = torch.sigmoid(a_f), torch.sigmoid(a_i)
+                d = F.logsigmoid(a_f) - F.logsigmoid(a_i)  # log f - log i: no 0/0 when both underflow
+                decay, i_norm = torch.sigmoid(d), torch.sigmoid(-d)  # f' = f / (f + i), i'
                 drive = i_norm * h_tilde
             mf = None
             decay_run = decay
