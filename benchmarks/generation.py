@@ -1,6 +1,6 @@
 """Token-by-token generation cost: ``rnnkit`` ``layer.step`` against stepping torch.nn and the GEMV floor.
 
-Run as ``.venv/bin/python benchmarks/generation.py`` (about 2 minutes on 2 quiet cores).
+Run as ``.venv/bin/python benchmarks/generation.py`` (about 40 s on 2 quiet cores).
 
 Batch 1, a 2-layer stack, fp32, inference (``torch.no_grad``, eval mode); one "token" is one
 step through both layers with the state carried from the previous step:
@@ -12,7 +12,9 @@ step through both layers with the state carried from the previous step:
 
 Columns: microseconds per token for each, "x floor" = rnnkit / floor (the target is at most
 1.3 for the LSTM), "speed-up" = torch.nn / rnnkit (the target is at least 2.5), tokens per
-second of rnnkit. Ratios are medians of per-round ratios; rnnkit, torch.nn and the floor are
+second of rnnkit, and "others": the cores other processes kept busy while the row was timed
+(well above 0 means noise: torch.nn's step, like torch.tanh, then stalls for milliseconds per
+call, see ``rnnkit/stepper.py``). Ratios are medians of per-round ratios; rnnkit, torch.nn and the floor are
 timed in interleaved rounds (``--rounds``, at least 3) in a rotating order, each with
 ``torch.utils.benchmark.Timer(..., num_threads=torch.get_num_threads()).blocked_autorange``
 after a warm-up. Where rnnkit computes torch.nn's function (lstm, gru) it is loaded with
@@ -161,9 +163,11 @@ class Result:
     x_floor: float  # median over rounds of rnnkit / floor
     speedup: float  # median over rounds of nn / rnnkit
     speedup_range: tuple[float, float]
+    other_cores: float | None  # cores other processes kept busy while this row was timed
 
 
 def compare(row: Row, args: argparse.Namespace) -> Result:
+    load = busy_seconds()
     torch.manual_seed(0)
     I, H = row.input_size, row.hidden_size
     baseline = BASELINES[row.baseline](I, H, NUM_LAYERS).eval()
@@ -183,18 +187,18 @@ def compare(row: Row, args: argparse.Namespace) -> Result:
     speedups = [n / c for n, c in zip(times["nn"], times["rnnkit"])]
     return Result(row, {who: median(t) for who, t in times.items()},
                   median([c / f for c, f in zip(times["rnnkit"], times["floor"])]),
-                  median(speedups), (min(speedups), max(speedups)))
+                  median(speedups), (min(speedups), max(speedups)), other_cores(load))
 
 
 COLUMNS = ["cell", "I", "H", "baseline", "rnnkit us/token", "nn us/token", "floor us/token",
-           "x floor", "speed-up", "speed-up range", "tokens/s"]
+           "x floor", "speed-up", "speed-up range", "tokens/s", "others"]
 
 
 def cells_of(r: Result) -> list[str]:
     return [r.row.cell, str(r.row.input_size), str(r.row.hidden_size), r.row.baseline,
             f"{r.times['rnnkit'] * 1e6:.0f}", f"{r.times['nn'] * 1e6:.0f}", f"{r.times['floor'] * 1e6:.0f}",
             f"{r.x_floor:.2f}", f"{r.speedup:.2f}", f"{r.speedup_range[0]:.2f}-{r.speedup_range[1]:.2f}",
-            f"{1 / r.times['rnnkit']:.0f}"]
+            f"{1 / r.times['rnnkit']:.0f}", "?" if r.other_cores is None else f"{r.other_cores:.2f}"]
 
 
 def table(results: list[Result], markdown: bool) -> str:

@@ -220,7 +220,7 @@ def test_half_precision_projection_is_scanned_in_float32():
 
 
 def problem(cell: str) -> Problem:
-    return Problem(cell, (), "cpu", torch.float32, 4, 10)
+    return Problem(cell, (), "cpu", torch.float32, 4, 10, False)
 
 
 def test_supports_only_the_minimal_cells():

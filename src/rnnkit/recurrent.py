@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import backends
 from .backends import Problem
 from .cells import Cell, LSTMState, State, make_cell, map_state
+from .stepper import Stepper
 
 
 class Recurrent(nn.Module):
@@ -108,6 +109,7 @@ class Recurrent(nn.Module):
         self.proj_size = proj_size
         self.backend = backend
         self.last_backend: str | None = None  # the backend that ran the last forward call
+        self._stepper: Stepper | None = None  # step()'s inference path, made on the first such step
 
         factory = {"device": device, "dtype": dtype}
         out_size = proj_size or hidden_size
@@ -173,7 +175,8 @@ class Recurrent(nn.Module):
         lengths = self._check_lengths(lengths, T, B, x.device)
         state = self._check_state(state, B, x)
 
-        problem = Problem(self.cell.name, tuple(self.cell_options.items()), x.device.type, x.dtype, B, T)
+        training = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        problem = Problem(self.cell.name, tuple(self.cell_options.items()), x.device.type, x.dtype, B, T, training)
         backend = backends.select(self.backend, problem)
         out, state = backend.run(self, x, lengths, state)  # (T, B, D*R)
         self.last_backend = backend.NAME
@@ -189,6 +192,11 @@ class Recurrent(nn.Module):
 
         The state has ``forward``'s shapes, (L, B, R) or LSTMState; None means zeros.
         Stepping T times equals one ``forward`` over the T steps (dropout aside in training).
+
+        Where no gradient is needed (``torch.no_grad``, ``inference_mode``, or nothing
+        requires grad) and autocast is off, the step runs on weights arranged once with raw
+        ops (``rnnkit.stepper``): the same numbers up to rounding, at a fraction of the
+        autograd step's cost per token. Otherwise it runs the cell's autograd step.
         """
         if self.bidirectional:
             raise ValueError("step() needs a unidirectional layer: the reverse direction of a "
@@ -198,6 +206,11 @@ class Recurrent(nn.Module):
             raise ValueError(f"x_t must be 2-D (B, I), got {got}")
         self._check_input(x_t, x_t.shape[1], name="x_t")
         state = self._check_state(state, x_t.shape[0], x_t)
+        if not torch.is_autocast_enabled(x_t.device.type) and not self._step_needs_grad(x_t, state):
+            stepper = getattr(self, "_stepper", None)  # absent on layers pickled before it existed
+            if stepper is None:
+                stepper = self._stepper = Stepper()
+            return stepper.step(self, x_t, state, self.dropout if self.training else 0.0)
         finals = []
         y = x_t
         for k in range(self.num_layers):
@@ -208,6 +221,14 @@ class Recurrent(nn.Module):
             if k < self.num_layers - 1 and self.dropout > 0 and self.training:
                 y = nn.functional.dropout(y, self.dropout, training=True)
         return y, map_state(lambda *s: torch.stack(s), *finals)
+
+    def _step_needs_grad(self, x_t: Tensor, state: State) -> bool:
+        """Whether step() must record autograd history: grad mode on and anything requiring grad."""
+        if not torch.is_grad_enabled():
+            return False
+        parts = (state,) if isinstance(state, Tensor) else state
+        return (x_t.requires_grad or any(s.requires_grad for s in parts)
+                or any(p.requires_grad for p in self.parameters()))
 
     # ------------------------------------------------------------------ validation
 
