@@ -18,10 +18,13 @@ Derivatives, with m = o * tanh(c~) the pre-projection output (c~ = c_t, or LN_c(
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
 from ...cells import LSTMState
+from . import extension
 from .common import rows_gemm, step_mask, sum_rows
 
 
@@ -30,9 +33,9 @@ def recurrence(cell, gx: Tensor, state: LSTMState, w, lengths: Tensor | None) ->
     mask = step_mask(lengths, gx.shape[0], gx.device)
     eps = getattr(cell, "eps", 0.0)
     out, h, c = _LSTMFamily.apply(
-        cell.name, eps, mask, gx, state.h, state.c, w["weight_hh"], w.get("bias_hh"), w.get("weight_hr"),
-        w.get("weight_peephole"), w.get("ln_hh_weight"), w.get("ln_hh_bias"), w.get("ln_c_weight"),
-        w.get("ln_c_bias"),
+        cell.name, eps, mask, torch.is_grad_enabled(), gx, state.h, state.c, w["weight_hh"], w.get("bias_hh"),
+        w.get("weight_hr"), w.get("weight_peephole"), w.get("ln_hh_weight"), w.get("ln_hh_bias"),
+        w.get("ln_c_weight"), w.get("ln_c_bias"),
     )
     return out, LSTMState(h, c)
 
@@ -55,10 +58,49 @@ def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return None if t is None else t.to(dtype)
 
 
+# kinds the C++ loops (csrc/lstm.cpp) run; layernorm_lstm and bf16 (autocast) keep the Python loops
+_CPP_KIND = {"lstm": 0, "peephole_lstm": 1, "cifg_lstm": 2}
+_warned_no_extension = False
+
+
+def _cpp_loops(kind: str, gx: Tensor):
+    """The C++ time loops for this call (``torch.ops.rnnkit_fused``), or None: the Python loops run."""
+    global _warned_no_extension
+    if kind not in _CPP_KIND or gx.device.type != "cpu" or gx.dtype not in (torch.float32, torch.float64):
+        return None
+    if extension.disabled():
+        return None
+    ops = extension.load()
+    if ops is None and not _warned_no_extension:
+        _warned_no_extension = True
+        warnings.warn(f"rnnkit fused LSTM: C++ loops {extension.status()}; using the slower Python loops",
+                      RuntimeWarning, stacklevel=3)
+    return ops
+
+
 class _LSTMFamily(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kind, eps, mask, gx, h0, c0, weight_hh, bias_hh, weight_hr, weight_peephole,
+    def forward(ctx, kind, eps, mask, grad_enabled, gx, h0, c0, weight_hh, bias_hh, weight_hr, weight_peephole,
                 ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias):
+        ops = _cpp_loops(kind, gx)
+        ctx.cpp = ops is not None
+        if ops is not None:  # the same loop in C++, saving the same tensors
+            ctx.kind, ctx.eps, ctx.mask = kind, eps, mask
+            ctx.dtypes = [None if x is None else x.dtype for x in (gx, h0, c0, weight_hh, bias_hh, weight_hr,
+                                                                  weight_peephole, ln_hh_weight, ln_hh_bias,
+                                                                  ln_c_weight, ln_c_bias)]
+            ctx.has_bias = bias_hh is not None
+            dtype = gx.dtype
+            W, W_hr, peep = weight_hh.to(dtype), _cast(weight_hr, dtype), _cast(weight_peephole, dtype)
+            # needs_input_grad ignores grad mode: under no_grad (grad_enabled False) nothing is saved
+            training = grad_enabled and any(ctx.needs_input_grad)
+            out, h, c, acts, tcs, hs, cs, ms = ops.lstm_forward(
+                _CPP_KIND[kind], gx, h0, c0, W, _cast(bias_hh, dtype), W_hr, peep,
+                None if mask is None else mask[..., 0], training, extension.packed_gemm())
+            if training:
+                ctx.save_for_backward(W, acts, tcs, hs, cs, W_hr, ms if W_hr is not None else None, peep)
+            return out, h, c
+
         with torch.autocast(gx.device.type, enabled=False):
             dtype = gx.dtype  # under autocast the input GEMM already chose it
             T, B, G = gx.shape
@@ -156,60 +198,69 @@ class _LSTMFamily(torch.autograd.Function):
             T, B, G = acts.shape
             grad_out = grad_out.to(dtype)
             dh, dc = grad_h.to(dtype), grad_c.to(dtype)
-            dpre_all = torch.empty_like(acts)  # d(pre-activation gates) = d gx
-            draw_all = torch.empty_like(acts) if ln else dpre_all  # d(h W_hh^T)
-            dhnew_all = torch.empty_like(grad_out) if W_hr is not None else None
-            dcn_all = torch.empty_like(tcs) if ln else None
-            for t in range(T - 1, -1, -1):
-                c_prev = cs[t]
-                if mask is None:
-                    dh_new, dc_new = dh + grad_out[t], dc
-                else:
-                    mt = mask[t]
-                    zero = torch.zeros_like(dh)
-                    dh_new = torch.where(mt, dh + grad_out[t], zero)
-                    dc_new = torch.where(mt, dc, torch.zeros_like(dc))
-                    dh_pass = torch.where(mt, zero, dh)
-                    dc_pass = torch.where(mt, torch.zeros_like(dc), dc)
-                if W_hr is not None:
-                    dhnew_all[t] = dh_new
-                    dm = dh_new @ W_hr  # (B, H)
-                else:
-                    dm = dh_new
-                tc = tcs[t]
-                dpre = dpre_all[t]
-                if kind == "cifg_lstm":
-                    f, g, o = acts[t].chunk(3, dim=-1)
-                    da_f, da_g, da_o = dpre.chunk(3, dim=-1)
-                else:
-                    i, f, g, o = acts[t].chunk(4, dim=-1)
-                    da_i, da_f, da_g, da_o = dpre.chunk(4, dim=-1)
-                torch.mul(dm * tc, o * (1 - o), out=da_o)
-                dtc = dm * o * (1 - tc * tc)  # d(LN_c(c_t)) or d c_t through the output tanh
-                if ln:
-                    dcn_all[t] = dtc
-                    dc_new = dc_new + _layer_norm_backward(dtc * g_c, xhat_c[t], rstd_c[t])
-                else:
-                    dc_new = dc_new + dtc
-                if peep is not None:
-                    dc_new = torch.addcmul(dc_new, da_o, peep[2])
-                if kind == "cifg_lstm":
-                    torch.mul(dc_new * (c_prev - g), f * (1 - f), out=da_f)
-                    torch.mul(dc_new * (1 - f), 1 - g * g, out=da_g)
-                    dc_prev = dc_new * f
-                else:
-                    torch.mul(dc_new * g, i * (1 - i), out=da_i)
-                    torch.mul(dc_new * c_prev, f * (1 - f), out=da_f)
-                    torch.mul(dc_new * i, 1 - g * g, out=da_g)
-                    dc_prev = dc_new * f
+            # the C++ loop, unless a double backward needs this backward to be differentiable
+            ops = extension.load() if ctx.cpp and not torch.is_grad_enabled() else None
+            if ops is not None:
+                dpre_all, dh, dc, dhnew = ops.lstm_backward(
+                    _CPP_KIND[kind], grad_out, dh, dc, W, acts, tcs, cs, W_hr, peep,
+                    None if mask is None else mask[..., 0], extension.packed_gemm())
+                draw_all = dpre_all
+                dhnew_all = dhnew if W_hr is not None else None
+            else:
+                dpre_all = torch.empty_like(acts)  # d(pre-activation gates) = d gx
+                draw_all = torch.empty_like(acts) if ln else dpre_all  # d(h W_hh^T)
+                dhnew_all = torch.empty_like(grad_out) if W_hr is not None else None
+                dcn_all = torch.empty_like(tcs) if ln else None
+                for t in range(T - 1, -1, -1):
+                    c_prev = cs[t]
+                    if mask is None:
+                        dh_new, dc_new = dh + grad_out[t], dc
+                    else:
+                        mt = mask[t]
+                        zero = torch.zeros_like(dh)
+                        dh_new = torch.where(mt, dh + grad_out[t], zero)
+                        dc_new = torch.where(mt, dc, torch.zeros_like(dc))
+                        dh_pass = torch.where(mt, zero, dh)
+                        dc_pass = torch.where(mt, torch.zeros_like(dc), dc)
+                    if W_hr is not None:
+                        dhnew_all[t] = dh_new
+                        dm = dh_new @ W_hr  # (B, H)
+                    else:
+                        dm = dh_new
+                    tc = tcs[t]
+                    dpre = dpre_all[t]
+                    if kind == "cifg_lstm":
+                        f, g, o = acts[t].chunk(3, dim=-1)
+                        da_f, da_g, da_o = dpre.chunk(3, dim=-1)
+                    else:
+                        i, f, g, o = acts[t].chunk(4, dim=-1)
+                        da_i, da_f, da_g, da_o = dpre.chunk(4, dim=-1)
+                    torch.mul(dm * tc, o * (1 - o), out=da_o)
+                    dtc = dm * o * (1 - tc * tc)  # d(LN_c(c_t)) or d c_t through the output tanh
+                    if ln:
+                        dcn_all[t] = dtc
+                        dc_new = dc_new + _layer_norm_backward(dtc * g_c, xhat_c[t], rstd_c[t])
+                    else:
+                        dc_new = dc_new + dtc
                     if peep is not None:
-                        dc_prev = torch.addcmul(torch.addcmul(dc_prev, da_i, peep[0]), da_f, peep[1])
-                if ln:
-                    draw_all[t] = _layer_norm_backward(dpre * g_hh, xhat_hh[t], rstd_hh[t])
-                dh = draw_all[t] @ W  # (B, R)
-                dc = dc_prev
-                if mask is not None:
-                    dh, dc = dh + dh_pass, dc + dc_pass
+                        dc_new = torch.addcmul(dc_new, da_o, peep[2])
+                    if kind == "cifg_lstm":
+                        torch.mul(dc_new * (c_prev - g), f * (1 - f), out=da_f)
+                        torch.mul(dc_new * (1 - f), 1 - g * g, out=da_g)
+                        dc_prev = dc_new * f
+                    else:
+                        torch.mul(dc_new * g, i * (1 - i), out=da_i)
+                        torch.mul(dc_new * c_prev, f * (1 - f), out=da_f)
+                        torch.mul(dc_new * i, 1 - g * g, out=da_g)
+                        dc_prev = dc_new * f
+                        if peep is not None:
+                            dc_prev = torch.addcmul(torch.addcmul(dc_prev, da_i, peep[0]), da_f, peep[1])
+                    if ln:
+                        draw_all[t] = _layer_norm_backward(dpre * g_hh, xhat_hh[t], rstd_hh[t])
+                    dh = draw_all[t] @ W  # (B, R)
+                    dc = dc_prev
+                    if mask is not None:
+                        dh, dc = dh + dh_pass, dc + dc_pass
 
             h_prev_all = hs[:T]  # (T, B, R)
             grad_W = rows_gemm(draw_all, h_prev_all)  # (G, R)
@@ -229,4 +280,4 @@ class _LSTMFamily(torch.autograd.Function):
 
         grads = [dpre_all, dh, dc, grad_W, grad_b, grad_W_hr, grad_peep, *grad_ln]
         grads = [None if g is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes)]
-        return (None, None, None, *grads)
+        return (None, None, None, None, *grads)
