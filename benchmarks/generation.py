@@ -1,6 +1,6 @@
 """Token-by-token generation cost: ``rnnkit`` ``layer.step`` against stepping torch.nn and the GEMV floor.
 
-Run as ``.venv/bin/python benchmarks/generation.py`` (about 40 s on 2 quiet cores).
+Run as ``.venv/bin/python benchmarks/generation.py`` (about 50 s on 2 quiet cores).
 
 Batch 1, a 2-layer stack, fp32, inference (``torch.no_grad``, eval mode); one "token" is one
 step through both layers with the state carried from the previous step:
@@ -9,17 +9,21 @@ step through both layers with the state carried from the previous step:
   torch.nn  ``out, state = nn_layer(x_t[None], state)``: torch.nn.LSTM / GRU called with T = 1
   floor     per layer ``torch.mv(W_ih, x)`` and ``torch.mv(W_hh, h)`` on the layer's own weights:
             the matrix-vector products alone, the bare minimum any step must pay
+  floor T   the same products on the weights stored transposed and contiguous, (in, out), as
+            ``torch.mv(W_ih_t.t(), x)``: the layout rnnkit's stepper arranges, which MKL streams
+            faster for batch 1, so "x floor" can fall below 1
 
-Columns: microseconds per token for each, "x floor" = rnnkit / floor (the target is at most
-1.3 for the LSTM), "speed-up" = torch.nn / rnnkit (the target is at least 2.5), tokens per
-second of rnnkit, and "others": the cores other processes kept busy while the row was timed
-(well above 0 means noise: torch.nn's step, like torch.tanh, then stalls for milliseconds per
-call, see ``rnnkit/stepper.py``). Ratios are medians of per-round ratios; rnnkit, torch.nn and the floor are
-timed in interleaved rounds (``--rounds``, at least 3) in a rotating order, each with
-``torch.utils.benchmark.Timer(..., num_threads=torch.get_num_threads()).blocked_autorange``
-after a warm-up. Where rnnkit computes torch.nn's function (lstm, gru) it is loaded with
-torch.nn's weights and checked against it before timing. On a shared machine the ratios
-hold, absolute times do not; the last line says how busy other processes kept the cores.
+Columns: microseconds per token for each; "x floor" = rnnkit / floor (the target is at most
+1.3 for the LSTM); "x floor T" = rnnkit / floor T; "speed-up" = torch.nn / rnnkit (the target
+is at least 2.5); tokens per second of rnnkit; "others", the cores other processes kept busy
+while the row was timed (well above 0 means noise: torch.nn's step, like torch.tanh, then
+stalls for milliseconds per call, see ``rnnkit/stepper.py``). Ratios are medians of per-round
+ratios; the four are timed in interleaved rounds (``--rounds``, at least 3) in a rotating
+order, each with ``torch.utils.benchmark.Timer(..., num_threads=torch.get_num_threads())
+.blocked_autorange`` after a warm-up. Where rnnkit computes torch.nn's function (lstm, gru) it
+is loaded with torch.nn's weights and checked against it before timing. On a shared machine
+the ratios hold better than absolute times: the GEMVs stream 12-16 MB of weights through a
+32 MB L3 shared with other tenants, and the floor moved between 0.3 and 1.3 ms from run to run.
 
     .venv/bin/python benchmarks/generation.py --markdown
     .venv/bin/python benchmarks/generation.py --quick        # lstm rows only, shorter runs
@@ -120,12 +124,15 @@ def nn_stepper(layer: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return run
 
 
-def floor(layer: rnnkit.Recurrent, x: torch.Tensor) -> Callable[[], None]:
-    """The GEMVs alone: two torch.mv per layer on the layer's own (contiguous) weights."""
+def floor(layer: rnnkit.Recurrent, x: torch.Tensor, transposed: bool = False) -> Callable[[], None]:
+    """The GEMVs alone: two torch.mv per layer on the layer's own weights, (out, in) as stored,
+    or (transposed) on copies stored (in, out) and multiplied through their ``.t()`` view."""
     pairs = []
     for k in range(layer.num_layers):
         w = layer.weights(k, 0)
         w_ih, w_hh = w["weight_ih"].detach().contiguous(), w["weight_hh"].detach().contiguous()
+        if transposed:
+            w_ih, w_hh = w_ih.t().contiguous().t(), w_hh.t().contiguous().t()
         pairs.append((w_ih, w_hh, torch.randn(w_ih.shape[1]), torch.randn(w_hh.shape[1])))
 
     def run() -> None:
@@ -159,8 +166,9 @@ def measure(fn: Callable[[], None], min_run_time: float) -> float:
 @dataclass
 class Result:
     row: Row
-    times: dict[str, float]  # median seconds per token: rnnkit, nn, floor
+    times: dict[str, float]  # median seconds per token: rnnkit, nn, floor, floor T
     x_floor: float  # median over rounds of rnnkit / floor
+    x_floor_t: float  # median over rounds of rnnkit / floor T
     speedup: float  # median over rounds of nn / rnnkit
     speedup_range: tuple[float, float]
     other_cores: float | None  # cores other processes kept busy while this row was timed
@@ -175,29 +183,32 @@ def compare(row: Row, args: argparse.Namespace) -> Result:
     x = torch.randn(1, I)  # (B=1, I)
     if (row.cell, row.baseline) in SAME_FUNCTION:
         check_same_function(candidate, baseline, x, row)
-    fns = {"rnnkit": stepper(candidate, x), "nn": nn_stepper(baseline, x), "floor": floor(candidate, x)}
+    fns = {"rnnkit": stepper(candidate, x), "nn": nn_stepper(baseline, x), "floor": floor(candidate, x),
+           "floor T": floor(candidate, x, transposed=True)}
     for fn in fns.values():
         fn()  # warm-up: first-call allocations and, for rnnkit, arranging the weights
     times: dict[str, list[float]] = {who: [] for who in fns}
     order = list(fns)
     for r in range(args.rounds):
-        for who in order[r % 3 :] + order[: r % 3]:
+        for who in order[r % len(order) :] + order[: r % len(order)]:
             times[who].append(measure(fns[who], args.min_run_time))
     median = statistics.median
     speedups = [n / c for n, c in zip(times["nn"], times["rnnkit"])]
     return Result(row, {who: median(t) for who, t in times.items()},
                   median([c / f for c, f in zip(times["rnnkit"], times["floor"])]),
+                  median([c / f for c, f in zip(times["rnnkit"], times["floor T"])]),
                   median(speedups), (min(speedups), max(speedups)), other_cores(load))
 
 
 COLUMNS = ["cell", "I", "H", "baseline", "rnnkit us/token", "nn us/token", "floor us/token",
-           "x floor", "speed-up", "speed-up range", "tokens/s", "others"]
+           "floor T us/token", "x floor", "x floor T", "speed-up", "speed-up range", "tokens/s", "others"]
 
 
 def cells_of(r: Result) -> list[str]:
     return [r.row.cell, str(r.row.input_size), str(r.row.hidden_size), r.row.baseline,
             f"{r.times['rnnkit'] * 1e6:.0f}", f"{r.times['nn'] * 1e6:.0f}", f"{r.times['floor'] * 1e6:.0f}",
-            f"{r.x_floor:.2f}", f"{r.speedup:.2f}", f"{r.speedup_range[0]:.2f}-{r.speedup_range[1]:.2f}",
+            f"{r.times['floor T'] * 1e6:.0f}", f"{r.x_floor:.2f}", f"{r.x_floor_t:.2f}", f"{r.speedup:.2f}",
+            f"{r.speedup_range[0]:.2f}-{r.speedup_range[1]:.2f}",
             f"{1 / r.times['rnnkit']:.0f}", "?" if r.other_cores is None else f"{r.other_cores:.2f}"]
 
 
