@@ -27,7 +27,6 @@ ratios taken at a load above ~1.5 on 2 cores are noisy.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from torch.utils.benchmark import Timer
 
 import rnnkit
 from rnnkit.backends.fused import extension
+from rnnkit.bench import cpu_model_and_flags
 
 SHAPES = [(32, 100, 128, 256), (64, 256, 256, 512), (16, 512, 128, 1024)]  # (B, T, I, H)
 QUICK_SHAPES = [(8, 20, 16, 32)]
@@ -47,14 +47,7 @@ FLOOR = "gemm floor"
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    return cpu_model_and_flags()[0]
 
 
 def loadavg() -> str:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -45,6 +44,7 @@ from torch import nn
 from torch.utils.benchmark import Timer
 
 import rnnkit
+from rnnkit.bench import cpu_model_and_flags
 
 NUM_LAYERS = 2
 
@@ -69,15 +69,7 @@ BASELINES = {"nn.LSTM": nn.LSTM, "nn.GRU": nn.GRU}
 
 
 def cpu_model() -> str:
-    """The CPU's "model name" from /proc/cpuinfo, else platform.processor()."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    return cpu_model_and_flags()[0]
 
 
 def busy_seconds() -> tuple[float, float, float] | None:
