@@ -37,7 +37,7 @@ from torch.utils.benchmark import Timer
 
 import rnnkit
 from rnnkit.backends.fused import extension
-from rnnkit.bench import cpu_model_and_flags
+from rnnkit.bench import cpu_model_and_flags, layer_workload
 
 SHAPES = [(32, 100, 128, 256), (64, 256, 256, 512), (16, 512, 128, 1024)]  # (B, T, I, H)
 QUICK_SHAPES = [(8, 20, 16, 32)]
@@ -58,28 +58,7 @@ def loadavg() -> str:
         return "n/a"
 
 
-def make_call(module: nn.Module, x: torch.Tensor, mode: str) -> Callable[[], None]:
-    """A no-argument function that runs one training step or one inference forward of module."""
-    if mode == "inference":
-        module.eval()
-
-        def infer() -> None:
-            with torch.no_grad():
-                module(x)
-
-        return infer
-    module.train()
-    xg = x.detach().clone().requires_grad_()
-    params = list(module.parameters())
-
-    def train() -> None:
-        for p in params:
-            p.grad = None
-        xg.grad = None
-        out = module(xg)[0]
-        out.sum().backward()
-
-    return train
+make_call = layer_workload  # a training step or an inference forward of a module
 
 
 def gemm_floor(B: int, T: int, I: int, H: int, mode: str) -> Callable[[], None]:
