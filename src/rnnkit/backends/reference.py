@@ -79,7 +79,7 @@ def run_stack(layer, x: Tensor, lengths: Tensor | None, state: State, recurrence
             out, s = recurrence(layer.cell, layer.cell.input_projection(xin, w), s0, w, lengths)
             outputs.append(out if d == 0 else reverse_padded(out, lengths))
             finals.append(s)
-        layer_input = torch.cat(outputs, dim=-1)  # (T, B, D*R)
+        layer_input = outputs[0] if D == 1 else torch.cat(outputs, dim=-1)  # (T, B, D*R)
         if k < layer.num_layers - 1 and layer.dropout > 0 and layer.training:
             layer_input = F.dropout(layer_input, layer.dropout, training=True)
     return layer_input, map_state(lambda *s: torch.stack(s), *finals)
