@@ -29,3 +29,29 @@ def h_prev_all(out: Tensor, h0: Tensor) -> Tensor:
     Exact wherever step t runs; where it does not, every gradient it multiplies is zero.
     """
     return torch.cat([h0[None], out[:-1]])
+
+
+def activation_backward(out: Tensor, grad_out: Tensor, dh: Tensor, nonlinearity: str, mask: Tensor | None,
+                        need_h0: bool, propagate) -> tuple[Tensor, Tensor]:
+    """BPTT through h_t = act(a_t), the loop the Elman and IndRNN kernels share: (da, dh_0).
+
+    ``propagate(da_t, dh_pass) -> dh_{t-1}`` is the part that differs (``da W_hh`` or ``da * u``),
+    with ``dh_pass`` the gradient that skips a step that does not run (None without lengths).
+    """
+    if nonlinearity == "tanh":
+        dact = 1 - out * out  # (T, B, H); zero-output steps get gradient zero anyway
+    else:
+        dact = out.sign()  # [h_t > 0], as out >= 0; arithmetic beats a bool mask on CPU
+    da = torch.empty_like(out)  # (T, B, H) = d gx
+    for t in range(out.shape[0] - 1, -1, -1):
+        if mask is None:
+            torch.mul(grad_out[t] + dh, dact[t], out=da[t])
+            dh_pass = None
+        else:
+            zero = dh.new_zeros(())
+            torch.mul(torch.where(mask[t], grad_out[t] + dh, zero), dact[t], out=da[t])
+            dh_pass = torch.where(mask[t], zero, dh)
+        if t == 0 and not need_h0:
+            break
+        dh = propagate(da[t], dh_pass)  # (B, H)
+    return da, dh

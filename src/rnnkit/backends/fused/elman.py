@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .common import h_prev_all, rows_gemm, step_mask, sum_rows
+from .common import activation_backward, h_prev_all, rows_gemm, step_mask, sum_rows
 
 
 def recurrence(cell, gx: Tensor, state: Tensor, w, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -58,24 +58,10 @@ class _Elman(torch.autograd.Function):
         need_gx, need_h0, need_W, need_b = ctx.needs_input_grad[2:]
         with torch.autocast(out.device.type, enabled=False):
             dtype = out.dtype
-            grad_out = grad_out.to(dtype)
-            dh = grad_h.to(dtype)  # (B, H)
-            if ctx.nonlinearity == "tanh":
-                dact = 1 - out * out  # (T, B, H); zero-output steps get gradient zero anyway
-            else:
-                dact = out.sign()  # [h_t > 0], as out >= 0; arithmetic beats a bool mask on CPU
-            da = torch.empty_like(out)  # (T, B, H) = d gx
-            for t in range(out.shape[0] - 1, -1, -1):
-                if mask is None:
-                    torch.mul(grad_out[t] + dh, dact[t], out=da[t])
-                    dh_pass = None
-                else:
-                    zero = dh.new_zeros(())
-                    torch.mul(torch.where(mask[t], grad_out[t] + dh, zero), dact[t], out=da[t])
-                    dh_pass = torch.where(mask[t], zero, dh)
-                if t == 0 and not need_h0:
-                    break
-                dh = da[t] @ W if dh_pass is None else torch.addmm(dh_pass, da[t], W)  # (B, H)
+            da, dh = activation_backward(
+                out, grad_out.to(dtype), grad_h.to(dtype), ctx.nonlinearity, mask, need_h0,
+                lambda da_t, dh_pass: da_t @ W if dh_pass is None else torch.addmm(dh_pass, da_t, W),
+            )
 
             grad_W = rows_gemm(da, h_prev_all(out, h0)) if need_W else None  # (H, H)
             grad_b = sum_rows(da) if need_b else None
