@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import backends
 from .backends import Problem
 from .cells import Cell, LSTMState, State, make_cell, map_state
+from .regularize import Regularizers
 from .stepper import Stepper
 
 
@@ -33,8 +34,15 @@ class Recurrent(nn.Module):
         dropout: dropout probability on the outputs of every layer but the last, in [0, 1].
         bidirectional: run a second stack of directions over the reversed sequences, D = 2.
         proj_size: the LSTM family's output projection, R = proj_size (0: none, R = H).
-        backend: ``"auto"``, ``"reference"`` or ``"native"`` (see ``rnnkit.backends``).
+        backend: ``"auto"``, ``"reference"``, ``"native"``, ``"fused"`` or ``"scan"`` (see ``rnnkit.backends``).
         device, dtype: where and how the parameters are created, as in torch.nn.
+        input_dropout, hidden_dropout, output_dropout (keyword-only): variational (locked) dropout, one mask per
+            sequence for all its steps, on every layer's input, on h_{t-1} in the recurrent
+            products, on the last layer's output (Gal & Ghahramani 2016); in [0, 1).
+        zoneout: probability that a unit keeps its previous state at a step (Krueger et al.
+            2017); a pair ``(p_h, p_c)`` sets the LSTM family's h and c apart.
+        weight_drop: DropConnect on W_hh, one mask per forward call (Merity et al. 2018).
+            The five regularizers act in training mode only; see ``rnnkit.regularize``.
         **cell_options: options of the cell, e.g. ``nonlinearity="tanh"`` for ``indrnn``.
 
     Shapes (``forward(x, state=None, lengths=None) -> (out, state)``):
@@ -71,11 +79,19 @@ class Recurrent(nn.Module):
         backend: str = "auto",
         device=None,
         dtype=None,
+        *,
+        input_dropout: float = 0.0,
+        hidden_dropout: float = 0.0,
+        output_dropout: float = 0.0,
+        zoneout: float | tuple[float, float] = 0.0,
+        weight_drop: float = 0.0,
         **cell_options,
     ) -> None:
         super().__init__()
         self.cell: Cell = make_cell(cell, **cell_options)
         self.cell_options = dict(sorted(cell_options.items()))
+        self.regularizers = Regularizers.build(self.cell, input_dropout, hidden_dropout, output_dropout, zoneout,
+                                               weight_drop)
         _check_positive_int("input_size", input_size)
         _check_positive_int("hidden_size", hidden_size)
         _check_positive_int("num_layers", num_layers)
@@ -176,7 +192,9 @@ class Recurrent(nn.Module):
         state = self._check_state(state, B, x)
 
         training = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
-        problem = Problem(self.cell.name, tuple(self.cell_options.items()), x.device.type, x.dtype, B, T, training)
+        regularizers = self.regularizers.active() if self.training else ()
+        problem = Problem(self.cell.name, tuple(self.cell_options.items()), x.device.type, x.dtype, B, T, training,
+                          regularizers)
         backend = backends.select(self.backend, problem)
         out, state = backend.run(self, x, lengths, state)  # (T, B, D*R)
         self.last_backend = backend.NAME
@@ -201,6 +219,10 @@ class Recurrent(nn.Module):
         if self.bidirectional:
             raise ValueError("step() needs a unidirectional layer: the reverse direction of a "
                              "bidirectional layer starts at the end of the sequence, which a step has not seen")
+        if self.training and self.regularizers.active():
+            raise ValueError(f"step() cannot apply {', '.join(self.regularizers.active())} in training mode: their "
+                             "masks are shared by a whole sequence, which one step does not see; call "
+                             "layer.eval() to step without them, or run forward() over the sequence")
         if not isinstance(x_t, Tensor) or x_t.dim() != 2:
             got = f"{x_t.dim()}-D of shape {tuple(x_t.shape)}" if isinstance(x_t, Tensor) else type(x_t).__name__
             raise ValueError(f"x_t must be 2-D (B, I), got {got}")
@@ -310,6 +332,8 @@ class Recurrent(nn.Module):
         for name, default in defaults.items():
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
+        for name in self.regularizers.active():
+            s += f", {name}={getattr(self.regularizers, name)!r}"
         for name, value in self.cell_options.items():
             s += f", {name}={value!r}"
         return s

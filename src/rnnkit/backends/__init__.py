@@ -37,6 +37,7 @@ class Problem:
     batch: int
     steps: int
     training: bool  # autograd will record the call (grad enabled and something requires grad)
+    regularizers: tuple[str, ...] = ()  # rnnkit.regularize's regularizers active in this call
 
 
 BACKENDS: dict[str, ModuleType] = {"reference": reference, "native": native, "fused": fused, "scan": scan}

@@ -22,6 +22,8 @@ def supports(problem) -> str | None:
         return f"torch has no kernel for cell {problem.cell!r} (it has {', '.join(_KERNELS)})"
     if problem.cell_options:
         return f"torch's kernels take no cell options, got {dict(problem.cell_options)}"
+    if problem.regularizers:
+        return f"torch's kernels have no {', '.join(problem.regularizers)}"
     if problem.device not in ("cpu", "cuda"):
         return f"torch's RNN kernels run on cpu and cuda, not {problem.device}"
     return None

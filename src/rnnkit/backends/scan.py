@@ -87,6 +87,8 @@ def supports(problem) -> str | None:
             f"(h_t = a_t * h_(t-1) + b_t); cell {problem.cell!r} is not one "
             f"(scan runs {', '.join(LOG_COEFFICIENTS)})"
         )
+    if "zoneout" in problem.regularizers:
+        return "the scan does not run zoneout (its per-step masks make a_t, b_t random)"
     return None
 
 

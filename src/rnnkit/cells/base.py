@@ -71,6 +71,16 @@ class Cell:
         """
         raise NotImplementedError
 
+    def step_dropped(self, gx: Tensor, state: State, w: Weights, h_mask: Tensor) -> tuple[Tensor, State]:
+        """``step`` with h_{t-1} * h_mask (B, R) in every recurrent product (hidden dropout).
+
+        The default masks the h that ``step`` reads, right for cells whose h_{t-1} enters only
+        recurrent products; a cell that also reads h_{t-1} elsewhere (the GRU) overrides it.
+        """
+        if isinstance(state, LSTMState):
+            return self.step(gx, LSTMState(state.h * h_mask, state.c), w)
+        return self.step(gx, state * h_mask, w)
+
     def zero_state(self, leading: tuple[int, ...], hidden_size: int, proj_size: int, like: Tensor) -> State:
         """Zeros of the state's shape with the given leading dims, e.g. (L*D, B)."""
         h = like.new_zeros(*leading, proj_size or hidden_size)

@@ -10,7 +10,8 @@ from torch import Tensor
 from .base import Cell, recurrent_gemm, rnn_shapes
 
 
-def gru_step(gx: Tensor, h_prev: Tensor, weight_hh: Tensor, bias_hh: Tensor | None) -> Tensor:
+def gru_step(gx: Tensor, h_prev: Tensor, weight_hh: Tensor, bias_hh: Tensor | None,
+             h_mask: Tensor | None = None) -> Tensor:
     r"""One step of torch's GRU; gx (B, 3H) is ``W_ih x_t + b_ih``, gates r|z|n.
 
     .. math::
@@ -18,8 +19,11 @@ def gru_step(gx: Tensor, h_prev: Tensor, weight_hh: Tensor, bias_hh: Tensor | No
         z = \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz})
         n = \tanh(W_{in} x_t + b_{in} + r \odot (W_{hn} h_{t-1} + b_{hn})), \quad
         h_t = (1 - z) \odot n + z \odot h_{t-1}
+
+    ``h_mask`` (B, H), hidden dropout: the products read h_{t-1} * h_mask, the interpolation h_{t-1}.
     """
-    gh = h_prev @ weight_hh.t()  # (B, 3H)
+    h_in = h_prev if h_mask is None else h_prev * h_mask
+    gh = h_in @ weight_hh.t()  # (B, 3H)
     if bias_hh is not None:
         gh = gh + bias_hh
     x_r, x_z, x_n = gx.chunk(3, dim=-1)
@@ -30,7 +34,8 @@ def gru_step(gx: Tensor, h_prev: Tensor, weight_hh: Tensor, bias_hh: Tensor | No
     return (1 - z) * n + z * h_prev  # (B, H)
 
 
-def cho_gru_step(gx: Tensor, h_prev: Tensor, weight_hh: Tensor, bias_hh: Tensor | None) -> Tensor:
+def cho_gru_step(gx: Tensor, h_prev: Tensor, weight_hh: Tensor, bias_hh: Tensor | None,
+                 h_mask: Tensor | None = None) -> Tensor:
     r"""One step of Cho et al.'s GRU (reset before the recurrent product); gates r|z|n.
 
     .. math::
@@ -38,13 +43,16 @@ def cho_gru_step(gx: Tensor, h_prev: Tensor, weight_hh: Tensor, bias_hh: Tensor 
         z = \sigma(W_{iz} x_t + b_{iz} + W_{hz} h_{t-1} + b_{hz})
         n = \tanh(W_{in} x_t + b_{in} + W_{hn} (r \odot h_{t-1}) + b_{hn}), \quad
         h_t = (1 - z) \odot n + z \odot h_{t-1}
+
+    ``h_mask`` (B, H), hidden dropout: the products read h_{t-1} * h_mask, the interpolation h_{t-1}.
     """
     H = h_prev.shape[-1]
+    h_in = h_prev if h_mask is None else h_prev * h_mask
     w_rz, w_n = weight_hh[: 2 * H], weight_hh[2 * H :]  # (2H, H), (H, H)
     b_rz, b_n = (None, None) if bias_hh is None else (bias_hh[: 2 * H], bias_hh[2 * H :])
     x_rz, x_n = gx[:, : 2 * H], gx[:, 2 * H :]
-    r, z = torch.sigmoid(recurrent_gemm(x_rz, h_prev, w_rz, b_rz)).chunk(2, dim=-1)
-    n = torch.tanh(recurrent_gemm(x_n, r * h_prev, w_n, b_n))  # (B, H)
+    r, z = torch.sigmoid(recurrent_gemm(x_rz, h_in, w_rz, b_rz)).chunk(2, dim=-1)
+    n = torch.tanh(recurrent_gemm(x_n, r * h_in, w_n, b_n))  # (B, H)
     return (1 - z) * n + z * h_prev  # (B, H)
 
 
@@ -74,6 +82,10 @@ class GRUCell(Cell):
         h = gru_step(gx, state, w["weight_hh"], w.get("bias_hh"))
         return h, h
 
+    def step_dropped(self, gx, state, w, h_mask):
+        h = gru_step(gx, state, w["weight_hh"], w.get("bias_hh"), h_mask)
+        return h, h
+
 
 class ChoGRUCell(GRUCell):
     r"""GRU of Cho et al. 2014: the reset gate scales h_{t-1} before the recurrent product.
@@ -96,4 +108,8 @@ class ChoGRUCell(GRUCell):
 
     def step(self, gx, state, w):
         h = cho_gru_step(gx, state, w["weight_hh"], w.get("bias_hh"))
+        return h, h
+
+    def step_dropped(self, gx, state, w, h_mask):
+        h = cho_gru_step(gx, state, w["weight_hh"], w.get("bias_hh"), h_mask)
         return h, h

@@ -47,6 +47,9 @@ KERNELS = {
 def supports(problem) -> str | None:
     if problem.cell not in KERNELS:
         return f"no fused kernel for cell {problem.cell!r} yet (fused runs {', '.join(KERNELS)})"
+    in_loop = [name for name in problem.regularizers if name in ("hidden_dropout", "zoneout")]
+    if in_loop:
+        return f"the fused kernels do not yet run {', '.join(in_loop)}"
     return None
 
 
