@@ -12,6 +12,7 @@ from .backends import NotSupported
 from .cells import LSTMState, cells, make_cell
 from .compat import GRU, LSTM, RNN
 from .recurrent import Recurrent
+from .tasks import load
 
 __all__ = [
     "GRU",
@@ -22,5 +23,6 @@ __all__ = [
     "Recurrent",
     "__version__",
     "cells",
+    "load",
     "make_cell",
 ]

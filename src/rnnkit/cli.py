@@ -1,46 +1,136 @@
-"""The ``rnnkit`` command line: ``rnnkit <command> [options]``."""
+"""The ``rnnkit`` command line: ``rnnkit <task> <verb> [options]`` (``python -m rnnkit`` is the same).
+
+Every ``train`` is built from two Config dataclasses, the task's and ``TrainConfig``: one flag
+per field, with the field's help and default, so defaults live in one place. An error a user
+can fix (a bad flag value, an unreadable file, a checkpoint that does not fit) prints
+``rnnkit: error: ...`` and exits with status 2; ``RNNKIT_DEBUG=1`` shows the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import os
 import sys
+import types
+import typing
+from datetime import datetime
+from pathlib import Path
 
 from . import __version__
 
+EXIT_USER_ERROR = 2
 
-def _add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
-    """One ``--flag`` per field of a Config dataclass, its default shown in --help."""
-    for field in dataclasses.fields(config_cls):
-        flag = "--" + field.name.replace("_", "-")
-        parser.add_argument(flag, dest=field.name, type=type(field.default), default=field.default,
-                            help=f"(default: {field.default})")
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls, suppress: bool = False) -> None:
+    """One ``--flag`` per field of a Config dataclass; its help and default shown in --help.
+
+    With ``suppress``, a flag not given is absent from the parsed namespace, so a caller can
+    tell what the user typed from what a default (or a resumed run's config) supplies.
+    """
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        kind = hints[f.name]
+        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        flag = "--" + f.name.replace("_", "-")
+        text = f"{f.metadata.get('help', '')} (default: {f.default})"
+        default = argparse.SUPPRESS if suppress else f.default
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, default=default, help=text, metavar=kind.__name__.upper())
+
+
+def config_from(args: argparse.Namespace, config_cls, base: dict | None = None):
+    """A Config from its defaults, updated by ``base`` (a resumed run's values) and then by the flags given."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    values = {k: v for k, v in (base or {}).items() if k in names}
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    return config_cls(**values)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import bench
     from .demo import DemoConfig
+    from .tasks.lm import LMConfig
+    from .train.trainer import TrainConfig
 
     parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent neural networks on PyTorch.")
     parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = commands.add_parser("demo", help="train a small LSTM on generated waves and watch its loss fall")
-    _add_config_flags(demo, DemoConfig)
-    commands.add_parser("cells", help="list the registered cells")
-    from . import bench
 
+    demo = commands.add_parser("demo", help="train a character language model on Shakespeare for a few minutes")
+    add_config_flags(demo, DemoConfig)
+    commands.add_parser("cells", help="list the registered cells")
     bench.add_arguments(commands.add_parser("bench", help="time every cell against torch.nn, as ratios",
                                             description=bench.__doc__.split("\n\n")[0]))
+
+    lm = commands.add_parser("lm", help="language model: train, generate, evaluate")
+    verbs = lm.add_subparsers(dest="verb", metavar="VERB", required=True)
+    train = verbs.add_parser("train", help="train a character (or word) language model",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--out", help="run directory (default: runs/lm-DATE-TIME)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
+    add_config_flags(train.add_argument_group("model and data"), LMConfig, suppress=True)
+    add_config_flags(train.add_argument_group("training"), TrainConfig, suppress=True)
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    generate = verbs.add_parser("generate", help="stream text from a trained model")
+    generate.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+    generate.add_argument("--prompt", default="", help="text to continue")
+    generate.add_argument("--length", type=int, default=500, help="tokens to generate")
+    generate.add_argument("--temperature", type=float, default=0.8, help="0: always the most likely token")
+    generate.add_argument("--top-k", type=int, default=0, help="sample among the k most likely (0: all)")
+    generate.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: all)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--device", default="cpu")
+    evaluate = verbs.add_parser("evaluate", help="nats and bits per character beside the unigram baseline")
+    evaluate.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+    evaluate.add_argument("--data", help="a UTF-8 text file (default: the validation split of the training text)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--device", default="cpu")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_lm(args: argparse.Namespace) -> int:
+    from .tasks import lm
+    from .train import checkpoint
+    from .train.trainer import TrainConfig
+
+    if args.verb == "train":
+        if args.resume and not args.out:
+            raise ValueError("--resume needs --out: the run directory to continue")
+        out = Path(args.out or f"runs/lm-{datetime.now():%Y%m%d-%H%M%S}")
+        saved = checkpoint.load(out / "last").config if args.resume and (out / "last").exists() else {}
+        config = config_from(args, lm.LMConfig, saved)
+        train_config = config_from(args, TrainConfig, saved.get("train"))
+        if train_config.steps is None and train_config.max_minutes is None:
+            train_config.max_minutes = lm.DEFAULT_MINUTES
+        lm.train(config, train_config, out, resume=args.resume, progress=not args.no_progress)
+        return 0
+    model = lm.TrainedLM.load(args.checkpoint, args.device)
+    if args.verb == "generate":
+        sys.stdout.write(args.prompt)
+        for piece in model.generate(args.prompt, args.length, args.temperature, args.top_k, args.top_p, args.seed):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return 0
+    result = model.evaluate(args.data)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    return 0
+
+
+def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "demo":
         from .demo import DemoConfig, run_demo
 
-        fields = {f.name for f in dataclasses.fields(DemoConfig)}
-        run_demo(DemoConfig(**{k: v for k, v in vars(args).items() if k in fields}))
+        run_demo(config_from(args, DemoConfig))
         return 0
     if args.command == "bench":
         from .bench import run
@@ -51,8 +141,27 @@ def main(argv: list[str] | None = None) -> int:
 
         print("\n".join(cells()))
         return 0
+    if args.command == "lm":
+        return run_lm(args)
     parser.print_help()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .backends import NotSupported
+    from .train.checkpoint import CheckpointError
+    from .train.trainer import TrainingDiverged
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return dispatch(args, parser)
+    except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, CheckpointError,
+            NotSupported, TrainingDiverged) as error:
+        if os.environ.get("RNNKIT_DEBUG"):
+            raise
+        print(f"rnnkit: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

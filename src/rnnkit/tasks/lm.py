@@ -1,0 +1,366 @@
+"""The language model: ``rnnkit lm train | generate | evaluate``, character level or word level.
+
+Model: token embedding (E) -> ``rnnkit.Recurrent`` (any cell, stacked, with the regularizers
+of ``rnnkit.regularize``) -> linear head over the vocabulary. Trained with truncated BPTT:
+the training split is cut into ``batch_size`` contiguous streams read ``bptt`` tokens at a
+time, the state carried from one window to the next (the Trainer detaches it). Each pass
+over the data starts the windows at a fresh random offset below ``bptt`` and resets the
+state, as the streams start over.
+
+Data: ``--data FILE`` (UTF-8 text) or the bundled Shakespeare (``rnnkit.data``). The split is
+contiguous: the first 90% trains, the last 10% validates. Metrics: nats and bits per
+character (word level: nats per token and perplexity) beside a unigram model fit on the
+training split, with add-one smoothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import Tensor, nn
+
+from ..cells import State
+from ..data import Vocab, bundled_text, read_text
+from ..generate import check_sampling, sample
+from ..recurrent import Recurrent
+from ..train import checkpoint
+from ..train.trainer import TrainConfig, Trainer, seed_everything
+
+NAME = "lm"
+DEFAULT_MINUTES = 5.0  # the budget of `rnnkit lm train` when neither --steps nor --max-minutes is given
+
+
+@dataclass
+class LMConfig:
+    """The language model and its data; defaults tuned for 5 minutes on 2 CPU cores (docs/results.md)."""
+
+    data: str | None = field(default=None, metadata={"help": "UTF-8 text to train on (default: bundled Shakespeare)"})
+    level: str = field(default="char", metadata={"help": "char or word"})
+    max_vocab: int = field(default=20000, metadata={"help": "word level: keep the most frequent tokens"})
+    cell: str = field(default="lstm", metadata={"help": "any cell of `rnnkit cells`"})
+    hidden_size: int = field(default=512, metadata={"help": "H of every layer"})
+    num_layers: int = field(default=1, metadata={"help": "stacked layers"})
+    embedding_size: int = field(default=128, metadata={"help": "token embedding size E"})
+    bidirectional: bool = field(default=False, metadata={"help": "refused: a language model reads left to right"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout between layers (torch's)"})
+    input_dropout: float = field(default=0.0, metadata={"help": "locked dropout on every layer's input"})
+    hidden_dropout: float = field(default=0.0, metadata={"help": "locked dropout on h in the recurrent products"})
+    output_dropout: float = field(default=0.0, metadata={"help": "locked dropout on the last layer's output"})
+    zoneout: float = field(default=0.0, metadata={"help": "zoneout probability of the state"})
+    weight_drop: float = field(default=0.0, metadata={"help": "DropConnect on W_hh"})
+    batch_size: int = field(default=64, metadata={"help": "parallel streams of text"})
+    bptt: int = field(default=128, metadata={"help": "tokens per truncated-BPTT window"})
+    val_fraction: float = field(default=0.1, metadata={"help": "the last part of the text held out"})
+
+    def validate(self) -> None:
+        if self.level not in ("char", "word"):
+            raise ValueError(f"level must be 'char' or 'word', got {self.level!r}")
+        if self.bidirectional:
+            raise ValueError("a language model predicts the next token from the past: --bidirectional would "
+                             "let it read the answer; train it unidirectional")
+        for name in ("max_vocab", "hidden_size", "num_layers", "embedding_size", "batch_size", "bptt"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+
+    def model_settings(self) -> dict:
+        """What config.json records and a resumed run must match (the data's path aside)."""
+        return asdict(self)
+
+
+class LanguageModel(nn.Module):
+    """Embedding -> Recurrent -> Linear: next-token logits for every position.
+
+    forward(ids (T, B), state) -> logits (T, B, V), state
+    """
+
+    def __init__(self, vocab_size: int, config: LMConfig) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, config.embedding_size)
+        self.rnn = Recurrent(
+            config.cell, config.embedding_size, config.hidden_size, config.num_layers, dropout=config.dropout,
+            input_dropout=config.input_dropout, hidden_dropout=config.hidden_dropout,
+            output_dropout=config.output_dropout, zoneout=config.zoneout, weight_drop=config.weight_drop,
+        )
+        self.head = nn.Linear(config.hidden_size, vocab_size)
+
+    def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        out, state = self.rnn(self.embedding(ids), state)  # (T, B, H)
+        return self.head(out), state  # (T, B, V)
+
+    @torch.no_grad()
+    def step(self, token: Tensor, state: State | None) -> tuple[Tensor, State]:
+        """One token per sequence (B,) -> next-token logits (B, V) and the new state, via ``rnn.step``."""
+        y, state = self.rnn.step(self.embedding(token), state)  # (B, H)
+        return self.head(y), state
+
+
+# ---------------------------------------------------------------------- data
+
+
+class Corpus(NamedTuple):
+    vocab: Vocab
+    train: Tensor  # (N_train,) token ids
+    val: Tensor  # (N_val,)
+
+
+def load_text(path: str | None) -> str:
+    return bundled_text("shakespeare") if path is None else read_text(path)
+
+
+def split_text(text: str, val_fraction: float) -> tuple[str, str]:
+    """Contiguous split: the first 1 - val_fraction trains, the rest validates."""
+    cut = int(len(text) * (1 - val_fraction))
+    return text[:cut], text[cut:]
+
+
+def build_corpus(config: LMConfig, vocab: Vocab | None = None) -> Corpus:
+    """The text of ``config.data`` (or the bundled corpus) as token ids, split."""
+    text = load_text(config.data)
+    train_text, val_text = split_text(text, config.val_fraction)
+    if vocab is None:
+        # char level: every character of the file (a character seen only in the held-out part still
+        # needs an id); word level: the training part's words, the rest <unk>
+        vocab = Vocab.build(text if config.level == "char" else train_text, level=config.level,
+                            max_size=config.max_vocab if config.level == "word" else None)
+    corpus = Corpus(vocab, vocab.encode_tensor(train_text), vocab.encode_tensor(val_text))
+    needed = config.batch_size * (config.bptt + 1)
+    if len(corpus.train) < needed:
+        raise ValueError(f"the training part of the text has {len(corpus.train)} tokens, fewer than batch_size x "
+                         f"(bptt + 1) = {needed}: use a longer text or smaller --batch-size / --bptt")
+    if len(corpus.val) < 2:
+        raise ValueError(f"the validation part of the text has {len(corpus.val)} tokens; it needs at least 2")
+    return corpus
+
+
+class LMBatch(NamedTuple):
+    x: Tensor  # (T, B) input ids
+    y: Tensor  # (T, B) next-token targets
+    reset: bool  # the streams start over here: drop the carried state
+
+
+class TextStream:
+    """The training ids as ``batch_size`` contiguous streams, read ``bptt`` tokens at a time.
+
+    Pass e (0, 1, ...) starts at offset 0 for e = 0 and at a random offset in [0, bptt) after,
+    drawn from a generator seeded by (seed, e), so the position (pass, index) is its whole state.
+    """
+
+    def __init__(self, ids: Tensor, batch_size: int, bptt: int, seed: int, device: torch.device) -> None:
+        n = len(ids) // batch_size
+        self.data = ids[: n * batch_size].view(batch_size, n).t().contiguous().to(device)  # (n, B)
+        self.bptt = bptt
+        self.seed = seed
+        self.epoch = 0
+        self.pos = 0
+
+    def _offset(self, epoch: int) -> int:
+        if epoch == 0:
+            return 0
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return int(torch.randint(self.bptt, (1,), generator=generator))
+
+    def next(self) -> LMBatch:
+        n = self.data.shape[0]
+        if self.pos + self.bptt + 1 > n:
+            self.epoch += 1
+            self.pos = self._offset(self.epoch)
+        reset = self.pos == self._offset(self.epoch)
+        x = self.data[self.pos : self.pos + self.bptt]
+        y = self.data[self.pos + 1 : self.pos + self.bptt + 1]
+        self.pos += self.bptt
+        return LMBatch(x, y, reset)
+
+    def state(self) -> tuple[dict, dict[str, Tensor]]:
+        return {"epoch": self.epoch, "pos": self.pos}, {}
+
+    def load_state(self, meta: dict, tensors: dict[str, Tensor]) -> None:
+        self.epoch, self.pos = int(meta["epoch"]), int(meta["pos"])
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+@torch.no_grad()
+def mean_nats(model: LanguageModel, ids: Tensor, streams: int = 16, window: int = 256) -> float:
+    """Mean cross-entropy (nats per token) of predicting ids[1:] from what precedes them.
+
+    The ids are cut into ``streams`` contiguous parts read in parallel with the state carried
+    across windows; each part starts from a zero state (the first tokens of a part see no
+    context: with parts of thousands of tokens this costs a negligible 0.0x nats).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    streams = max(1, min(streams, len(ids) - 1))
+    n = (len(ids) - 1) // streams
+    x_all = ids[: streams * n].view(streams, n).t().to(device)  # (n, S)
+    y_all = ids[1 : streams * n + 1].view(streams, n).t().to(device)
+    total, state = 0.0, None
+    for start in range(0, n, window):
+        logits, state = model(x_all[start : start + window], state)
+        total += float(F.cross_entropy(logits.float().flatten(0, 1), y_all[start : start + window].flatten(),
+                                       reduction="sum"))
+    model.train(was_training)
+    return total / (streams * n)
+
+
+def unigram_nats(train: Tensor, ids: Tensor, vocab_size: int) -> float:
+    """Cross-entropy of the add-one-smoothed unigram distribution of ``train`` on ids[1:]."""
+    counts = torch.bincount(train, minlength=vocab_size).double() + 1
+    log_p = (counts / counts.sum()).log()
+    return float(-log_p[ids[1:]].mean())
+
+
+def metrics(nats: float, unigram: float, level: str, n: int) -> dict:
+    """evaluate --json's keys (design section 6), the model's beside the unigram baseline's."""
+    if level == "char":
+        return {"nats_per_char": nats, "bits_per_char": nats / math.log(2), "unigram_nats_per_char": unigram,
+                "n": n}
+    return {"nats_per_token": nats, "perplexity": math.exp(nats), "unigram_perplexity": math.exp(unigram), "n": n}
+
+
+# ---------------------------------------------------------------------- training
+
+
+class LMTask:
+    """The Trainer's view of the language model (``rnnkit.train.trainer.TrainingTask``)."""
+
+    name = NAME
+    higher_is_better = False
+
+    def __init__(self, config: LMConfig, corpus: Corpus, seed: int, device: torch.device) -> None:
+        self.config = config
+        self.corpus = corpus
+        self.model = LanguageModel(len(corpus.vocab), config).to(device)
+        self.stream = TextStream(corpus.train, config.batch_size, config.bptt, seed, device)
+        self.metric = "nats_per_char" if config.level == "char" else "nats_per_token"
+        self.unigram = unigram_nats(corpus.train, corpus.val, len(corpus.vocab))
+
+    def loss(self, batch: LMBatch, carry):
+        if batch.reset:
+            carry = None
+        logits, state = self.model(batch.x, carry)  # (T, B, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), batch.y.flatten())
+        return loss, state, batch.y.numel()
+
+    def evaluate(self) -> dict:
+        nats = mean_nats(self.model, self.corpus.val)
+        return metrics(nats, self.unigram, self.config.level, len(self.corpus.val) - 1)
+
+    def describe(self) -> tuple[dict, dict]:
+        return self.config.model_settings(), self.corpus.vocab.to_json()
+
+
+def train(config: LMConfig, train_config: TrainConfig, out: str | Path, resume: bool = False,
+          console: Console | None = None, progress: bool = True) -> dict:
+    """Train a language model into the run directory ``out``; returns the Trainer's summary."""
+    config.validate()
+    console = console or Console()
+    seed_everything(train_config.seed)
+    vocab = None
+    if resume:
+        last = Path(out) / "last"
+        if (last / "vocab.json").exists():
+            vocab = Vocab.from_json(checkpoint.load(last).vocab)
+    corpus = build_corpus(config, vocab)
+    task = LMTask(config, corpus, train_config.seed, torch.device(train_config.device))
+    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
+    params = sum(p.numel() for p in task.model.parameters())
+    console.print(f"lm: {config.cell} {config.num_layers}x{config.hidden_size}, {params:,} parameters, "
+                  f"vocabulary {len(corpus.vocab)} ({config.level}), {len(corpus.train):,} training and "
+                  f"{len(corpus.val):,} validation tokens, data: {config.data or 'bundled Shakespeare'}",
+                  highlight=False)
+    summary = trainer.fit()
+    result = summary["eval"]
+    unit = "char" if config.level == "char" else "token"
+    console.print(f"validation: {result[task.metric]:.4f} nats/{unit} "
+                  f"(unigram baseline {task.unigram:.4f}) after {summary['step']} steps, "
+                  f"{summary['elapsed_s'] / 60:.1f} min; run directory {out}", highlight=False)
+    return summary
+
+
+# ---------------------------------------------------------------------- a trained model
+
+
+class TrainedLM:
+    """A trained language model loaded from a checkpoint: ``generate`` and ``evaluate``."""
+
+    def __init__(self, model: LanguageModel, vocab: Vocab, config: LMConfig, path: Path) -> None:
+        self.model, self.vocab, self.config, self.path = model.eval(), vocab, config, path
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedLM:
+        path = checkpoint.resolve(directory)
+        ckpt = checkpoint.load(path, map_location=device)
+        names = {f.name for f in fields(LMConfig)}
+        config = LMConfig(**{k: v for k, v in ckpt.config.items() if k in names})
+        if ckpt.vocab is None:
+            raise checkpoint.CheckpointError(f"{path} has no vocab.json; a language model needs its vocabulary")
+        vocab = Vocab.from_json(ckpt.vocab)
+        model = LanguageModel(len(vocab), config).to(device)
+        expected = model.state_dict()
+        mismatched = [k for k, v in ckpt.model.items() if k in expected and v.shape != expected[k].shape]
+        if mismatched or set(expected) != set(ckpt.model):
+            raise checkpoint.CheckpointError(
+                f"{path}: the weights do not fit the model its config.json and vocab.json describe "
+                f"(shape differs: {mismatched[:3]}, missing: {sorted(set(expected) - set(ckpt.model))[:3]}, "
+                f"unexpected: {sorted(set(ckpt.model) - set(expected))[:3]})")
+        model.load_state_dict(ckpt.model)
+        return cls(model, vocab, config, path)
+
+    def evaluate(self, data: str | None = None) -> dict:
+        """Metrics on ``data`` (a text file), or on the validation split of the training text."""
+        device = next(self.model.parameters()).device
+        train_text, val_text = split_text(load_text(self.config.data), self.config.val_fraction)
+        train_ids = self.vocab.encode_tensor(train_text)
+        if data is None:
+            text, split = val_text, "validation"
+        else:
+            text, split = read_text(data), str(data)
+        try:
+            ids = self.vocab.encode_tensor(text)
+        except ValueError as error:
+            raise ValueError(f"{split}: {error}") from None
+        if len(ids) < 2:
+            raise ValueError(f"{split} has {len(ids)} tokens; scoring needs at least 2")
+        nats = mean_nats(self.model, ids.to(device))
+        unigram = unigram_nats(train_ids, ids, len(self.vocab))
+        return {"task": NAME, "split": split, **metrics(nats, unigram, self.config.level, len(ids) - 1)}
+
+    def generate(self, prompt: str = "", length: int = 500, temperature: float = 0.8, top_k: int = 0,
+                 top_p: float = 1.0, seed: int = 0) -> Iterator[str]:
+        """Yield the generated text piece by piece (a character, or a word with its spacing)."""
+        check_sampling(temperature, top_k, top_p)
+        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+            raise ValueError(f"length must be an int >= 0, got {length!r}")
+        try:
+            ids = self.vocab.encode(prompt) if prompt else []
+        except ValueError as error:
+            raise ValueError(f"the prompt cannot be encoded: {error}") from None
+        if not ids:  # no prompt: start as after a line break (or the first token)
+            ids = [self.vocab.tokens.index("\n")] if "\n" in self.vocab.tokens else [0]
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed)
+        with torch.no_grad():
+            logits, state = self.model(torch.tensor(ids, device=device)[:, None])  # (T, 1, V)
+            logits = logits[-1]  # (1, V)
+            produced: list[int] = []
+            for _ in range(length):
+                token = sample(logits, temperature, top_k, top_p, generator)  # (1,)
+                produced.append(int(token))
+                if self.vocab.level == "char":
+                    yield self.vocab.tokens[produced[-1]]
+                else:
+                    before = self.vocab.decode(produced[:-1])
+                    yield self.vocab.decode(produced)[len(before):]
+                logits, state = self.model.step(token, state)

@@ -1,0 +1,486 @@
+"""One Trainer for every task: AdamW, warmup + cosine, clipping, TBPTT, bf16, NaN guard, budgets.
+
+A task hands the Trainer a ``TrainingTask`` (the model, a resumable batch stream, a loss, an
+evaluation); the Trainer owns everything else, so no task re-implements the loop:
+
+- AdamW with decoupled weight decay on the matrices only (biases, gains and 1-D weights
+  are not decayed), the learning rate of ``schedule.lr_at`` set before every step;
+- clipping by global norm (``clip``, 1.0 by default; the norm before clipping is logged);
+- truncated BPTT: the task's loss returns the state to carry into the next batch; the
+  Trainer detaches it, keeps it across batches and in checkpoints, and the task resets it
+  at document boundaries;
+- bfloat16 autocast (``bf16``) on CPU and GPU;
+- a NaN/Inf guard: a step whose loss or gradient is not finite is skipped, the learning
+  rate is multiplied by ``nan_lr_factor``, the parameters with non-finite gradients are
+  named in the log, the carried state is reset, and after ``nan_patience`` such steps in a
+  row training stops with ``TrainingDiverged``; no non-finite checkpoint is ever written;
+- evaluation every ``eval_every`` steps, the best checkpoint kept in ``best/``, early
+  stopping after ``patience`` evaluations without improvement;
+- budgets: ``steps``, or ``max_minutes`` (a time budget measures its speed over its first
+  ``calibration_steps`` steps, then fixes the step count that fits, which the cosine schedule
+  needs; the count is stored, so a resumed run keeps it), or both (the first reached stops);
+- checkpoints every ``checkpoint_every`` steps in ``last/`` with every piece of state the
+  next step depends on, so ``resume`` continues bit-identically; Ctrl-C stops after the
+  current step and writes ``last/`` first.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import Tensor, nn
+
+from ..cells import LSTMState
+from . import checkpoint
+from .report import MetricsLog, ProgressBar, TensorBoard, read_metrics
+from .schedule import lr_at
+
+Carry = Any  # None, a Tensor, an LSTMState, or a tuple of them: whatever the task's loss carries
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite steps in a row; the message says where and what to try."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train; the same flags for every task (``rnnkit <task> train --help``)."""
+
+    steps: int | None = field(default=None, metadata={"help": "optimizer steps to run (the budget)"})
+    max_minutes: float | None = field(default=None, metadata={"help": "wall-clock budget in minutes"})
+    lr: float = field(default=3e-3, metadata={"help": "peak learning rate of AdamW"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW's decoupled weight decay, on matrices"})
+    warmup_steps: int = field(default=50, metadata={"help": "linear warmup steps before the cosine decay"})
+    min_lr_ratio: float = field(default=0.05, metadata={"help": "the cosine decays to lr * this"})
+    clip: float = field(default=1.0, metadata={"help": "clip gradients to this global norm (0: off)"})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast"})
+    eval_every: int = field(default=250, metadata={"help": "evaluate every N steps (and at the end)"})
+    log_every: int = field(default=25, metadata={"help": "log loss, norm and speed every N steps"})
+    checkpoint_every: int = field(default=250, metadata={"help": "write last/ every N steps"})
+    patience: int = field(default=0, metadata={"help": "stop after N evaluations without improvement (0: never)"})
+    nan_patience: int = field(default=5, metadata={"help": "stop after N non-finite steps in a row"})
+    nan_lr_factor: float = field(default=0.5, metadata={"help": "multiply the lr by this after a non-finite step"})
+    calibration_steps: int = field(default=20, metadata={"help": "steps a time budget measures its speed over"})
+    seed: int = field(default=0, metadata={"help": "seed of every random number generator"})
+    device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:1, ..."})
+    tensorboard: bool = field(default=False, metadata={"help": "also write TensorBoard scalars to OUT/tensorboard"})
+
+    def validate(self) -> None:
+        if self.steps is None and self.max_minutes is None:
+            raise ValueError("give a budget: --steps N, --max-minutes M, or both")
+        for name in ("steps", "eval_every", "log_every", "checkpoint_every", "nan_patience", "calibration_steps"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.clip < 0:
+            raise ValueError(f"clip must be >= 0 (0 turns clipping off), got {self.clip!r}")
+        if self.warmup_steps < 0 or self.patience < 0:
+            raise ValueError("warmup_steps and patience must be >= 0")
+        if not 0 < self.nan_lr_factor <= 1:
+            raise ValueError(f"nan_lr_factor must be in (0, 1], got {self.nan_lr_factor!r}")
+
+
+class BatchStream(Protocol):
+    """A task's endless, resumable source of training batches."""
+
+    def next(self) -> Any: ...
+    def state(self) -> tuple[dict, dict[str, Tensor]]: ...
+    def load_state(self, meta: dict, tensors: dict[str, Tensor]) -> None: ...
+
+
+class TrainingTask(Protocol):
+    """What a task gives the Trainer."""
+
+    name: str  # the task's CLI name, "lm", "classify", ...
+    model: nn.Module
+    stream: BatchStream
+    metric: str  # the key of evaluate() that picks the best checkpoint
+    higher_is_better: bool
+
+    def loss(self, batch: Any, carry: Carry) -> tuple[Tensor, Carry, int]:
+        """The mean loss of ``batch``, the state to carry into the next batch, the tokens counted."""
+        ...
+
+    def evaluate(self) -> dict[str, float]: ...
+
+    def describe(self) -> tuple[dict, dict | None]:
+        """config.json's task part and vocab.json (or None)."""
+        ...
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's generators (every device)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def detach_state(carry: Carry) -> Carry:
+    """The carried state cut from the graph of the batch that made it (a tree map)."""
+    if carry is None:
+        return None
+    if isinstance(carry, Tensor):
+        return carry.detach()
+    return type(carry)(*(detach_state(part) for part in carry))
+
+
+@dataclass
+class TrainState:
+    """Everything besides the model, optimizer and RNGs that the next step depends on."""
+
+    step: int = 0  # optimizer steps done (skipped non-finite steps count: the data moved on)
+    total_steps: int | None = None  # fixed by --steps or by the time budget's calibration
+    lr_factor: float = 1.0  # the NaN guard's cut of the learning rate
+    nan_failures: int = 0  # non-finite steps in a row
+    best_metric: float | None = None
+    evals_since_best: int = 0
+    elapsed_s: float = 0.0  # training time spent before this process
+    tokens: int = 0
+    stop_reason: str | None = None
+
+
+class Trainer:
+    """Trains ``task`` under ``config``, writing the run directory ``out``.
+
+    ``out`` gets ``last/`` and ``best/`` checkpoints, ``metrics.jsonl``, ``plots/loss.png`` and
+    ``config.json`` (the resolved configuration). ``resume=True`` continues from ``out/last``.
+    """
+
+    def __init__(self, task: TrainingTask, config: TrainConfig, out: str | Path, resume: bool = False,
+                 console: Console | None = None, progress: bool = True) -> None:
+        config.validate()
+        self.task = task
+        self.config = config
+        self.out = Path(out)
+        self.console = console or Console()
+        self.show_progress = progress
+        self.device = torch.device(config.device)
+        self.model = task.model
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.weight_decay), lr=config.lr)
+        self.state = TrainState(total_steps=config.steps)
+        self.carry: Carry = None
+        self.metrics = MetricsLog(self.out / "metrics.jsonl")
+        if resume:
+            self._resume()
+        elif (self.out / "last").exists():
+            raise FileExistsError(f"{self.out} already holds a run (last/ exists): pass --resume to continue it, "
+                                  "or choose another --out")
+        self._stop_requested = False
+
+    # ------------------------------------------------------------------ the loop
+
+    def fit(self, until: int | None = None) -> dict[str, Any]:
+        """Train until the budget is spent (or early stopping); returns the final summary.
+
+        ``until`` stops after that step as if interrupted there (``last/`` written), without
+        touching the schedule: a resumed run continues as if nothing happened.
+        """
+        cfg, st = self.config, self.state
+        self.out.mkdir(parents=True, exist_ok=True)
+        board = TensorBoard(self.out / "tensorboard") if cfg.tensorboard else None
+        started = time.perf_counter()
+        budget_s = None if cfg.max_minutes is None else cfg.max_minutes * 60
+        calibration_start: tuple[int, float] | None = None
+        last_eval: dict | None = None
+        log_tokens, log_time, log_losses = 0, time.perf_counter(), []
+        self.model.train()
+        previous_handler = self._catch_interrupt()
+        bar = ProgressBar(self.console, st.total_steps, st.step, enabled=self.show_progress)
+        try:
+            with bar:
+                while True:
+                    elapsed = st.elapsed_s + time.perf_counter() - started
+                    if st.total_steps is not None and st.step >= st.total_steps:
+                        st.stop_reason = st.stop_reason or "steps"
+                        break
+                    if budget_s is not None and elapsed >= budget_s:
+                        st.stop_reason = "time"
+                        break
+                    if self._stop_requested or (until is not None and st.step >= until):
+                        st.stop_reason = "interrupted"
+                        break
+
+                    loss, tokens = self._train_step()
+                    st.step += 1
+                    st.tokens += tokens
+                    log_tokens += tokens
+                    if loss is not None:
+                        log_losses.append(loss)
+
+                    # a time budget: measure the speed over the first steps, then fix the step count
+                    if st.total_steps is None:
+                        if st.step == 2:  # step 1 pays one-time costs (extension builds, allocations)
+                            calibration_start = (st.step, time.perf_counter())
+                        if calibration_start and st.step - calibration_start[0] >= cfg.calibration_steps:
+                            st.total_steps = self._fix_total_steps(calibration_start, budget_s, started, bar)
+
+                    if st.step % cfg.log_every == 0 or st.step == st.total_steps:
+                        now = time.perf_counter()
+                        record = {"step": st.step, "loss": _mean(log_losses), "lr": self._lr(st.step - 1),
+                                  "grad_norm": self._last_norm, "tokens_per_s": log_tokens / max(now - log_time, 1e-9),
+                                  "elapsed_s": round(st.elapsed_s + now - started, 3)}
+                        self.metrics.write(record)
+                        if board:
+                            board.scalars(st.step, record, "train")
+                        bar.update(st.step, record["loss"], record["tokens_per_s"])
+                        log_tokens, log_time, log_losses = 0, now, []
+                    else:
+                        bar.update(st.step)
+
+                    if st.step % cfg.eval_every == 0:
+                        last_eval = self._evaluate(bar, board)
+                        if self._early_stop():
+                            st.stop_reason = "early stopping"
+                    if st.step % cfg.checkpoint_every == 0:
+                        self._save("last", st.elapsed_s + time.perf_counter() - started)
+                    if st.stop_reason == "early stopping":
+                        break
+            if last_eval is None or last_eval["step"] != st.step:
+                last_eval = self._evaluate(bar, board)
+            st.elapsed_s += time.perf_counter() - started
+            started = time.perf_counter()
+            self._save("last", st.elapsed_s)
+            self.metrics.write({"step": st.step, "event": "stop", "message": st.stop_reason})
+        finally:
+            signal.signal(signal.SIGINT, previous_handler) if previous_handler is not None else None
+            self.metrics.close()
+            if board:
+                board.close()
+        self._plot()
+        return {"step": st.step, "total_steps": st.total_steps, "stop_reason": st.stop_reason,
+                "elapsed_s": st.elapsed_s, "tokens": st.tokens, "eval": last_eval["metrics"],
+                "best_metric": st.best_metric}
+
+    def _train_step(self) -> tuple[float | None, int]:
+        """One optimizer step (or a skipped one): the loss, or None if it was not finite, and tokens."""
+        cfg, st = self.config, self.state
+        lr = self._lr(st.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = self.task.stream.next()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            loss, carry, tokens = self.task.loss(batch, self.carry)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])  # before clipping, as logged
+        self._last_norm = float(norm)
+        value = float(loss.detach())
+        if math.isfinite(value) and math.isfinite(self._last_norm):
+            if cfg.clip > 0:
+                torch.nn.utils.clip_grads_with_norm_(params, cfg.clip, norm)
+            self.optimizer.step()
+            self.carry = detach_state(carry)
+            st.nan_failures = 0
+            return value, tokens
+        self._skip_non_finite(value)
+        return None, tokens
+
+    def _skip_non_finite(self, loss: float) -> None:
+        cfg, st = self.config, self.state
+        bad = [name for name, p in self.model.named_parameters()
+               if p.grad is not None and not torch.isfinite(p.grad).all()]
+        self.optimizer.zero_grad(set_to_none=True)
+        self.carry = None  # a state computed from the bad batch may itself be non-finite
+        st.nan_failures += 1
+        st.lr_factor *= cfg.nan_lr_factor
+        where = f"non-finite gradient in {', '.join(bad[:5])}" + (" ..." if len(bad) > 5 else "") if bad \
+            else f"non-finite loss ({loss})"
+        message = (f"step {st.step + 1} skipped: {where}; learning rate now x{st.lr_factor:g} "
+                   f"({st.nan_failures} non-finite step(s) in a row)")
+        self.console.print(f"[yellow]{message}[/yellow]")
+        self.metrics.write({"step": st.step + 1, "event": "non-finite", "message": message, "parameters": bad})
+        if st.nan_failures >= cfg.nan_patience:
+            raise TrainingDiverged(
+                f"training diverged: {st.nan_failures} non-finite steps in a row (last: {where}). The last "
+                f"finite checkpoint is in {self.out / 'last'}; try a lower --lr (now {cfg.lr}), a smaller --clip, "
+                "or float32 instead of --bf16")
+
+    def _lr(self, step: int) -> float:
+        cfg = self.config
+        return lr_at(step, self.state.total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio) * self.state.lr_factor
+
+    def _fix_total_steps(self, calibration_start: tuple[int, float], budget_s: float, started: float,
+                         bar: ProgressBar) -> int:
+        """The step count that fits the time budget, from the speed measured so far and an evaluation's cost."""
+        cfg, st = self.config, self.state
+        first, t0 = calibration_start
+        step_s = (time.perf_counter() - t0) / (st.step - first)
+        t_eval = time.perf_counter()
+        self._evaluate(bar, None)  # its cost is part of the plan (and it is a useful early reading)
+        eval_s = time.perf_counter() - t_eval
+        t_save = time.perf_counter()
+        self._save("last", st.elapsed_s + time.perf_counter() - started)
+        save_s = time.perf_counter() - t_save
+        left = budget_s - (st.elapsed_s + time.perf_counter() - started) - eval_s - save_s  # the final eval + save
+        per_step = step_s + eval_s / cfg.eval_every + save_s / cfg.checkpoint_every
+        total = st.step + max(1, int(0.98 * left / per_step))
+        if cfg.steps is not None:
+            total = min(total, cfg.steps)
+        bar.print(f"time budget {cfg.max_minutes:g} min: {step_s * 1e3:.0f} ms/step, evaluation {eval_s:.1f} s "
+                  f"-> {total} steps")
+        self.metrics.write({"step": st.step, "event": "budget", "message": f"fixed total_steps={total}",
+                            "step_s": step_s, "eval_s": eval_s})
+        bar.set_total(total)
+        return total
+
+    # ------------------------------------------------------------------ evaluation and checkpoints
+
+    def _evaluate(self, bar: ProgressBar, board: TensorBoard | None) -> dict:
+        st = self.state
+        self.model.eval()
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
+            metrics = self.task.evaluate()
+        self.model.train()
+        value = metrics[self.task.metric]
+        better = st.best_metric is None or (value > st.best_metric if self.task.higher_is_better
+                                            else value < st.best_metric)
+        if better and math.isfinite(value):
+            st.best_metric = value
+            st.evals_since_best = 0
+        else:
+            st.evals_since_best += 1
+        self.metrics.write({"step": st.step, "eval": metrics})
+        if board:
+            board.scalars(st.step, metrics, "eval")
+        shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        bar.print(f"step {st.step}: {shown}" + (" (best)" if st.evals_since_best == 0 else ""))
+        if st.evals_since_best == 0:
+            self._save("best", st.elapsed_s)
+        return {"step": st.step, "metrics": metrics}
+
+    def _early_stop(self) -> bool:
+        return self.config.patience > 0 and self.state.evals_since_best >= self.config.patience
+
+    def _save(self, name: str, elapsed_s: float) -> None:
+        """Write ``out/name`` atomically with everything the next step depends on."""
+        st = self.state
+        task_config, vocab = self.task.describe()
+        rng_meta, rng_tensors = checkpoint.capture_rng()
+        stream_meta, stream_tensors = self.task.stream.state()
+        carry_meta, carry_tensors = _carry_to_tensors(self.carry)
+        trainer_meta = {**asdict(st), "elapsed_s": elapsed_s, "rng": rng_meta, "stream": stream_meta,
+                        "carry": carry_meta}
+        tensors = {**{f"rng.{k}": v for k, v in rng_tensors.items()},
+                   **{f"stream.{k}": v for k, v in stream_tensors.items()},
+                   **{f"carry.{k}": v for k, v in carry_tensors.items()}}
+        config = {"task": self.task.name, **task_config, "train": asdict(self.config)}
+        checkpoint.save(self.out / name, checkpoint.Checkpoint(
+            model=self.model.state_dict(), optimizer=self.optimizer.state_dict(), config=config, vocab=vocab,
+            trainer=trainer_meta, trainer_tensors=tensors))
+
+    def _resume(self) -> None:
+        last = self.out / "last"
+        if not last.exists():
+            raise FileNotFoundError(f"--resume: {self.out} has no last/ checkpoint to continue from")
+        ckpt = checkpoint.load(last, map_location=self.device)
+        task_config, _ = self.task.describe()
+        saved = {k: v for k, v in ckpt.config.items() if k not in ("train", "format_version", "rnnkit_version")}
+        if saved.get("task") != self.task.name:
+            raise checkpoint.CheckpointError(f"{last} is a {saved.get('task')!r} run, not {self.task.name!r}")
+        different = {k: (saved.get(k), v) for k, v in task_config.items() if saved.get(k) != v}
+        if different:
+            shown = ", ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in different.items())
+            raise checkpoint.CheckpointError(f"--resume: the model settings differ from the run in {self.out} "
+                                             f"({shown}); resume with the run's settings")
+        self.model.load_state_dict(ckpt.model)
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        meta = dict(ckpt.trainer)
+        rng_meta, stream_meta, carry_meta = meta.pop("rng"), meta.pop("stream"), meta.pop("carry")
+        self.state = TrainState(**meta)
+        if self.config.steps is not None and self.config.steps != self.state.total_steps:
+            self.state.total_steps = self.config.steps  # a longer (or shorter) --steps extends the run
+        self.state.stop_reason = None
+        group = _split(ckpt.trainer_tensors)
+        checkpoint.restore_rng(rng_meta, group.get("rng", {}))
+        self.task.stream.load_state(stream_meta, group.get("stream", {}))
+        self.carry = _carry_from_tensors(carry_meta, group.get("carry", {}), self.device)
+        self.metrics.truncate_after(self.state.step)
+
+    def _plot(self) -> None:
+        from ..plots import loss_curve
+
+        path = self.out / "metrics.jsonl"
+        if path.exists():
+            loss_curve(read_metrics(path), self.out / "plots" / "loss.png", title=f"{self.task.name} training")
+
+    def _catch_interrupt(self):
+        """Ctrl-C asks the loop to stop after the current step (and write last/); a second one aborts."""
+        def handler(signum, frame):
+            if self._stop_requested:
+                raise KeyboardInterrupt
+            self._stop_requested = True
+            self.console.print("[yellow]stopping after this step (Ctrl-C again to abort without saving)[/yellow]")
+        try:
+            return signal.signal(signal.SIGINT, handler)
+        except ValueError:  # not the main thread: leave signals alone
+            return None
+
+    _last_norm: float = float("nan")
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices and embeddings (dim >= 2) only, the usual AdamW practice."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _split(tensors: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
+    """{"rng.torch": t, ...} -> {"rng": {"torch": t}, ...}."""
+    groups: dict[str, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        prefix, _, rest = key.partition(".")
+        groups.setdefault(prefix, {})[rest] = value
+    return groups
+
+
+def _carry_to_tensors(carry: Carry) -> tuple[dict, dict[str, Tensor]]:
+    """The carried TBPTT state as named tensors and its structure as JSON."""
+    if carry is None:
+        return {"kind": "none"}, {}
+    if isinstance(carry, Tensor):
+        return {"kind": "tensor"}, {"state": carry}
+    if isinstance(carry, LSTMState):
+        return {"kind": "lstm"}, {"h": carry.h, "c": carry.c}
+    if isinstance(carry, tuple):
+        metas, tensors = [], {}
+        for i, part in enumerate(carry):
+            meta, parts = _carry_to_tensors(part)
+            metas.append(meta)
+            tensors.update({f"{i}.{k}": v for k, v in parts.items()})
+        return {"kind": "tuple", "parts": metas}, tensors
+    raise TypeError(f"cannot checkpoint a carried state of type {type(carry).__name__}")
+
+
+def _carry_from_tensors(meta: dict, tensors: dict[str, Tensor], device: torch.device) -> Carry:
+    kind = meta["kind"]
+    if kind == "none":
+        return None
+    if kind == "tensor":
+        return tensors["state"].to(device)
+    if kind == "lstm":
+        return LSTMState(tensors["h"].to(device), tensors["c"].to(device))
+    parts = []
+    for i, part in enumerate(meta["parts"]):
+        prefix = f"{i}."
+        parts.append(_carry_from_tensors(part, {k[len(prefix):]: v for k, v in tensors.items()
+                                                if k.startswith(prefix)}, device))
+    return tuple(parts)
