@@ -3,19 +3,24 @@
 The layer's driver (``reference.run_stack``) still does, with autograd, what is one large
 operation per layer and direction: the input projection ``W_ih x + b_ih`` for all steps (so
 dW_ih is one GEMM), the reversal of the reverse direction, dropout between layers. Each
-family's ``recurrence(cell, gx, state, weights, lengths) -> (out, state)`` replaces only the
-time loop, with the same contract as ``reference.time_loop``:
+family's ``recurrence(cell, gx, state, weights, lengths, noise=None) -> (out, state)`` replaces
+only the time loop, with the same contract as ``reference.time_loop``:
 
     gx       (T, B, G)   the input projection, G = gates * H
     state    the initial state of this layer and direction: (B, R) or LSTMState((B, R), (B, H))
     weights  the layer's parameters for this layer and direction, under the cell's names
     lengths  (B,) int64 on gx's device, or None: step t of sequence b runs while t < lengths[b];
              after its end a sequence keeps its state and outputs zeros
+    noise    ``regularize.StepNoise`` or None: the hidden-dropout mask (B, R) on h_{t-1} in the
+             recurrent products, and zoneout's bool masks (T, B, size) per state part, True where
+             a unit keeps s_{t-1}; the step then outputs its zoned-out h
     out      (T, B, R)   and the state after each sequence's last step
 
 Forward: per step one recurrent GEMM (``addmm``) and the pointwise gates, saving what the
 backward needs. Backward: per step (last to first) the pointwise derivatives and one GEMM for
-dh_{t-1}; then the weight gradients as one GEMM each over all T*B rows.
+dh_{t-1}; then the weight gradients as one GEMM each over all T*B rows. Each module's docstring
+gives its derivatives, with lengths, hidden dropout and zoneout; with none of them a kernel runs
+the same ops per step as without the ``noise`` argument.
 """
 
 from __future__ import annotations
@@ -47,10 +52,7 @@ KERNELS = {
 def supports(problem) -> str | None:
     if problem.cell not in KERNELS:
         return f"no fused kernel for cell {problem.cell!r} yet (fused runs {', '.join(KERNELS)})"
-    in_loop = [name for name in problem.regularizers if name in ("hidden_dropout", "zoneout")]
-    if in_loop:
-        return f"the fused kernels do not yet run {', '.join(in_loop)}"
-    return None
+    return None  # every regularizer: the driver applies the rest, the kernels hidden dropout and zoneout
 
 
 def run(layer, x: Tensor, lengths: Tensor | None, state: State) -> tuple[Tensor, State]:

@@ -1,9 +1,18 @@
-"""Pieces every fused kernel shares: the step mask and the masked state update."""
+"""Pieces every fused kernel shares: the step mask, the in-loop regularizers' masks, BPTT loops.
+
+Zoneout and lengths are one select: a step past a sequence's end keeps the whole state, a
+zoned-out unit keeps its own, so ``keep = zoneout | ~running`` and s_t = where(keep, s_{t-1}, s~_t),
+with the output zeroed where the step does not run. Its BPTT, with g = dout_t + ds_t (dout_t
+zero where step t does not run): ds~_t = g * (1 - keep), and g * keep passes to s_{t-1} unchanged.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from ...cells import State, map_state
+from ...regularize import StepNoise
 
 
 def step_mask(lengths: Tensor | None, T: int, device: torch.device) -> Tensor | None:
@@ -11,6 +20,32 @@ def step_mask(lengths: Tensor | None, T: int, device: torch.device) -> Tensor | 
     if lengths is None:
         return None
     return (torch.arange(T, device=device)[:, None] < lengths)[..., None]
+
+
+def loop_masks(noise: StepNoise | None, mask: Tensor | None) -> tuple[Tensor | None, State | None]:
+    """The in-loop regularizers' masks as the kernels use them: (hidden, keep).
+
+    hidden  (B, R) hidden-dropout mask on h_{t-1} in the recurrent products, or None
+    keep    bool masks of the state's structure, each (T, B, size): True where s_t = s_{t-1}, a
+            zoned-out unit or any unit of a step that does not run; None without zoneout
+    """
+    if noise is None:
+        return None, None
+    keep = noise.zoneout
+    if keep is not None and mask is not None:
+        keep = map_state(lambda k: k | ~mask, keep)
+    return noise.hidden, keep
+
+
+def zoneout_grads(keep: Tensor, mask: Tensor | None, grad_out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(kept, free, dout) for BPTT through s_t = where(keep_t, s_{t-1}, s~_t), in grad_out's dtype.
+
+    With g = dout_t + ds_t: ds~_t = g * free_t, and g * kept_t passes to s_{t-1}. ``dout`` is
+    grad_out with zeros where a step does not run (its output is a constant zero there).
+    """
+    kept = keep.to(grad_out.dtype)  # (T, B, size)
+    dout = grad_out if mask is None else torch.where(mask, grad_out, grad_out.new_zeros(()))
+    return kept, 1 - kept, dout
 
 
 def sum_rows(x: Tensor) -> Tensor:
@@ -38,10 +73,7 @@ def activation_backward(out: Tensor, grad_out: Tensor, dh: Tensor, nonlinearity:
     ``propagate(da_t, dh_pass) -> dh_{t-1}`` is the part that differs (``da W_hh`` or ``da * u``),
     with ``dh_pass`` the gradient that skips a step that does not run (None without lengths).
     """
-    if nonlinearity == "tanh":
-        dact = 1 - out * out  # (T, B, H); zero-output steps get gradient zero anyway
-    else:
-        dact = out.sign()  # [h_t > 0], as out >= 0; arithmetic beats a bool mask on CPU
+    dact = _activation_derivative(out, nonlinearity)  # zero-output steps get gradient zero anyway
     da = torch.empty_like(out)  # (T, B, H) = d gx
     for t in range(out.shape[0] - 1, -1, -1):
         if mask is None:
@@ -55,3 +87,29 @@ def activation_backward(out: Tensor, grad_out: Tensor, dh: Tensor, nonlinearity:
             break
         dh = propagate(da[t], dh_pass)  # (B, H)
     return da, dh
+
+
+def zoneout_activation_backward(h_tilde: Tensor, zone: tuple[Tensor, Tensor, Tensor], dh: Tensor, nonlinearity: str,
+                                need_h0: bool, propagate) -> tuple[Tensor, Tensor]:
+    """``activation_backward`` through zoneout, s_t = where(keep_t, s_{t-1}, act(a_t)): (da, dh_0).
+
+    ``h_tilde`` (T, B, H) holds act(a_t) before the select, ``zone`` is ``zoneout_grads(...)``, and
+    ``propagate(da_t, dh_pass)`` gets the kept part g * kept_t as ``dh_pass`` at every step.
+    """
+    kept, free, dout = zone
+    coef = _activation_derivative(h_tilde, nonlinearity).mul_(free)  # (T, B, H): da = g * coef
+    da = torch.empty_like(h_tilde)  # (T, B, H) = d gx
+    for t in range(h_tilde.shape[0] - 1, -1, -1):
+        g = dout[t] + dh  # (B, H)
+        torch.mul(g, coef[t], out=da[t])
+        if t == 0 and not need_h0:
+            break
+        dh = propagate(da[t], g * kept[t])
+    return da, dh
+
+
+def _activation_derivative(h: Tensor, nonlinearity: str) -> Tensor:
+    """act'(a) from h = act(a), (T, B, H): 1 - h^2 for tanh, [h > 0] for relu."""
+    if nonlinearity == "tanh":
+        return 1 - h * h
+    return h.sign()  # [h > 0], as h >= 0; arithmetic beats a bool mask on CPU

@@ -10,6 +10,16 @@ One ``autograd.Function`` runs the whole time loop of one layer and direction: p
     dh_{t-1} = da_t u'   (+ dh_t unchanged where step t does not run)
     d gx = da,   du' = sum_t da_t h_{t-1},   db_hh = sum_t da_t,
     du = du' where -M <= u <= M, else 0 (autograd's clamp)
+
+Hidden dropout, a_t = gx_t + b_hh + u' (h_{t-1} * m) with one mask m (B, H) for all steps: the
+loop multiplies by u' m (B, H), formed once, so it costs nothing per step, and
+
+    dh_{t-1} = da_t u' m,   du' = sum_t da_t h_{t-1} m
+
+Zoneout, h_t = where(keep_t, h_{t-1}, h~_t) with h~_t = act(a_t) (saved, as out holds h_t), and
+keep_t also True past a sequence's end (``common.loop_masks``); with g = dout_t + dh_t:
+
+    da_t = g * (1 - keep_t) * act'(h~_t),   dh_{t-1} = da_t u' (m) + g * keep_t
 """
 
 from __future__ import annotations
@@ -17,55 +27,85 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .common import activation_backward, h_prev_all, step_mask, sum_rows
+from ...regularize import StepNoise
+from .common import (
+    activation_backward,
+    h_prev_all,
+    loop_masks,
+    step_mask,
+    sum_rows,
+    zoneout_activation_backward,
+    zoneout_grads,
+)
 
 
-def recurrence(cell, gx: Tensor, state: Tensor, w, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+def recurrence(cell, gx: Tensor, state: Tensor, w, lengths: Tensor | None,
+               noise: StepNoise | None = None) -> tuple[Tensor, Tensor]:
     """The fused time loop of one IndRNN layer and direction (contract in fused/__init__.py)."""
     mask = step_mask(lengths, gx.shape[0], gx.device)
-    return _IndRNN.apply(cell.nonlinearity, cell.recurrent_max, mask, gx, state, w["weight_hh"], w.get("bias_hh"))
+    hidden, keep = loop_masks(noise, mask)
+    return _IndRNN.apply(cell.nonlinearity, cell.recurrent_max, mask, hidden, keep, gx, state, w["weight_hh"],
+                         w.get("bias_hh"))
 
 
 class _IndRNN(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, nonlinearity, recurrent_max, mask, gx, h0, weight_hh, bias_hh):
+    def forward(ctx, nonlinearity, recurrent_max, mask, hidden, keep, gx, h0, weight_hh, bias_hh):
         with torch.autocast(gx.device.type, enabled=False):
             dtype = gx.dtype  # under autocast the input GEMM already chose it
             u = weight_hh.to(dtype)  # (H,)
             if recurrent_max is not None:
                 u = u.clamp(-recurrent_max, recurrent_max)
+            m = None if hidden is None else hidden.to(dtype)  # (B, H)
+            um = u if m is None else u * m  # (H,) or (B, H): the factor of h_{t-1}
             gxb = gx if bias_hh is None else gx + bias_hh.to(dtype)  # (T, B, H): both biases at once
             h = h0.to(dtype)
             out = torch.empty_like(gxb)  # (T, B, H)
+            h_tilde = None if keep is None else torch.empty_like(gxb)  # act(a_t) before zoneout's select
             act_ = torch.Tensor.relu_ if nonlinearity == "relu" else torch.Tensor.tanh_
             for t, gx_t in enumerate(gxb.unbind(0)):
-                if mask is None:
-                    h = act_(torch.addcmul(gx_t, u, h, out=out[t]))  # (B, H)
+                if keep is not None:  # zoneout; keep also holds the steps past each end
+                    h_new = act_(torch.addcmul(gx_t, um, h, out=h_tilde[t]))
+                    h = torch.where(keep[t], h, h_new)
+                    if mask is None:
+                        out[t] = h
+                    else:
+                        torch.where(mask[t], h, h.new_zeros(()), out=out[t])
+                elif mask is None:
+                    h = act_(torch.addcmul(gx_t, um, h, out=out[t]))  # (B, H)
                 else:
-                    h_new = act_(torch.addcmul(gx_t, u, h))
+                    h_new = act_(torch.addcmul(gx_t, um, h))
                     torch.where(mask[t], h_new, h_new.new_zeros(()), out=out[t])
                     h = torch.where(mask[t], h_new, h)
 
-        ctx.nonlinearity, ctx.recurrent_max, ctx.mask = nonlinearity, recurrent_max, mask
+        ctx.nonlinearity, ctx.recurrent_max, ctx.mask, ctx.keep = nonlinearity, recurrent_max, mask, keep
         ctx.dtypes = (gx.dtype, h0.dtype, weight_hh.dtype, None if bias_hh is None else bias_hh.dtype)
-        ctx.save_for_backward(out, h0.to(dtype), u, weight_hh)
-        return out, h.clone() if mask is None else h  # a view of out would tie the state to out
+        ctx.save_for_backward(out, h0.to(dtype), um, weight_hh, m, h_tilde)
+        # a view of out would tie the state to out
+        return out, h.clone() if mask is None and keep is None else h
 
     @staticmethod
     def backward(ctx, grad_out, grad_h):
-        out, h0, u, weight_hh = ctx.saved_tensors
+        out, h0, um, weight_hh, m, h_tilde = ctx.saved_tensors
         mask, recurrent_max = ctx.mask, ctx.recurrent_max
-        need_gx, need_h0, need_u, need_b = ctx.needs_input_grad[3:]
+        need_gx, need_h0, need_u, need_b = ctx.needs_input_grad[5:]
         with torch.autocast(out.device.type, enabled=False):
             dtype = out.dtype
-            da, dh = activation_backward(
-                out, grad_out.to(dtype), grad_h.to(dtype), ctx.nonlinearity, mask, need_h0,
-                lambda da_t, dh_pass: da_t * u if dh_pass is None else torch.addcmul(dh_pass, da_t, u),
-            )
+            grad_out, dh = grad_out.to(dtype), grad_h.to(dtype)
+
+            def propagate(da_t, dh_pass):  # dh_{t-1} = da_t u' (m)
+                return da_t * um if dh_pass is None else torch.addcmul(dh_pass, da_t, um)
+
+            if ctx.keep is None:
+                da, dh = activation_backward(out, grad_out, dh, ctx.nonlinearity, mask, need_h0, propagate)
+            else:
+                zone = zoneout_grads(ctx.keep, mask, grad_out)
+                da, dh = zoneout_activation_backward(h_tilde, zone, dh, ctx.nonlinearity, need_h0, propagate)
 
             grad_u = None
             if need_u:
-                grad_u = sum_rows(da * h_prev_all(out, h0))  # (H,)
+                h_prev = h_prev_all(out, h0)  # (T, B, H)
+                grad_u = sum_rows(da * (h_prev if m is None else h_prev * m))  # (H,)
                 if recurrent_max is not None:  # clamp passes the gradient only inside [-M, M]
                     inside = (weight_hh >= -recurrent_max) & (weight_hh <= recurrent_max)
                     grad_u = torch.where(inside, grad_u, 0.0)
@@ -73,4 +113,4 @@ class _IndRNN(torch.autograd.Function):
 
         grads = (da if need_gx else None, dh if need_h0 else None, grad_u, grad_b)
         grads = [None if g is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes)]
-        return (None, None, None, *grads)
+        return (None, None, None, None, None, *grads)

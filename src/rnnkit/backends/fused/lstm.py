@@ -14,6 +14,22 @@ Derivatives, with m = o * tanh(c~) the pre-projection output (c~ = c_t, or LN_c(
     peephole: dc_t += da_o w_co first; dc_{t-1} = dc_t f + da_i w_ci + da_f w_cf
     cifg:     df = dc_t (c_{t-1} - g), dg = dc_t (1 - f), dc_{t-1} = dc_t f
     da = dgate * sigma' (i, f, o) or * tanh' (g);   dh_{t-1} = da W_hh  (layer norm: LN_hh backward first)
+
+Hidden dropout: one mask h_mask (B, R) for all steps on h_{t-1} where it enters W_hh (the
+peepholes read c, which is not dropped):
+
+    dh_{t-1} = (da W_hh) * h_mask,   dW_hh = sum_t da_t^T (h_{t-1} * h_mask)
+
+Zoneout, h_t = where(kh_t, h_{t-1}, h~_t) and c_t = where(kc_t, c_{t-1}, c~_t) with the step's
+h~_t, c~_t as above and each keep also True past a sequence's end (``common.loop_masks``); the
+gradients at the step's top split by unit, with dh_t including dout_t (zero where the step does
+not run):
+
+    dh~_t = dh_t (1 - kh_t),   dc~_t = dc_t (1 - kc_t) (+ the output's share, as above)
+    dh_{t-1} = da W_hh (* h_mask) + dh_t kh_t,   dc_{t-1} = dc~_t f (...) + dc_t kc_t
+    peephole: dw_co = sum_t da_o c~_t, so c~ is saved when it differs from c_t
+
+A call with hidden dropout or zoneout runs the Python loops; the C++ loops run the plain cell.
 """
 
 from __future__ import annotations
@@ -24,17 +40,20 @@ import torch
 from torch import Tensor
 
 from ...cells import LSTMState
+from ...regularize import StepNoise
 from . import extension
-from .common import rows_gemm, step_mask, sum_rows
+from .common import loop_masks, rows_gemm, step_mask, sum_rows, zoneout_grads
 
 
-def recurrence(cell, gx: Tensor, state: LSTMState, w, lengths: Tensor | None) -> tuple[Tensor, LSTMState]:
+def recurrence(cell, gx: Tensor, state: LSTMState, w, lengths: Tensor | None,
+               noise: StepNoise | None = None) -> tuple[Tensor, LSTMState]:
     """The fused time loop of one LSTM-family layer and direction (contract in fused/__init__.py)."""
     mask = step_mask(lengths, gx.shape[0], gx.device)
+    hidden, keep = loop_masks(noise, mask)
     eps = getattr(cell, "eps", 0.0)
     out, h, c = _LSTMFamily.apply(
-        cell.name, eps, mask, torch.is_grad_enabled(), gx, state.h, state.c, w["weight_hh"], w.get("bias_hh"),
-        w.get("weight_hr"), w.get("weight_peephole"), w.get("ln_hh_weight"), w.get("ln_hh_bias"),
+        cell.name, eps, mask, hidden, keep, torch.is_grad_enabled(), gx, state.h, state.c, w["weight_hh"],
+        w.get("bias_hh"), w.get("weight_hr"), w.get("weight_peephole"), w.get("ln_hh_weight"), w.get("ln_hh_bias"),
         w.get("ln_c_weight"), w.get("ln_c_bias"),
     )
     return out, LSTMState(h, c)
@@ -80,12 +99,12 @@ def _cpp_loops(kind: str, gx: Tensor):
 
 class _LSTMFamily(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kind, eps, mask, grad_enabled, gx, h0, c0, weight_hh, bias_hh, weight_hr, weight_peephole,
-                ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias):
-        ops = _cpp_loops(kind, gx)
+    def forward(ctx, kind, eps, mask, hidden, keep, grad_enabled, gx, h0, c0, weight_hh, bias_hh, weight_hr,
+                weight_peephole, ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias):
+        ops = _cpp_loops(kind, gx) if hidden is None and keep is None else None
         ctx.cpp = ops is not None
         if ops is not None:  # the same loop in C++, saving the same tensors
-            ctx.kind, ctx.eps, ctx.mask = kind, eps, mask
+            ctx.kind, ctx.eps, ctx.mask, ctx.keep = kind, eps, mask, None
             ctx.dtypes = [None if x is None else x.dtype for x in (gx, h0, c0, weight_hh, bias_hh, weight_hr,
                                                                   weight_peephole, ln_hh_weight, ln_hh_bias,
                                                                   ln_c_weight, ln_c_bias)]
@@ -113,6 +132,8 @@ class _LSTMFamily(torch.autograd.Function):
             ln_hh = (_cast(ln_hh_weight, dtype), _cast(ln_hh_bias, dtype)) if ln else None
             ln_c = (_cast(ln_c_weight, dtype), _cast(ln_c_bias, dtype)) if ln else None
             gxb = gx if bias_hh is None else gx + bias_hh.to(dtype)  # (T, B, G): both biases at once
+            h_mask = _cast(hidden, dtype)  # (B, R) or None
+            keep_h, keep_c = (None, None) if keep is None else keep
 
             hs = gx.new_empty(T + 1, B, R)  # hs[t] = h_{t-1}
             cs = gx.new_empty(T + 1, B, H)  # cs[t] = c_{t-1}
@@ -120,6 +141,8 @@ class _LSTMFamily(torch.autograd.Function):
             acts = gx.new_empty(T, B, G)  # activated gates
             tcs = gx.new_empty(T, B, H)  # tanh(c_t) or tanh(LN_c(c_t))
             ms = gx.new_empty(T, B, H) if W_hr is not None else None  # o * tanh(.) before projection
+            # c~_t before zoneout's select, read by the peephole w_co's gradient
+            c_tilde = gx.new_empty(T, B, H) if keep is not None and peep is not None else None
             out = gx.new_empty(T, B, R)
             if ln:
                 xhat_hh, rstd_hh = gx.new_empty(T, B, G), gx.new_empty(T, B, 1)
@@ -127,11 +150,12 @@ class _LSTMFamily(torch.autograd.Function):
 
             for t in range(T):
                 h, c = hs[t], cs[t]
+                h_in = h if h_mask is None else h * h_mask
                 if ln:
-                    gh, xhat_hh[t], rstd_hh[t] = _layer_norm(h @ W_t, *ln_hh, eps)
+                    gh, xhat_hh[t], rstd_hh[t] = _layer_norm(h_in @ W_t, *ln_hh, eps)
                     pre = gxb[t] + gh
                 else:
-                    pre = torch.addmm(gxb[t], h, W_t)  # (B, G)
+                    pre = torch.addmm(gxb[t], h_in, W_t)  # (B, G)
                 a = acts[t]
                 if kind == "cifg_lstm":
                     f, g, o = a.chunk(3, dim=-1)
@@ -166,7 +190,16 @@ class _LSTMFamily(torch.autograd.Function):
                     h_new = m @ W_hr.t()  # (B, R)
                 else:
                     h_new = m
-                if mask is None:
+                if keep is not None:  # zoneout; keep also holds the steps past each end
+                    if c_tilde is not None:
+                        c_tilde[t] = c_new
+                    torch.where(keep_h[t], h, h_new, out=hs[t + 1])
+                    torch.where(keep_c[t], c, c_new, out=cs[t + 1])
+                    if mask is None:
+                        out[t] = hs[t + 1]
+                    else:
+                        torch.where(mask[t], hs[t + 1], torch.zeros_like(h_new), out=out[t])
+                elif mask is None:
                     hs[t + 1], cs[t + 1], out[t] = h_new, c_new, h_new
                 else:
                     mt = mask[t]
@@ -174,12 +207,12 @@ class _LSTMFamily(torch.autograd.Function):
                     torch.where(mt, c_new, c, out=cs[t + 1])
                     torch.where(mt, h_new, torch.zeros_like(h_new), out=out[t])
 
-        ctx.kind, ctx.eps, ctx.mask = kind, eps, mask
+        ctx.kind, ctx.eps, ctx.mask, ctx.keep = kind, eps, mask, keep
         ctx.dtypes = [None if x is None else x.dtype for x in (gx, h0, c0, weight_hh, bias_hh, weight_hr,
                                                               weight_peephole, ln_hh_weight, ln_hh_bias,
                                                               ln_c_weight, ln_c_bias)]
         ctx.has_bias = bias_hh is not None
-        saved = [W, acts, tcs, hs, cs, W_hr, ms, peep]
+        saved = [W, acts, tcs, hs, cs, W_hr, ms, peep, h_mask, c_tilde]
         if ln:
             saved += [xhat_hh, rstd_hh, xhat_c, rstd_c, ln_hh[0], ln_c[0]]
         ctx.save_for_backward(*saved)
@@ -191,8 +224,9 @@ class _LSTMFamily(torch.autograd.Function):
         ln = kind == "layernorm_lstm"
         saved = ctx.saved_tensors
         W, acts, tcs, hs, cs, W_hr, ms, peep = saved[:8]
+        h_mask, c_tilde = saved[8:10] if not ctx.cpp else (None, None)
         if ln:
-            xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c = saved[8:]
+            xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c = saved[10:]
         with torch.autocast(acts.device.type, enabled=False):
             dtype = acts.dtype
             T, B, G = acts.shape
@@ -211,9 +245,17 @@ class _LSTMFamily(torch.autograd.Function):
                 draw_all = torch.empty_like(acts) if ln else dpre_all  # d(h W_hh^T)
                 dhnew_all = torch.empty_like(grad_out) if W_hr is not None else None
                 dcn_all = torch.empty_like(tcs) if ln else None
+                if ctx.keep is not None:
+                    kept_h, free_h, dout = zoneout_grads(ctx.keep.h, mask, grad_out)
+                    kept_c = ctx.keep.c.to(dtype)  # (T, B, H)
+                    free_c = 1 - kept_c
                 for t in range(T - 1, -1, -1):
                     c_prev = cs[t]
-                    if mask is None:
+                    if ctx.keep is not None:  # zoneout: kept units pass their gradient to s_{t-1}
+                        g = dh + dout[t]
+                        dh_new, dh_pass = g * free_h[t], g * kept_h[t]
+                        dc_new, dc_pass = dc * free_c[t], dc * kept_c[t]
+                    elif mask is None:
                         dh_new, dc_new = dh + grad_out[t], dc
                     else:
                         mt = mask[t]
@@ -258,18 +300,20 @@ class _LSTMFamily(torch.autograd.Function):
                     if ln:
                         draw_all[t] = _layer_norm_backward(dpre * g_hh, xhat_hh[t], rstd_hh[t])
                     dh = draw_all[t] @ W  # (B, R)
+                    if h_mask is not None:
+                        dh.mul_(h_mask)
                     dc = dc_prev
-                    if mask is not None:
+                    if mask is not None or ctx.keep is not None:
                         dh, dc = dh + dh_pass, dc + dc_pass
 
-            h_prev_all = hs[:T]  # (T, B, R)
+            h_prev_all = hs[:T] if h_mask is None else hs[:T] * h_mask  # (T, B, R), as the products read it
             grad_W = rows_gemm(draw_all, h_prev_all)  # (G, R)
             grad_b = sum_rows(dpre_all) if ctx.has_bias else None
             grad_W_hr = rows_gemm(dhnew_all, ms) if W_hr is not None else None  # (R, H)
             grad_peep = None
             if peep is not None:
                 H = tcs.shape[-1]
-                c_prev_all, c_all = cs[:T], cs[1:]
+                c_prev_all, c_all = cs[:T], (cs[1:] if c_tilde is None else c_tilde)
                 da_i, da_f, da_o = dpre_all[..., :H], dpre_all[..., H:2 * H], dpre_all[..., 3 * H:]
                 grad_peep = torch.stack([sum_rows(da_i * c_prev_all), sum_rows(da_f * c_prev_all),
                                          sum_rows(da_o * c_all)])  # (3, H)
@@ -280,4 +324,4 @@ class _LSTMFamily(torch.autograd.Function):
 
         grads = [dpre_all, dh, dc, grad_W, grad_b, grad_W_hr, grad_peep, *grad_ln]
         grads = [None if g is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes)]
-        return (None, None, None, None, *grads)
+        return (None, None, None, None, None, None, *grads)

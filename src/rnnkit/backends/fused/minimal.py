@@ -16,6 +16,13 @@ g'(a) = 1 (a >= 0) or sigma(a)(1 - sigma(a)) (a < 0):
 
 Masks enter as multiplications by a float (T, B, 1) mask: the ops that take a full-size bool
 condition (``where``, ``masked_fill``) run several times slower on CPU than arithmetic.
+
+Zoneout (no hidden dropout: there is no recurrent product) is the same device per unit: a
+zoned-out unit keeps h_{t-1} by a = 1, b = 0, so with free = 1 - keep (T, B, H), keep also True
+past a sequence's end (``common.loop_masks``), the recurrence runs a free + (1 - free), b free,
+and the gate coefficients are multiplied by free; backward is unchanged, dh_{t-1} = a_t dh~_t:
+
+    dh_{t-1} = dh~_t (1 - keep_t) a_t + dh~_t keep_t,   da_* = dh~_t (1 - keep_t) (coefficient above)
 """
 
 from __future__ import annotations
@@ -24,14 +31,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .common import step_mask
+from ...regularize import StepNoise
+from .common import loop_masks, step_mask
 
 
-def recurrence(cell, gx: Tensor, state: Tensor, w, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+def recurrence(
+    cell, gx: Tensor, state: Tensor, w, lengths: Tensor | None, noise: StepNoise | None = None
+) -> tuple[Tensor, Tensor]:
     """The fused time loop of one minGRU or minLSTM layer and direction (contract in fused/__init__.py)."""
     mask = step_mask(lengths, gx.shape[0], gx.device)
+    hidden, keep = loop_masks(noise, mask)
+    if hidden is not None:
+        raise ValueError(f"hidden dropout needs a recurrent product, but cell {cell.name!r} has none")
     need_grad = torch.is_grad_enabled() and (gx.requires_grad or state.requires_grad)
-    return _Minimal.apply(cell.name, mask, need_grad, gx, state)
+    return _Minimal.apply(cell.name, mask, keep, need_grad, gx, state)
 
 
 def _candidate(a: Tensor) -> tuple[Tensor, Tensor]:
@@ -54,7 +67,7 @@ def _prev_minus(a: Tensor, out: Tensor, h0: Tensor, result: Tensor) -> Tensor:
 
 class _Minimal(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kind, mask, need_grad, gx, h0):
+    def forward(ctx, kind, mask, keep, need_grad, gx, h0):
         with torch.autocast(gx.device.type, enabled=False):
             T, B, G = gx.shape
             H = h0.shape[-1]
@@ -68,12 +81,12 @@ class _Minimal(torch.autograd.Function):
                 d = F.logsigmoid(a_f) - F.logsigmoid(a_i)  # log f - log i: no 0/0 when both underflow
                 decay, i_norm = torch.sigmoid(d), torch.sigmoid(-d)  # f' = f / (f + i), i'
                 drive = i_norm * h_tilde
-            mf = None
+            mf = None if mask is None else mask.to(gx.dtype)  # (T, B, 1)
+            free = mf if keep is None else (~keep).to(gx.dtype)  # (T, B, 1 or H): 0 where h stays h_{t-1}
             decay_run = decay
-            if mask is not None:  # a step that does not run keeps h exactly: 1 * h + 0
-                mf = mask.to(gx.dtype)  # (T, B, 1)
-                decay_run = torch.addcmul(1 - mf, decay, mf)
-                drive.mul_(mf)
+            if free is not None:  # a step that does not run, or a zoned-out unit, keeps h exactly: 1 * h + 0
+                decay_run = torch.addcmul(1 - free, decay, free)
+                drive.mul_(free)
 
             out = torch.empty_like(drive)  # (T, B, H), the states until masked below
             h = h0.to(gx.dtype)
@@ -91,8 +104,11 @@ class _Minimal(torch.autograd.Function):
                     torch.sub(i, 1, out=coef[..., H : 2 * H]).mul_(k)  # -k (1 - i)
                     k.mul_(1 - f)  # k (1 - f), in place over k
                     torch.mul(i_norm, dg, out=coef[..., 2 * H :])  # i' g'
-                if mf is not None:
-                    coef.mul_(mf)  # steps that do not run get no gate gradient
+                # steps that do not run and zoned-out units get no gate gradient
+                if keep is not None:
+                    coef.view(T, B, -1, H).mul_(free[:, :, None])  # free (T, B, H), per unit of every gate
+                elif free is not None:
+                    coef.mul_(free)
                 ctx.save_for_backward(decay_run, coef)
             if mf is not None:
                 out.mul_(mf)  # outputs past each sequence's end are zero
@@ -120,5 +136,5 @@ class _Minimal(torch.autograd.Function):
                 dh = g * decay[t]
             grad_gx = (coef.view(T, B, -1, dh.shape[-1]) * dh_tilde[:, :, None]).view(T, B, G)
 
-        grads = (grad_gx, dh if ctx.needs_input_grad[4] else None)
-        return (None, None, None, *[None if g is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes)])
+        grads = (grad_gx, dh if ctx.needs_input_grad[5] else None)
+        return (None, None, None, None, *[None if g is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes)])
