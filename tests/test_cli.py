@@ -53,3 +53,13 @@ def test_bench_prints_a_ratio_table(capsys):
     assert "| cell | backend | mode |" in printed
     for name in ("nn.LSTM", "nn.GRU", "GEMM floor", "| lstm | native |", "| peephole_lstm | fused |"):
         assert name in printed
+
+
+def test_every_command_has_help(capsys):
+    for argv in (["--help"], ["demo", "--help"], ["lm", "--help"], ["lm", "train", "--help"],
+                 ["lm", "generate", "--help"], ["lm", "evaluate", "--help"], ["bench", "--help"]):
+        try:
+            main(argv)
+        except SystemExit as stop:
+            assert stop.code == 0, argv
+    assert "--max-minutes" in capsys.readouterr().out

@@ -165,10 +165,6 @@ def test_zoneout_past_the_end_of_a_sequence_keeps_the_state_and_outputs_zero():
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_fused_equals_reference_under_the_same_masks(cell, bidirectional):
     regs = regs_for(cell)
-    fused_ok = rnnkit.backends.fused.supports(
-        rnnkit.backends.Problem(cell, (), "cpu", torch.float64, 3, 6, True, tuple(regs))) is None
-    if not fused_ok:  # in-loop regularizers the fused kernels do not run yet: the driver's ones only
-        regs = {k: v for k, v in regs.items() if k not in ("hidden_dropout", "zoneout")}
     x = torch.randn(6, 3, 3, dtype=torch.float64)
     lengths = torch.tensor([6, 2, 5])
     results = []

@@ -23,20 +23,24 @@ from . import __version__
 EXIT_USER_ERROR = 2
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_cls, suppress: bool = False) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, config_cls, suppress: bool = False,
+                     defaults: dict | None = None) -> None:
     """One ``--flag`` per field of a Config dataclass; its help and default shown in --help.
 
     With ``suppress``, a flag not given is absent from the parsed namespace, so a caller can
     tell what the user typed from what a default (or a resumed run's config) supplies.
+    ``defaults`` overrides fields' defaults for one command (a task's own learning rate).
     """
+    defaults = defaults or {}
     hints = typing.get_type_hints(config_cls)
     for f in dataclasses.fields(config_cls):
         kind = hints[f.name]
         if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
         flag = "--" + f.name.replace("_", "-")
-        text = f"{f.metadata.get('help', '')} (default: {f.default})"
-        default = argparse.SUPPRESS if suppress else f.default
+        value = defaults.get(f.name, f.default)
+        text = f"{f.metadata.get('help', '')} (default: {value})".replace("%", "%%")  # argparse formats help
+        default = argparse.SUPPRESS if suppress else value
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=text)
         else:
@@ -54,7 +58,7 @@ def config_from(args: argparse.Namespace, config_cls, base: dict | None = None):
 def build_parser() -> argparse.ArgumentParser:
     from . import bench
     from .demo import DemoConfig
-    from .tasks.lm import LMConfig
+    from .tasks.lm import LM_TRAIN_DEFAULTS, LMConfig
     from .train.trainer import TrainConfig
 
     parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent neural networks on PyTorch.")
@@ -74,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (default: runs/lm-DATE-TIME)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
     add_config_flags(train.add_argument_group("model and data"), LMConfig, suppress=True)
-    add_config_flags(train.add_argument_group("training"), TrainConfig, suppress=True)
+    add_config_flags(train.add_argument_group("training"), TrainConfig, suppress=True, defaults=LM_TRAIN_DEFAULTS)
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     generate = verbs.add_parser("generate", help="stream text from a trained model")
     generate.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
@@ -104,7 +108,7 @@ def run_lm(args: argparse.Namespace) -> int:
         out = Path(args.out or f"runs/lm-{datetime.now():%Y%m%d-%H%M%S}")
         saved = checkpoint.load(out / "last").config if args.resume and (out / "last").exists() else {}
         config = config_from(args, lm.LMConfig, saved)
-        train_config = config_from(args, TrainConfig, saved.get("train"))
+        train_config = config_from(args, TrainConfig, saved.get("train") or lm.LM_TRAIN_DEFAULTS)
         if train_config.steps is None and train_config.max_minutes is None:
             train_config.max_minutes = lm.DEFAULT_MINUTES
         lm.train(config, train_config, out, resume=args.resume, progress=not args.no_progress)

@@ -25,7 +25,7 @@ class DemoConfig:
 
 def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
     """Train, report, sample; returns the training summary with the sample under ``"sample"``."""
-    from .tasks.lm import LMConfig, TrainedLM, train
+    from .tasks.lm import LM_TRAIN_DEFAULTS, LMConfig, TrainedLM, train
     from .train.trainer import TrainConfig
 
     console = console or Console()
@@ -33,7 +33,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
     budget = {"steps": config.steps} if config.steps else {"max_minutes": config.max_minutes}
     console.print(f"rnnkit demo: a character-level LSTM reads Shakespeare for "
                   f"{f'{config.steps} steps' if config.steps else f'{config.max_minutes:g} minutes'}", highlight=False)
-    summary = train(LMConfig(), TrainConfig(seed=config.seed, **budget), out, console=console,
+    summary = train(LMConfig(), TrainConfig(seed=config.seed, **LM_TRAIN_DEFAULTS, **budget), out, console=console,
                     progress=config.progress)
     model = TrainedLM.load(out)
     prompt = "ROMEO."

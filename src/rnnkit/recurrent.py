@@ -193,8 +193,10 @@ class Recurrent(nn.Module):
 
         training = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         regularizers = self.regularizers.active() if self.training else ()
-        problem = Problem(self.cell.name, tuple(self.cell_options.items()), x.device.type, x.dtype, B, T, training,
-                          regularizers)
+        device = x.device.type
+        autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        problem = Problem(self.cell.name, tuple(self.cell_options.items()), device, x.dtype, B, T, training,
+                          regularizers, autocast)
         backend = backends.select(self.backend, problem)
         out, state = backend.run(self, x, lengths, state)  # (T, B, D*R)
         self.last_backend = backend.NAME
@@ -321,7 +323,8 @@ class Recurrent(nn.Module):
                 )
             if part.device != x.device:
                 raise ValueError(f"{name} is on {part.device} but x is on {x.device}")
-            if part.dtype != x.dtype:
+            if part.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+                # under autocast a state carried from the previous call is in the autocast dtype
                 raise TypeError(f"{name} has dtype {part.dtype} but x has {x.dtype}")
         return state
 

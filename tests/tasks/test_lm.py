@@ -137,3 +137,19 @@ def test_word_level_trains(text_file, tmp_path):
 def test_bidirectional_is_refused():
     with pytest.raises(ValueError, match="--bidirectional would let it read the answer"):
         LMConfig(bidirectional=True).validate()
+
+
+def test_bf16_autocast_trains(text_file, tmp_path):
+    summary = train(LMConfig(data=str(text_file), output_dropout=0.1, **SMALL),
+                    TrainConfig(steps=4, eval_every=4, bf16=True), tmp_path / "bf16", progress=False)
+    assert summary["step"] == 4 and summary["eval"]["nats_per_char"] < 5
+
+
+def test_cli_reports_a_bad_flag_value_without_a_traceback(tmp_path, capsys):
+    assert main(["lm", "train", "--out", str(tmp_path / "r"), "--steps", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "rnnkit: error: steps must be a positive int, got 0"
+
+
+def test_cli_resume_without_out_is_refused(capsys):
+    assert main(["lm", "train", "--resume"]) == 2
+    assert "--resume needs --out" in capsys.readouterr().err

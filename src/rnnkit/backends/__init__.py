@@ -38,6 +38,7 @@ class Problem:
     steps: int
     training: bool  # autograd will record the call (grad enabled and something requires grad)
     regularizers: tuple[str, ...] = ()  # rnnkit.regularize's regularizers active in this call
+    autocast: torch.dtype | None = None  # the autocast dtype on this device, None where autocast is off
 
 
 BACKENDS: dict[str, ModuleType] = {"reference": reference, "native": native, "fused": fused, "scan": scan}

@@ -7,6 +7,7 @@ torch's flat order. Variable lengths go through a PackedSequence, as with torch.
 
 from __future__ import annotations
 
+import torch
 from torch import _VF, Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -26,6 +27,10 @@ def supports(problem) -> str | None:
         return f"torch's kernels have no {', '.join(problem.regularizers)}"
     if problem.device not in ("cpu", "cuda"):
         return f"torch's RNN kernels run on cpu and cuda, not {problem.device}"
+    if (problem.cell == "lstm" and problem.device == "cpu" and problem.autocast == torch.bfloat16
+            and not torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        # torch.nn.LSTM itself fails here: oneDNN has no bf16 LSTM primitive without AVX-512 BF16 / AMX
+        return "torch's LSTM kernel cannot run under bfloat16 autocast on this CPU (oneDNN needs AVX-512 BF16 or AMX)"
     return None
 
 

@@ -17,7 +17,7 @@ evaluation); the Trainer owns everything else, so no task re-implements the loop
 - evaluation every ``eval_every`` steps, the best checkpoint kept in ``best/``, early
   stopping after ``patience`` evaluations without improvement;
 - budgets: ``steps``, or ``max_minutes`` (a time budget measures its speed over its first
-  ``calibration_steps`` steps, then fixes the step count that fits, which the cosine schedule
+  ``calibration_steps`` steps and 3% of the budget, then fixes the step count that fits, which the cosine schedule
   needs; the count is stored, so a resumed run keeps it), or both (the first reached stops);
 - checkpoints every ``checkpoint_every`` steps in ``last/`` with every piece of state the
   next step depends on, so ``resume`` continues bit-identically; Ctrl-C stops after the
@@ -44,6 +44,10 @@ from . import checkpoint
 from .report import MetricsLog, ProgressBar, TensorBoard, read_metrics
 from .schedule import lr_at
 
+# A time budget measures its speed over at least this fraction of the budget (and at least
+# calibration_steps steps): a few fast steps mislead, as the first ones on a busy machine do.
+CALIBRATION_FRACTION = 0.03
+
 Carry = Any  # None, a Tensor, an LSTMState, or a tuple of them: whatever the task's loss carries
 
 
@@ -63,13 +67,14 @@ class TrainConfig:
     min_lr_ratio: float = field(default=0.05, metadata={"help": "the cosine decays to lr * this"})
     clip: float = field(default=1.0, metadata={"help": "clip gradients to this global norm (0: off)"})
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast"})
-    eval_every: int = field(default=250, metadata={"help": "evaluate every N steps (and at the end)"})
+    eval_every: int = field(default=500, metadata={"help": "evaluate every N steps (and at the end)"})
     log_every: int = field(default=25, metadata={"help": "log loss, norm and speed every N steps"})
-    checkpoint_every: int = field(default=250, metadata={"help": "write last/ every N steps"})
+    checkpoint_every: int = field(default=500, metadata={"help": "write last/ every N steps"})
     patience: int = field(default=0, metadata={"help": "stop after N evaluations without improvement (0: never)"})
     nan_patience: int = field(default=5, metadata={"help": "stop after N non-finite steps in a row"})
     nan_lr_factor: float = field(default=0.5, metadata={"help": "multiply the lr by this after a non-finite step"})
-    calibration_steps: int = field(default=20, metadata={"help": "steps a time budget measures its speed over"})
+    calibration_steps: int = field(default=20, metadata={"help": "a time budget measures its speed over at least "
+                                                                  "these steps and 3% of the budget"})
     seed: int = field(default=0, metadata={"help": "seed of every random number generator"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:1, ..."})
     tensorboard: bool = field(default=False, metadata={"help": "also write TensorBoard scalars to OUT/tensorboard"})
@@ -224,7 +229,8 @@ class Trainer:
                     if st.total_steps is None:
                         if st.step == 2:  # step 1 pays one-time costs (extension builds, allocations)
                             calibration_start = (st.step, time.perf_counter())
-                        if calibration_start and st.step - calibration_start[0] >= cfg.calibration_steps:
+                        if (calibration_start and st.step - calibration_start[0] >= cfg.calibration_steps
+                                and time.perf_counter() - calibration_start[1] >= CALIBRATION_FRACTION * budget_s):
                             st.total_steps = self._fix_total_steps(calibration_start, budget_s, started, bar)
 
                     if st.step % cfg.log_every == 0 or st.step == st.total_steps:
