@@ -113,3 +113,29 @@ def _activation_derivative(h: Tensor, nonlinearity: str) -> Tensor:
     if nonlinearity == "tanh":
         return 1 - h * h
     return h.sign()  # [h > 0], as h >= 0; arithmetic beats a bool mask on CPU
+
+
+def activation_forward(gxb: Tensor, h: Tensor, mask: Tensor | None, keep: Tensor | None, step) -> tuple[
+        Tensor, Tensor, Tensor | None]:
+    """The forward loop the Elman and IndRNN kernels share: (out, h_T, h~ or None).
+
+    ``step(gx_t, h_{t-1}, out) -> act(a_t)`` (written into ``out`` where given) is the part that
+    differs. With zoneout, ``keep`` (T, B, H) also holds the steps past each end and h~ (T, B, H),
+    act(a_t) before the select, is kept for the backward.
+    """
+    out = torch.empty_like(gxb)  # (T, B, H)
+    h_tilde = None if keep is None else torch.empty_like(gxb)
+    for t, gx_t in enumerate(gxb.unbind(0)):
+        if keep is not None:  # zoneout
+            h = torch.where(keep[t], h, step(gx_t, h, h_tilde[t]))
+            if mask is None:
+                out[t] = h
+            else:
+                torch.where(mask[t], h, h.new_zeros(()), out=out[t])
+        elif mask is None:
+            h = step(gx_t, h, out[t])  # (B, H)
+        else:
+            h_new = step(gx_t, h, None)
+            torch.where(mask[t], h_new, h_new.new_zeros(()), out=out[t])
+            h = torch.where(mask[t], h_new, h)
+    return out, h, h_tilde

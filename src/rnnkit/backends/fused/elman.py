@@ -30,6 +30,7 @@ from torch import Tensor
 from ...regularize import StepNoise
 from .common import (
     activation_backward,
+    activation_forward,
     h_prev_all,
     loop_masks,
     rows_gemm,
@@ -58,24 +59,13 @@ class _Elman(torch.autograd.Function):
             gxb = gx if bias_hh is None else gx + bias_hh.to(dtype)  # (T, B, H): both biases at once
             h = h0.to(dtype)
             m = None if hidden is None else hidden.to(dtype)  # (B, H)
-            out = torch.empty_like(gxb)  # (T, B, H)
-            h_tilde = None if keep is None else torch.empty_like(gxb)  # act(a_t) before zoneout's select
             act_ = torch.Tensor.tanh_ if nonlinearity == "tanh" else torch.Tensor.relu_
-            for t, gx_t in enumerate(gxb.unbind(0)):
-                h_in = h if m is None else h * m
-                if keep is not None:  # zoneout; keep also holds the steps past each end
-                    h_new = act_(torch.addmm(gx_t, h_in, W_t, out=h_tilde[t]))
-                    h = torch.where(keep[t], h, h_new)
-                    if mask is None:
-                        out[t] = h
-                    else:
-                        torch.where(mask[t], h, h.new_zeros(()), out=out[t])
-                elif mask is None:
-                    h = act_(torch.addmm(gx_t, h_in, W_t, out=out[t]))  # (B, H)
-                else:
-                    h_new = act_(torch.addmm(gx_t, h_in, W_t))
-                    torch.where(mask[t], h_new, h_new.new_zeros(()), out=out[t])
-                    h = torch.where(mask[t], h_new, h)
+
+            def step(gx_t, h_prev, out_t):
+                h_in = h_prev if m is None else h_prev * m
+                return act_(torch.addmm(gx_t, h_in, W_t, out=out_t))
+
+            out, h, h_tilde = activation_forward(gxb, h, mask, keep, step)
 
         ctx.nonlinearity, ctx.mask, ctx.keep = nonlinearity, mask, keep
         ctx.dtypes = (gx.dtype, h0.dtype, weight_hh.dtype, None if bias_hh is None else bias_hh.dtype)

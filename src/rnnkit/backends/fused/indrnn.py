@@ -30,6 +30,7 @@ from torch import Tensor
 from ...regularize import StepNoise
 from .common import (
     activation_backward,
+    activation_forward,
     h_prev_all,
     loop_masks,
     step_mask,
@@ -60,23 +61,9 @@ class _IndRNN(torch.autograd.Function):
             um = u if m is None else u * m  # (H,) or (B, H): the factor of h_{t-1}
             gxb = gx if bias_hh is None else gx + bias_hh.to(dtype)  # (T, B, H): both biases at once
             h = h0.to(dtype)
-            out = torch.empty_like(gxb)  # (T, B, H)
-            h_tilde = None if keep is None else torch.empty_like(gxb)  # act(a_t) before zoneout's select
             act_ = torch.Tensor.relu_ if nonlinearity == "relu" else torch.Tensor.tanh_
-            for t, gx_t in enumerate(gxb.unbind(0)):
-                if keep is not None:  # zoneout; keep also holds the steps past each end
-                    h_new = act_(torch.addcmul(gx_t, um, h, out=h_tilde[t]))
-                    h = torch.where(keep[t], h, h_new)
-                    if mask is None:
-                        out[t] = h
-                    else:
-                        torch.where(mask[t], h, h.new_zeros(()), out=out[t])
-                elif mask is None:
-                    h = act_(torch.addcmul(gx_t, um, h, out=out[t]))  # (B, H)
-                else:
-                    h_new = act_(torch.addcmul(gx_t, um, h))
-                    torch.where(mask[t], h_new, h_new.new_zeros(()), out=out[t])
-                    h = torch.where(mask[t], h_new, h)
+            out, h, h_tilde = activation_forward(
+                gxb, h, mask, keep, lambda gx_t, h_prev, out_t: act_(torch.addcmul(gx_t, um, h_prev, out=out_t)))
 
         ctx.nonlinearity, ctx.recurrent_max, ctx.mask, ctx.keep = nonlinearity, recurrent_max, mask, keep
         ctx.dtypes = (gx.dtype, h0.dtype, weight_hh.dtype, None if bias_hh is None else bias_hh.dtype)
