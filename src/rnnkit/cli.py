@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return dispatch(args, parser)
-    except (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, CheckpointError,
+    except (ValueError, ImportError, FileNotFoundError, FileExistsError, IsADirectoryError, CheckpointError,
             NotSupported, TrainingDiverged) as error:
         if os.environ.get("RNNKIT_DEBUG"):
             raise

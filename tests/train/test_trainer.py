@@ -188,3 +188,14 @@ def test_bad_budgets_are_refused():
         TrainConfig().validate()
     with pytest.raises(ValueError, match="steps must be a positive int"):
         TrainConfig(steps=0).validate()
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install tensorboard"):
+            Trainer(_NaNTask(bad_batches=[]), quick(steps=2, tensorboard=True), tmp_path, progress=False)
+    else:
+        Trainer(_NaNTask(bad_batches=[]), quick(steps=2, tensorboard=True), tmp_path, progress=False).fit()
+        assert any((tmp_path / "tensorboard").iterdir())

@@ -110,11 +110,18 @@ class TensorBoard:
     """Scalars to TensorBoard under ``directory`` (needs the ``tensorboard`` package)."""
 
     def __init__(self, directory: Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as error:
-            raise RuntimeError("--tensorboard needs the tensorboard package: pip install tensorboard") from error
+        self.require()
+        from torch.utils.tensorboard import SummaryWriter
+
         self._writer = SummaryWriter(str(directory))
+
+    @staticmethod
+    def require() -> None:
+        """Raise a clear ImportError where the tensorboard package is missing."""
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError as error:
+            raise ImportError("--tensorboard needs the tensorboard package: pip install tensorboard") from error
 
     def scalars(self, step: int, values: dict, prefix: str) -> None:
         for name, value in values.items():

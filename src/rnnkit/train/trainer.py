@@ -167,6 +167,8 @@ class Trainer:
     def __init__(self, task: TrainingTask, config: TrainConfig, out: str | Path, resume: bool = False,
                  console: Console | None = None, progress: bool = True) -> None:
         config.validate()
+        if config.tensorboard:
+            TensorBoard.require()  # before any work, not after the first steps
         self.task = task
         self.config = config
         self.out = Path(out)
