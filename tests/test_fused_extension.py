@@ -3,8 +3,9 @@
 The same layer runs twice, once with the C++ loops and once with ``RNNKIT_NO_EXTENSION=1``:
 outputs, final states and the gradients of the input, the initial state and every parameter
 agree within 1e-10 in float64 and 1e-5 (relative to the largest value) in float32, for lstm,
-peephole_lstm and cifg_lstm with and without projection, lengths and bias, at shapes that
-exercise vector tails, the row split and the hidden-unit split over threads. test_fused.py
+peephole_lstm, cifg_lstm and layernorm_lstm with and without projection, lengths and bias, at
+shapes that exercise vector tails, the row split and the hidden-unit split over threads (the
+layer-norm kind keeps each row on one thread: its norms reduce over the row). test_fused.py
 checks the same kernels (C++ when available) against the reference backend. Plus: status()
 is a string, the environment variable really forces the Python loops, and an unavailable
 extension warns once and falls back.
@@ -24,7 +25,7 @@ from rnnkit.backends.fused import lstm as fused_lstm
 from rnnkit.cells import LSTMState
 from tests.helpers import assert_close
 
-CELLS = ["lstm", "peephole_lstm", "cifg_lstm"]
+CELLS = ["lstm", "peephole_lstm", "cifg_lstm", "layernorm_lstm"]
 # (id, T, B, I, H, proj_size, lengths or None)
 SHAPES = [
     ("small", 6, 4, 3, 7, 3, [5, 2, 6, 1]),  # H and P below one vector: tails only

@@ -29,7 +29,8 @@ not run):
     dh_{t-1} = da W_hh (* h_mask) + dh_t kh_t,   dc_{t-1} = dc~_t f (...) + dc_t kc_t
     peephole: dw_co = sum_t da_o c~_t, so c~ is saved when it differs from c_t
 
-A call with hidden dropout or zoneout runs the Python loops; the C++ loops run the plain cell.
+A call with hidden dropout or zoneout runs the Python loops; the C++ loops run the plain cell, for all
+four kinds (layernorm_lstm saves and returns the same tensors as its Python loop).
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return None if t is None else t.to(dtype)
 
 
-# kinds the C++ loops (csrc/lstm.cpp) run; layernorm_lstm and bf16 (autocast) keep the Python loops
-_CPP_KIND = {"lstm": 0, "peephole_lstm": 1, "cifg_lstm": 2}
+# kinds the C++ loops (csrc/lstm.cpp) run; bf16 (autocast) keeps the Python loops
+_CPP_KIND = {"lstm": 0, "peephole_lstm": 1, "cifg_lstm": 2, "layernorm_lstm": 3}
 _warned_no_extension = False
 
 
@@ -113,11 +114,14 @@ class _LSTMFamily(torch.autograd.Function):
             W, W_hr, peep = weight_hh.to(dtype), _cast(weight_hr, dtype), _cast(weight_peephole, dtype)
             # needs_input_grad ignores grad mode: under no_grad (grad_enabled False) nothing is saved
             training = grad_enabled and any(ctx.needs_input_grad)
-            out, h, c, acts, tcs, hs, cs, ms = ops.lstm_forward(
+            ln = [] if kind != "layernorm_lstm" else [x.to(dtype) for x in (ln_hh_weight, ln_hh_bias, ln_c_weight,
+                                                                            ln_c_bias)]
+            out, h, c, acts, tcs, hs, cs, ms, *ln_saved = ops.lstm_forward(
                 _CPP_KIND[kind], gx, h0, c0, W, _cast(bias_hh, dtype), W_hr, peep,
-                None if mask is None else mask[..., 0], training, extension.packed_gemm())
-            if training:
-                ctx.save_for_backward(W, acts, tcs, hs, cs, W_hr, ms if W_hr is not None else None, peep)
+                None if mask is None else mask[..., 0], training, extension.packed_gemm(), ln, eps)
+            if training:  # layer norm: x_hat_hh, rstd_hh, x_hat_c, rstd_c, and the two gains
+                ctx.save_for_backward(W, acts, tcs, hs, cs, W_hr, ms if W_hr is not None else None, peep,
+                                      None, None, *(ln_saved + [ln[0], ln[2]] if ln else []))
             return out, h, c
 
         with torch.autocast(gx.device.type, enabled=False):
@@ -224,7 +228,7 @@ class _LSTMFamily(torch.autograd.Function):
         ln = kind == "layernorm_lstm"
         saved = ctx.saved_tensors
         W, acts, tcs, hs, cs, W_hr, ms, peep = saved[:8]
-        h_mask, c_tilde = saved[8:10] if not ctx.cpp else (None, None)
+        h_mask, c_tilde = saved[8:10]  # None on the C++ path
         if ln:
             xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c = saved[10:]
         with torch.autocast(acts.device.type, enabled=False):
@@ -235,10 +239,11 @@ class _LSTMFamily(torch.autograd.Function):
             # the C++ loop, unless a double backward needs this backward to be differentiable
             ops = extension.load() if ctx.cpp and not torch.is_grad_enabled() else None
             if ops is not None:
-                dpre_all, dh, dc, dhnew = ops.lstm_backward(
+                ln_saved = [xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c] if ln else []
+                dpre_all, dh, dc, dhnew, *ln_grads = ops.lstm_backward(
                     _CPP_KIND[kind], grad_out, dh, dc, W, acts, tcs, cs, W_hr, peep,
-                    None if mask is None else mask[..., 0], extension.packed_gemm())
-                draw_all = dpre_all
+                    None if mask is None else mask[..., 0], extension.packed_gemm(), ln_saved)
+                draw_all, dcn_all = ln_grads if ln else (dpre_all, None)
                 dhnew_all = dhnew if W_hr is not None else None
             else:
                 dpre_all = torch.empty_like(acts)  # d(pre-activation gates) = d gx

@@ -1,4 +1,4 @@
-// The time loops of the fused LSTM family (lstm, peephole_lstm, cifg_lstm) on CPU, forward and
+// The time loops of the fused LSTM family (lstm, peephole_lstm, cifg_lstm, layernorm_lstm) on CPU, forward and
 // BPTT backward. The math, the saved tensors and their layouts are those of the Python loops in
 // ../lstm.py (`_LSTMFamily`), which stay the readable reference and the fallback.
 //
@@ -9,6 +9,12 @@
 //                     da (all gates), dc_{t-1}            one vectorized pass
 //                     dh_{t-1} = da W_hh                   one GEMM
 // The weight gradients stay in Python: one GEMM each over all T*B rows.
+//
+// layernorm_lstm: the recurrent GEMM has no bias (LN_hh normalizes h_{t-1} W_hh^T alone, b_hh is
+// added after it), and each row is one unit of work, because both layer norms need the statistics
+// of the whole row: LN_hh's over 4H, then LN_c's over H. Forward saves x_hat and rstd of both (as
+// the Python loop does); backward runs LN_c's backward inside the gate pass and LN_hh's after it,
+// and returns d(h W_hh^T) and d LN_c(c_t) beside the gate gradients, for the LN weight gradients.
 //
 // Lengths arrive as a (T, B) bool mask: a finished row keeps its state and outputs zeros; in the
 // backward its state gradients pass through unchanged and its gate gradients are zero.
@@ -25,9 +31,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace rnnkit_fused {
@@ -36,7 +44,7 @@ namespace {
 using at::Tensor;
 using at::vec::Vectorized;
 
-enum Kind : int64_t { kLSTM = 0, kPeephole = 1, kCIFG = 2 };
+enum Kind : int64_t { kLSTM = 0, kPeephole = 1, kCIFG = 2, kLayerNorm = 3 };
 
 // ---------------------------------------------------------------------------------------------
 // Activations. float: exp_u20, a polynomial exp (max error ~20 ulp) that is ~2.7x faster than
@@ -92,6 +100,39 @@ void for_rows(int64_t B, int64_t N, int64_t vec, const F& f) {
       f(b, j0, std::min(N, j0 + width));
     }
   });
+}
+
+// The layer-norm kind: one unit per row, since its layer norms reduce over the whole row.
+template <typename F>
+void for_whole_rows(int64_t B, int64_t N, const F& f) {
+  const int64_t grain = B * N < 8192 ? B : 1;
+  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) f(b);
+  });
+}
+
+// Mean and 1 / sqrt(var + eps) of x (n), two passes as torch's var(unbiased=False).
+template <typename T>
+std::pair<T, T> mean_rstd(const T* x, int64_t n, T eps) {
+  using V = Vectorized<T>;
+  const auto add = [](const V& a, const V& b) { return a + b; };
+  const T mean = at::vec::reduce_all<T>(add, x, n) / T(n);
+  const T var = at::vec::map_reduce_all<T>([mean](const V& a) { const V d = a - V(mean); return d * d; }, add, x,
+                                           n) / T(n);
+  return {mean, T(1) / std::sqrt(var + eps)};
+}
+
+// LayerNorm's backward: dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat)) with g = dy * gain.
+template <typename T>
+void layer_norm_backward(const T* dy, const T* gain, const T* x_hat, T rstd, T* dx, int64_t n) {
+  using V = Vectorized<T>;
+  const auto add = [](const V& a, const V& b) { return a + b; };
+  const T mean_g = at::vec::map2_reduce_all<T>([](const V& d, const V& w) { return d * w; }, add, dy, gain, n) / T(n);
+  const T mean_gx = at::vec::map3_reduce_all<T>([](const V& d, const V& w, const V& x) { return d * w * x; }, add, dy,
+                                                gain, x_hat, n) / T(n);
+  const V r(rstd), mg(mean_g), mgx(mean_gx);
+  at::vec::map3<T>([&](const V& d, const V& w, const V& x) { return r * (d * w - mg - x * mgx); }, dx, dy, gain,
+                   x_hat, n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -307,6 +348,160 @@ struct BwdRow {
   }
 };
 
+// Layer-norm LSTM, forward of one whole row:
+//   pre = gx + b_hh + LN_hh(raw),  gates and c_t as the plain LSTM,  h~ = o * tanh(LN_c(c_t))
+
+template <typename T>
+struct LNFwdRow {
+  const T* gx;       // (G) LN_ih(W_ih x_t) + b_ih
+  const T* raw;      // (G) h_{t-1} W_hh^T
+  const T* bias;     // (G) b_hh, or null
+  const T* g_hh;     // (G) LN_hh gain
+  const T* b_hh;     // (G) LN_hh bias
+  const T* g_c;      // (H) LN_c gain
+  const T* b_c;      // (H) LN_c bias
+  const T* c_prev;   // (H)
+  const T* h_prev;   // (R) only read without projection, for a finished row
+  T* act;            // (G) activated gates (a scratch row in inference)
+  T* xhat_hh;        // (G) normalized raw, or null (inference)
+  T* rstd_hh;        // (1) or null (inference)
+  T* xhat_c;         // (H) c_t first, then LN_c's normalized c_t (a scratch row in inference)
+  T* rstd_c;         // (1) or null (inference)
+  T* tc;             // (H) tanh(LN_c(c_t)), or null (inference)
+  T* c_next;         // (H)
+  T* m;              // (H) as FwdRow
+  T* out;            // (R) as FwdRow
+  bool active;
+  bool proj;
+  T eps;
+
+  void operator()(int64_t H) const {
+    using V = Vectorized<T>;
+    using A = Act<T>;
+    constexpr int64_t n = V::size();
+    const V one(T(1)), zero(T(0));
+    const auto [mean_h, rs_h] = mean_rstd(raw, 4 * H, eps);
+    if (rstd_hh) *rstd_hh = rs_h;
+    const V mh(mean_h), rh(rs_h);
+    for (int64_t j = 0; j < H; j += n) {
+      const int64_t cnt = std::min(n, H - j);
+      auto ld = [&](const T* p) { return cnt == n ? V::loadu(p + j) : V::loadu(p + j, cnt); };
+      auto st = [&](const V& v, T* p) {
+        if (cnt == n) {
+          v.store(p + j);
+        } else {
+          v.store(p + j, cnt);
+        }
+      };
+      V pre[4];
+      for (int k = 0; k < 4; ++k) {
+        const V xh = (ld(raw + k * H) - mh) * rh;
+        if (xhat_hh) st(xh, xhat_hh + k * H);
+        const V gxb = bias ? ld(gx + k * H) + ld(bias + k * H) : ld(gx + k * H);
+        pre[k] = gxb + (ld(b_hh + k * H) + xh * ld(g_hh + k * H));
+      }
+      const V i = A::sigmoid(pre[0]), f = A::sigmoid(pre[1]), g = A::tanh(pre[2]), o = A::sigmoid(pre[3]);
+      st(i, act);
+      st(f, act + H);
+      st(g, act + 2 * H);
+      st(o, act + 3 * H);
+      const V cp = ld(c_prev);
+      const V c = f * cp + i * g;
+      st(c, xhat_c);
+      st(active ? c : cp, c_next);
+    }
+    const auto [mean_c, rs_c] = mean_rstd(static_cast<const T*>(xhat_c), H, eps);
+    if (rstd_c) *rstd_c = rs_c;
+    const V mc(mean_c), rc(rs_c);
+    for (int64_t j = 0; j < H; j += n) {
+      const int64_t cnt = std::min(n, H - j);
+      auto ld = [&](const T* p) { return cnt == n ? V::loadu(p + j) : V::loadu(p + j, cnt); };
+      auto st = [&](const V& v, T* p) {
+        if (cnt == n) {
+          v.store(p + j);
+        } else {
+          v.store(p + j, cnt);
+        }
+      };
+      const V xc = (ld(xhat_c) - mc) * rc;
+      st(xc, xhat_c);
+      const V t = A::tanh(ld(b_c) + xc * ld(g_c));
+      if (tc) st(t, tc);
+      const V mv = ld(act + 3 * H) * t;
+      if (proj) {
+        st(mv, m);
+      } else {
+        st(active ? mv : ld(h_prev), m);
+        st(active ? mv : zero, out);
+      }
+    }
+  }
+};
+
+// Layer-norm LSTM, backward of one whole active row: the gate pass with LN_c's backward in it,
+// then LN_hh's backward, da -> d(raw).
+
+template <typename T>
+struct LNBwdRow {
+  const T* dm;       // (H) dL/dm, or null: then dm = dh + gout (no projection)
+  const T* dh;       // (R)
+  const T* gout;     // (R)
+  const T* act;      // (G)
+  const T* tc;       // (H) tanh(LN_c(c_t))
+  const T* c_prev;   // (H)
+  const T* xhat_hh;  // (G)
+  T rstd_hh;
+  const T* xhat_c;   // (H)
+  T rstd_c;
+  const T* g_hh;     // (G) LN_hh gain
+  const T* g_c;      // (H) LN_c gain
+  T* da;             // (G) gradient of the pre-activation gates (= d gx)
+  T* draw;           // (G) gradient of h_{t-1} W_hh^T
+  T* dcn;            // (H) gradient of LN_c(c_t)
+  T* dcc;            // (H) scratch: LN_c's dx
+  T* dc;             // (H) in: dL/dc_t from step t+1; out: dL/dc_{t-1}
+
+  void operator()(int64_t H) const {
+    using V = Vectorized<T>;
+    constexpr int64_t n = V::size();
+    const V one(T(1));
+    for (int64_t j = 0; j < H; j += n) {
+      const int64_t cnt = std::min(n, H - j);
+      auto ld = [&](const T* p) { return cnt == n ? V::loadu(p + j) : V::loadu(p + j, cnt); };
+      auto st = [&](const V& v, T* p) {
+        if (cnt == n) {
+          v.store(p + j);
+        } else {
+          v.store(p + j, cnt);
+        }
+      };
+      const V d = dm ? ld(dm) : ld(dh) + ld(gout);
+      const V t = ld(tc), o = ld(act + 3 * H);
+      st(d * t * (o * (one - o)), da + 3 * H);
+      st(d * o * (one - t * t), dcn);
+    }
+    layer_norm_backward(static_cast<const T*>(dcn), g_c, xhat_c, rstd_c, dcc, H);
+    for (int64_t j = 0; j < H; j += n) {
+      const int64_t cnt = std::min(n, H - j);
+      auto ld = [&](const T* p) { return cnt == n ? V::loadu(p + j) : V::loadu(p + j, cnt); };
+      auto st = [&](const V& v, T* p) {
+        if (cnt == n) {
+          v.store(p + j);
+        } else {
+          v.store(p + j, cnt);
+        }
+      };
+      const V dcv = ld(dc) + ld(dcc);
+      const V i = ld(act), f = ld(act + H), g = ld(act + 2 * H), cp = ld(c_prev);
+      st(dcv * g * (i * (one - i)), da);
+      st(dcv * cp * (f * (one - f)), da + H);
+      st(dcv * i * (one - g * g), da + 2 * H);
+      st(dcv * f, dc);
+    }
+    layer_norm_backward(static_cast<const T*>(da), g_hh, xhat_hh, rstd_hh, draw, 4 * H);
+  }
+};
+
 // ---------------------------------------------------------------------------------------------
 
 Tensor optional_contiguous(const std::optional<Tensor>& t, const Tensor& like) {
@@ -314,21 +509,30 @@ Tensor optional_contiguous(const std::optional<Tensor>& t, const Tensor& like) {
 }
 
 void check_inputs(int64_t kind, const Tensor& gx, const Tensor& h0, const Tensor& c0, const Tensor& w) {
-  TORCH_CHECK(kind == kLSTM || kind == kPeephole || kind == kCIFG, "rnnkit_fused: unknown kind ", kind);
+  TORCH_CHECK(kind == kLSTM || kind == kPeephole || kind == kCIFG || kind == kLayerNorm,
+              "rnnkit_fused: unknown kind ", kind);
   TORCH_CHECK(gx.device().is_cpu(), "rnnkit_fused: CPU tensors only");
   TORCH_CHECK(gx.dim() == 3 && h0.dim() == 2 && c0.dim() == 2 && w.dim() == 2, "rnnkit_fused: bad ranks");
   TORCH_CHECK(gx.scalar_type() == at::kFloat || gx.scalar_type() == at::kDouble,
               "rnnkit_fused: float32 or float64 only, got ", gx.scalar_type());
 }
 
+// The layer-norm kind's gains and biases: ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias.
+struct LNParams {
+  std::vector<Tensor> w;
+  double eps = 0.0;
+};
+
 template <typename T, int K>
 std::vector<Tensor> forward_impl(const Tensor& gx, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                                  const std::optional<Tensor>& bias, const Tensor& w_hr, const Tensor& peep,
-                                 const Tensor& mask, bool training, bool packed) {
+                                 const Tensor& mask, bool training, bool packed, const LNParams& ln) {
   const int64_t T_ = gx.size(0), B = gx.size(1), G = gx.size(2), H = c0.size(1), R = h0.size(1);
   const bool proj = w_hr.defined();
   const auto opt = gx.options();
-  Linear gemm_hh(w_hh, bias, B, packed);
+  constexpr bool is_ln = K == kLayerNorm;
+  // layer norm: b_hh is added after LN_hh, so not in the GEMM
+  Linear gemm_hh(w_hh, is_ln ? std::nullopt : bias, B, packed);
   std::optional<Linear> gemm_hr;
   if (proj) gemm_hr.emplace(w_hr, std::nullopt, B, packed);
 
@@ -352,6 +556,26 @@ std::vector<Tensor> forward_impl(const Tensor& gx, const Tensor& h0, const Tenso
     c_buf[0].copy_(c0);
     if (proj) m_buf = at::empty({B, H}, opt);
   }
+  // layer norm: x_hat and rstd of both norms per step (saved), or scratch rows (inference)
+  Tensor xhat_hh, rstd_hh, xhat_c, rstd_c, act_buf, xc_buf;
+  const T *bias_p = nullptr, *g_hh_p = nullptr, *b_hh_p = nullptr, *g_c_p = nullptr, *b_c_p = nullptr;
+  if constexpr (is_ln) {
+    if (training) {
+      xhat_hh = at::empty({T_, B, G}, opt);
+      rstd_hh = at::empty({T_, B, 1}, opt);
+      xhat_c = at::empty({T_, B, H}, opt);
+      rstd_c = at::empty({T_, B, 1}, opt);
+    } else {
+      act_buf = at::empty({B, G}, opt);
+      xc_buf = at::empty({B, H}, opt);
+    }
+    bias_p = bias ? bias->data_ptr<T>() : nullptr;
+    g_hh_p = ln.w[0].data_ptr<T>();
+    b_hh_p = ln.w[1].data_ptr<T>();
+    g_c_p = ln.w[2].data_ptr<T>();
+    b_c_p = ln.w[3].data_ptr<T>();
+  }
+  const T eps = static_cast<T>(ln.eps);
   const T* gx_p = gx.data_ptr<T>();
   const T* peep_p = peep.defined() ? peep.data_ptr<T>() : nullptr;
   const bool* mask_p = mask.defined() ? mask.data_ptr<bool>() : nullptr;
@@ -375,12 +599,28 @@ std::vector<Tensor> forward_impl(const Tensor& gx, const Tensor& h0, const Tenso
     T* tc_p = training ? tcs.data_ptr<T>() + t * B * H : nullptr;
     const bool* active_p = mask_p ? mask_p + t * B : nullptr;
     T* out_t = out_p + t * B * R;
-    for_rows(B, H, vec, [&](int64_t b, int64_t j0, int64_t j1) {
-      FwdRow<T, K> row{gx_p + (t * B + b) * G, gh_p + b * G, cp_p + b * H, hp_p + b * R, peep_p,
-                       act_p ? act_p + b * G : nullptr, tc_p ? tc_p + b * H : nullptr, cn_p + b * H,
-                       m_p + b * H, out_t + b * R, active_p ? active_p[b] : true, proj};
-      row(H, j0, j1);
-    });
+    if constexpr (is_ln) {
+      T* a_p = training ? act_p : act_buf.data_ptr<T>();
+      T* xh_p = training ? xhat_hh.data_ptr<T>() + t * B * G : nullptr;
+      T* rh_p = training ? rstd_hh.data_ptr<T>() + t * B : nullptr;
+      T* xc_p = training ? xhat_c.data_ptr<T>() + t * B * H : xc_buf.data_ptr<T>();
+      T* rc_p = training ? rstd_c.data_ptr<T>() + t * B : nullptr;
+      for_whole_rows(B, G, [&](int64_t b) {
+        LNFwdRow<T> row{gx_p + (t * B + b) * G, gh_p + b * G, bias_p, g_hh_p, b_hh_p, g_c_p, b_c_p,
+                        cp_p + b * H, hp_p + b * R, a_p + b * G, xh_p ? xh_p + b * G : nullptr,
+                        rh_p ? rh_p + b : nullptr, xc_p + b * H, rc_p ? rc_p + b : nullptr,
+                        tc_p ? tc_p + b * H : nullptr, cn_p + b * H, m_p + b * H, out_t + b * R,
+                        active_p ? active_p[b] : true, proj, eps};
+        row(H);
+      });
+    } else {
+      for_rows(B, H, vec, [&](int64_t b, int64_t j0, int64_t j1) {
+        FwdRow<T, K> row{gx_p + (t * B + b) * G, gh_p + b * G, cp_p + b * H, hp_p + b * R, peep_p,
+                         act_p ? act_p + b * G : nullptr, tc_p ? tc_p + b * H : nullptr, cn_p + b * H,
+                         m_p + b * H, out_t + b * R, active_p ? active_p[b] : true, proj};
+        row(H, j0, j1);
+      });
+    }
     if (proj) {
       const Tensor hp = (*gemm_hr)(m_all).contiguous();  // (B, R)
       const T* hpr = hp.data_ptr<T>();
@@ -399,14 +639,17 @@ std::vector<Tensor> forward_impl(const Tensor& gx, const Tensor& h0, const Tenso
   const Tensor h_T = training ? hs[T_].clone() : h_buf[T_ % 2];
   const Tensor c_T = training ? cs[T_].clone() : c_buf[T_ % 2];
   if (!training) return {out, h_T, c_T, empty, empty, empty, empty, empty};
+  if constexpr (is_ln) return {out, h_T, c_T, acts, tcs, hs, cs, proj ? ms : empty, xhat_hh, rstd_hh, xhat_c, rstd_c};
   return {out, h_T, c_T, acts, tcs, hs, cs, proj ? ms : empty};
 }
 
 template <typename T, int K>
 std::vector<Tensor> backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tensor& grad_c,
                                   const Tensor& w_hh, const Tensor& acts, const Tensor& tcs, const Tensor& cs,
-                                  const Tensor& w_hr, const Tensor& peep, const Tensor& mask, bool packed) {
+                                  const Tensor& w_hr, const Tensor& peep, const Tensor& mask, bool packed,
+                                  at::TensorList ln) {
   const int64_t T_ = acts.size(0), B = acts.size(1), G = acts.size(2), H = tcs.size(2);
+  constexpr bool is_ln = K == kLayerNorm;
   const int64_t R = grad_h.size(1);
   const bool proj = w_hr.defined();
   const auto opt = acts.options();
@@ -417,6 +660,20 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out, const Tensor& grad_h, 
 
   Tensor dpre = at::empty({T_, B, G}, opt);
   Tensor dh_new_all = proj ? at::empty({T_, B, R}, opt) : at::empty({0}, opt);
+  // layer norm: ln = x_hat_hh, rstd_hh, x_hat_c, rstd_c, ln_hh_weight, ln_c_weight
+  Tensor draw, dcn, dcc;
+  const T *xh_p = nullptr, *rh_p = nullptr, *xc_p = nullptr, *rc_p = nullptr, *g_hh_p = nullptr, *g_c_p = nullptr;
+  if constexpr (is_ln) {
+    draw = at::empty({T_, B, G}, opt);
+    dcn = at::empty({T_, B, H}, opt);
+    dcc = at::empty({B, H}, opt);
+    xh_p = ln[0].data_ptr<T>();
+    rh_p = ln[1].data_ptr<T>();
+    xc_p = ln[2].data_ptr<T>();
+    rc_p = ln[3].data_ptr<T>();
+    g_hh_p = ln[4].data_ptr<T>();
+    g_c_p = ln[5].data_ptr<T>();
+  }
   Tensor dh = grad_h.contiguous();
   Tensor dc = grad_c.contiguous().clone();
   const T* gout_p = grad_out.data_ptr<T>();
@@ -452,18 +709,38 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out, const Tensor& grad_h, 
     const T* act_t = act_p + t * B * G;
     const T* tc_t = tc_p + t * B * H;
     const T* cp_t = cs_p + t * B * H;
-    for_rows(B, H, vec, [&](int64_t b, int64_t j0, int64_t j1) {
-      T* da = da_t + b * G;
-      if (active_p && !active_p[b]) {  // a finished row: no gate gradient, dc passes through
-        const int64_t gates = G / H;
-        for (int64_t k = 0; k < gates; ++k) std::fill(da + k * H + j0, da + k * H + j1, T(0));
-        return;
-      }
-      BwdRow<T, K> row{dm_p ? dm_p + b * H : nullptr, dh_p + b * R, gout_t + b * R, act_t + b * G,
-                       tc_t + b * H, cp_t + b * H, peep_p, da, dc_p + b * H};
-      row(H, j0, j1);
-    });
-    Tensor dh_prev = gemm_hh(dpre[t]).contiguous();  // (B, R)
+    if constexpr (is_ln) {
+      T* draw_t = draw.data_ptr<T>() + t * B * G;
+      T* dcn_t = dcn.data_ptr<T>() + t * B * H;
+      T* dcc_p = dcc.data_ptr<T>();
+      for_whole_rows(B, G, [&](int64_t b) {
+        if (active_p && !active_p[b]) {  // a finished row: no gate gradient, dc passes through
+          std::fill(da_t + b * G, da_t + (b + 1) * G, T(0));
+          std::fill(draw_t + b * G, draw_t + (b + 1) * G, T(0));
+          std::fill(dcn_t + b * H, dcn_t + (b + 1) * H, T(0));
+          return;
+        }
+        const int64_t bt = t * B + b;
+        LNBwdRow<T> row{dm_p ? dm_p + b * H : nullptr, dh_p + b * R, gout_t + b * R, act_t + b * G, tc_t + b * H,
+                        cp_t + b * H, xh_p + bt * G, rh_p[bt], xc_p + bt * H, rc_p[bt], g_hh_p, g_c_p,
+                        da_t + b * G, draw_t + b * G, dcn_t + b * H, dcc_p + b * H, dc_p + b * H};
+        row(H);
+      });
+    } else {
+      for_rows(B, H, vec, [&](int64_t b, int64_t j0, int64_t j1) {
+        T* da = da_t + b * G;
+        if (active_p && !active_p[b]) {  // a finished row: no gate gradient, dc passes through
+          const int64_t gates = G / H;
+          for (int64_t k = 0; k < gates; ++k) std::fill(da + k * H + j0, da + k * H + j1, T(0));
+          return;
+        }
+        BwdRow<T, K> row{dm_p ? dm_p + b * H : nullptr, dh_p + b * R, gout_t + b * R, act_t + b * G,
+                         tc_t + b * H, cp_t + b * H, peep_p, da, dc_p + b * H};
+        row(H, j0, j1);
+      });
+    }
+    // dh_{t-1} = d(h W_hh^T) W_hh: the gate gradients, or LN_hh's backward of them
+    Tensor dh_prev = gemm_hh(is_ln ? draw[t] : dpre[t]).contiguous();  // (B, R)
     if (active_p) {  // a finished row's dh passes through
       T* dp = dh_prev.data_ptr<T>();
       for (int64_t b = 0; b < B; ++b) {
@@ -472,6 +749,7 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out, const Tensor& grad_h, 
     }
     dh = dh_prev;
   }
+  if constexpr (is_ln) return {dpre, T_ > 0 ? dh : dh.clone(), dc, dh_new_all, draw, dcn};
   return {dpre, T_ > 0 ? dh : dh.clone(), dc, dh_new_all};  // T = 0: dh is still grad_h
 }
 
@@ -482,6 +760,8 @@ auto dispatch_kind(int64_t kind, const F& f) {
       return f(std::integral_constant<int, kPeephole>());
     case kCIFG:
       return f(std::integral_constant<int, kCIFG>());
+    case kLayerNorm:
+      return f(std::integral_constant<int, kLayerNorm>());
     default:
       return f(std::integral_constant<int, kLSTM>());
   }
@@ -490,7 +770,8 @@ auto dispatch_kind(int64_t kind, const F& f) {
 std::vector<Tensor> lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor& h0_in, const Tensor& c0_in,
                                  const Tensor& w_hh_in, const std::optional<Tensor>& bias_in,
                                  const std::optional<Tensor>& w_hr_in, const std::optional<Tensor>& peep_in,
-                                 const std::optional<Tensor>& mask_in, bool training, bool packed) {
+                                 const std::optional<Tensor>& mask_in, bool training, bool packed,
+                                 at::TensorList ln_in, double eps) {
   check_inputs(kind, gx_in, h0_in, c0_in, w_hh_in);
   const Tensor gx = gx_in.contiguous();
   const auto dt = gx.scalar_type();
@@ -502,13 +783,23 @@ std::vector<Tensor> lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor
   const Tensor peep = optional_contiguous(peep_in, gx);
   const Tensor mask = mask_in ? mask_in->to(at::kBool).contiguous() : Tensor();
   TORCH_CHECK(kind != kPeephole || peep.defined(), "rnnkit_fused: peephole_lstm needs weight_peephole");
+  LNParams ln;
+  if (kind == kLayerNorm) {
+    TORCH_CHECK(ln_in.size() == 4, "rnnkit_fused: layernorm_lstm needs ln = [ln_hh_weight, ln_hh_bias, "
+                "ln_c_weight, ln_c_bias], got ", ln_in.size(), " tensors");
+    TORCH_CHECK(gx.size(2) == 4 * c0.size(1) && ln_in[0].numel() == gx.size(2) && ln_in[1].numel() == gx.size(2) &&
+                    ln_in[2].numel() == c0.size(1) && ln_in[3].numel() == c0.size(1),
+                "rnnkit_fused: layernorm_lstm's norms must be (4H,) and (H,)");
+    for (const Tensor& w : ln_in) ln.w.push_back(w.to(dt).contiguous());
+    ln.eps = eps;
+  }
   TORCH_CHECK(!mask.defined() || (mask.size(0) == gx.size(0) && mask.numel() == gx.size(0) * gx.size(1)),
               "rnnkit_fused: mask must be (T, B)");
   packed = packed && dt == at::kFloat;  // oneDNN's linear runs float32 (and bf16), not float64
   return AT_DISPATCH_FLOATING_TYPES(dt, "rnnkit_fused_lstm_forward", [&] {
     return dispatch_kind(kind, [&](auto k) {
       return forward_impl<scalar_t, decltype(k)::value>(gx, h0, c0, w_hh, bias, w_hr, peep, mask, training,
-                                                        packed);
+                                                        packed, ln);
     });
   });
 }
@@ -516,7 +807,7 @@ std::vector<Tensor> lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor
 std::vector<Tensor> lstm_backward(int64_t kind, const Tensor& grad_out, const Tensor& grad_h, const Tensor& grad_c,
                                   const Tensor& w_hh, const Tensor& acts, const Tensor& tcs, const Tensor& cs,
                                   const std::optional<Tensor>& w_hr_in, const std::optional<Tensor>& peep_in,
-                                  const std::optional<Tensor>& mask_in, bool packed) {
+                                  const std::optional<Tensor>& mask_in, bool packed, at::TensorList ln_in) {
   check_inputs(kind, acts, grad_h, grad_c, w_hh);
   const auto dt = acts.scalar_type();
   TORCH_CHECK(acts.is_contiguous() && tcs.is_contiguous() && cs.is_contiguous(),
@@ -524,12 +815,18 @@ std::vector<Tensor> lstm_backward(int64_t kind, const Tensor& grad_out, const Te
   const Tensor w_hr = optional_contiguous(w_hr_in, acts);
   const Tensor peep = optional_contiguous(peep_in, acts);
   const Tensor mask = mask_in ? mask_in->to(at::kBool).contiguous() : Tensor();
+  std::vector<Tensor> ln;
+  if (kind == kLayerNorm) {
+    TORCH_CHECK(ln_in.size() == 6, "rnnkit_fused: layernorm_lstm's backward needs ln = [x_hat_hh, rstd_hh, "
+                "x_hat_c, rstd_c, ln_hh_weight, ln_c_weight], got ", ln_in.size(), " tensors");
+    for (const Tensor& x : ln_in) ln.push_back(x.to(dt).contiguous());
+  }
   packed = packed && dt == at::kFloat;
   return AT_DISPATCH_FLOATING_TYPES(dt, "rnnkit_fused_lstm_backward", [&] {
     return dispatch_kind(kind, [&](auto k) {
       return backward_impl<scalar_t, decltype(k)::value>(
           grad_out.to(dt).contiguous(), grad_h.to(dt), grad_c.to(dt), w_hh.to(dt).contiguous(), acts, tcs, cs,
-          w_hr, peep, mask, packed);
+          w_hr, peep, mask, packed, ln);
     });
   });
 }
@@ -566,11 +863,13 @@ std::string packed_gemm_status() {
 TORCH_LIBRARY(rnnkit_fused, m) {
   m.def(
       "lstm_forward(int kind, Tensor gx, Tensor h0, Tensor c0, Tensor weight_hh, Tensor? bias_hh, "
-      "Tensor? weight_hr, Tensor? weight_peephole, Tensor? mask, bool training, bool packed) -> Tensor[]",
+      "Tensor? weight_hr, Tensor? weight_peephole, Tensor? mask, bool training, bool packed, Tensor[] ln, "
+      "float eps) -> Tensor[]",
       TORCH_FN(rnnkit_fused::lstm_forward));
   m.def(
       "lstm_backward(int kind, Tensor grad_out, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor acts, "
-      "Tensor tcs, Tensor cs, Tensor? weight_hr, Tensor? weight_peephole, Tensor? mask, bool packed) -> Tensor[]",
+      "Tensor tcs, Tensor cs, Tensor? weight_hr, Tensor? weight_peephole, Tensor? mask, bool packed, "
+      "Tensor[] ln) -> Tensor[]",
       TORCH_FN(rnnkit_fused::lstm_backward));
   m.def("packed_gemm_status() -> str", TORCH_FN(rnnkit_fused::packed_gemm_status));
 }
