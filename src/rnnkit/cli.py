@@ -58,6 +58,7 @@ def config_from(args: argparse.Namespace, config_cls, base: dict | None = None):
 def build_parser() -> argparse.ArgumentParser:
     from . import bench
     from .demo import DemoConfig
+    from .tasks.classify import CLASSIFY_TRAIN_DEFAULTS, ClassifyConfig
     from .tasks.lm import LM_TRAIN_DEFAULTS, LMConfig
     from .train.trainer import TrainConfig
 
@@ -94,6 +95,33 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="a UTF-8 text file (default: the validation split of the training text)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--device", default="cpu")
+
+    classify = commands.add_parser("classify", help="text classification: train, evaluate, predict")
+    verbs = classify.add_subparsers(dest="verb", metavar="VERB", required=True)
+    train = verbs.add_parser("train", help="train a text classifier (default: movie-review polarity)",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--out", help="run directory (default: runs/classify-DATE-TIME)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
+    add_config_flags(train.add_argument_group("model and data"), ClassifyConfig, suppress=True)
+    add_config_flags(train.add_argument_group("training"), TrainConfig, suppress=True,
+                     defaults=CLASSIFY_TRAIN_DEFAULTS)
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate = verbs.add_parser("evaluate", help="accuracy and macro-F1 beside the majority-class baseline")
+    evaluate.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+    evaluate.add_argument("--data", help="a CSV, TSV or JSONL file (default: the training data); without a "
+                                         "split column, a file other than the training data is scored whole")
+    evaluate.add_argument("--split", default="test", help="train, dev or test")
+    evaluate.add_argument("--format", help="csv, tsv or jsonl (default: from the extension)")
+    evaluate.add_argument("--text-column", help="default: the training run's")
+    evaluate.add_argument("--label-column", help="default: the training run's")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--device", default="cpu")
+    predict = verbs.add_parser("predict", help="the label and its probability for a text, or for every line of "
+                                               "a file")
+    predict.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+    predict.add_argument("text", nargs="?", help="the text to classify")
+    predict.add_argument("--file", help="a UTF-8 text file: one text per line (blank lines are skipped)")
+    predict.add_argument("--device", default="cpu")
     return parser
 
 
@@ -130,6 +158,46 @@ def run_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_classify(args: argparse.Namespace) -> int:
+    from .data import read_text
+    from .tasks import classify
+    from .train import checkpoint
+    from .train.trainer import TrainConfig
+
+    if args.verb == "train":
+        if args.resume and not args.out:
+            raise ValueError("--resume needs --out: the run directory to continue")
+        out = Path(args.out or f"runs/classify-{datetime.now():%Y%m%d-%H%M%S}")
+        saved = checkpoint.load(out / "last").config if args.resume and (out / "last").exists() else {}
+        config = config_from(args, classify.ClassifyConfig, saved)
+        train_config = config_from(args, TrainConfig, saved.get("train") or classify.CLASSIFY_TRAIN_DEFAULTS)
+        if train_config.steps is None and train_config.max_minutes is None:
+            train_config.max_minutes = classify.DEFAULT_MINUTES
+        classify.train(config, train_config, out, resume=args.resume, progress=not args.no_progress)
+        return 0
+    model = classify.TrainedClassifier.load(args.checkpoint, args.device)
+    if args.verb == "predict":
+        if (args.text is None) == (args.file is None):
+            raise ValueError("give either a text to classify or --file FILE, not both or neither")
+        if args.text is not None:
+            prediction = model.predict(args.text)[0]
+            print(f"{prediction.label}\t{prediction.probability:.4f}")
+            return 0
+        lines = [line for line in read_text(args.file).split("\n") if line.strip()]
+        if not lines:
+            raise ValueError(f"{args.file} has no text lines to classify")
+        for line, prediction in zip(lines, model.predict(lines)):
+            print(f"{prediction.label}\t{prediction.probability:.4f}\t{line}")
+        return 0
+    result = model.evaluate(args.data, args.split, args.format, args.text_column, args.label_column)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    return 0
+
+
 def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "demo":
         from .demo import DemoConfig, run_demo
@@ -147,6 +215,8 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 0
     if args.command == "lm":
         return run_lm(args)
+    if args.command == "classify":
+        return run_classify(args)
     parser.print_help()
     return 0
 

@@ -30,3 +30,27 @@ def loss_curve(records: list[dict], path: Path, title: str = "training", eval_ke
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, title: str = "confusion matrix") -> Path:
+    """A confusion matrix as a heat map, counts written in the cells; row = true label, column = predicted."""
+    size = max(4.0, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax)
+    ax.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 4 else 0, ha="right"
+                  if len(labels) > 4 else "center")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    peak = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            ax.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

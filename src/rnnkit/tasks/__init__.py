@@ -19,5 +19,9 @@ def load(directory: str | Path, device: str = "cpu"):
         from .lm import TrainedLM
 
         return TrainedLM.load(path, device)
+    if task == "classify":
+        from .classify import TrainedClassifier
+
+        return TrainedClassifier.load(path, device)
     raise checkpoint.CheckpointError(f"{path}: config.json names task {task!r}, which this rnnkit cannot load "
-                                     "(it knows: lm)")
+                                     "(it knows: lm, classify)")

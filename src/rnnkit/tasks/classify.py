@@ -1,0 +1,538 @@
+"""Sequence classification: ``rnnkit classify train | evaluate | predict``, word or character level.
+
+Model: token embedding (E) -> ``rnnkit.Recurrent`` (any cell, stacked, optionally
+bidirectional, with the regularizers of ``rnnkit.regularize``) over a padded batch with its
+lengths -> pooling over the valid steps -> dropout -> linear head over the C labels.
+
+Pooling (D directions, R = H features each):
+
+- ``last``: the final state of the top layer, both directions concatenated, (B, D*R); the
+  forward direction's state after each sequence's own last token, the reverse one's after
+  its first;
+- ``mean`` / ``max``: over the valid steps of the top layer's output only;
+- ``attention``: a learned query scores every valid step, a softmax over them weights the
+  outputs (padding gets no weight).
+
+Padding never changes a prediction: an example alone scores as it does padded in a batch.
+
+Data: ``--data FILE`` (CSV, TSV or JSONL; the format from the extension, ``--format``
+overrides) with ``--text-column`` and ``--label-column``, or the bundled movie-review
+polarity sentences (``rnnkit.data``, SOURCES.md). A ``split`` column (train, dev, test)
+gives the split; a file without one is split 80/10/10 by a shuffle seeded with
+``SPLIT_SEED``, the same on every machine. The labels are the training split's; a dev or
+test label never seen in training is an error. Metrics: accuracy and macro-F1 beside the
+majority-class baseline (the most frequent training label); dev accuracy picks the best
+checkpoint, and ``train`` ends by scoring ``best/`` on the test split.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import gzip
+import io
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import Tensor, nn
+
+from ..data import Vocab, read_text
+from ..recurrent import Recurrent
+from ..train import checkpoint
+from ..train.trainer import TrainConfig, Trainer, seed_everything
+
+NAME = "classify"
+BUNDLED_FILE = "polarity.tsv.gz"  # in rnnkit/data; see SOURCES.md
+SPLITS = ("train", "dev", "test")
+SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev"}
+SPLIT_COLUMN = "split"
+SPLIT_SEED = 0  # the 80/10/10 split of a user's file without a split column
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+UNK_CHAR = "\x00"  # char level: the id of every character not seen in training
+POOLINGS = ("last", "mean", "max", "attention")
+DEFAULT_MINUTES = 5.0  # the budget of `rnnkit classify train` when neither --steps nor --max-minutes is given
+CLASSIFY_TRAIN_DEFAULTS = {"lr": 3e-3, "eval_every": 100, "checkpoint_every": 100, "warmup_steps": 50,
+                           "weight_decay": 0.05}
+
+
+@dataclass
+class ClassifyConfig:
+    """The classifier and its data; defaults tuned for the bundled polarity data on 2 CPU cores."""
+
+    data: str | None = field(default=None, metadata={"help": "CSV, TSV or JSONL to train on (default: bundled "
+                                                             "movie-review polarity sentences)"})
+    text_column: str = field(default="text", metadata={"help": "the column (or JSON key) holding the text"})
+    label_column: str = field(default="label", metadata={"help": "the column (or JSON key) holding the label"})
+    format: str | None = field(default=None, metadata={"help": "csv, tsv or jsonl (default: from the extension)"})
+    level: str = field(default="word", metadata={"help": "word or char tokens"})
+    lowercase: bool = field(default=True, metadata={"help": "lowercase the text first (word level: fewer, "
+                                                            "better-trained embeddings on small data)"})
+    max_vocab: int = field(default=20000, metadata={"help": "word level: keep the most frequent training tokens"})
+    max_length: int = field(default=400, metadata={"help": "keep the first N tokens of each text"})
+    cell: str = field(default="lstm", metadata={"help": "any cell of `rnnkit cells`"})
+    hidden_size: int = field(default=128, metadata={"help": "H of every layer and direction"})
+    num_layers: int = field(default=1, metadata={"help": "stacked layers"})
+    bidirectional: bool = field(default=True, metadata={"help": "read each text in both directions"})
+    pooling: str = field(default="max", metadata={"help": "last, mean, max or attention over the valid steps"})
+    embedding_size: int = field(default=128, metadata={"help": "token embedding size E"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout between layers (torch's)"})
+    input_dropout: float = field(default=0.3, metadata={"help": "locked dropout on every layer's input"})
+    hidden_dropout: float = field(default=0.0, metadata={"help": "locked dropout on h in the recurrent products"})
+    output_dropout: float = field(default=0.3, metadata={"help": "locked dropout on the last layer's output"})
+    zoneout: float = field(default=0.0, metadata={"help": "zoneout probability of the state"})
+    weight_drop: float = field(default=0.0, metadata={"help": "DropConnect on W_hh"})
+    head_dropout: float = field(default=0.3, metadata={"help": "dropout on the pooled features before the head"})
+    batch_size: int = field(default=32, metadata={"help": "examples per step"})
+
+    def validate(self) -> None:
+        if self.level not in ("char", "word"):
+            raise ValueError(f"level must be 'char' or 'word', got {self.level!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.format is not None and self.format not in ("csv", "tsv", "jsonl"):
+            raise ValueError(f"format must be csv, tsv or jsonl, got {self.format!r}")
+        for name in ("max_vocab", "max_length", "hidden_size", "num_layers", "embedding_size", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not 0 <= self.head_dropout < 1:
+            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout!r}")
+
+    def model_settings(self) -> dict:
+        """What config.json records and a resumed run must match."""
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------- the model
+
+
+class Classifier(nn.Module):
+    """Embedding -> Recurrent (with lengths) -> pooling -> Linear.
+
+    forward(ids (T, B), lengths (B,)) -> logits (B, C)
+    """
+
+    def __init__(self, vocab_size: int, num_labels: int, config: ClassifyConfig) -> None:
+        super().__init__()
+        self.pooling = config.pooling
+        self.embedding = nn.Embedding(vocab_size, config.embedding_size)
+        self.rnn = Recurrent(
+            config.cell, config.embedding_size, config.hidden_size, config.num_layers, dropout=config.dropout,
+            bidirectional=config.bidirectional,
+            input_dropout=config.input_dropout, hidden_dropout=config.hidden_dropout,
+            output_dropout=config.output_dropout, zoneout=config.zoneout, weight_drop=config.weight_drop,
+        )
+        features = config.hidden_size * self.rnn.num_directions
+        if config.pooling == "attention":
+            self.query = nn.Linear(features, 1, bias=False)  # the learned query: score_t = q . y_t
+        self.head_dropout = nn.Dropout(config.head_dropout)
+        self.head = nn.Linear(features, num_labels)
+
+    def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
+        T = ids.shape[0]
+        out, state = self.rnn(self.embedding(ids), lengths=lengths)  # (T, B, D*H)
+        valid = torch.arange(T, device=ids.device)[:, None] < lengths.to(ids.device)[None, :]  # (T, B)
+        if self.pooling == "last":
+            h = state.h if isinstance(state, tuple) else state  # (L*D, B, H), layer-major as torch
+            D = self.rnn.num_directions
+            pooled = h[-D:].transpose(0, 1).reshape(h.shape[1], -1)  # (B, D*H): the top layer's directions
+        elif self.pooling == "mean":
+            pooled = (out * valid[..., None]).sum(0) / lengths.to(out.device, out.dtype)[:, None]  # (B, D*H)
+        elif self.pooling == "max":
+            pooled = out.masked_fill(~valid[..., None], float("-inf")).amax(0)  # (B, D*H)
+        else:
+            scores = self.query(out).squeeze(-1).masked_fill(~valid, float("-inf"))  # (T, B)
+            weights = scores.float().softmax(0).to(out.dtype)  # (T, B), zero on padding
+            pooled = (weights[..., None] * out).sum(0)  # (B, D*H)
+        return self.head(self.head_dropout(pooled))  # (B, C)
+
+
+# ---------------------------------------------------------------------- data
+
+
+class Table(NamedTuple):
+    """A labelled dataset: texts and labels by split ("train", "dev", "test")."""
+
+    texts: dict[str, list[str]]
+    labels: dict[str, list[str]]
+    source: str  # for messages: the file, or "bundled polarity data"
+    has_split: bool = False  # the splits came from a split column, not the seeded shuffle
+
+
+def data_format(path: str, format: str | None) -> str:
+    if format is not None:
+        return format
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ValueError(f"cannot tell the format of {path} from its extension {suffix or '(none)'!r}; "
+                         "pass --format csv, tsv or jsonl")
+    return FORMATS[suffix]
+
+
+def read_rows(text: str, format: str, source: str) -> list[dict]:
+    """The rows of a CSV/TSV (with a header) or JSONL text as dicts; blank JSONL lines are skipped."""
+    if format == "jsonl":
+        rows = []
+        for number, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{source} line {number} is not JSON: {error.msg} (column {error.colno})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{source} line {number}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+        if not rows:
+            raise ValueError(f"{source} holds no JSON lines; expected one object per line")
+        return rows
+    reader = csv.DictReader(io.StringIO(text), delimiter="," if format == "csv" else "\t")
+    rows = list(reader)
+    if not rows:
+        raise ValueError(f"{source} has a header but no rows")
+    for number, row in enumerate(rows, 2):
+        if None in row:
+            raise ValueError(f"{source} line {number} has more fields than the header ({len(reader.fieldnames)})")
+    return rows
+
+
+def load_table(path: str | None, text_column: str, label_column: str, format: str | None = None) -> Table:
+    """The labelled examples of ``path`` (or the bundled data) by split; see the module notes."""
+    if path is None:
+        packed = resources.files("rnnkit.data").joinpath(BUNDLED_FILE).read_bytes()
+        source, text, format, text_column, label_column = ("bundled polarity data", gzip.decompress(packed)
+                                                           .decode("utf-8"), "tsv", "text", "label")
+    else:
+        source, text = str(path), read_text(path)
+        format = data_format(source, format)
+    rows = read_rows(text, format, source)
+    present = set().union(*(row.keys() for row in rows)) if format == "jsonl" else set(rows[0])
+    for flag, column in (("--text-column", text_column), ("--label-column", label_column)):
+        if column not in present:
+            raise ValueError(f"{source} has no column {column!r} (it has: {', '.join(sorted(map(str, present)))}); "
+                             f"name the right one with {flag}")
+    texts: dict[str, list[str]] = {s: [] for s in SPLITS}
+    labels: dict[str, list[str]] = {s: [] for s in SPLITS}
+    if SPLIT_COLUMN in present:
+        assigned = []
+        for number, row in enumerate(rows, 1):
+            value = str(row.get(SPLIT_COLUMN, "")).strip().lower()
+            split = SPLIT_ALIASES.get(value, value)
+            if split not in SPLITS:
+                raise ValueError(f"{source} row {number}: split {row.get(SPLIT_COLUMN)!r} is not train, dev or test")
+            assigned.append(split)
+    else:
+        order = list(range(len(rows)))
+        random.Random(SPLIT_SEED).shuffle(order)
+        cut_train, cut_dev = round(0.8 * len(rows)), round(0.9 * len(rows))
+        assigned = [""] * len(rows)
+        for rank, i in enumerate(order):
+            assigned[i] = "train" if rank < cut_train else "dev" if rank < cut_dev else "test"
+    for number, (row, split) in enumerate(zip(rows, assigned), 1):
+        text_value, label_value = row.get(text_column), row.get(label_column)
+        if label_value is None or str(label_value).strip() == "":
+            raise ValueError(f"{source} row {number} has no {label_column!r} label")
+        if text_value is None:
+            text_value = ""
+        if not isinstance(text_value, str):
+            raise ValueError(f"{source} row {number}: {text_column!r} must be text, got {type(text_value).__name__}")
+        texts[split].append(text_value)
+        labels[split].append(str(label_value).strip())
+    if not texts["train"]:
+        raise ValueError(f"{source} has no training rows")
+    return Table(texts, labels, source, SPLIT_COLUMN in present)
+
+
+def check_labels(table: Table, known: Sequence[str], splits: Sequence[str]) -> None:
+    """A label in ``splits`` that is not in ``known`` (the training labels) is an error naming it."""
+    known_set = set(known)
+    for split in splits:
+        unseen = sorted(set(table.labels[split]) - known_set)
+        if unseen:
+            row = table.labels[split].index(unseen[0])
+            raise ValueError(f"{table.source}: the {split} split has label(s) never seen in training: "
+                             f"{', '.join(map(repr, unseen[:5]))} (first at its row {row + 1}); the model knows "
+                             f"{', '.join(map(repr, known))}")
+
+
+def prepare(text: str, config: ClassifyConfig) -> str:
+    return text.lower() if config.lowercase else text
+
+
+def build_vocab(texts: Sequence[str], config: ClassifyConfig) -> Vocab:
+    """The training texts' vocabulary; id 0 is the unknown token at both levels."""
+    joined = "\n".join(prepare(t, config) for t in texts)
+    if config.level == "word":
+        if not Vocab.build(joined + " .", level="word").tokens[1:]:
+            raise ValueError("the training texts hold no words")
+        return Vocab.build(joined + " .", level="word", max_size=config.max_vocab)
+    return Vocab([UNK_CHAR, *sorted(set(joined) - {UNK_CHAR})], level="char")
+
+
+class Encoder:
+    """Text -> token ids (unknown tokens -> 0, at most ``max_length``, at least one token)."""
+
+    def __init__(self, vocab: Vocab, config: ClassifyConfig) -> None:
+        self.vocab, self.config = vocab, config
+        self.stoi = {t: i for i, t in enumerate(vocab.tokens)}
+
+    def __call__(self, text: str) -> list[int]:
+        tokens = self.vocab.tokenize(prepare(text, self.config))[: self.config.max_length]
+        return [self.stoi.get(t, 0) for t in tokens] or [0]  # an empty text reads as one unknown token
+
+
+class Batch(NamedTuple):
+    ids: Tensor  # (T, B) token ids, 0 past each length
+    lengths: Tensor  # (B,)
+    labels: Tensor  # (B,) label ids
+
+
+def collate(examples: Sequence[list[int]], labels: Sequence[int], device: torch.device) -> Batch:
+    lengths = torch.tensor([len(e) for e in examples])
+    ids = torch.zeros(int(lengths.max()), len(examples), dtype=torch.long)  # (T, B)
+    for j, e in enumerate(examples):
+        ids[: len(e), j] = torch.tensor(e)
+    return Batch(ids.to(device), lengths.to(device), torch.tensor(list(labels)).to(device))
+
+
+class BatchStream:
+    """Shuffled batches of the training examples, endlessly; a partial last batch is dropped.
+
+    Epoch e reads a permutation drawn from a generator seeded by (seed, e), so (epoch,
+    position, seed) is the stream's whole state and a resumed run reads the same batches.
+    """
+
+    def __init__(self, examples: list[list[int]], labels: list[int], batch_size: int, seed: int,
+                 device: torch.device) -> None:
+        self.examples, self.labels = examples, labels
+        self.batch_size = min(batch_size, len(examples))
+        self.seed, self.device = seed, device
+        self.epoch, self.pos = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.examples), generator=generator).tolist()
+
+    def next(self) -> Batch:
+        if self.pos + self.batch_size > len(self.examples):
+            self.epoch += 1
+            self.pos = 0
+            self._order = self._permutation(self.epoch)
+        chosen = self._order[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return collate([self.examples[i] for i in chosen], [self.labels[i] for i in chosen], self.device)
+
+    def state(self) -> tuple[dict, dict[str, Tensor]]:
+        return {"epoch": self.epoch, "pos": self.pos, "seed": self.seed}, {}
+
+    def load_state(self, meta: dict, tensors: dict[str, Tensor]) -> None:
+        self.epoch, self.pos, self.seed = int(meta["epoch"]), int(meta["pos"]), int(meta["seed"])
+        self._order = self._permutation(self.epoch)
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+@torch.no_grad()
+def predict_ids(model: Classifier, examples: Sequence[list[int]], batch_size: int = 256) -> Tensor:
+    """Label probabilities (N, C), in the order of ``examples`` (batched by length for speed)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
+    probs = torch.empty(len(examples), model.head.out_features)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        batch = collate([examples[i] for i in chosen], [0] * len(chosen), device)
+        probs[chosen] = model(batch.ids, batch.lengths).float().softmax(-1).cpu()
+    model.train(was_training)
+    return probs
+
+
+def confusion(targets: Tensor, predictions: Tensor, num_labels: int) -> Tensor:
+    """(C, C) counts: row = true label, column = predicted."""
+    return torch.bincount(targets * num_labels + predictions, minlength=num_labels**2).view(num_labels, num_labels)
+
+
+def scores(matrix: Tensor, majority: int) -> dict:
+    """accuracy, macro-F1 (over every training label; 0 for a label never predicted nor present) and the
+    majority-class baseline's accuracy, from a confusion matrix."""
+    matrix = matrix.double()
+    n = matrix.sum()
+    tp = matrix.diag()
+    f1 = 2 * tp / (matrix.sum(0) + matrix.sum(1)).clamp(min=1)
+    return {"accuracy": float(tp.sum() / n), "macro_f1": float(f1.mean()),
+            "majority_accuracy": float(matrix[majority].sum() / n), "n": int(n)}
+
+
+# ---------------------------------------------------------------------- training
+
+
+class ClassifyTask:
+    """The Trainer's view of the classifier (``rnnkit.train.trainer.TrainingTask``)."""
+
+    name = NAME
+    metric = "accuracy"
+    higher_is_better = True
+
+    def __init__(self, config: ClassifyConfig, table: Table, vocab: Vocab, labels: list[str], seed: int,
+                 device: torch.device) -> None:
+        self.config, self.table, self.vocab, self.labels = config, table, vocab, labels
+        self.encode = Encoder(vocab, config)
+        index = {label: i for i, label in enumerate(labels)}
+        self.data = {s: ([self.encode(t) for t in table.texts[s]], [index[y] for y in table.labels[s]])
+                     for s in SPLITS}
+        counts = collections.Counter(self.data["train"][1])
+        self.majority = min(counts, key=lambda i: (-counts[i], i))
+        self.model = Classifier(len(vocab), len(labels), config).to(device)
+        self.stream = BatchStream(*self.data["train"], config.batch_size, seed, device)
+        self.eval_split = "dev" if self.data["dev"][0] else "train"
+
+    def loss(self, batch: Batch, carry):
+        logits = self.model(batch.ids, batch.lengths)  # (B, C)
+        return F.cross_entropy(logits.float(), batch.labels), None, int(batch.lengths.sum())
+
+    def score(self, split: str) -> tuple[dict, Tensor]:
+        examples, targets = self.data[split]
+        predictions = predict_ids(self.model, examples).argmax(-1)
+        matrix = confusion(torch.tensor(targets), predictions, len(self.labels))
+        return scores(matrix, self.majority), matrix
+
+    def evaluate(self) -> dict:
+        return self.score(self.eval_split)[0]
+
+    def describe(self) -> tuple[dict, dict]:
+        return {**self.config.model_settings(), "labels": self.labels, "majority": self.labels[self.majority]}, \
+            self.vocab.to_json()
+
+
+def train(config: ClassifyConfig, train_config: TrainConfig, out: str | Path, resume: bool = False,
+          console: Console | None = None, progress: bool = True) -> dict:
+    """Train a classifier into the run directory ``out``; returns the Trainer's summary plus ``test``."""
+    from ..plots import confusion_matrix
+
+    config.validate()
+    console = console or Console()
+    seed_everything(train_config.seed)
+    table = load_table(config.data, config.text_column, config.label_column, config.format)
+    vocab, labels = None, sorted(set(table.labels["train"]))
+    if resume and (Path(out) / "last" / "vocab.json").exists():
+        saved = checkpoint.load(Path(out) / "last")
+        vocab, labels = Vocab.from_json(saved.vocab), saved.config["labels"]
+    if len(labels) < 2:
+        raise ValueError(f"{table.source}: the training split has a single label ({labels[0]!r}); "
+                         "a classifier needs at least two")
+    check_labels(table, labels, ("dev", "test"))
+    vocab = vocab or build_vocab(table.texts["train"], config)
+    task = ClassifyTask(config, table, vocab, labels, train_config.seed, torch.device(train_config.device))
+    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
+    params = sum(p.numel() for p in task.model.parameters())
+    sizes = ", ".join(f"{len(table.texts[s]):,} {s}" for s in SPLITS)
+    console.print(f"classify: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x"
+                  f"{config.hidden_size}, {config.pooling} pooling, {params:,} parameters, vocabulary "
+                  f"{len(vocab):,} ({config.level}), labels {', '.join(labels)}; {sizes} examples from "
+                  f"{table.source}", highlight=False)
+    summary = trainer.fit()
+    # the test split scored by the best checkpoint (dev accuracy chose it)
+    best = Path(out) / "best"
+    if best.exists():
+        task.model.load_state_dict(checkpoint.load(best).model)
+    split = "test" if task.data["test"][0] else task.eval_split
+    result, matrix = task.score(split)
+    confusion_matrix(matrix.tolist(), labels, Path(out) / "plots" / f"confusion_{split}.png",
+                     title=f"classify: {split} split, accuracy {result['accuracy']:.3f}")
+    (Path(out) / f"{split}.json").write_text(json.dumps({"task": NAME, "split": split, **result}) + "\n")
+    console.print(f"{split}: accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} "
+                  f"(majority class {result['majority_accuracy']:.4f}), n {result['n']}, after {summary['step']} "
+                  f"steps, {summary['elapsed_s'] / 60:.1f} min; run directory {out}", highlight=False)
+    return {**summary, "test": {"split": split, **result}}
+
+
+# ---------------------------------------------------------------------- a trained model
+
+
+class Prediction(NamedTuple):
+    label: str
+    probability: float  # of ``label``
+    probabilities: dict[str, float]  # every label's
+
+
+class TrainedClassifier:
+    """A trained classifier loaded from a checkpoint: ``predict`` and ``evaluate``."""
+
+    def __init__(self, model: Classifier, vocab: Vocab, labels: list[str], majority: str, config: ClassifyConfig,
+                 path: Path) -> None:
+        self.model, self.vocab, self.labels, self.config, self.path = model.eval(), vocab, labels, config, path
+        self.majority = majority
+        self.encode = Encoder(vocab, config)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedClassifier:
+        path = checkpoint.resolve(directory)
+        ckpt = checkpoint.load(path, map_location=device)
+        names = {f.name for f in fields(ClassifyConfig)}
+        config = ClassifyConfig(**{k: v for k, v in ckpt.config.items() if k in names})
+        if ckpt.vocab is None or "labels" not in ckpt.config:
+            raise checkpoint.CheckpointError(f"{path} lacks vocab.json or the labels in config.json; "
+                                             "a classifier needs both")
+        vocab, labels = Vocab.from_json(ckpt.vocab), list(ckpt.config["labels"])
+        model = Classifier(len(vocab), len(labels), config).to(device)
+        expected = model.state_dict()
+        mismatched = [k for k, v in ckpt.model.items() if k in expected and v.shape != expected[k].shape]
+        if mismatched or set(expected) != set(ckpt.model):
+            raise checkpoint.CheckpointError(
+                f"{path}: the weights do not fit the model its config.json and vocab.json describe "
+                f"(shape differs: {mismatched[:3]}, missing: {sorted(set(expected) - set(ckpt.model))[:3]}, "
+                f"unexpected: {sorted(set(ckpt.model) - set(expected))[:3]})")
+        model.load_state_dict(ckpt.model)
+        return cls(model, vocab, labels, ckpt.config.get("majority", labels[0]), config, path)
+
+    def predict(self, texts: str | Sequence[str]) -> list[Prediction]:
+        """The most likely label of each text with its probability (a single str counts as one text)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        probs = predict_ids(self.model, [self.encode(t) for t in texts])  # (N, C)
+        return [Prediction(self.labels[int(p.argmax())], float(p.max()),
+                           {label: float(q) for label, q in zip(self.labels, p)}) for p in probs]
+
+    def evaluate(self, data: str | None = None, split: str = "test", format: str | None = None,
+                 text_column: str | None = None, label_column: str | None = None) -> dict:
+        """Metrics on ``split`` of the training data, or of ``data``; a file without a split column that is
+        not the training file is scored whole."""
+        return self.score(data, split, format, text_column, label_column)[0]
+
+    def score(self, data: str | None = None, split: str = "test", format: str | None = None,
+              text_column: str | None = None, label_column: str | None = None) -> tuple[dict, Tensor]:
+        """``evaluate``'s metrics and the (C, C) confusion matrix (row = true label, column = predicted)."""
+        split = SPLIT_ALIASES.get(split, split)
+        if split not in SPLITS:
+            raise ValueError(f"split must be train, dev or test, got {split!r}")
+        same = data is None or (self.config.data is not None and Path(data).resolve() == Path(self.config.data)
+                                .resolve())
+        path = self.config.data if data is None else data
+        text_column = text_column or self.config.text_column
+        label_column = label_column or self.config.label_column
+        table = load_table(path, text_column, label_column, format or (self.config.format if same else None))
+        whole = not same and not table.has_split
+        if whole:
+            texts = [t for s in SPLITS for t in table.texts[s]]
+            gold = [y for s in SPLITS for y in table.labels[s]]
+            name = str(data)
+        else:
+            texts, gold, name = table.texts[split], table.labels[split], split
+        if not texts:
+            raise ValueError(f"{table.source} has no {split} rows to score")
+        check_labels(Table({name: texts}, {name: gold}, table.source), self.labels, [name])
+        index = {label: i for i, label in enumerate(self.labels)}
+        predictions = predict_ids(self.model, [self.encode(t) for t in texts]).argmax(-1)
+        matrix = confusion(torch.tensor([index[y] for y in gold]), predictions, len(self.labels))
+        return {"task": NAME, "split": name, **scores(matrix, index[self.majority])}, matrix
+
