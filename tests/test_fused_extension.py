@@ -166,3 +166,37 @@ def test_unavailable_extension_warns_once_and_falls_back(monkeypatch):
         warnings.simplefilter("error")
         out, _ = layer(x)  # the second call is silent
     assert torch.isfinite(out).all()
+
+
+@needs_extension
+@pytest.mark.parametrize("proj_size", [0, 30], ids=["noproj", "proj"])
+def test_layernorm_gradient_sums_over_threads(proj_size, monkeypatch):
+    """layernorm_lstm sums its LN parameters' gradients per thread: two threads, same gradients."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the suite runs with one; rows of 4H = 1200 split over two
+    try:
+        torch.manual_seed(0)
+        layer = rnnkit.Recurrent("layernorm_lstm", 5, 300, proj_size=proj_size, backend="fused",
+                                 dtype=torch.float64)
+        with torch.no_grad():
+            for p in layer.parameters():
+                p.add_(0.3 * torch.randn_like(p) / max(1.0, p.shape[-1] / 8) ** 0.5)
+        gen = torch.Generator().manual_seed(1)
+        x = torch.randn(4, 40, 5, dtype=torch.float64, generator=gen)
+        R = proj_size or 300
+        state = LSTMState(torch.randn(1, 40, R, dtype=torch.float64, generator=gen),
+                          torch.randn(1, 40, 300, dtype=torch.float64, generator=gen))
+        lengths = torch.randint(1, 5, (40,), generator=gen)
+        coefs = [torch.randn(4, 40, R, dtype=torch.float64, generator=gen),
+                 torch.randn(1, 40, R, dtype=torch.float64, generator=gen),
+                 torch.randn(1, 40, 300, dtype=torch.float64, generator=gen)]
+        spy = _Spy(extension.load())
+        monkeypatch.setattr(extension, "_ops", spy)
+        got = run(layer, x, state, lengths, coefs)
+        assert spy.calls == ["lstm_forward", "lstm_backward"], f"the C++ loops did not run: {spy.calls}"
+        monkeypatch.setenv(extension.ENV_DISABLE, "1")
+        expected = run(layer, x, state, lengths, coefs)
+    finally:
+        torch.set_num_threads(threads)
+    for name in expected:
+        assert_close(name, expected[name], got[name], 1e-10)

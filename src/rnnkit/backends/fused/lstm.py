@@ -243,9 +243,11 @@ class _LSTMFamily(torch.autograd.Function):
                 dpre_all, dh, dc, dhnew, *ln_grads = ops.lstm_backward(
                     _CPP_KIND[kind], grad_out, dh, dc, W, acts, tcs, cs, W_hr, peep,
                     None if mask is None else mask[..., 0], extension.packed_gemm(), ln_saved)
-                draw_all, dcn_all = ln_grads if ln else (dpre_all, None)
+                # layer norm: d(h W_hh^T), then the LN parameters' gradients, summed in the loop
+                draw_all, grad_ln = (ln_grads[0], ln_grads[1:]) if ln else (dpre_all, None)
                 dhnew_all = dhnew if W_hr is not None else None
             else:
+                grad_ln = None
                 dpre_all = torch.empty_like(acts)  # d(pre-activation gates) = d gx
                 draw_all = torch.empty_like(acts) if ln else dpre_all  # d(h W_hh^T)
                 dhnew_all = torch.empty_like(grad_out) if W_hr is not None else None
@@ -313,7 +315,8 @@ class _LSTMFamily(torch.autograd.Function):
 
             h_prev_all = hs[:T] if h_mask is None else hs[:T] * h_mask  # (T, B, R), as the products read it
             grad_W = rows_gemm(draw_all, h_prev_all)  # (G, R)
-            grad_b = sum_rows(dpre_all) if ctx.has_bias else None
+            # d b_hh is d ln_hh_bias: both sum the gate gradients
+            grad_b = None if not ctx.has_bias else sum_rows(dpre_all) if grad_ln is None else grad_ln[1]
             grad_W_hr = rows_gemm(dhnew_all, ms) if W_hr is not None else None  # (R, H)
             grad_peep = None
             if peep is not None:
@@ -322,9 +325,10 @@ class _LSTMFamily(torch.autograd.Function):
                 da_i, da_f, da_o = dpre_all[..., :H], dpre_all[..., H:2 * H], dpre_all[..., 3 * H:]
                 grad_peep = torch.stack([sum_rows(da_i * c_prev_all), sum_rows(da_f * c_prev_all),
                                          sum_rows(da_o * c_all)])  # (3, H)
-            grad_ln = [None] * 4
-            if ln:
-                grad_ln = [sum_rows(dpre_all * xhat_hh), sum_rows(dpre_all),
+            if not ln:
+                grad_ln = [None] * 4
+            elif grad_ln is None:
+                grad_ln = [sum_rows(dpre_all * xhat_hh), sum_rows(dpre_all) if grad_b is None else grad_b,
                            sum_rows(dcn_all * xhat_c), sum_rows(dcn_all)]
 
         grads = [dpre_all, dh, dc, grad_W, grad_b, grad_W_hr, grad_peep, *grad_ln]

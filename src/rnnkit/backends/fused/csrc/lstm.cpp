@@ -122,16 +122,25 @@ std::pair<T, T> mean_rstd(const T* x, int64_t n, T eps) {
   return {mean, T(1) / std::sqrt(var + eps)};
 }
 
-// LayerNorm's backward: dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat)) with g = dy * gain.
+// LayerNorm's backward over one row: dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat)) with
+// g = dy * gain; adds dy * x_hat and dy to this thread's sums for the gain's and bias's gradients.
 template <typename T>
-void layer_norm_backward(const T* dy, const T* gain, const T* x_hat, T rstd, T* dx, int64_t n) {
+void layer_norm_backward(const T* dy, const T* gain, const T* x_hat, T rstd, T* dx, T* dgain, T* dbias, int64_t n) {
   using V = Vectorized<T>;
+  constexpr int64_t w = V::size();
+  V s_g(T(0)), s_gx(T(0));
+  for (int64_t j = 0; j < n; j += w) {
+    const int64_t cnt = std::min(w, n - j);  // a partial load zero-fills: the sums stay exact
+    const V d = V::loadu(dy + j, cnt), x = V::loadu(x_hat + j, cnt);
+    const V g = d * V::loadu(gain + j, cnt);
+    s_g = s_g + g;
+    s_gx = s_gx + g * x;
+    (V::loadu(dgain + j, cnt) + d * x).store(dgain + j, cnt);
+    (V::loadu(dbias + j, cnt) + d).store(dbias + j, cnt);
+  }
   const auto add = [](const V& a, const V& b) { return a + b; };
-  const T mean_g = at::vec::map2_reduce_all<T>([](const V& d, const V& w) { return d * w; }, add, dy, gain, n) / T(n);
-  const T mean_gx = at::vec::map3_reduce_all<T>([](const V& d, const V& w, const V& x) { return d * w * x; }, add, dy,
-                                                gain, x_hat, n) / T(n);
-  const V r(rstd), mg(mean_g), mgx(mean_gx);
-  at::vec::map3<T>([&](const V& d, const V& w, const V& x) { return r * (d * w - mg - x * mgx); }, dx, dy, gain,
+  const V r(rstd), mg(at::vec::vec_reduce_all<T>(add, s_g) / T(n)), mgx(at::vec::vec_reduce_all<T>(add, s_gx) / T(n));
+  at::vec::map3<T>([&](const V& d, const V& g, const V& x) { return r * (d * g - mg - x * mgx); }, dx, dy, gain,
                    x_hat, n);
 }
 
@@ -457,14 +466,17 @@ struct LNBwdRow {
   const T* g_c;      // (H) LN_c gain
   T* da;             // (G) gradient of the pre-activation gates (= d gx)
   T* draw;           // (G) gradient of h_{t-1} W_hh^T
-  T* dcn;            // (H) gradient of LN_c(c_t)
-  T* dcc;            // (H) scratch: LN_c's dx
+  T* scratch;        // (2H) gradient of LN_c(c_t), then LN_c's dx
   T* dc;             // (H) in: dL/dc_t from step t+1; out: dL/dc_{t-1}
+  T* sums;           // (2G + 2H) this thread's sums: d ln_hh_weight, d ln_hh_bias, d ln_c_weight, d ln_c_bias
 
   void operator()(int64_t H) const {
     using V = Vectorized<T>;
     constexpr int64_t n = V::size();
     const V one(T(1));
+    T* dcn = scratch;
+    T* dcc = scratch + H;
+    const int64_t G = 4 * H;
     for (int64_t j = 0; j < H; j += n) {
       const int64_t cnt = std::min(n, H - j);
       auto ld = [&](const T* p) { return cnt == n ? V::loadu(p + j) : V::loadu(p + j, cnt); };
@@ -480,7 +492,7 @@ struct LNBwdRow {
       st(d * t * (o * (one - o)), da + 3 * H);
       st(d * o * (one - t * t), dcn);
     }
-    layer_norm_backward(static_cast<const T*>(dcn), g_c, xhat_c, rstd_c, dcc, H);
+    layer_norm_backward(static_cast<const T*>(dcn), g_c, xhat_c, rstd_c, dcc, sums + 2 * G, sums + 2 * G + H, H);
     for (int64_t j = 0; j < H; j += n) {
       const int64_t cnt = std::min(n, H - j);
       auto ld = [&](const T* p) { return cnt == n ? V::loadu(p + j) : V::loadu(p + j, cnt); };
@@ -498,7 +510,7 @@ struct LNBwdRow {
       st(dcv * i * (one - g * g), da + 2 * H);
       st(dcv * f, dc);
     }
-    layer_norm_backward(static_cast<const T*>(da), g_hh, xhat_hh, rstd_hh, draw, 4 * H);
+    layer_norm_backward(static_cast<const T*>(da), g_hh, xhat_hh, rstd_hh, draw, sums, sums + G, G);
   }
 };
 
@@ -661,12 +673,12 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out, const Tensor& grad_h, 
   Tensor dpre = at::empty({T_, B, G}, opt);
   Tensor dh_new_all = proj ? at::empty({T_, B, R}, opt) : at::empty({0}, opt);
   // layer norm: ln = x_hat_hh, rstd_hh, x_hat_c, rstd_c, ln_hh_weight, ln_c_weight
-  Tensor draw, dcn, dcc;
+  Tensor draw, scratch, sums;
   const T *xh_p = nullptr, *rh_p = nullptr, *xc_p = nullptr, *rc_p = nullptr, *g_hh_p = nullptr, *g_c_p = nullptr;
   if constexpr (is_ln) {
     draw = at::empty({T_, B, G}, opt);
-    dcn = at::empty({T_, B, H}, opt);
-    dcc = at::empty({B, H}, opt);
+    scratch = at::empty({B, 2 * H}, opt);
+    sums = at::zeros({at::get_num_threads(), 2 * G + 2 * H}, opt);  // one row per thread
     xh_p = ln[0].data_ptr<T>();
     rh_p = ln[1].data_ptr<T>();
     xc_p = ln[2].data_ptr<T>();
@@ -711,19 +723,21 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out, const Tensor& grad_h, 
     const T* cp_t = cs_p + t * B * H;
     if constexpr (is_ln) {
       T* draw_t = draw.data_ptr<T>() + t * B * G;
-      T* dcn_t = dcn.data_ptr<T>() + t * B * H;
-      T* dcc_p = dcc.data_ptr<T>();
+      T* scratch_p = scratch.data_ptr<T>();
+      T* sums_p = sums.data_ptr<T>();
+      const int64_t threads = sums.size(0);
       for_whole_rows(B, G, [&](int64_t b) {
         if (active_p && !active_p[b]) {  // a finished row: no gate gradient, dc passes through
           std::fill(da_t + b * G, da_t + (b + 1) * G, T(0));
           std::fill(draw_t + b * G, draw_t + (b + 1) * G, T(0));
-          std::fill(dcn_t + b * H, dcn_t + (b + 1) * H, T(0));
           return;
         }
         const int64_t bt = t * B + b;
+        const int64_t thread = std::min<int64_t>(at::get_thread_num(), threads - 1);
         LNBwdRow<T> row{dm_p ? dm_p + b * H : nullptr, dh_p + b * R, gout_t + b * R, act_t + b * G, tc_t + b * H,
                         cp_t + b * H, xh_p + bt * G, rh_p[bt], xc_p + bt * H, rc_p[bt], g_hh_p, g_c_p,
-                        da_t + b * G, draw_t + b * G, dcn_t + b * H, dcc_p + b * H, dc_p + b * H};
+                        da_t + b * G, draw_t + b * G, scratch_p + b * 2 * H, dc_p + b * H,
+                        sums_p + thread * (2 * G + 2 * H)};
         row(H);
       });
     } else {
@@ -749,7 +763,11 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out, const Tensor& grad_h, 
     }
     dh = dh_prev;
   }
-  if constexpr (is_ln) return {dpre, T_ > 0 ? dh : dh.clone(), dc, dh_new_all, draw, dcn};
+  if constexpr (is_ln) {  // the LN parameters' gradients: the per-thread sums, added
+    const Tensor total = sums.sum(0);
+    return {dpre, T_ > 0 ? dh : dh.clone(), dc, dh_new_all, draw, total.narrow(0, 0, G), total.narrow(0, G, G),
+            total.narrow(0, 2 * G, H), total.narrow(0, 2 * G + H, H)};
+  }
   return {dpre, T_ > 0 ? dh : dh.clone(), dc, dh_new_all};  // T = 0: dh is still grad_h
 }
 
