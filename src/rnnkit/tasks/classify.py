@@ -84,12 +84,15 @@ class ClassifyConfig:
     pooling: str = field(default="max", metadata={"help": "last, mean, max or attention over the valid steps"})
     embedding_size: int = field(default=128, metadata={"help": "token embedding size E"})
     dropout: float = field(default=0.0, metadata={"help": "dropout between layers (torch's)"})
-    input_dropout: float = field(default=0.3, metadata={"help": "locked dropout on every layer's input"})
+    # the recurrent regularizers are off by default: plain dropout on the embeddings and the pooled
+    # features regularizes as well here and leaves the layer on torch's fast native path
+    embedding_dropout: float = field(default=0.3, metadata={"help": "dropout on the token embeddings"})
+    input_dropout: float = field(default=0.0, metadata={"help": "locked dropout on every layer's input"})
     hidden_dropout: float = field(default=0.0, metadata={"help": "locked dropout on h in the recurrent products"})
-    output_dropout: float = field(default=0.3, metadata={"help": "locked dropout on the last layer's output"})
+    output_dropout: float = field(default=0.0, metadata={"help": "locked dropout on the last layer's output"})
     zoneout: float = field(default=0.0, metadata={"help": "zoneout probability of the state"})
     weight_drop: float = field(default=0.0, metadata={"help": "DropConnect on W_hh"})
-    head_dropout: float = field(default=0.3, metadata={"help": "dropout on the pooled features before the head"})
+    head_dropout: float = field(default=0.5, metadata={"help": "dropout on the pooled features before the head"})
     batch_size: int = field(default=32, metadata={"help": "examples per step"})
 
     def validate(self) -> None:
@@ -103,8 +106,9 @@ class ClassifyConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not 0 <= self.head_dropout < 1:
-            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout!r}")
+        for name in ("embedding_dropout", "head_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
 
     def model_settings(self) -> dict:
         """What config.json records and a resumed run must match."""
@@ -124,6 +128,7 @@ class Classifier(nn.Module):
         super().__init__()
         self.pooling = config.pooling
         self.embedding = nn.Embedding(vocab_size, config.embedding_size)
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.rnn = Recurrent(
             config.cell, config.embedding_size, config.hidden_size, config.num_layers, dropout=config.dropout,
             bidirectional=config.bidirectional,
@@ -138,7 +143,7 @@ class Classifier(nn.Module):
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         T = ids.shape[0]
-        out, state = self.rnn(self.embedding(ids), lengths=lengths)  # (T, B, D*H)
+        out, state = self.rnn(self.embedding_dropout(self.embedding(ids)), lengths=lengths)  # (T, B, D*H)
         valid = torch.arange(T, device=ids.device)[:, None] < lengths.to(ids.device)[None, :]  # (T, B)
         if self.pooling == "last":
             h = state.h if isinstance(state, tuple) else state  # (L*D, B, H), layer-major as torch
