@@ -119,7 +119,7 @@ class _LSTMFamily(torch.autograd.Function):
             out, h, c, acts, tcs, hs, cs, ms, *ln_saved = ops.lstm_forward(
                 _CPP_KIND[kind], gx, h0, c0, W, _cast(bias_hh, dtype), W_hr, peep,
                 None if mask is None else mask[..., 0], training, extension.packed_gemm(), ln, eps)
-            if training:  # layer norm: x_hat_hh, rstd_hh, x_hat_c, rstd_c, and the two gains
+            if training:  # layer norm: x_hat_hh, rstd_hh, mean_c, rstd_c, and the two gains
                 ctx.save_for_backward(W, acts, tcs, hs, cs, W_hr, ms if W_hr is not None else None, peep,
                                       None, None, *(ln_saved + [ln[0], ln[2]] if ln else []))
             return out, h, c
@@ -239,6 +239,7 @@ class _LSTMFamily(torch.autograd.Function):
             # the C++ loop, unless a double backward needs this backward to be differentiable
             ops = extension.load() if ctx.cpp and not torch.is_grad_enabled() else None
             if ops is not None:
+                # xhat_c holds mean_c here: the C++ backward recomputes LN_c's x_hat from c_t
                 ln_saved = [xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c] if ln else []
                 dpre_all, dh, dc, dhnew, *ln_grads = ops.lstm_backward(
                     _CPP_KIND[kind], grad_out, dh, dc, W, acts, tcs, cs, W_hr, peep,

@@ -13,7 +13,8 @@
 // layernorm_lstm: the recurrent GEMM has no bias (LN_hh normalizes h_{t-1} W_hh^T alone, b_hh is
 // added after it), and each row is one unit of work, because both layer norms need the statistics
 // of the whole row: LN_hh's over 4H, then LN_c's over H. Forward saves x_hat and rstd of both (as
-// the Python loop does); backward runs LN_c's backward inside the gate pass and LN_hh's after it,
+// the Python loop does, except LN_c's x_hat: its mean is saved, and backward recomputes x_hat from
+// c_t); backward runs LN_c's backward inside the gate pass and LN_hh's after it,
 // and returns d(h W_hh^T) and d LN_c(c_t) beside the gate gradients, for the LN weight gradients.
 //
 // Lengths arrive as a (T, B) bool mask: a finished row keeps its state and outputs zeros; in the
@@ -374,7 +375,8 @@ struct LNFwdRow {
   T* act;            // (G) activated gates (a scratch row in inference)
   T* xhat_hh;        // (G) normalized raw, or null (inference)
   T* rstd_hh;        // (1) or null (inference)
-  T* xhat_c;         // (H) c_t first, then LN_c's normalized c_t (a scratch row in inference)
+  T* xhat_c;         // (H) scratch: c_t first, then LN_c's normalized c_t
+  T* mean_c;         // (1) or null (inference)
   T* rstd_c;         // (1) or null (inference)
   T* tc;             // (H) tanh(LN_c(c_t)), or null (inference)
   T* c_next;         // (H)
@@ -419,9 +421,12 @@ struct LNFwdRow {
       st(c, xhat_c);
       st(active ? c : cp, c_next);
     }
-    const auto [mean_c, rs_c] = mean_rstd(static_cast<const T*>(xhat_c), H, eps);
-    if (rstd_c) *rstd_c = rs_c;
-    const V mc(mean_c), rc(rs_c);
+    const auto [mean_c_, rs_c] = mean_rstd(static_cast<const T*>(xhat_c), H, eps);
+    if (rstd_c) {
+      *mean_c = mean_c_;
+      *rstd_c = rs_c;
+    }
+    const V mc(mean_c_), rc(rs_c);
     for (int64_t j = 0; j < H; j += n) {
       const int64_t cnt = std::min(n, H - j);
       auto ld = [&](const T* p) { return cnt == n ? V::loadu(p + j) : V::loadu(p + j, cnt); };
@@ -460,13 +465,14 @@ struct LNBwdRow {
   const T* c_prev;   // (H)
   const T* xhat_hh;  // (G)
   T rstd_hh;
-  const T* xhat_c;   // (H)
+  const T* c;        // (H) c_t: LN_c's x_hat is recomputed from it, as the forward computed it
+  T mean_c;
   T rstd_c;
   const T* g_hh;     // (G) LN_hh gain
   const T* g_c;      // (H) LN_c gain
   T* da;             // (G) gradient of the pre-activation gates (= d gx)
   T* draw;           // (G) gradient of h_{t-1} W_hh^T
-  T* scratch;        // (2H) gradient of LN_c(c_t), then LN_c's dx
+  T* scratch;        // (3H) gradient of LN_c(c_t), LN_c's dx, LN_c's x_hat
   T* dc;             // (H) in: dL/dc_t from step t+1; out: dL/dc_{t-1}
   T* sums;           // (2G + 2H) this thread's sums: d ln_hh_weight, d ln_hh_bias, d ln_c_weight, d ln_c_bias
 
@@ -476,7 +482,9 @@ struct LNBwdRow {
     const V one(T(1));
     T* dcn = scratch;
     T* dcc = scratch + H;
+    T* xhat_c = scratch + 2 * H;
     const int64_t G = 4 * H;
+    const V mc(mean_c), rc(rstd_c);
     for (int64_t j = 0; j < H; j += n) {
       const int64_t cnt = std::min(n, H - j);
       auto ld = [&](const T* p) { return cnt == n ? V::loadu(p + j) : V::loadu(p + j, cnt); };
@@ -491,8 +499,9 @@ struct LNBwdRow {
       const V t = ld(tc), o = ld(act + 3 * H);
       st(d * t * (o * (one - o)), da + 3 * H);
       st(d * o * (one - t * t), dcn);
+      st((ld(c) - mc) * rc, xhat_c);
     }
-    layer_norm_backward(static_cast<const T*>(dcn), g_c, xhat_c, rstd_c, dcc, sums + 2 * G, sums + 2 * G + H, H);
+    layer_norm_backward(static_cast<const T*>(dcn), g_c, static_cast<const T*>(xhat_c), rstd_c, dcc, sums + 2 * G, sums + 2 * G + H, H);
     for (int64_t j = 0; j < H; j += n) {
       const int64_t cnt = std::min(n, H - j);
       auto ld = [&](const T* p) { return cnt == n ? V::loadu(p + j) : V::loadu(p + j, cnt); };
@@ -569,18 +578,18 @@ std::vector<Tensor> forward_impl(const Tensor& gx, const Tensor& h0, const Tenso
     if (proj) m_buf = at::empty({B, H}, opt);
   }
   // layer norm: x_hat and rstd of both norms per step (saved), or scratch rows (inference)
-  Tensor xhat_hh, rstd_hh, xhat_c, rstd_c, act_buf, xc_buf;
+  Tensor xhat_hh, rstd_hh, mean_c, rstd_c, act_buf, xc_buf;
   const T *bias_p = nullptr, *g_hh_p = nullptr, *b_hh_p = nullptr, *g_c_p = nullptr, *b_c_p = nullptr;
   if constexpr (is_ln) {
     if (training) {
       xhat_hh = at::empty({T_, B, G}, opt);
       rstd_hh = at::empty({T_, B, 1}, opt);
-      xhat_c = at::empty({T_, B, H}, opt);
+      mean_c = at::empty({T_, B, 1}, opt);  // LN_c's x_hat is recomputed from c_t: one (T, B, H) less
       rstd_c = at::empty({T_, B, 1}, opt);
     } else {
       act_buf = at::empty({B, G}, opt);
-      xc_buf = at::empty({B, H}, opt);
     }
+    xc_buf = at::empty({B, H}, opt);
     bias_p = bias ? bias->data_ptr<T>() : nullptr;
     g_hh_p = ln.w[0].data_ptr<T>();
     b_hh_p = ln.w[1].data_ptr<T>();
@@ -615,12 +624,14 @@ std::vector<Tensor> forward_impl(const Tensor& gx, const Tensor& h0, const Tenso
       T* a_p = training ? act_p : act_buf.data_ptr<T>();
       T* xh_p = training ? xhat_hh.data_ptr<T>() + t * B * G : nullptr;
       T* rh_p = training ? rstd_hh.data_ptr<T>() + t * B : nullptr;
-      T* xc_p = training ? xhat_c.data_ptr<T>() + t * B * H : xc_buf.data_ptr<T>();
+      T* xc_p = xc_buf.data_ptr<T>();
+      T* mc_p = training ? mean_c.data_ptr<T>() + t * B : nullptr;
       T* rc_p = training ? rstd_c.data_ptr<T>() + t * B : nullptr;
       for_whole_rows(B, G, [&](int64_t b) {
         LNFwdRow<T> row{gx_p + (t * B + b) * G, gh_p + b * G, bias_p, g_hh_p, b_hh_p, g_c_p, b_c_p,
                         cp_p + b * H, hp_p + b * R, a_p + b * G, xh_p ? xh_p + b * G : nullptr,
-                        rh_p ? rh_p + b : nullptr, xc_p + b * H, rc_p ? rc_p + b : nullptr,
+                        rh_p ? rh_p + b : nullptr, xc_p + b * H, mc_p ? mc_p + b : nullptr,
+                        rc_p ? rc_p + b : nullptr,
                         tc_p ? tc_p + b * H : nullptr, cn_p + b * H, m_p + b * H, out_t + b * R,
                         active_p ? active_p[b] : true, proj, eps};
         row(H);
@@ -651,7 +662,7 @@ std::vector<Tensor> forward_impl(const Tensor& gx, const Tensor& h0, const Tenso
   const Tensor h_T = training ? hs[T_].clone() : h_buf[T_ % 2];
   const Tensor c_T = training ? cs[T_].clone() : c_buf[T_ % 2];
   if (!training) return {out, h_T, c_T, empty, empty, empty, empty, empty};
-  if constexpr (is_ln) return {out, h_T, c_T, acts, tcs, hs, cs, proj ? ms : empty, xhat_hh, rstd_hh, xhat_c, rstd_c};
+  if constexpr (is_ln) return {out, h_T, c_T, acts, tcs, hs, cs, proj ? ms : empty, xhat_hh, rstd_hh, mean_c, rstd_c};
   return {out, h_T, c_T, acts, tcs, hs, cs, proj ? ms : empty};
 }
 
@@ -672,12 +683,12 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out, const Tensor& grad_h, 
 
   Tensor dpre = at::empty({T_, B, G}, opt);
   Tensor dh_new_all = proj ? at::empty({T_, B, R}, opt) : at::empty({0}, opt);
-  // layer norm: ln = x_hat_hh, rstd_hh, x_hat_c, rstd_c, ln_hh_weight, ln_c_weight
+  // layer norm: ln = x_hat_hh, rstd_hh, mean_c, rstd_c, ln_hh_weight, ln_c_weight
   Tensor draw, scratch, sums;
   const T *xh_p = nullptr, *rh_p = nullptr, *xc_p = nullptr, *rc_p = nullptr, *g_hh_p = nullptr, *g_c_p = nullptr;
   if constexpr (is_ln) {
     draw = at::empty({T_, B, G}, opt);
-    scratch = at::empty({B, 2 * H}, opt);
+    scratch = at::empty({B, 3 * H}, opt);
     sums = at::zeros({at::get_num_threads(), 2 * G + 2 * H}, opt);  // one row per thread
     xh_p = ln[0].data_ptr<T>();
     rh_p = ln[1].data_ptr<T>();
@@ -735,8 +746,9 @@ std::vector<Tensor> backward_impl(const Tensor& grad_out, const Tensor& grad_h, 
         const int64_t bt = t * B + b;
         const int64_t thread = std::min<int64_t>(at::get_thread_num(), threads - 1);
         LNBwdRow<T> row{dm_p ? dm_p + b * H : nullptr, dh_p + b * R, gout_t + b * R, act_t + b * G, tc_t + b * H,
-                        cp_t + b * H, xh_p + bt * G, rh_p[bt], xc_p + bt * H, rc_p[bt], g_hh_p, g_c_p,
-                        da_t + b * G, draw_t + b * G, scratch_p + b * 2 * H, dc_p + b * H,
+                        cp_t + b * H, xh_p + bt * G, rh_p[bt], cs_p + (bt + B) * H, xc_p[bt], rc_p[bt], g_hh_p,
+                        g_c_p,
+                        da_t + b * G, draw_t + b * G, scratch_p + b * 3 * H, dc_p + b * H,
                         sums_p + thread * (2 * G + 2 * H)};
         row(H);
       });
@@ -836,7 +848,7 @@ std::vector<Tensor> lstm_backward(int64_t kind, const Tensor& grad_out, const Te
   std::vector<Tensor> ln;
   if (kind == kLayerNorm) {
     TORCH_CHECK(ln_in.size() == 6, "rnnkit_fused: layernorm_lstm's backward needs ln = [x_hat_hh, rstd_hh, "
-                "x_hat_c, rstd_c, ln_hh_weight, ln_c_weight], got ", ln_in.size(), " tensors");
+                "mean_c, rstd_c, ln_hh_weight, ln_c_weight], got ", ln_in.size(), " tensors");
     for (const Tensor& x : ln_in) ln.push_back(x.to(dt).contiguous());
   }
   packed = packed && dt == at::kFloat;
