@@ -125,22 +125,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_lm(args: argparse.Namespace) -> int:
-    from .tasks import lm
+def run_train(args: argparse.Namespace, task: str, train, config_cls, train_defaults: dict,
+              default_minutes: float) -> int:
+    """``rnnkit <task> train``: the task's Config and TrainConfig from the flags given, over the
+    resumed run's values (with --resume) or the task's defaults; no budget means ``default_minutes``."""
     from .train import checkpoint
     from .train.trainer import TrainConfig
 
+    if args.resume and not args.out:
+        raise ValueError("--resume needs --out: the run directory to continue")
+    out = Path(args.out or f"runs/{task}-{datetime.now():%Y%m%d-%H%M%S}")
+    saved = checkpoint.load(out / "last").config if args.resume and (out / "last").exists() else {}
+    config = config_from(args, config_cls, saved)
+    train_config = config_from(args, TrainConfig, saved.get("train") or train_defaults)
+    if train_config.steps is None and train_config.max_minutes is None:
+        train_config.max_minutes = default_minutes
+    train(config, train_config, out, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+def run_lm(args: argparse.Namespace) -> int:
+    from .tasks import lm
+
     if args.verb == "train":
-        if args.resume and not args.out:
-            raise ValueError("--resume needs --out: the run directory to continue")
-        out = Path(args.out or f"runs/lm-{datetime.now():%Y%m%d-%H%M%S}")
-        saved = checkpoint.load(out / "last").config if args.resume and (out / "last").exists() else {}
-        config = config_from(args, lm.LMConfig, saved)
-        train_config = config_from(args, TrainConfig, saved.get("train") or lm.LM_TRAIN_DEFAULTS)
-        if train_config.steps is None and train_config.max_minutes is None:
-            train_config.max_minutes = lm.DEFAULT_MINUTES
-        lm.train(config, train_config, out, resume=args.resume, progress=not args.no_progress)
-        return 0
+        return run_train(args, lm.NAME, lm.train, lm.LMConfig, lm.LM_TRAIN_DEFAULTS, lm.DEFAULT_MINUTES)
     model = lm.TrainedLM.load(args.checkpoint, args.device)
     if args.verb == "generate":
         sys.stdout.write(args.prompt)
@@ -161,20 +169,10 @@ def run_lm(args: argparse.Namespace) -> int:
 def run_classify(args: argparse.Namespace) -> int:
     from .data import read_text
     from .tasks import classify
-    from .train import checkpoint
-    from .train.trainer import TrainConfig
 
     if args.verb == "train":
-        if args.resume and not args.out:
-            raise ValueError("--resume needs --out: the run directory to continue")
-        out = Path(args.out or f"runs/classify-{datetime.now():%Y%m%d-%H%M%S}")
-        saved = checkpoint.load(out / "last").config if args.resume and (out / "last").exists() else {}
-        config = config_from(args, classify.ClassifyConfig, saved)
-        train_config = config_from(args, TrainConfig, saved.get("train") or classify.CLASSIFY_TRAIN_DEFAULTS)
-        if train_config.steps is None and train_config.max_minutes is None:
-            train_config.max_minutes = classify.DEFAULT_MINUTES
-        classify.train(config, train_config, out, resume=args.resume, progress=not args.no_progress)
-        return 0
+        return run_train(args, classify.NAME, classify.train, classify.ClassifyConfig,
+                         classify.CLASSIFY_TRAIN_DEFAULTS, classify.DEFAULT_MINUTES)
     model = classify.TrainedClassifier.load(args.checkpoint, args.device)
     if args.verb == "predict":
         if (args.text is None) == (args.file is None):
