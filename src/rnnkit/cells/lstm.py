@@ -212,9 +212,11 @@ class LayerNormLSTMCell(_LSTMFamily):
                     w.uniform_(-bound, bound)
 
     def input_projection(self, x, w):
-        a = F.layer_norm(F.linear(x, w["weight_ih"]), w["ln_ih_weight"].shape,
-                         w["ln_ih_weight"], w["ln_ih_bias"], self.eps)  # (T, B, 4H)
-        return a if "bias_ih" not in w else a + w["bias_ih"]
+        # LN(W_ih x) * gain + ln_ih_bias + b_ih, with both biases added inside the LayerNorm: one
+        # full (T, B, 4H) tensor less to allocate and fill
+        bias = w["ln_ih_bias"] if "bias_ih" not in w else w["ln_ih_bias"] + w["bias_ih"]
+        return F.layer_norm(F.linear(x, w["weight_ih"]), w["ln_ih_weight"].shape, w["ln_ih_weight"], bias,
+                            self.eps)  # (T, B, 4H)
 
     def step(self, gx, state, w):
         return layernorm_lstm_step(
