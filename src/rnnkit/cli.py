@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo import DemoConfig
     from .tasks.classify import CLASSIFY_TRAIN_DEFAULTS, ClassifyConfig
     from .tasks.lm import LM_TRAIN_DEFAULTS, LMConfig
+    from .tasks.speech import SPEECH_TRAIN_DEFAULTS, SpeechConfig
     from .train.trainer import TrainConfig
 
     parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent neural networks on PyTorch.")
@@ -122,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("text", nargs="?", help="the text to classify")
     predict.add_argument("--file", help="a UTF-8 text file: one text per line (blank lines are skipped)")
     predict.add_argument("--device", default="cpu")
+
+    speech = commands.add_parser("speech", help="multivariate sequence classification (JapaneseVowels): train, "
+                                                "evaluate")
+    verbs = speech.add_subparsers(dest="verb", metavar="VERB", required=True)
+    train = verbs.add_parser("train", help="train a speaker classifier on the bundled JapaneseVowels",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--out", help="run directory (default: runs/speech-DATE-TIME)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
+    add_config_flags(train.add_argument_group("model and data"), SpeechConfig, suppress=True)
+    add_config_flags(train.add_argument_group("training"), TrainConfig, suppress=True, defaults=SPEECH_TRAIN_DEFAULTS)
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate = verbs.add_parser("evaluate", help="accuracy and macro-F1 beside the majority-class baseline")
+    evaluate.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+    evaluate.add_argument("--data", help="not yet supported: speech reads only the bundled JapaneseVowels for now")
+    evaluate.add_argument("--split", default="test", help="train, dev or test")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--device", default="cpu")
     return parser
 
 
@@ -196,6 +214,21 @@ def run_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_speech(args: argparse.Namespace) -> int:
+    from .tasks import speech
+
+    if args.verb == "train":
+        return run_train(args, speech.NAME, speech.train, speech.SpeechConfig, speech.SPEECH_TRAIN_DEFAULTS,
+                         speech.DEFAULT_MINUTES)
+    result = speech.TrainedSpeech.load(args.checkpoint, args.device).evaluate(args.data, args.split)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    return 0
+
+
 def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "demo":
         from .demo import DemoConfig, run_demo
@@ -215,6 +248,8 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return run_lm(args)
     if args.command == "classify":
         return run_classify(args)
+    if args.command == "speech":
+        return run_speech(args)
     parser.print_help()
     return 0
 

@@ -23,5 +23,9 @@ def load(directory: str | Path, device: str = "cpu"):
         from .classify import TrainedClassifier
 
         return TrainedClassifier.load(path, device)
+    if task == "speech":
+        from .speech import TrainedSpeech
+
+        return TrainedSpeech.load(path, device)
     raise checkpoint.CheckpointError(f"{path}: config.json names task {task!r}, which this rnnkit cannot load "
-                                     "(it knows: lm, classify)")
+                                     "(it knows: lm, classify, speech)")

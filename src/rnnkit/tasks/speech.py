@@ -1,0 +1,370 @@
+"""Multivariate sequence classification: ``rnnkit speech train | evaluate``, shown on JapaneseVowels.
+
+Data: the UCI JapaneseVowels set (Kudo, Toyama & Shimbo 1999; CC BY 4.0), bundled from the aeon
+1.6.0 wheel (``rnnkit.data``, SOURCES.md): nine male speakers each utter the vowels /ae/; a case
+is 7-29 frames of 12 LPC cepstrum coefficients, the label the speaker. The standard split:
+270 training cases, 370 test cases. A seeded ``dev_fraction`` of the training cases is held
+out to pick the best checkpoint; the test split is scored once, at the end.
+
+Model: per-feature standardization (mean and std of the training frames, stored in the
+checkpoint) -> ``rnnkit.Recurrent`` over a padded batch with its lengths -> pooling over the
+valid steps (the classify task's ``last`` / ``mean`` / ``max`` / ``attention``) -> dropout ->
+linear head over the C labels. Metrics, pooling and the resumable batch stream are the
+classify task's (``rnnkit.tasks.classify``).
+
+The files are sktime ``.ts`` text: header lines starting with ``@`` (``@data`` ends the
+header), then one case per line: the dimensions separated by ``:``, each a comma-separated
+series, the class label last.
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import Tensor, nn
+
+from ..recurrent import Recurrent
+from ..train import checkpoint
+from ..train.trainer import TrainConfig, Trainer, seed_everything
+from .classify import POOLINGS, confusion, scores
+from .classify import BatchStream as _TokenBatchStream
+
+NAME = "speech"
+BUNDLED_FILES = {"train": "japanese_vowels_train.ts.gz", "test": "japanese_vowels_test.ts.gz"}  # see SOURCES.md
+SPLITS = ("train", "dev", "test")
+DEFAULT_MINUTES = 2.0  # the budget of `rnnkit speech train` when neither --steps nor --max-minutes is given
+SPEECH_TRAIN_DEFAULTS = {"lr": 3e-3, "eval_every": 50, "checkpoint_every": 50, "warmup_steps": 30,
+                         "weight_decay": 0.05, "steps": 600}
+
+
+@dataclass
+class SpeechConfig:
+    """The sequence classifier; defaults tuned for JapaneseVowels on 2 CPU cores."""
+
+    data: str | None = field(default=None, metadata={"help": "not yet supported: speech reads only the bundled "
+                                                             "JapaneseVowels for now"})
+    dev_fraction: float = field(default=0.15, metadata={"help": "the seeded share of the training cases held out "
+                                                                "to pick the best checkpoint"})
+    cell: str = field(default="gru", metadata={"help": "any cell of `rnnkit cells`"})
+    hidden_size: int = field(default=64, metadata={"help": "H of every layer and direction"})
+    num_layers: int = field(default=1, metadata={"help": "stacked layers"})
+    bidirectional: bool = field(default=True, metadata={"help": "read each sequence in both directions"})
+    pooling: str = field(default="mean", metadata={"help": "last, mean, max or attention over the valid steps"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout between layers (torch's)"})
+    input_noise: float = field(default=0.1, metadata={"help": "std of Gaussian noise on the standardized frames "
+                                                              "in training (270 cases overfit fast)"})
+    head_dropout: float = field(default=0.3, metadata={"help": "dropout on the pooled features before the head"})
+    batch_size: int = field(default=32, metadata={"help": "cases per step"})
+
+    def validate(self) -> None:
+        if self.data is not None:
+            raise ValueError("speech reads only the bundled JapaneseVowels for now; leave out --data")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        for name in ("hidden_size", "num_layers", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("dev_fraction", "head_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.input_noise < 0:
+            raise ValueError(f"input_noise must be >= 0, got {self.input_noise!r}")
+
+    def model_settings(self) -> dict:
+        """What config.json records and a resumed run must match."""
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------- data
+
+
+class Cases(NamedTuple):
+    """The cases of one .ts file: each a (T, F) float tensor, with its label."""
+
+    series: list[Tensor]  # each (T_i, F)
+    labels: list[str]
+    source: str
+
+
+def parse_ts(text: str, source: str) -> Cases:
+    """The cases of an sktime ``.ts`` text (see the module notes); a malformed line is an error naming it."""
+    series: list[Tensor] = []
+    labels: list[str] = []
+    in_data = False
+    dims = None
+    for number, raw in enumerate(text.split("\n"), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not in_data:
+            if not line.startswith("@"):
+                raise ValueError(f"{source} line {number}: expected a header line starting with '@' before @data")
+            if line.lower() == "@data":
+                in_data = True
+            continue
+        *parts, label = line.split(":")
+        label = label.strip()
+        if not parts or not label:
+            raise ValueError(f"{source} line {number}: expected dimensions separated by ':' and a class label last")
+        if dims is not None and len(parts) != dims:
+            raise ValueError(f"{source} line {number}: {len(parts)} dimensions, the lines before have {dims}")
+        dims = len(parts)
+        try:
+            values = [[float(v) for v in part.split(",")] for part in parts]
+        except ValueError as error:
+            raise ValueError(f"{source} line {number}: not a number ({error})") from None
+        lengths = {len(v) for v in values}
+        if len(lengths) != 1:
+            raise ValueError(f"{source} line {number}: its dimensions differ in length ({sorted(lengths)})")
+        frames = torch.tensor(values, dtype=torch.float32).t()  # (T, F)
+        if not torch.isfinite(frames).all():
+            raise ValueError(f"{source} line {number}: missing or non-finite values")
+        series.append(frames)
+        labels.append(label)
+    if not series:
+        raise ValueError(f"{source} has no cases (no @data line, or nothing after it)")
+    return Cases(series, labels, source)
+
+
+def load_bundled(split: str) -> Cases:
+    """The bundled JapaneseVowels ``train`` (270 cases) or ``test`` (370) split."""
+    packed = resources.files("rnnkit.data").joinpath(BUNDLED_FILES[split]).read_bytes()
+    return parse_ts(gzip.decompress(packed).decode("utf-8"), f"bundled JapaneseVowels {split}")
+
+
+def load_splits(dev_fraction: float, seed: int = 0) -> dict[str, Cases]:
+    """train, dev (a seeded ``dev_fraction`` of the training cases) and test."""
+    train, test = load_bundled("train"), load_bundled("test")
+    order = list(range(len(train.series)))
+    random.Random(seed).shuffle(order)
+    dev = set(order[: round(dev_fraction * len(order))])
+    pick = lambda keep: Cases([s for i, s in enumerate(train.series) if (i in dev) == keep],  # noqa: E731
+                              [y for i, y in enumerate(train.labels) if (i in dev) == keep], train.source)
+    return {"train": pick(False), "dev": pick(True), "test": test}
+
+
+class Batch(NamedTuple):
+    x: Tensor  # (T, B, F) standardized frames, 0 past each length
+    lengths: Tensor  # (B,)
+    labels: Tensor  # (B,) label ids
+
+
+def collate(series: Sequence[Tensor], labels: Sequence[int], device: torch.device) -> Batch:
+    lengths = torch.tensor([len(s) for s in series])
+    x = torch.zeros(int(lengths.max()), len(series), series[0].shape[1])  # (T, B, F)
+    for j, s in enumerate(series):
+        x[: len(s), j] = s
+    return Batch(x.to(device), lengths.to(device), torch.tensor(list(labels)).to(device))
+
+
+class BatchStream(_TokenBatchStream):
+    """Shuffled batches of the training cases, endlessly; the classify task's resumable stream
+    (epoch e reads a permutation seeded by (seed, e)) over frames instead of token ids."""
+
+    def next(self) -> Batch:
+        if self.pos + self.batch_size > len(self.examples):
+            self.epoch += 1
+            self.pos = 0
+            self._order = self._permutation(self.epoch)
+        chosen = self._order[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return collate([self.examples[i] for i in chosen], [self.labels[i] for i in chosen], self.device)
+
+
+# ---------------------------------------------------------------------- the model
+
+
+class SequenceClassifier(nn.Module):
+    """Standardize -> Recurrent (with lengths) -> pooling -> Linear.
+
+    forward(x (T, B, F) raw frames, lengths (B,)) -> logits (B, C)
+    """
+
+    def __init__(self, num_features: int, num_labels: int, config: SpeechConfig) -> None:
+        super().__init__()
+        self.pooling, self.input_noise = config.pooling, config.input_noise
+        # buffers, so the training split's statistics travel in the checkpoint's weights
+        self.register_buffer("mean", torch.zeros(num_features))  # (F,)
+        self.register_buffer("std", torch.ones(num_features))  # (F,)
+        self.rnn = Recurrent(config.cell, num_features, config.hidden_size, config.num_layers,
+                             dropout=config.dropout, bidirectional=config.bidirectional)
+        features = config.hidden_size * self.rnn.num_directions
+        if config.pooling == "attention":
+            self.query = nn.Linear(features, 1, bias=False)  # score_t = q . y_t
+        self.head_dropout = nn.Dropout(config.head_dropout)
+        self.head = nn.Linear(features, num_labels)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        T = x.shape[0]
+        valid = torch.arange(T, device=x.device)[:, None] < lengths.to(x.device)[None, :]  # (T, B)
+        x = (x - self.mean) / self.std  # (T, B, F)
+        if self.training and self.input_noise > 0:
+            x = x + self.input_noise * torch.randn_like(x)
+        x = x * valid[..., None]  # padding stays zero
+        out, state = self.rnn(x, lengths=lengths)  # (T, B, D*H)
+        if self.pooling == "last":
+            h = state.h if isinstance(state, tuple) else state  # (L*D, B, H), layer-major as torch
+            D = self.rnn.num_directions
+            pooled = h[-D:].transpose(0, 1).reshape(h.shape[1], -1)  # (B, D*H)
+        elif self.pooling == "mean":
+            pooled = (out * valid[..., None]).sum(0) / lengths.to(out.device, out.dtype)[:, None]  # (B, D*H)
+        elif self.pooling == "max":
+            pooled = out.masked_fill(~valid[..., None], float("-inf")).amax(0)  # (B, D*H)
+        else:
+            scores_t = self.query(out).squeeze(-1).masked_fill(~valid, float("-inf"))  # (T, B)
+            weights = scores_t.float().softmax(0).to(out.dtype)  # (T, B), zero on padding
+            pooled = (weights[..., None] * out).sum(0)  # (B, D*H)
+        return self.head(self.head_dropout(pooled))  # (B, C)
+
+
+@torch.no_grad()
+def predict_series(model: SequenceClassifier, series: Sequence[Tensor], batch_size: int = 256) -> Tensor:
+    """Label probabilities (N, C), in the order of ``series``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    probs = torch.empty(len(series), model.head.out_features)
+    for start in range(0, len(series), batch_size):
+        batch = collate(series[start : start + batch_size], [0] * len(series[start : start + batch_size]), device)
+        probs[start : start + len(batch.lengths)] = model(batch.x, batch.lengths).float().softmax(-1).cpu()
+    model.train(was_training)
+    return probs
+
+
+def check_labels(cases: Cases, known: Sequence[str]) -> None:
+    unseen = sorted(set(cases.labels) - set(known))
+    if unseen:
+        raise ValueError(f"{cases.source} has label(s) never seen in training: {', '.join(map(repr, unseen[:5]))} "
+                         f"(first at case {cases.labels.index(unseen[0]) + 1})")
+
+
+# ---------------------------------------------------------------------- training
+
+
+class SpeechTask:
+    """The Trainer's view of the sequence classifier (``rnnkit.train.trainer.TrainingTask``)."""
+
+    name = NAME
+    metric = "accuracy"
+    higher_is_better = True
+
+    def __init__(self, config: SpeechConfig, splits: dict[str, Cases], labels: list[str], seed: int,
+                 device: torch.device) -> None:
+        self.config, self.splits, self.labels = config, splits, labels
+        index = {label: i for i, label in enumerate(labels)}
+        self.data = {s: (c.series, [index[y] for y in c.labels]) for s, c in splits.items()}
+        counts = collections.Counter(self.data["train"][1])
+        self.majority = min(counts, key=lambda i: (-counts[i], i))
+        frames = torch.cat(splits["train"].series)  # (sum T, F)
+        self.model = SequenceClassifier(frames.shape[1], len(labels), config).to(device)
+        self.model.mean.copy_(frames.mean(0))
+        self.model.std.copy_(frames.std(0).clamp(min=1e-6))
+        self.stream = BatchStream(*self.data["train"], config.batch_size, seed, device)
+        self.eval_split = "dev" if self.data["dev"][0] else "train"
+
+    def loss(self, batch: Batch, carry):
+        logits = self.model(batch.x, batch.lengths)  # (B, C)
+        return F.cross_entropy(logits.float(), batch.labels), None, int(batch.lengths.sum())
+
+    def score(self, split: str) -> tuple[dict, Tensor]:
+        series, targets = self.data[split]
+        predictions = predict_series(self.model, series).argmax(-1)
+        matrix = confusion(torch.tensor(targets), predictions, len(self.labels))
+        return scores(matrix, self.majority), matrix
+
+    def evaluate(self) -> dict:
+        return self.score(self.eval_split)[0]
+
+    def describe(self) -> tuple[dict, None]:
+        return {**self.config.model_settings(), "labels": self.labels, "majority": self.labels[self.majority],
+                "num_features": int(self.model.mean.numel())}, None
+
+
+def train(config: SpeechConfig, train_config: TrainConfig, out: str | Path, resume: bool = False,
+          console: Console | None = None, progress: bool = True) -> dict:
+    """Train on the bundled JapaneseVowels into the run directory ``out``; returns the Trainer's summary
+    plus ``test`` (the best checkpoint, chosen on dev, scored on the test split)."""
+    config.validate()
+    console = console or Console()
+    seed_everything(train_config.seed)
+    splits = load_splits(config.dev_fraction)
+    labels = sorted(set(splits["train"].labels), key=lambda y: (len(y), y))
+    if resume and (Path(out) / "last").exists():
+        labels = checkpoint.load(Path(out) / "last").config.get("labels", labels)
+    for s in ("dev", "test"):
+        check_labels(splits[s], labels)
+    task = SpeechTask(config, splits, labels, train_config.seed, torch.device(train_config.device))
+    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
+    params = sum(p.numel() for p in task.model.parameters())
+    sizes = ", ".join(f"{len(splits[s].series):,} {s}" for s in SPLITS)
+    console.print(f"speech: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x"
+                  f"{config.hidden_size}, {config.pooling} pooling, {params:,} parameters, {len(labels)} labels; "
+                  f"{sizes} cases of JapaneseVowels", highlight=False)
+    summary = trainer.fit()
+    best = Path(out) / "best"
+    if best.exists():
+        task.model.load_state_dict(checkpoint.load(best).model)
+    result, _ = task.score("test")
+    (Path(out) / "test.json").write_text(json.dumps({"task": NAME, "split": "test", **result}) + "\n")
+    console.print(f"test: accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} (majority class "
+                  f"{result['majority_accuracy']:.4f}), n {result['n']}, after {summary['step']} steps, "
+                  f"{summary['elapsed_s'] / 60:.1f} min; run directory {out}", highlight=False)
+    return {**summary, "test": {"split": "test", **result}}
+
+
+# ---------------------------------------------------------------------- a trained model
+
+
+class TrainedSpeech:
+    """A trained sequence classifier loaded from a checkpoint: ``predict`` and ``evaluate``."""
+
+    def __init__(self, model: SequenceClassifier, labels: list[str], majority: str, config: SpeechConfig,
+                 path: Path) -> None:
+        self.model, self.labels, self.majority, self.config, self.path = model.eval(), labels, majority, config, path
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedSpeech:
+        path = checkpoint.resolve(directory)
+        ckpt = checkpoint.load(path, map_location=device)
+        if "labels" not in ckpt.config or "num_features" not in ckpt.config:
+            raise checkpoint.CheckpointError(f"{path}: config.json lacks the labels or num_features of a speech "
+                                             "model")
+        names = {f.name for f in fields(SpeechConfig)}
+        config = SpeechConfig(**{k: v for k, v in ckpt.config.items() if k in names})
+        labels = list(ckpt.config["labels"])
+        model = SequenceClassifier(int(ckpt.config["num_features"]), len(labels), config).to(device)
+        try:
+            model.load_state_dict(ckpt.model)
+        except RuntimeError as error:
+            raise checkpoint.CheckpointError(f"{path}: the weights do not fit the model its config.json "
+                                             f"describes: {str(error).splitlines()[0]}") from None
+        return cls(model, labels, ckpt.config.get("majority", labels[0]), config, path)
+
+    def predict(self, series: Sequence[Tensor]) -> list[str]:
+        """The most likely label of each (T, F) sequence of raw frames."""
+        return [self.labels[int(i)] for i in predict_series(self.model, list(series)).argmax(-1)]
+
+    def evaluate(self, data: str | None = None, split: str = "test") -> dict:
+        """accuracy, macro_f1, majority_accuracy and n on ``split`` (train, dev or test) of the bundled data."""
+        if data is not None:
+            raise ValueError("speech reads only the bundled JapaneseVowels for now; leave out --data")
+        if split not in SPLITS:
+            raise ValueError(f"split must be train, dev or test, got {split!r}")
+        cases = load_splits(self.config.dev_fraction)[split]
+        check_labels(cases, self.labels)
+        index = {label: i for i, label in enumerate(self.labels)}
+        predictions = predict_series(self.model, cases.series).argmax(-1)
+        matrix = confusion(torch.tensor([index[y] for y in cases.labels]), predictions, len(self.labels))
+        return {"task": NAME, "split": split, **scores(matrix, index[self.majority])}

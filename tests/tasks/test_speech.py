@@ -1,0 +1,95 @@
+"""The speech task: the .ts parser on the bundled JapaneseVowels and on malformed lines, training
+above the majority baseline, evaluate --json, and --data refused clearly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.cli import main
+from rnnkit.tasks.speech import SpeechConfig, SpeechTask, TrainedSpeech, load_bundled, load_splits, parse_ts, train
+from rnnkit.train.trainer import TrainConfig
+
+HEADER = "@problemName tiny\n@dimensions 2\n@data\n"
+
+
+@pytest.mark.parametrize("split,n", [("train", 270), ("test", 370)])
+def test_bundled_files_hold_the_standard_split(split, n):
+    cases = load_bundled(split)
+    assert len(cases.series) == len(cases.labels) == n
+    assert {s.shape[1] for s in cases.series} == {12}
+    assert all(7 <= len(s) <= 29 for s in cases.series)
+    assert sorted(set(cases.labels)) == [str(i) for i in range(1, 10)]
+
+
+def test_bundled_lengths_span_7_to_29_frames():
+    lengths = [len(s) for split in ("train", "test") for s in load_bundled(split).series]
+    assert (min(lengths), max(lengths)) == (7, 29)
+
+
+def test_parser_reads_dimensions_and_label():
+    cases = parse_ts(HEADER + "1,2,3:4,5,6:a\n\n0.5:1.5:b\n", "tiny")
+    assert cases.labels == ["a", "b"]
+    torch.testing.assert_close(cases.series[0], torch.tensor([[1.0, 4.0], [2.0, 5.0], [3.0, 6.0]]))
+    assert cases.series[1].shape == (1, 2)
+
+
+@pytest.mark.parametrize("body,message", [
+    ("1,2:3,4:a\n1,x:3,4:b\n", "line 5: not a number"),
+    ("1,2:3,4:a\n1,2:b\n", "line 5: 1 dimensions"),
+    ("1,2:3:a\n", "line 4: its dimensions differ in length"),
+    ("1,2,3\n", "line 4: expected dimensions"),
+])
+def test_a_malformed_line_is_named_by_its_number(body, message):
+    with pytest.raises(ValueError, match=message):
+        parse_ts(HEADER + body, "tiny.ts")
+
+
+def test_a_file_without_data_is_an_error():
+    with pytest.raises(ValueError, match="no cases"):
+        parse_ts(HEADER, "tiny.ts")
+
+
+def test_padding_does_not_change_a_prediction():
+    splits = load_splits(0.15)
+    task = SpeechTask(SpeechConfig(hidden_size=8), splits, [str(i) for i in range(1, 10)], 0, torch.device("cpu"))
+    from rnnkit.tasks.speech import predict_series
+
+    series = splits["test"].series[:20]
+    together = predict_series(task.model, series)
+    alone = torch.cat([predict_series(task.model, [s]) for s in series])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "speech"
+    summary = train(SpeechConfig(hidden_size=16), TrainConfig(steps=60, eval_every=30, log_every=10, lr=1e-2,
+                                                              warmup_steps=5), out, progress=False)
+    return out, summary
+
+
+def test_training_beats_the_majority_baseline(run_dir):
+    out, summary = run_dir
+    test = summary["test"]
+    assert test["n"] == 370 and test["accuracy"] > test["majority_accuracy"] + 0.3
+    assert json.loads((out / "test.json").read_text())["task"] == "speech"
+
+
+def test_evaluate_json_and_rnnkit_load(run_dir, capsys):
+    out, summary = run_dir
+    assert main(["speech", "evaluate", "--checkpoint", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"task", "split", "n", "accuracy", "macro_f1", "majority_accuracy"}
+    assert result["task"] == "speech" and result["split"] == "test" and result["n"] == 370
+    assert result["accuracy"] == pytest.approx(summary["test"]["accuracy"])
+    assert isinstance(rnnkit.load(out), TrainedSpeech)
+
+
+def test_data_flag_is_refused_clearly(tmp_path, capsys):
+    assert main(["speech", "train", "--data", "x.ts", "--steps", "1", "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 2
+    assert "speech reads only the bundled JapaneseVowels for now" in capsys.readouterr().err
