@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .tasks.classify import CLASSIFY_TRAIN_DEFAULTS, ClassifyConfig
     from .tasks.lm import LM_TRAIN_DEFAULTS, LMConfig
     from .tasks.speech import SPEECH_TRAIN_DEFAULTS, SpeechConfig
+    from .tasks.tag import TAG_TRAIN_DEFAULTS, TagConfig
     from .train.trainer import TrainConfig
 
     parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent neural networks on PyTorch.")
@@ -140,6 +141,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="train, dev or test")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--device", default="cpu")
+
+    tag = commands.add_parser("tag", help="named-entity tagging with a BiLSTM-CRF: train, evaluate, predict")
+    verbs = tag.add_subparsers(dest="verb", metavar="VERB", required=True)
+    train = verbs.add_parser("train", help="train a tagger (default: the bundled WNUT-16 tweets)",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--out", help="run directory (default: runs/tag-DATE-TIME)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
+    add_config_flags(train.add_argument_group("model and data"), TagConfig, suppress=True)
+    add_config_flags(train.add_argument_group("training"), TrainConfig, suppress=True, defaults=TAG_TRAIN_DEFAULTS)
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate = verbs.add_parser("evaluate", help="entity F1, precision and recall beside the most-frequent-tag "
+                                                 "baseline")
+    evaluate.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+    evaluate.add_argument("--data", help="a CoNLL-style file (default: the training data); a file other than the "
+                                         "training data is scored whole")
+    evaluate.add_argument("--split", default="test", help="train, dev or test")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--device", default="cpu")
+    predict = verbs.add_parser("predict", help="the entities found in a text")
+    predict.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+    predict.add_argument("text", help="the text to tag")
+    predict.add_argument("--device", default="cpu")
     return parser
 
 
@@ -229,6 +252,28 @@ def run_speech(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_tag(args: argparse.Namespace) -> int:
+    from .tasks import tag
+
+    if args.verb == "train":
+        return run_train(args, tag.NAME, tag.train, tag.TagConfig, tag.TAG_TRAIN_DEFAULTS, tag.DEFAULT_MINUTES)
+    model = tag.TrainedTagger.load(args.checkpoint, args.device)
+    if args.verb == "predict":
+        entities = model.predict(args.text)[0]
+        for entity in entities:
+            print(f"{entity.type}\t{entity.text}")
+        if not entities:
+            print("(no entities)")
+        return 0
+    result = model.evaluate(args.data, args.split)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    return 0
+
+
 def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "demo":
         from .demo import DemoConfig, run_demo
@@ -250,6 +295,8 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return run_classify(args)
     if args.command == "speech":
         return run_speech(args)
+    if args.command == "tag":
+        return run_tag(args)
     parser.print_help()
     return 0
 

@@ -27,5 +27,9 @@ def load(directory: str | Path, device: str = "cpu"):
         from .speech import TrainedSpeech
 
         return TrainedSpeech.load(path, device)
+    if task == "tag":
+        from .tag import TrainedTagger
+
+        return TrainedTagger.load(path, device)
     raise checkpoint.CheckpointError(f"{path}: config.json names task {task!r}, which this rnnkit cannot load "
-                                     "(it knows: lm, classify, speech)")
+                                     "(it knows: lm, classify, speech, tag)")
