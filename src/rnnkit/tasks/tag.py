@@ -55,7 +55,7 @@ CHAR_ENCODERS = ("cnn", "lstm")
 UNK, PAD_CHAR, UNK_CHAR = "<unk>", "\x00", "\x01"
 MAX_WORD_CHARS = 30  # characters a word's features read (the first 30)
 DEFAULT_MINUTES = 2.5  # the budget of `rnnkit tag train` when neither --steps nor --max-minutes is given
-TAG_TRAIN_DEFAULTS = {"lr": 3e-3, "eval_every": 100, "checkpoint_every": 100, "warmup_steps": 50,
+TAG_TRAIN_DEFAULTS = {"lr": 6e-3, "eval_every": 100, "checkpoint_every": 100, "warmup_steps": 50,
                       "weight_decay": 0.01}
 TOKEN_PATTERN = re.compile(r"https?://\S+|[@#]?\w+(?:['’.-]\w+)*|[^\w\s]")  # predict's tokenizer
 
@@ -94,7 +94,7 @@ class TagConfig:
     char_embedding_size: int = field(default=30, metadata={"help": "character embedding width"})
     char_hidden_size: int = field(default=50, metadata={"help": "character features per word (per direction "
                                                               "for lstm)"})
-    dropout: float = field(default=0.5, metadata={"help": "dropout on the word features and on the recurrent "
+    dropout: float = field(default=0.3, metadata={"help": "dropout on the word features and on the recurrent "
                                                           "outputs"})
     batch_size: int = field(default=16, metadata={"help": "sentences per step"})
 
