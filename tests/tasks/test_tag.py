@@ -171,3 +171,16 @@ def test_an_unseen_tag_is_an_error(run_dir):
     other.write_text("Bob B-ORG\n")
     with pytest.raises(ValueError, match="'B-ORG'.*never seen in training"):
         rnnkit.load(out).evaluate(str(other))
+
+
+def test_bioes_tags_train_and_score(tmp_path):
+    """BIOES input (S- for one-word entities, E- for the last word) is read and scored as given."""
+    bioes = (tiny_conll().replace("B-PER", "S-PER").replace(" B-LOC\ntoday", " S-LOC\ntoday")
+             .replace("York I-LOC", "York E-LOC"))
+    data = tmp_path / "bioes.conll"
+    data.write_text(bioes)
+    config = TagConfig(data=str(data), hidden_size=16, embedding_size=16, char_hidden_size=8,
+                       char_embedding_size=8, dropout=0.1, batch_size=8)
+    summary = train(config, TrainConfig(steps=40, eval_every=40, lr=2e-2, warmup_steps=2), tmp_path / "run",
+                    progress=False)
+    assert summary["test"]["entity_f1"] > 0.5
