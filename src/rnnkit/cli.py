@@ -185,6 +185,16 @@ def run_train(args: argparse.Namespace, task: str, train, config_cls, train_defa
     return 0
 
 
+def print_result(result: dict, as_json: bool) -> int:
+    """``evaluate``'s output: one JSON object with --json, else one ``key: value`` line per metric."""
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    return 0
+
+
 def run_lm(args: argparse.Namespace) -> int:
     from .tasks import lm
 
@@ -198,13 +208,7 @@ def run_lm(args: argparse.Namespace) -> int:
             sys.stdout.flush()
         sys.stdout.write("\n")
         return 0
-    result = model.evaluate(args.data)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    return 0
+    return print_result(model.evaluate(args.data), args.json)
 
 
 def run_classify(args: argparse.Namespace) -> int:
@@ -228,13 +232,8 @@ def run_classify(args: argparse.Namespace) -> int:
         for line, prediction in zip(lines, model.predict(lines)):
             print(f"{prediction.label}\t{prediction.probability:.4f}\t{line}")
         return 0
-    result = model.evaluate(args.data, args.split, args.format, args.text_column, args.label_column)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    return 0
+    return print_result(model.evaluate(args.data, args.split, args.format, args.text_column, args.label_column),
+                        args.json)
 
 
 def run_speech(args: argparse.Namespace) -> int:
@@ -243,13 +242,8 @@ def run_speech(args: argparse.Namespace) -> int:
     if args.verb == "train":
         return run_train(args, speech.NAME, speech.train, speech.SpeechConfig, speech.SPEECH_TRAIN_DEFAULTS,
                          speech.DEFAULT_MINUTES)
-    result = speech.TrainedSpeech.load(args.checkpoint, args.device).evaluate(args.data, args.split)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    return 0
+    return print_result(speech.TrainedSpeech.load(args.checkpoint, args.device).evaluate(args.data, args.split),
+                        args.json)
 
 
 def run_tag(args: argparse.Namespace) -> int:
@@ -265,13 +259,7 @@ def run_tag(args: argparse.Namespace) -> int:
         if not entities:
             print("(no entities)")
         return 0
-    result = model.evaluate(args.data, args.split)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    return 0
+    return print_result(model.evaluate(args.data, args.split), args.json)
 
 
 def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
