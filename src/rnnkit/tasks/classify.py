@@ -334,6 +334,10 @@ class BatchStream:
             self._order = self._permutation(self.epoch)
         chosen = self._order[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
+        return self.collate(chosen)
+
+    def collate(self, chosen: list[int]) -> Batch:
+        """The batch of the examples at ``chosen``; the one part a task's stream changes."""
         return collate([self.examples[i] for i in chosen], [self.labels[i] for i in chosen], self.device)
 
     def state(self) -> tuple[dict, dict[str, Tensor]]:

@@ -173,13 +173,7 @@ class BatchStream(_TokenBatchStream):
     """Shuffled batches of the training cases, endlessly; the classify task's resumable stream
     (epoch e reads a permutation seeded by (seed, e)) over frames instead of token ids."""
 
-    def next(self) -> Batch:
-        if self.pos + self.batch_size > len(self.examples):
-            self.epoch += 1
-            self.pos = 0
-            self._order = self._permutation(self.epoch)
-        chosen = self._order[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
+    def collate(self, chosen: list[int]) -> Batch:
         return collate([self.examples[i] for i in chosen], [self.labels[i] for i in chosen], self.device)
 
 

@@ -247,13 +247,7 @@ class BatchStream(_ExampleBatchStream):
     def __init__(self, examples: list[Example], batch_size: int, seed: int, device: torch.device) -> None:
         super().__init__(examples, [0] * len(examples), batch_size, seed, device)
 
-    def next(self) -> Batch:
-        if self.pos + self.batch_size > len(self.examples):
-            self.epoch += 1
-            self.pos = 0
-            self._order = self._permutation(self.epoch)
-        chosen = self._order[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
+    def collate(self, chosen: list[int]) -> Batch:
         return collate([self.examples[i] for i in chosen], self.device)
 
 
