@@ -57,7 +57,8 @@ def cpu_model_and_flags() -> tuple[str, list[str]]:
 
 def header(args: argparse.Namespace) -> str:
     model, flags = cpu_model_and_flags()
-    return (f"torch {torch.__version__} | CPU: {model} | capability: {torch.backends.cpu.get_cpu_capability()} "
+    gpu = f"GPU: {torch.cuda.get_device_name(args.device)} | " if args.device.startswith("cuda") else ""
+    return (f"torch {torch.__version__} | {gpu}CPU: {model} | capability: {torch.backends.cpu.get_cpu_capability()} "
             f"| flags: {' '.join(flags) or 'none of ' + ' '.join(FLAGS)} | threads: {torch.get_num_threads()} "
             f"| rounds: {args.rounds} | min_run_time: {args.min_run_time:g} s | {args.dtype}")
 
@@ -111,19 +112,21 @@ def layer_workload(module: nn.Module, x: Tensor, mode: str) -> Callable[[], None
     return train
 
 
-def gemm_floor_workload(B: int, T: int, I: int, H: int, mode: str, dtype: torch.dtype) -> Callable[[], None]:
+def gemm_floor_workload(B: int, T: int, I: int, H: int, mode: str, dtype: torch.dtype,
+                        device: str = "cpu") -> Callable[[], None]:
     """The matrix products of one LSTM layer and nothing else: its lower bound on this machine.
 
     Forward: the input GEMM (T*B, I) x (I, 4H) and T recurrent GEMMs (B, H) x (H, 4H). Training
     adds dX (T*B, 4H) x (4H, I), T GEMMs dh = (B, 4H) x (4H, H), and dW_ih, dW_hh over all rows.
     """
-    x = torch.randn(T * B, I, dtype=dtype)
-    w_ih, w_hh = torch.randn(4 * H, I, dtype=dtype), torch.randn(4 * H, H, dtype=dtype)
-    h = torch.randn(B, H, dtype=dtype)
-    gates = torch.randn(T * B, 4 * H, dtype=dtype)
-    hs = torch.randn(T * B, H, dtype=dtype)
-    step_out = torch.empty(B, 4 * H, dtype=dtype)
-    dh_out = torch.empty(B, H, dtype=dtype)
+    kw = dict(dtype=dtype, device=device)
+    x = torch.randn(T * B, I, **kw)
+    w_ih, w_hh = torch.randn(4 * H, I, **kw), torch.randn(4 * H, H, **kw)
+    h = torch.randn(B, H, **kw)
+    gates = torch.randn(T * B, 4 * H, **kw)
+    hs = torch.randn(T * B, H, **kw)
+    step_out = torch.empty(B, 4 * H, **kw)
+    dh_out = torch.empty(B, H, **kw)
 
     def forward() -> None:
         x @ w_ih.t()
@@ -163,15 +166,16 @@ def bench_shape(shape, mode, cells: list[str], args: argparse.Namespace, echo) -
     B, T, I, H = shape
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
-    x = torch.randn(T, B, I, dtype=dtype)  # (T, B, I)
+    kw = dict(dtype=dtype, device=args.device)
+    x = torch.randn(T, B, I, **kw)  # (T, B, I)
     fns: dict[str, Callable[[], None]] = {
-        "nn.LSTM": layer_workload(nn.LSTM(I, H, dtype=dtype), x, mode),
-        "nn.GRU": layer_workload(nn.GRU(I, H, dtype=dtype), x, mode),
-        "GEMM floor": gemm_floor_workload(B, T, I, H, mode, dtype),
+        "nn.LSTM": layer_workload(nn.LSTM(I, H, **kw), x, mode),
+        "nn.GRU": layer_workload(nn.GRU(I, H, **kw), x, mode),
+        "GEMM floor": gemm_floor_workload(B, T, I, H, mode, dtype, args.device),
     }
     rows = {name: Row(name, "torch", shape, mode) for name in fns}
     for cell in cells:
-        layer = Recurrent(cell, I, H, backend=args.backend, dtype=dtype)
+        layer = Recurrent(cell, I, H, backend=args.backend, **kw)
         fns[cell] = layer_workload(layer, x, mode)
         fns[cell]()  # also the warm-up; it tells which backend auto picked
         rows[cell] = Row(cell, layer.last_backend, shape, mode)
@@ -238,6 +242,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, action="append", help="training, inference (default both)")
     parser.add_argument("--backend", default="auto", help="backend of the rnnkit layers (default auto)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default) or cuda: torch.nn then runs cuDNN; Timer synchronizes CUDA")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
 
 
@@ -249,6 +255,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--cells: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
     if args.rounds < 1 or args.threads < 1:
         raise SystemExit(f"--rounds and --threads must be >= 1, got {args.rounds} and {args.threads}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device: {args.device!r} asked for, but torch {torch.__version__} sees no CUDA device")
     torch.set_num_threads(args.threads)
     shapes = args.shape or (QUICK_SHAPES if args.quick else SHAPES)
 
