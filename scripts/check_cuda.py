@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import warnings
 
 import torch
 
@@ -138,6 +139,27 @@ def bf16_check(device) -> list[tuple[str, float, None]]:
     return out
 
 
+def flat_weights_check(device) -> list[tuple[str, float, None]]:
+    """torch's cells keep their weights in one cuDNN buffer, made at construction and by .to(): no copy per call."""
+    out = []
+    for cell in native._KERNELS:
+        for how in ("device=", ".to()"):
+            torch.manual_seed(0)
+            cpu = rnnkit.Recurrent(cell, 8, 16, num_layers=2, bidirectional=True)
+            layer = rnnkit.Recurrent(cell, 8, 16, num_layers=2, bidirectional=True, device=device) \
+                if how == "device=" else rnnkit.Recurrent(cell, 8, 16, num_layers=2, bidirectional=True).to(device)
+            layer.load_state_dict(cpu.state_dict())
+            x = torch.randn(5, 3, 8)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                got, _ = layer(x.to(device))
+                got.sum().backward()
+            copied = [w for w in caught if "contiguous chunk" in str(w.message)]
+            diff = float((cpu(x)[0] - got.cpu()).abs().max().detach()) if not copied else float("nan")
+            out.append((f"{cell} {how}", diff, None))
+    return out
+
+
 def auto_choices(device) -> None:
     print("auto picks on", device, "(B=32, I=H=64):")
     for cell in rnnkit.cells():
@@ -178,6 +200,7 @@ def main() -> int:
         ok &= group(f"scan == reference at T=2000 in {dt}, relative to each tensor's largest entry", long, tol)
     ok &= group("native (cuDNN) == reference", [(i, *compare("native", c, L, d, n, device))
                                                 for c, L, d, n, i in grid(native._KERNELS)], 1e-9)
+    ok &= group("native weights in one cuDNN buffer (no copy warning), float32 == CPU", flat_weights_check(device), 1e-5)
     ok &= group("bfloat16 autocast fused vs float32", bf16_check(device), 5e-2)
     auto_choices(device)
     print("ALL OK" if ok else "SOME CHECKS FAILED")

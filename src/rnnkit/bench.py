@@ -60,7 +60,8 @@ def header(args: argparse.Namespace) -> str:
     gpu = f"GPU: {torch.cuda.get_device_name(args.device)} | " if args.device.startswith("cuda") else ""
     return (f"torch {torch.__version__} | {gpu}CPU: {model} | capability: {torch.backends.cpu.get_cpu_capability()} "
             f"| flags: {' '.join(flags) or 'none of ' + ' '.join(FLAGS)} | threads: {torch.get_num_threads()} "
-            f"| rounds: {args.rounds} | min_run_time: {args.min_run_time:g} s | {args.dtype}")
+            f"| rounds: {args.rounds} | min_run_time: {args.min_run_time:g} s | {args.dtype}"
+            + ("" if args.autocast is None else f" under {args.autocast} autocast"))
 
 
 class OtherLoad:
@@ -88,13 +89,20 @@ class OtherLoad:
         return max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall1 - wall0)
 
 
-def layer_workload(module: nn.Module, x: Tensor, mode: str) -> Callable[[], None]:
-    """The call to time: a no-grad forward, or forward + backward with the input requiring grad."""
+def layer_workload(module: nn.Module, x: Tensor, mode: str, autocast: torch.dtype | None = None
+                   ) -> Callable[[], None]:
+    """The call to time: a no-grad forward, or forward + backward with the input requiring grad.
+
+    ``autocast``: run the forward under ``torch.autocast(x.device.type, dtype=autocast)``.
+    """
+    def context():
+        return torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None)
+
     if mode == "inference":
         module.eval()
 
         def infer() -> None:
-            with torch.no_grad():
+            with torch.no_grad(), context():
                 module(x)
 
         return infer
@@ -106,8 +114,9 @@ def layer_workload(module: nn.Module, x: Tensor, mode: str) -> Callable[[], None
         x.grad = None
         for p in params:
             p.grad = None
-        out, _ = module(x)
-        out.sum().backward()
+        with context():
+            out, _ = module(x)
+        out.float().sum().backward()
 
     return train
 
@@ -165,18 +174,19 @@ def bench_shape(shape, mode, cells: list[str], args: argparse.Namespace, echo) -
     """All rows of one shape and mode, timed in interleaved rounds."""
     B, T, I, H = shape
     dtype = getattr(torch, args.dtype)
+    autocast = None if args.autocast is None else getattr(torch, args.autocast)
     torch.manual_seed(0)
     kw = dict(dtype=dtype, device=args.device)
     x = torch.randn(T, B, I, **kw)  # (T, B, I)
     fns: dict[str, Callable[[], None]] = {
-        "nn.LSTM": layer_workload(nn.LSTM(I, H, **kw), x, mode),
-        "nn.GRU": layer_workload(nn.GRU(I, H, **kw), x, mode),
-        "GEMM floor": gemm_floor_workload(B, T, I, H, mode, dtype, args.device),
+        "nn.LSTM": layer_workload(nn.LSTM(I, H, **kw), x, mode, autocast),
+        "nn.GRU": layer_workload(nn.GRU(I, H, **kw), x, mode, autocast),
+        "GEMM floor": gemm_floor_workload(B, T, I, H, mode, autocast or dtype, args.device),
     }
     rows = {name: Row(name, "torch", shape, mode) for name in fns}
     for cell in cells:
         layer = Recurrent(cell, I, H, backend=args.backend, **kw)
-        fns[cell] = layer_workload(layer, x, mode)
+        fns[cell] = layer_workload(layer, x, mode, autocast)
         fns[cell]()  # also the warm-up; it tells which backend auto picked
         rows[cell] = Row(cell, layer.last_backend, shape, mode)
     for fn in fns.values():
@@ -242,6 +252,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, action="append", help="training, inference (default both)")
     parser.add_argument("--backend", default="auto", help="backend of the rnnkit layers (default auto)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--autocast", choices=["bfloat16"], default=None,
+                        help="run every layer (torch's too) under torch.autocast with this dtype")
     parser.add_argument("--device", default="cpu",
                         help="cpu (default) or cuda: torch.nn then runs cuDNN; Timer synchronizes CUDA")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
@@ -257,6 +269,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--rounds and --threads must be >= 1, got {args.rounds} and {args.threads}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device: {args.device!r} asked for, but torch {torch.__version__} sees no CUDA device")
+    if (args.autocast == "bfloat16" and args.device == "cpu"
+            and not torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        raise SystemExit("--autocast bfloat16: torch's own LSTM cannot run under bfloat16 autocast on this CPU "
+                         "(oneDNN needs AVX-512 BF16 or AMX), so there is no baseline to compare with")
     torch.set_num_threads(args.threads)
     shapes = args.shape or (QUICK_SHAPES if args.quick else SHAPES)
 

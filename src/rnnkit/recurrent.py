@@ -21,6 +21,9 @@ from .regularize import Regularizers
 from .stepper import Stepper
 
 
+# torch's names for the cells cuDNN runs (torch.backends.cudnn.rnn.get_cudnn_mode), for flatten_parameters
+_CUDNN_MODES = {"rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU", "lstm": "LSTM", "gru": "GRU"}
+
 class Recurrent(nn.Module):
     r"""A stacked, optionally bidirectional recurrent layer over any registered cell.
 
@@ -142,6 +145,7 @@ class Recurrent(nn.Module):
                 per_direction.append({name: name + suffix for name in shapes})
             self._names.append(per_direction)
         self.reset_parameters()
+        self.flatten_parameters()
 
     def reset_parameters(self) -> None:
         """Each cell's init rule (torch's U(-1/sqrt(H), 1/sqrt(H)) for torch's cells), in registration order."""
@@ -156,7 +160,36 @@ class Recurrent(nn.Module):
         return {name: getattr(self, full) for name, full in self._names[layer][direction].items()}
 
     def flatten_parameters(self) -> None:
-        """No-op, for code written against torch.nn (rnnkit keeps no flat weight buffer)."""
+        """On CUDA, for torch's cells, put every weight into one cuDNN buffer, as torch.nn does.
+
+        cuDNN otherwise copies the weights into such a buffer on every call (and warns). The
+        parameters stay separate ``nn.Parameter``s, now views into that buffer. Called after
+        construction and after ``.to()`` / ``.cuda()``; a no-op on the CPU, for the other cells,
+        for mixed dtypes, and where parameters alias.
+        """
+        mode = _CUDNN_MODES.get(self.cell.name)
+        weights = [w for k in range(self.num_layers) for d in range(self.num_directions)
+                   for w in self.weights(k, d).values()]
+        if mode is None or self.cell_options or not weights:
+            return
+        first = weights[0]
+        if not all(w.is_cuda and w.dtype == first.dtype and torch.backends.cudnn.is_acceptable(w) for w in weights):
+            return
+        if len({w.data_ptr() for w in weights}) != len(weights):
+            return
+        import torch.backends.cudnn.rnn as cudnn_rnn
+
+        per_direction = (4 if self.bias else 2) + (1 if self.proj_size else 0)
+        with torch.cuda.device_of(first), torch.no_grad():
+            if torch._use_cudnn_rnn_flatten_weight():
+                torch._cudnn_rnn_flatten_weight(
+                    weights, per_direction, self.input_size, cudnn_rnn.get_cudnn_mode(mode), self.hidden_size,
+                    self.proj_size, self.num_layers, self.batch_first, self.bidirectional)
+
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        self.flatten_parameters()  # .to("cuda") made new, separate tensors
+        return result
 
     # ------------------------------------------------------------------ forward
 
