@@ -200,7 +200,10 @@ def main() -> int:
         ok &= group(f"scan == reference at T=2000 in {dt}, relative to each tensor's largest entry", long, tol)
     ok &= group("native (cuDNN) == reference", [(i, *compare("native", c, L, d, n, device))
                                                 for c, L, d, n, i in grid(native._KERNELS)], 1e-9)
-    ok &= group("native weights in one cuDNN buffer (no copy warning), float32 == CPU", flat_weights_check(device), 1e-5)
+    # float32: cuDNN's RNNs run TF32 matrix products by default (torch.backends.cudnn.allow_tf32), which
+    # differ from the CPU by up to 4.6e-4 here (H200); a copy warning would give nan
+    ok &= group("native weights in one cuDNN buffer (no copy warning), float32 (TF32) vs CPU",
+                flat_weights_check(device), 1e-3)
     ok &= group("bfloat16 autocast fused vs float32", bf16_check(device), 5e-2)
     auto_choices(device)
     print("ALL OK" if ok else "SOME CHECKS FAILED")
