@@ -1,0 +1,16 @@
+"""Audio in, features out: the speech front end of ``rnnkit asr``.
+
+- ``read``:      WAV / FLAC / OGG files through soundfile, to mono float32, resampled on request
+- ``resample``:  band-limited (windowed-sinc) resampling between integer rates
+- ``features``:  log-mel spectrograms from ``torch.stft`` and a mel filterbank of rnnkit's own
+- ``augment``:   SpecAugment-style time and frequency masks for training
+
+soundfile is imported only when a file is read, so ``import rnnkit`` never needs it.
+"""
+
+from .augment import spec_augment
+from .features import LogMel, StreamingLogMel, mel_filterbank, normalize
+from .read import AudioError, read_audio
+from .resample import resample
+
+__all__ = ["AudioError", "LogMel", "StreamingLogMel", "mel_filterbank", "normalize", "read_audio", "resample", "spec_augment"]

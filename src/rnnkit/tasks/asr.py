@@ -1,0 +1,542 @@
+"""Speech recognition: ``rnnkit asr train | evaluate | transcribe``, a bidirectional RNN with CTC.
+
+Audio -> log-mel features (``rnnkit.audio``: 25 ms windows every 10 ms, 80 bands) ->
+normalization (per utterance, or by the training set's statistics for streaming) ->
+SpecAugment masks in training -> ``frame_stack`` consecutive frames stacked into one step
+(30 ms) -> ``rnnkit.Recurrent`` (any cell, stacked, bidirectional by default) -> a linear
+layer over the alphabet plus the CTC blank (class 0) -> ``torch.nn.functional.ctc_loss``.
+
+    features (T, B, M) --stack k--> (T/k, B, k M) --rnn--> (T/k, B, D H) --head--> (T/k, B, 1 + |alphabet|)
+
+Decoding (``rnnkit.ctc``): greedy, or prefix beam search with shallow fusion of a character
+language model trained by ``rnnkit lm train`` (``--lm DIR``, ``--lm-weight``,
+``--insertion-bonus``) and/or a word list (``--words FILE``). A unidirectional model trained with
+``normalize="global"`` transcribes a stream chunk by chunk with ``layer.step``
+(``transcribe --stream``): features, steps and greedy labels come out as the audio arrives,
+the same as decoding the whole file.
+
+Data: ``--data MANIFEST`` (``rnnkit.data.manifest``: CSV/TSV/JSONL with ``path`` and ``text``)
+with ``--test-data MANIFEST``, or without them a subset of the Free Spoken Digit Dataset bundled
+in the package (CC BY-SA 4.0, SOURCES.md). A seeded ``dev_fraction`` of the training
+utterances picks the best checkpoint (lowest CER, greedy). The alphabet is the training
+transcripts' characters; a test transcript with another character is an error naming it.
+Metrics: CER and WER (jiwer) beside the empty output's WER (1.0) and the most frequent training
+transcript's.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import json
+import random
+import tarfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import Tensor, nn
+
+from .. import ctc
+from ..audio import LogMel, StreamingLogMel, read_audio, spec_augment
+from ..data.manifest import read_manifest
+from ..recurrent import Recurrent
+from ..train import checkpoint
+from ..train.trainer import TrainConfig, Trainer, seed_everything
+from .classify import BatchStream as _BatchStream
+
+NAME = "asr"
+BUNDLED_FILE = "fsdd_subset.tar"  # in rnnkit/data: FLAC files and manifest.tsv with a split column; SOURCES.md
+SPLITS = ("train", "dev", "test")
+NORMALIZATIONS = ("utterance", "global")
+DEFAULT_MINUTES = 10.0
+ASR_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 250, "checkpoint_every": 250, "warmup_steps": 100,
+                      "weight_decay": 0.01, "steps": 2000}
+
+
+@dataclass
+class ASRConfig:
+    """The recognizer and its front end; defaults for spoken digits and short sentences on 2 CPU cores."""
+
+    data: str | None = field(default=None, metadata={"help": "training manifest (.csv/.tsv/.jsonl with path and "
+                                                             "text); default: the bundled spoken-digit subset"})
+    test_data: str | None = field(default=None, metadata={"help": "test manifest; default: the bundled test split, "
+                                                                  "or with --data a seeded 10%% of it"})
+    dev_fraction: float = field(default=0.1, metadata={"help": "the seeded share of the training utterances held "
+                                                               "out to pick the best checkpoint"})
+    sample_rate: int = field(default=16000, metadata={"help": "audio is resampled to this rate (Hz)"})
+    n_mels: int = field(default=80, metadata={"help": "mel bands"})
+    frame_stack: int = field(default=3, metadata={"help": "consecutive 10 ms frames stacked into one RNN step"})
+    normalize: str = field(default="utterance", metadata={"help": "utterance (each band to mean 0, std 1 per "
+                                                                  "utterance) or global (training-set statistics; "
+                                                                  "needed for --stream)"})
+    cell: str = field(default="lstm", metadata={"help": "any cell of `rnnkit cells`"})
+    hidden_size: int = field(default=192, metadata={"help": "H of every layer and direction"})
+    num_layers: int = field(default=3, metadata={"help": "stacked layers"})
+    bidirectional: bool = field(default=True, metadata={"help": "read each utterance in both directions (turn off "
+                                                                "to stream)"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout between layers (torch's)"})
+    spec_augment: bool = field(default=True, metadata={"help": "SpecAugment time and frequency masks in training"})
+    freq_masks: int = field(default=2, metadata={"help": "frequency masks per utterance"})
+    freq_width: int = field(default=15, metadata={"help": "widest frequency mask, in bands"})
+    time_masks: int = field(default=2, metadata={"help": "time masks per utterance"})
+    time_width: int = field(default=10, metadata={"help": "longest time mask, in 10 ms frames (at most 20%% of "
+                                                          "the utterance)"})
+    batch_size: int = field(default=32, metadata={"help": "utterances per step"})
+
+    def validate(self) -> None:
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
+        for name in ("sample_rate", "n_mels", "frame_stack", "hidden_size", "num_layers", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("freq_masks", "freq_width", "time_masks", "time_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if not 0 <= self.dev_fraction < 1:
+            raise ValueError(f"dev_fraction must be in [0, 1), got {self.dev_fraction}")
+        if self.test_data is not None and self.data is None:
+            raise ValueError("--test-data needs --data: the bundled set has its own test split")
+
+    def model_settings(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------- data
+
+
+class Utterances(NamedTuple):
+    """Log-mel features and transcripts of one split."""
+
+    features: list[Tensor]  # each (T_i, n_mels), raw log-mel
+    texts: list[str]
+    names: list[str]  # "manifest:line" or the bundled file's name, for error messages
+    source: str
+
+
+def front_end(config: ASRConfig) -> LogMel:
+    return LogMel(config.sample_rate, config.n_mels)
+
+
+def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel, source: str) -> Utterances:
+    """Features of every utterance, computed with one intra-op thread: per utterance the ops are small,
+    and a second OpenMP thread made them 15-20x slower on a busy 2-core machine (53 ms against 3 ms for
+    resampling one second of audio)."""
+    features, texts, names = [], [], []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for audio, text, name in sources:
+            try:
+                wave, _ = read_audio(audio, logmel.sample_rate)
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
+            features.append(logmel(wave))
+            texts.append(text)
+            names.append(name)
+    finally:
+        torch.set_num_threads(threads)
+    return Utterances(features, texts, names, source)
+
+
+def load_manifest(path: str | Path, logmel: LogMel) -> Utterances:
+    utterances = read_manifest(path)
+    return _featurize(((u.path, u.text, f"{path}:{u.line}") for u in utterances), logmel, str(path))
+
+
+def load_bundled(logmel: LogMel) -> dict[str, Utterances]:
+    """The bundled spoken-digit subset: {"train": ..., "test": ...}."""
+    data = resources.files("rnnkit.data").joinpath(BUNDLED_FILE).read_bytes()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        rows = [line.split("\t") for line in tar.extractfile("manifest.tsv").read().decode().splitlines()[1:]]
+        files = {name: tar.extractfile(name).read() for name, _, _ in rows}
+    return {split: _featurize(((io.BytesIO(files[name]), text, name) for name, text, s in rows if s == split),
+                              logmel, f"bundled {BUNDLED_FILE} ({split})")
+            for split in ("train", "test")}
+
+
+def split_dev(utterances: Utterances, fraction: float, seed: int) -> tuple[Utterances, Utterances]:
+    """(train, dev): a seeded ``fraction`` of the utterances held out."""
+    order = list(range(len(utterances.texts)))
+    random.Random(seed).shuffle(order)
+    n_dev = round(fraction * len(order))
+
+    def pick(indices):
+        return Utterances([utterances.features[i] for i in indices], [utterances.texts[i] for i in indices],
+                          [utterances.names[i] for i in indices], utterances.source)
+
+    return pick(sorted(order[n_dev:])), pick(sorted(order[:n_dev]))
+
+
+def load_splits(config: ASRConfig, seed: int = 0) -> dict[str, Utterances]:
+    logmel = front_end(config)
+    if config.data is None:
+        bundled = load_bundled(logmel)
+        train, test = bundled["train"], bundled["test"]
+    else:
+        train = load_manifest(config.data, logmel)
+        if config.test_data is not None:
+            test = load_manifest(config.test_data, logmel)
+        else:
+            train, test = split_dev(train, 0.1, seed)
+    train, dev = split_dev(train, config.dev_fraction, seed)
+    return {"train": train, "dev": dev, "test": test}
+
+
+def alphabet_of(texts: Sequence[str]) -> list[str]:
+    return sorted(set("".join(texts)))
+
+
+def encode(utterances: Utterances, alphabet: Sequence[str]) -> list[list[int]]:
+    """Class ids (1 + index in the alphabet) of every transcript; an unknown character is an error."""
+    index = {c: i + 1 for i, c in enumerate(alphabet)}
+    encoded = []
+    for text, name in zip(utterances.texts, utterances.names):
+        unknown = sorted(set(text) - set(index))
+        if unknown:
+            raise ValueError(f"{name}: the transcript {text!r} has character(s) {unknown!r} outside the alphabet "
+                             f"of the training transcripts ({''.join(alphabet)!r})")
+        encoded.append([index[c] for c in text])
+    return encoded
+
+
+class Batch(NamedTuple):
+    x: Tensor  # (T, B, n_mels) raw log-mel, 0 past each length
+    lengths: Tensor  # (B,) frames
+    targets: Tensor  # (sum of target lengths,) class ids, concatenated
+    target_lengths: Tensor  # (B,)
+
+
+def collate(features: Sequence[Tensor], targets: Sequence[list[int]], device: torch.device) -> Batch:
+    lengths = torch.tensor([len(f) for f in features])
+    x = torch.zeros(int(lengths.max()), len(features), features[0].shape[1])  # (T, B, M)
+    for j, f in enumerate(features):
+        x[: len(f), j] = f
+    flat = torch.tensor([c for t in targets for c in t], dtype=torch.long)
+    return Batch(x.to(device), lengths.to(device), flat.to(device), torch.tensor([len(t) for t in targets]).to(device))
+
+
+class BatchStream(_BatchStream):
+    """Shuffled batches of the training utterances, endlessly; the classify task's resumable stream."""
+
+    def collate(self, chosen: list[int]) -> Batch:
+        return collate([self.examples[i] for i in chosen], [self.labels[i] for i in chosen], self.device)
+
+
+# ---------------------------------------------------------------------- the model
+
+
+class SpeechRecognizer(nn.Module):
+    """Normalize -> SpecAugment (training) -> stack frames -> Recurrent -> Linear -> log-softmax.
+
+    forward(x (T, B, M) raw log-mel, lengths (B,)) -> log_probs (T', B, 1 + A), lengths' (B,)
+    with T' = ceil(T / k), k = frame_stack.
+    """
+
+    def __init__(self, alphabet_size: int, config: ASRConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.stack = config.frame_stack
+        M = config.n_mels
+        self.register_buffer("mean", torch.zeros(M))  # (M,) training-set statistics, used with normalize="global"
+        self.register_buffer("std", torch.ones(M))
+        self.rnn = Recurrent(config.cell, M * self.stack, config.hidden_size, config.num_layers,
+                             dropout=config.dropout, bidirectional=config.bidirectional)
+        self.head = nn.Linear(config.hidden_size * self.rnn.num_directions, alphabet_size + 1)
+
+    def normalized(self, x: Tensor, valid: Tensor) -> Tensor:
+        """x (T, B, M) with valid (T, B): per-utterance or global normalization, 0 on padding."""
+        if self.config.normalize == "global":
+            return (x - self.mean) / self.std * valid[..., None]
+        w = valid[..., None].to(x.dtype)  # (T, B, 1)
+        count = w.sum(0).clamp(min=1)  # (B, 1)
+        mean = (x * w).sum(0) / count  # (B, M)
+        var = ((x - mean) ** 2 * w).sum(0) / count
+        return (x - mean) / (var.sqrt() + 1e-5) * w
+
+    def stacked(self, x: Tensor) -> Tensor:
+        """(T, B, M) -> (ceil(T / k), B, k M), zero frames appended to fill the last step."""
+        T, B, M = x.shape
+        pad = (-T) % self.stack
+        if pad:
+            x = torch.cat([x, x.new_zeros(pad, B, M)])
+        return x.view(-1, self.stack, B, M).permute(0, 2, 1, 3).reshape(-1, B, self.stack * M)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        T = x.shape[0]
+        valid = torch.arange(T, device=x.device)[:, None] < lengths.to(x.device)[None, :]  # (T, B)
+        x = self.normalized(x, valid)
+        c = self.config
+        if self.training and c.spec_augment:
+            x = torch.stack([torch.cat([spec_augment(x[: int(n), b], c.freq_masks, c.freq_width, c.time_masks,
+                                                     c.time_width), x[int(n):, b]])
+                             for b, n in enumerate(lengths.tolist())], dim=1)
+        steps = (lengths + self.stack - 1) // self.stack  # (B,)
+        out, _ = self.rnn(self.stacked(x), lengths=steps)  # (T', B, D*H)
+        return self.head(out).float().log_softmax(-1), steps
+
+
+@torch.no_grad()
+def frame_log_probs(model: SpeechRecognizer, features: Sequence[Tensor], batch_size: int = 64) -> list[Tensor]:
+    """Per utterance, its CTC log-probabilities (T'_i, 1 + A) on the CPU, in the order given."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(features)), key=lambda i: len(features[i]))
+    result: list[Tensor | None] = [None] * len(features)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start : start + batch_size]
+        batch = collate([features[i] for i in chosen], [[]] * len(chosen), device)
+        log_probs, steps = model(batch.x, batch.lengths)
+        for j, i in enumerate(chosen):
+            result[i] = log_probs[: int(steps[j]), j].cpu()
+    model.train(was_training)
+    return result  # type: ignore[return-value]
+
+
+def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
+    """CER and WER (jiwer), with empty references skipped as jiwer requires."""
+    try:
+        import jiwer
+    except ImportError as e:
+        raise ImportError('the asr task scores with jiwer: pip install "rnnkit[tasks]" (or pip install jiwer)') from e
+    pairs = [(r, h) for r, h in zip(references, hypotheses) if r.strip()]
+    if not pairs:
+        raise ValueError("every reference transcript is empty: nothing to score")
+    refs, hyps = zip(*pairs)
+    return {"cer": float(jiwer.cer(list(refs), list(hyps))), "wer": float(jiwer.wer(list(refs), list(hyps)))}
+
+
+class Decoder:
+    """Greedy or beam decoding of CTC log-probabilities into text, with an optional LM and word list."""
+
+    def __init__(self, alphabet: Sequence[str], kind: str = "greedy", beam: int = 16, lm: ctc.CharLM | None = None,
+                 lm_weight: float = 0.5, insertion_bonus: float = 0.0, lexicon: ctc.Lexicon | None = None) -> None:
+        if kind not in ("greedy", "beam"):
+            raise ValueError(f"decoder must be greedy or beam, got {kind!r}")
+        if kind == "greedy" and (lm is not None or lexicon is not None):
+            raise ValueError("a language model or word list needs the beam decoder (--decoder beam)")
+        if lm is not None:
+            lm.check_alphabet(alphabet)
+        self.alphabet, self.kind, self.beam = list(alphabet), kind, beam
+        self.lm, self.lm_weight, self.insertion_bonus, self.lexicon = lm, lm_weight, insertion_bonus, lexicon
+
+    def __call__(self, log_probs: Tensor) -> str:
+        if self.kind == "greedy":
+            return "".join(self.alphabet[c - 1] for c in ctc.greedy(log_probs))
+        return ctc.prefix_beam_search(log_probs, self.alphabet, self.beam, self.lm, self.lm_weight,
+                                      self.insertion_bonus, self.lexicon)
+
+
+# ---------------------------------------------------------------------- training
+
+
+class ASRTask:
+    """The Trainer's view of the recognizer (``rnnkit.train.trainer.TrainingTask``)."""
+
+    name = NAME
+    metric = "cer"
+    higher_is_better = False
+
+    def __init__(self, config: ASRConfig, splits: dict[str, Utterances], alphabet: list[str], seed: int,
+                 device: torch.device) -> None:
+        self.config, self.splits, self.alphabet = config, splits, alphabet
+        self.targets = {s: encode(u, alphabet) for s, u in splits.items()}
+        self.model = SpeechRecognizer(len(alphabet), config).to(device)
+        frames = torch.cat(splits["train"].features)  # (sum T, M)
+        self.model.mean.copy_(frames.mean(0))
+        self.model.std.copy_(frames.std(0).clamp(min=1e-3))
+        self.stream = BatchStream(splits["train"].features, self.targets["train"], config.batch_size, seed, device)
+        self.eval_split = "dev" if splits["dev"].texts else "train"
+        counts = collections.Counter(splits["train"].texts)
+        self.most_frequent = min(counts, key=lambda t: (-counts[t], t))
+
+    def loss(self, batch: Batch, carry):
+        log_probs, steps = self.model(batch.x, batch.lengths)
+        loss = F.ctc_loss(log_probs, batch.targets, steps, batch.target_lengths, blank=ctc.BLANK,
+                          zero_infinity=True)
+        return loss, None, int(batch.lengths.sum())
+
+    def score(self, split: str, decoder: Decoder | None = None) -> dict:
+        utterances = self.splits[split]
+        return score(self.model, utterances, decoder or Decoder(self.alphabet), self.alphabet, self.most_frequent)
+
+    def evaluate(self) -> dict:
+        result = self.score(self.eval_split)
+        return {"cer": result["cer"], "wer": result["wer"]}
+
+    def describe(self) -> tuple[dict, None]:
+        return {**self.config.model_settings(), "alphabet": "".join(self.alphabet),
+                "most_frequent": self.most_frequent}, None
+
+
+def score(model: SpeechRecognizer, utterances: Utterances, decoder: Decoder, alphabet: Sequence[str],
+          most_frequent: str) -> dict:
+    """cer, wer, greedy_cer, greedy_wer, empty_wer, most_frequent_wer, n and decoder on ``utterances``."""
+    encode(utterances, alphabet)  # an unknown character is an error, before any work
+    log_probs = frame_log_probs(model, utterances.features)
+    greedy = Decoder(alphabet)
+    greedy_texts = [greedy(lp) for lp in log_probs]
+    texts = greedy_texts if decoder.kind == "greedy" else [decoder(lp) for lp in log_probs]
+    refs = utterances.texts
+    rates, greedy_rates = error_rates(refs, texts), error_rates(refs, greedy_texts)
+    return {"n": len(refs), "cer": rates["cer"], "wer": rates["wer"], "greedy_cer": greedy_rates["cer"],
+            "greedy_wer": greedy_rates["wer"], "empty_wer": error_rates(refs, [""] * len(refs))["wer"],
+            "most_frequent_wer": error_rates(refs, [most_frequent] * len(refs))["wer"], "decoder": decoder.kind}
+
+
+def train(config: ASRConfig, train_config: TrainConfig, out: str | Path, resume: bool = False,
+          console: Console | None = None, progress: bool = True) -> dict:
+    """Train into the run directory ``out``; returns the Trainer's summary plus ``test`` (best/ on the test
+    split, greedy). Writes ``transcripts.txt`` (the training transcripts, one per line: a text for
+    ``rnnkit lm train`` or a word list) and ``plots/alignment.png``."""
+    config.validate()
+    console = console or Console()
+    seed_everything(train_config.seed)
+    splits = load_splits(config, train_config.seed)
+    alphabet = alphabet_of(splits["train"].texts)
+    if resume and (Path(out) / "last").exists():
+        alphabet = list(checkpoint.load(Path(out) / "last").config.get("alphabet", alphabet))
+    task = ASRTask(config, splits, alphabet, train_config.seed, torch.device(train_config.device))
+    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
+    params = sum(p.numel() for p in task.model.parameters())
+    sizes = ", ".join(f"{len(splits[s].texts):,} {s}" for s in SPLITS)
+    console.print(f"asr: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x"
+                  f"{config.hidden_size}, {config.n_mels} mel bands x {config.frame_stack} frames, {params:,} "
+                  f"parameters, alphabet {''.join(alphabet)!r}; {sizes} utterances", highlight=False)
+    (Path(out) / "transcripts.txt").write_text("\n".join(splits["train"].texts) + "\n", encoding="utf-8")
+    summary = trainer.fit()
+    best = Path(out) / "best"
+    if best.exists():
+        task.model.load_state_dict(checkpoint.load(best).model)
+    result = task.score("test")
+    (Path(out) / "test.json").write_text(json.dumps({"task": NAME, "split": "test", **result}) + "\n")
+    if splits["test"].texts:
+        from ..plots import ctc_alignment
+
+        lp = frame_log_probs(task.model, splits["test"].features[:1])[0]
+        ctc_alignment(splits["test"].features[0], lp, alphabet, config.frame_stack, Path(out) / "plots" /
+                      "alignment.png", title=f"{splits['test'].names[0]}: {splits['test'].texts[0]!r}")
+    console.print(f"test: CER {result['cer']:.4f}, WER {result['wer']:.4f} (greedy; empty output WER "
+                  f"{result['empty_wer']:.2f}, most frequent transcript WER {result['most_frequent_wer']:.4f}), "
+                  f"n {result['n']}, after {summary['step']} steps, {summary['elapsed_s'] / 60:.1f} min; run "
+                  f"directory {out}", highlight=False)
+    return {**summary, "test": {"split": "test", **result}}
+
+
+# ---------------------------------------------------------------------- a trained model
+
+
+def read_words(path: str | Path) -> ctc.Lexicon:
+    """A word list: the whitespace-separated words of a text file (a transcripts.txt works)."""
+    from ..data import read_text
+
+    return ctc.Lexicon(read_text(path).split())
+
+
+def load_lm(directory: str | Path, device: str = "cpu") -> ctc.CharLM:
+    from .lm import TrainedLM
+
+    trained = TrainedLM.load(directory, device)
+    if trained.vocab.level != "char":
+        raise ValueError(f"{directory}: shallow fusion needs a character language model, this one is "
+                         f"{trained.vocab.level}-level")
+    return ctc.CharLM(trained.model, trained.vocab.tokens)
+
+
+class TrainedASR:
+    """A trained recognizer loaded from a checkpoint: ``transcribe``, ``stream`` and ``evaluate``."""
+
+    def __init__(self, model: SpeechRecognizer, alphabet: list[str], most_frequent: str, config: ASRConfig,
+                 path: Path) -> None:
+        self.model, self.alphabet, self.most_frequent = model.eval(), alphabet, most_frequent
+        self.config, self.path = config, path
+        self.logmel = front_end(config)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedASR:
+        path = checkpoint.resolve(directory)
+        ckpt = checkpoint.load(path, map_location=device)
+        if "alphabet" not in ckpt.config:
+            raise checkpoint.CheckpointError(f"{path}: config.json lacks the alphabet of a speech recognizer")
+        names = {f.name for f in fields(ASRConfig)}
+        config = ASRConfig(**{k: v for k, v in ckpt.config.items() if k in names})
+        alphabet = list(ckpt.config["alphabet"])
+        model = SpeechRecognizer(len(alphabet), config).to(device)
+        try:
+            model.load_state_dict(ckpt.model)
+        except RuntimeError as error:
+            raise checkpoint.CheckpointError(f"{path}: the weights do not fit the model its config.json "
+                                             f"describes: {str(error).splitlines()[0]}") from None
+        return cls(model, alphabet, ckpt.config.get("most_frequent", ""), config, path)
+
+    def decoder(self, decoder: str = "greedy", beam: int = 16, lm: str | None = None, lm_weight: float = 0.5,
+                insertion_bonus: float = 0.0, words: str | None = None) -> Decoder:
+        device = str(next(self.model.parameters()).device)
+        return Decoder(self.alphabet, decoder, beam, None if lm is None else load_lm(lm, device), lm_weight,
+                       insertion_bonus, None if words is None else read_words(words))
+
+    def log_probs(self, audio: str | Path) -> tuple[Tensor, Tensor]:
+        """(features (T, M), CTC log-probabilities (T', 1 + A)) of one audio file."""
+        wave, _ = read_audio(audio, self.config.sample_rate)
+        features = self.logmel(wave)
+        return features, frame_log_probs(self.model, [features])[0]
+
+    def transcribe(self, audio: str | Path, decoder: Decoder | None = None) -> str:
+        return (decoder or Decoder(self.alphabet))(self.log_probs(audio)[1])
+
+    @torch.no_grad()
+    def stream(self, chunks: Iterable[Tensor]) -> Iterator[str]:
+        """Greedy text pieces as the audio arrives: ``chunks`` are 1-D sample tensors at ``sample_rate``."""
+        if self.model.rnn.bidirectional or self.config.normalize != "global":
+            raise ValueError("streaming needs a unidirectional model trained with normalize='global' "
+                             "(--no-bidirectional --normalize global); this one is "
+                             f"{'bidirectional' if self.model.rnn.bidirectional else 'unidirectional'} with "
+                             f"normalize={self.config.normalize!r}")
+        features = StreamingLogMel(self.logmel)
+        device = next(self.model.parameters()).device
+        pending = torch.zeros(0, self.config.n_mels)  # normalized frames not yet stacked
+        state, previous = None, ctc.BLANK
+        k = self.model.stack
+
+        def run(frames: Tensor, final: bool) -> Iterator[str]:
+            nonlocal pending, state, previous
+            pending = torch.cat([pending, (frames - self.model.mean.cpu()) / self.model.std.cpu()])
+            if final and len(pending) % k:
+                pending = torch.cat([pending, torch.zeros(k - len(pending) % k, self.config.n_mels)])
+            while len(pending) >= k:
+                x = pending[:k].reshape(1, k * self.config.n_mels).to(device)  # (1, k M)
+                pending = pending[k:]
+                y, state = self.model.rnn.step(x, state)
+                label = int(self.model.head(y).argmax(-1))
+                if label != previous and label != ctc.BLANK:
+                    yield self.alphabet[label - 1]
+                previous = label
+
+        for chunk in chunks:
+            yield from run(features.push(chunk), final=False)
+        yield from run(features.finish(), final=True)
+
+    def evaluate(self, data: str | None = None, split: str = "test", decoder: Decoder | None = None) -> dict:
+        """cer, wer, greedy_wer, empty_wer, most_frequent_wer and n on a manifest, or on a split of the
+        training data (train, dev or test)."""
+        if data is not None:
+            utterances = load_manifest(data, self.logmel)
+            split = str(data)
+        else:
+            if split not in SPLITS:
+                raise ValueError(f"split must be train, dev or test, got {split!r}")
+            utterances = load_splits(self.config, self._seed())[split]
+        result = score(self.model, utterances, decoder or Decoder(self.alphabet), self.alphabet, self.most_frequent)
+        return {"task": NAME, "split": split, **result}
+
+    def _seed(self) -> int:
+        train = checkpoint.load(self.path).config.get("train") or {}
+        return int(train.get("seed", 0))

@@ -1,0 +1,152 @@
+"""The asr task: manifests, the recognizer, training on tiny synthetic audio, streaming, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from rnnkit.cli import main
+from rnnkit.data.manifest import read_manifest
+from rnnkit.tasks import asr
+from rnnkit.train.trainer import TrainConfig
+
+soundfile = pytest.importorskip("soundfile", reason="the asr task needs soundfile (the tasks extra)")
+pytest.importorskip("jiwer", reason="the asr task scores with jiwer (the tasks extra)")
+
+RATE = 8000
+TONES = {"a": 500.0, "b": 1200.0, "c": 2500.0}  # each letter is a tone: a tiny, learnable "speech"
+
+
+def speak(text: str, rng: random.Random) -> np.ndarray:
+    pieces = []
+    for letter in text:
+        seconds = rng.uniform(0.08, 0.14)
+        t = np.arange(int(RATE * seconds)) / RATE
+        pieces += [0.5 * np.sin(2 * math.pi * TONES[letter] * t), np.zeros(int(RATE * 0.04))]
+    return np.concatenate([np.zeros(int(RATE * 0.05)), *pieces]).astype(np.float32)
+
+
+def write_corpus(folder, n: int, seed: int, name: str) -> str:
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in range(n):
+        text = "".join(rng.choice("abc") for _ in range(rng.randint(1, 3)))
+        soundfile.write(folder / f"{name}{i}.wav", speak(text, rng), RATE)
+        lines.append(json.dumps({"path": f"{name}{i}.wav", "text": text}))  # relative to the manifest
+    manifest = folder / f"{name}.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    return str(manifest)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tones")
+    return write_corpus(folder, 48, 0, "train"), write_corpus(folder, 12, 1, "test")
+
+
+def tiny(data, test, **overrides) -> asr.ASRConfig:
+    values = dict(data=data, test_data=test, sample_rate=RATE, n_mels=20, hidden_size=32, num_layers=1,
+                  dropout=0.0, batch_size=8, dev_fraction=0.125, time_width=3, freq_width=4)
+    values.update(overrides)
+    return asr.ASRConfig(**values)
+
+
+def test_manifest_paths_are_relative_to_the_manifest_and_errors_name_the_line(tmp_path, corpus):
+    utterances = read_manifest(corpus[0])
+    assert utterances[0].path.is_file() and utterances[0].line == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"path": "nowhere.wav", "text": "a"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: no such audio file"):
+        read_manifest(bad)
+    bad.write_text('{"file": "x.wav", "text": "a"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: needs the columns 'path'"):
+        read_manifest(bad)
+    tsv = tmp_path / "m.tsv"
+    tsv.write_text("path\ttext\n" + "\n".join(f"{u.path}\t{u.text}" for u in utterances[:3]) + "\n")
+    assert [u.text for u in read_manifest(tsv)] == [u.text for u in utterances[:3]]
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty.csv is empty"):
+        read_manifest(empty)
+
+
+def test_a_transcript_outside_the_alphabet_is_an_error_naming_it(corpus):
+    utterances = asr.load_manifest(corpus[1], asr.front_end(tiny(*corpus)))
+    with pytest.raises(ValueError, match=r"test.jsonl:\d+: the transcript .* outside the alphabet"):
+        asr.encode(utterances, ["a", "b"])
+
+
+def test_frame_stacking_and_lengths():
+    model = asr.SpeechRecognizer(3, tiny(None, None, frame_stack=3))
+    x = torch.arange(7 * 2 * 20, dtype=torch.float32).reshape(7, 2, 20)
+    stacked = model.stacked(x)  # (3, 2, 60)
+    assert stacked.shape == (3, 2, 60)
+    assert torch.equal(stacked[1, 0], torch.cat([x[3, 0], x[4, 0], x[5, 0]]))
+    assert torch.equal(stacked[2, 1, 20:], torch.zeros(40))
+    model.eval()
+    log_probs, steps = model(torch.randn(7, 2, 20), torch.tensor([7, 4]))
+    assert log_probs.shape == (3, 2, 4) and steps.tolist() == [3, 2]
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3, 2))
+
+
+def test_training_on_tones_lowers_the_loss_and_evaluates(tmp_path, corpus):
+    out = tmp_path / "run"
+    summary = asr.train(tiny(*corpus), TrainConfig(steps=80, lr=5e-3, eval_every=40, checkpoint_every=40,
+                                                   warmup_steps=5, log_every=10), out, progress=False)
+    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
+              if '"loss"' in line and '"eval"' not in line]
+    assert losses[-1] < 0.6 * losses[0]
+    test = summary["test"]
+    assert set(test) >= {"cer", "wer", "greedy_wer", "empty_wer", "most_frequent_wer", "n"}
+    assert test["empty_wer"] == 1.0 and test["n"] == 12
+    assert (out / "plots" / "alignment.png").stat().st_size > 0
+    assert (out / "transcripts.txt").read_text().count("\n") == 42
+
+    main(["asr", "evaluate", "--checkpoint", str(out), "--json", "--words", str(out / "transcripts.txt")])
+
+
+def test_evaluate_cli_prints_the_keys_of_the_design(tmp_path, corpus, capsys):
+    out = tmp_path / "run"
+    asr.train(tiny(*corpus), TrainConfig(steps=4, eval_every=4, checkpoint_every=4, log_every=2), out, progress=False)
+    capsys.readouterr()
+    assert main(["asr", "evaluate", "--checkpoint", str(out), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"task", "split", "n", "cer", "wer", "greedy_wer", "empty_wer"} <= set(result)
+    assert result["task"] == "asr" and result["decoder"] == "greedy"
+    audio = str(read_manifest(corpus[1])[0].path)
+    assert main(["asr", "transcribe", "--checkpoint", str(out), audio, "--alignment", str(tmp_path / "a.png")]) == 0
+    assert capsys.readouterr().out.startswith(audio + "\t")
+    assert (tmp_path / "a.png").stat().st_size > 0
+    assert main(["asr", "transcribe", "--checkpoint", str(out), audio, "--stream"]) == 2  # bidirectional: refused
+    assert "streaming needs a unidirectional model" in capsys.readouterr().err
+
+
+def test_streaming_equals_decoding_the_whole_file(tmp_path, corpus):
+    out = tmp_path / "run"
+    config = tiny(*corpus, bidirectional=False, normalize="global")
+    asr.train(config, TrainConfig(steps=30, lr=5e-3, eval_every=30, checkpoint_every=30, log_every=10), out,
+              progress=False)
+    model = asr.TrainedASR.load(out)
+    for utterance in read_manifest(corpus[1])[:4]:
+        wave, _ = asr.read_audio(utterance.path, RATE)
+        _, log_probs = model.log_probs(utterance.path)
+        whole = model.transcribe(utterance.path)
+        for size in (80, 333):
+            assert "".join(model.stream(wave.split(size))) == whole
+        # the stream's own log-probabilities: step by step through the same layer equals forward
+        assert log_probs.shape[0] == math.ceil(model.logmel.frames(len(wave)) / config.frame_stack)
+
+
+def test_bad_configs_are_refused(corpus):
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        tiny(*corpus, normalize="none").validate()
+    with pytest.raises(ValueError, match="--test-data needs --data"):
+        asr.ASRConfig(test_data=corpus[1]).validate()
+    with pytest.raises(ValueError, match="language model or word list needs the beam decoder"):
+        asr.Decoder(["a"], "greedy", lexicon=asr.ctc.Lexicon(["a"]))
