@@ -118,8 +118,10 @@ def group(name, results, tol) -> bool:
 
 
 def grid(backend_cells):
-    for case, layers, bidir, lengths in itertools.product(cases(backend_cells), [1, 2], [False, True], [None, LENGTHS]):
-        yield case, layers, bidir, lengths, f"{case[0]}-L{layers}-{'bi' if bidir else 'uni'}-{'len' if lengths else 'full'}"
+    for case, layers, bidir, lengths in itertools.product(cases(backend_cells), [1, 2], [False, True],
+                                                          [None, LENGTHS]):
+        name = f"{case[0]}-L{layers}-{'bi' if bidir else 'uni'}-{'len' if lengths else 'full'}"
+        yield case, layers, bidir, lengths, name
 
 
 def bf16_check(device) -> list[tuple[str, float, None]]:
@@ -127,7 +129,8 @@ def bf16_check(device) -> list[tuple[str, float, None]]:
     for case in cases(fused.KERNELS):
         _, cell, options, proj_size = case
         torch.manual_seed(0)
-        layer = rnnkit.Recurrent(cell, I, H, num_layers=2, proj_size=proj_size, backend="fused", device=device, **options)
+        layer = rnnkit.Recurrent(cell, I, H, num_layers=2, proj_size=proj_size, backend="fused", device=device,
+                                 **options)
         x = torch.randn(T, B, I, device=device)
         expected, _ = layer(x, lengths=LENGTHS)
         with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
@@ -193,7 +196,8 @@ def main() -> int:
             {"hidden_dropout": 0.4, "zoneout": (0.3, 0.6) if is_lstm else 0.4}
         regs_results.append((i, *compare("fused", case, layers, bidir, lengths, device, regs)))
     ok &= group("fused == reference under hidden dropout + zoneout", regs_results, TOL)
-    ok &= group("scan == reference", [(i, *compare("scan", c, L, d, n, device)) for c, L, d, n, i in grid(scan.LOG_COEFFICIENTS)], TOL)
+    scans = [(i, *compare("scan", c, L, d, n, device)) for c, L, d, n, i in grid(scan.LOG_COEFFICIENTS)]
+    ok &= group("scan == reference", scans, TOL)
     for dt, tol in [(torch.float64, 1e-8), (torch.float32, 2e-2)]:  # float32 on the CPU: 1.0e-2 to 1.1e-2
         long = [(f"{c[0]}-T2000", compare("scan", c, 1, False, None, device, steps=2000, dtype=dt, relative=True)[0],
                  None) for c in cases(scan.LOG_COEFFICIENTS)]

@@ -142,6 +142,50 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--device", default="cpu")
 
+    from .tasks.asr import ASR_TRAIN_DEFAULTS, ASRConfig
+
+    asr = commands.add_parser("asr", help="speech recognition with a bidirectional RNN and CTC: train, evaluate, "
+                                          "transcribe")
+    verbs = asr.add_subparsers(dest="verb", metavar="VERB", required=True)
+    train = verbs.add_parser("train", help="train a recognizer (default: the bundled spoken-digit subset)",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--out", help="run directory (default: runs/asr-DATE-TIME)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
+    add_config_flags(train.add_argument_group("model and data"), ASRConfig, suppress=True)
+    add_config_flags(train.add_argument_group("training"), TrainConfig, suppress=True, defaults=ASR_TRAIN_DEFAULTS)
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def add_decoder_flags(verb: argparse.ArgumentParser) -> None:
+        group = verb.add_argument_group("decoding")
+        group.add_argument("--decoder", choices=["greedy", "beam"], default=None,
+                           help="greedy, or CTC prefix beam search (default: beam when --lm or --words is given)")
+        group.add_argument("--beam", type=int, default=16, help="beam width (default 16)")
+        group.add_argument("--lm", help="a character language model's run or checkpoint directory (rnnkit lm train) "
+                                        "for shallow fusion")
+        group.add_argument("--lm-weight", type=float, default=0.5, help="weight of the LM's log-probability "
+                                                                         "(default 0.5)")
+        group.add_argument("--insertion-bonus", type=float, default=0.0,
+                           help="added to the score per character, against the LM's bias to short texts (default 0)")
+        group.add_argument("--words", help="a word list (whitespace-separated words; a run's transcripts.txt works): "
+                                           "only its words are spelled")
+        verb.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+        verb.add_argument("--device", default="cpu")
+
+    evaluate = verbs.add_parser("evaluate", help="CER and WER beside the empty-output and most-frequent-transcript "
+                                                 "baselines")
+    evaluate.add_argument("--data", help="a manifest to score (default: --split of the training data)")
+    evaluate.add_argument("--split", default="test", help="train, dev or test")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    add_decoder_flags(evaluate)
+    transcribe = verbs.add_parser("transcribe", help="the text of audio files (WAV, FLAC, OGG)")
+    transcribe.add_argument("audio", nargs="+", help="audio files")
+    transcribe.add_argument("--stream", action="store_true",
+                            help="read each file in chunks and print the text as it is decoded (a unidirectional "
+                                 "model trained with --normalize global)")
+    transcribe.add_argument("--chunk-ms", type=float, default=100.0, help="chunk length with --stream (default 100)")
+    transcribe.add_argument("--alignment", help="write a PNG of the first file's spectrogram and CTC alignment here")
+    add_decoder_flags(transcribe)
+
     tag = commands.add_parser("tag", help="named-entity tagging with a BiLSTM-CRF: train, evaluate, predict")
     verbs = tag.add_subparsers(dest="verb", metavar="VERB", required=True)
     train = verbs.add_parser("train", help="train a tagger (default: the bundled WNUT-16 tweets)",
@@ -163,6 +207,114 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
     predict.add_argument("text", help="the text to tag")
     predict.add_argument("--device", default="cpu")
+
+    from .tasks.translate import TRANSLATE_TRAIN_DEFAULTS, TranslateConfig
+
+    translate = commands.add_parser("translate", help="translation with an attention decoder: train, evaluate, "
+                                                      "predict")
+    verbs = translate.add_subparsers(dest="verb", metavar="VERB", required=True)
+    train = verbs.add_parser("train", help="train a translator (default: the bundled English-Spanish Bible verses)",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--out", help="run directory (default: runs/translate-DATE-TIME)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
+    add_config_flags(train.add_argument_group("model and data"), TranslateConfig, suppress=True)
+    add_config_flags(train.add_argument_group("training"), TrainConfig, suppress=True,
+                     defaults=TRANSLATE_TRAIN_DEFAULTS)
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate = verbs.add_parser("evaluate", help="BLEU and chrF (sacrebleu) beside the copy-the-source baseline")
+    evaluate.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+    evaluate.add_argument("--data", help="a pair file, source<TAB>target per line (default: the training data); a "
+                                         "file other than the training data is scored whole")
+    evaluate.add_argument("--split", default="test", help="train, dev or test")
+    evaluate.add_argument("--decoder", default="beam", choices=("greedy", "beam"), help="greedy or beam search")
+    evaluate.add_argument("--beam-size", type=int, help="beams (default: the training run's)")
+    evaluate.add_argument("--length-penalty", type=float, help="alpha of the length normalization (default: the "
+                                                               "training run's)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--device", default="cpu")
+    predict = verbs.add_parser("predict", help="the translation of a text, or of every line of a file")
+    predict.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+    predict.add_argument("text", nargs="?", help="the text to translate")
+    predict.add_argument("--file", help="a UTF-8 text file: one text per line (blank lines are skipped)")
+    predict.add_argument("--decoder", default="beam", choices=("greedy", "beam"), help="greedy or beam search")
+    predict.add_argument("--beam-size", type=int, help="beams (default: the training run's)")
+    predict.add_argument("--length-penalty", type=float, help="alpha of the length normalization (default: the "
+                                                              "training run's)")
+    predict.add_argument("--attention-plot", metavar="PNG", help="write the attention heat map of the text (with "
+                                                                 "--file: of its first line) to this PNG")
+    predict.add_argument("--device", default="cpu")
+
+    from .tasks.lab import LAB_TRAIN_DEFAULTS, LabConfig
+    from .tasks.lab_data import PROBLEMS
+
+    lab = commands.add_parser("lab", help="long-range dependency lab: adding, copy, order (generated data)")
+    verbs = lab.add_subparsers(dest="verb", metavar="PROBLEM", required=True)
+    for problem, text in zip(PROBLEMS, ("the adding problem (Le et al. 2015): MSE beside always-1's 0.167",
+                                        "copy memory (Arjovsky et al. 2016): cross-entropy and recall accuracy "
+                                        "beside the memoryless baseline",
+                                        "temporal order (Hochreiter & Schmidhuber 1997, 6a): accuracy beside "
+                                        "chance")):
+        verb = verbs.add_parser(problem, help=f"train on {text}",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        verb.add_argument("--out", help=f"run directory (default: runs/lab-{problem}-DATE-TIME)")
+        verb.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
+        verb.add_argument("--checkpoint", help="evaluate this trained lab run (or checkpoint) instead of training")
+        verb.add_argument("--json", action="store_true", help="print the test result as one JSON object")
+        add_config_flags(verb.add_argument_group("model and problem"), LabConfig, suppress=True)
+        add_config_flags(verb.add_argument_group("training"), TrainConfig, suppress=True, defaults=LAB_TRAIN_DEFAULTS)
+        verb.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    from .tasks.forecast import FORECAST_TRAIN_DEFAULTS, ForecastConfig
+
+    forecast = commands.add_parser("forecast", help="time-series forecasting: train, evaluate, predict")
+    verbs = forecast.add_subparsers(dest="verb", metavar="VERB", required=True)
+    # conflict_handler="resolve": the repeatable --column below replaces the plain one of add_config_flags
+    train = verbs.add_parser("train", help="train a forecaster (default: the bundled air passengers)",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter, conflict_handler="resolve")
+    train.add_argument("--out", help="run directory (default: runs/forecast-DATE-TIME)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
+    group = train.add_argument_group("model and data")
+    add_config_flags(group, ForecastConfig, suppress=True)
+    group.add_argument("--column", dest="column", action="append", default=argparse.SUPPRESS, metavar="NAME",
+                       help="the column(s) to read, repeatable or comma-separated; the first is the target "
+                            "(default: the file's only column besides the time column)")
+    add_config_flags(train.add_argument_group("training"), TrainConfig, suppress=True,
+                     defaults=FORECAST_TRAIN_DEFAULTS)
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for verb, text in (("evaluate", "MASE, sMAPE and interval coverage on the last horizon points, beside seasonal "
+                                    "naive and ETS, with the rolling-origin figures"),
+                       ("predict", "the next horizon values after the end of the series, with the interval")):
+        command = verbs.add_parser(verb, help=text)
+        command.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+        command.add_argument("--data", help="a CSV or TSV file (default: the training run's series)")
+        command.add_argument("--column", action="append", metavar="NAME",
+                             help="repeatable or comma-separated (default: the training run's)")
+        command.add_argument("--time-column", help="default: the training run's")
+        command.add_argument("--format", help="csv or tsv (default: from the extension)")
+        if verb == "predict":
+            command.add_argument("--steps", type=int, help="steps ahead, at most the trained horizon (default: it)")
+        command.add_argument("--json", action="store_true", help="print JSON")
+        command.add_argument("--device", default="cpu")
+
+    gradients = commands.add_parser("gradients", help="per-time-step gradient norms dL/dh_t, spectral radius, "
+                                                      "clipping; a log-scale plot comparing cells",
+                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    gradients.add_argument("--cell", action="extend", nargs="+", default=None,
+                           help="cells to probe, untrained (several: --cell rnn_tanh lstm gru); default lstm "
+                                "unless --checkpoint is given")
+    gradients.add_argument("--checkpoint", help="also probe this trained lab run (or checkpoint)")
+    gradients.add_argument("--problem", default="adding", choices=PROBLEMS,
+                           help="whose loss at the last step (a checkpoint's own problem overrides it)")
+    gradients.add_argument("--length", type=int, default=100, help="T of the problem")
+    gradients.add_argument("--hidden-size", type=int, default=LabConfig.hidden_size, help="H of untrained cells")
+    gradients.add_argument("--num-layers", type=int, default=1, help="stacked layers of untrained cells")
+    gradients.add_argument("--forget-bias", type=float, default=LabConfig.forget_bias,
+                           help="the LSTM family's forget-gate bias at init (default: the lab's for the problem)")
+    gradients.add_argument("--batch-size", type=int, default=64, help="examples the norms are averaged over")
+    gradients.add_argument("--clip", type=float, default=1.0, help="the global-norm clip whose effect is reported")
+    gradients.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
+    gradients.add_argument("--plot", default="gradients.png", help="where to write the PNG ('' for none)")
+    gradients.add_argument("--json", action="store_true", help="print every number as one JSON object")
     return parser
 
 
@@ -246,6 +398,27 @@ def run_speech(args: argparse.Namespace) -> int:
                         args.json)
 
 
+def run_forecast(args: argparse.Namespace) -> int:
+    from .tasks import forecast
+
+    if isinstance(getattr(args, "column", None), list):  # --column a --column b,c -> "a,b,c"
+        args.column = ",".join(args.column)
+    if args.verb == "train":
+        return run_train(args, forecast.NAME, forecast.train, forecast.ForecastConfig,
+                         forecast.FORECAST_TRAIN_DEFAULTS, forecast.DEFAULT_MINUTES)
+    model = forecast.TrainedForecaster.load(args.checkpoint, args.device)
+    if args.verb == "predict":
+        rows = model.predict(args.data, args.column, args.time_column, args.format, args.steps)
+        if args.json:
+            print(json.dumps(rows))
+            return 0
+        print("\t".join(rows[0]))  # step, time (with a time column), forecast, lower, upper
+        for row in rows:
+            print("\t".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+        return 0
+    return print_result(model.evaluate(args.data, "test", args.column, args.time_column, args.format), args.json)
+
+
 def run_tag(args: argparse.Namespace) -> int:
     from .tasks import tag
 
@@ -260,6 +433,118 @@ def run_tag(args: argparse.Namespace) -> int:
             print("(no entities)")
         return 0
     return print_result(model.evaluate(args.data, args.split), args.json)
+
+
+def run_translate(args: argparse.Namespace) -> int:
+    from .data import read_text
+    from .tasks import translate
+
+    if args.verb == "train":
+        return run_train(args, translate.NAME, translate.train, translate.TranslateConfig,
+                         translate.TRANSLATE_TRAIN_DEFAULTS, translate.DEFAULT_MINUTES)
+    model = translate.TrainedTranslator.load(args.checkpoint, args.device)
+    if args.verb == "predict":
+        if (args.text is None) == (args.file is None):
+            raise ValueError("give either a text to translate or --file FILE, not both or neither")
+        lines = [args.text] if args.text is not None else [
+            line for line in read_text(args.file).split("\n") if line.strip()]
+        if not lines:
+            raise ValueError(f"{args.file} has no text lines to translate")
+        for translation in model.predict(lines, args.decoder, args.beam_size, args.length_penalty):
+            print(translation)
+        if args.attention_plot:
+            path = model.plot_attention(lines[0], args.attention_plot, args.decoder, args.beam_size,
+                                        args.length_penalty)
+            print(f"attention heat map: {path}", file=sys.stderr)
+        return 0
+    return print_result(model.evaluate(args.data, args.split, args.decoder, args.beam_size, args.length_penalty),
+                        args.json)
+
+
+def run_lab(args: argparse.Namespace) -> int:
+    """``rnnkit lab PROBLEM``: train (or, with --checkpoint, evaluate) and print the test result beside its
+    baseline; with --json only the JSON object goes to stdout (progress and notes go to stderr)."""
+    from rich.console import Console
+
+    from .tasks import lab
+    from .train import checkpoint
+    from .train.trainer import TrainConfig
+
+    if args.checkpoint:
+        trained = lab.TrainedLab.load(args.checkpoint)
+        if trained.problem != args.verb:
+            raise ValueError(f"--checkpoint {args.checkpoint} holds a {trained.problem!r} run, not {args.verb!r}")
+        result = trained.evaluate(getattr(args, "length", None), getattr(args, "test_size", None))
+    else:
+        if args.resume and not args.out:
+            raise ValueError("--resume needs --out: the run directory to continue")
+        out = Path(args.out or f"runs/lab-{args.verb}-{datetime.now():%Y%m%d-%H%M%S}")
+        saved = checkpoint.load(out / "last").config if args.resume and (out / "last").exists() else {}
+        if saved and saved.get("problem") != args.verb:
+            raise ValueError(f"--resume: {out} holds a {saved.get('problem')!r} run, not {args.verb!r}")
+        config = config_from(args, lab.LabConfig, saved)
+        train_config = config_from(args, TrainConfig, saved.get("train") or lab.LAB_TRAIN_DEFAULTS)
+        console = Console(stderr=True) if args.json else None
+        summary = lab.train(args.verb, config, train_config, out, resume=args.resume, console=console,
+                            progress=not (args.no_progress or args.json))
+        result = summary["test"]
+    if args.json:
+        print(json.dumps(result))
+    elif args.checkpoint:
+        print(lab.describe_result(result))
+    return 0
+
+
+def run_gradients(args: argparse.Namespace) -> int:
+    """``rnnkit gradients``: the probe of ``rnnkit.gradients`` for each --cell (and --checkpoint), one plot."""
+    from . import gradients
+
+    cells = args.cell if args.cell is not None else ([] if args.checkpoint else ["lstm"])
+    reports = gradients.run(cells, args.problem, args.length, args.hidden_size, args.num_layers, args.batch_size,
+                            args.forget_bias, args.seed, args.clip, args.checkpoint)
+    if args.plot:
+        gradients.plot(reports, args.plot, f"gradient norms, loss at the last step of {reports[0][1]['problem']} "
+                                           f"(T={args.length})")
+    if args.json:
+        print(json.dumps({"length": args.length, "plot": args.plot or None,
+                          "probes": [{"label": label, **report} for label, report in reports]}))
+        return 0
+    for label, report in reports:
+        print(gradients.describe(report, label))
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def run_asr(args: argparse.Namespace) -> int:
+    from .tasks import asr
+
+    if args.verb == "train":
+        return run_train(args, asr.NAME, asr.train, asr.ASRConfig, asr.ASR_TRAIN_DEFAULTS, asr.DEFAULT_MINUTES)
+    model = asr.TrainedASR.load(args.checkpoint, args.device)
+    kind = args.decoder or ("beam" if args.lm or args.words else "greedy")
+    decoder = model.decoder(kind, args.beam, args.lm, args.lm_weight, args.insertion_bonus, args.words)
+    if args.verb == "evaluate":
+        return print_result(model.evaluate(args.data, args.split, decoder), args.json)
+    from .audio import read_audio
+
+    for number, path in enumerate(args.audio):
+        if args.stream:
+            wave, rate = read_audio(path, model.config.sample_rate)
+            size = max(1, round(rate * args.chunk_ms / 1000))
+            print(f"{path}\t", end="", flush=True)
+            for piece in model.stream(wave.split(size)):
+                print(piece, end="", flush=True)
+            print()
+            continue
+        features, log_probs = model.log_probs(path)
+        print(f"{path}\t{decoder(log_probs)}")
+        if number == 0 and args.alignment:
+            from .plots import ctc_alignment
+
+            print(f"alignment: {ctc_alignment(features, log_probs, model.alphabet, model.model.stack, args.alignment)}",
+                  file=sys.stderr)
+    return 0
 
 
 def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -285,6 +570,16 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return run_speech(args)
     if args.command == "tag":
         return run_tag(args)
+    if args.command == "forecast":
+        return run_forecast(args)
+    if args.command == "translate":
+        return run_translate(args)
+    if args.command == "asr":
+        return run_asr(args)
+    if args.command == "lab":
+        return run_lab(args)
+    if args.command == "gradients":
+        return run_gradients(args)
     parser.print_help()
     return 0
 

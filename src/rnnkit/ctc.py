@@ -116,6 +116,12 @@ def _logadd(a: float, b: float) -> float:
     return top + math.log1p(math.exp(-abs(a - b)))
 
 
+def _add(grown: dict[str, list[float]], text: str, which: int, value: float) -> None:
+    """grown[text][which] += exp(value), in log space (which: 0 = ends in blank, 1 = in a label)."""
+    entry = grown.setdefault(text, [NEG_INF, NEG_INF])
+    entry[which] = _logadd(entry[which], value)
+
+
 def prefix_beam_search(log_probs: Tensor, alphabet: Sequence[str], beam: int = 16, lm: CharLM | None = None,
                        lm_weight: float = 0.5, insertion_bonus: float = 0.0, lexicon: Lexicon | None = None,
                        prune: int = 8, length: int | None = None) -> str:
@@ -141,25 +147,20 @@ def prefix_beam_search(log_probs: Tensor, alphabet: Sequence[str], beam: int = 1
         frame = lp[t]
         labels = [int(c) for c in frame[1:].topk(min(prune, frame.shape[0] - 1)).indices + 1]
         blank = float(frame[BLANK])
-        grown: dict[str, list[float]] = {}
-
-        def add(text: str, which: int, value: float) -> None:
-            entry = grown.setdefault(text, [NEG_INF, NEG_INF])
-            entry[which] = _logadd(entry[which], value)
-
+        grown: dict[str, list[float]] = {}  # text -> [log p_b, log p_nb] after this frame
         for text, (pb, pnb) in beams.items():
-            add(text, 0, _logadd(pb, pnb) + blank)
+            _add(grown, text, 0, _logadd(pb, pnb) + blank)
             for c in labels:
                 y, char = float(frame[c]), alphabet[c - 1]
                 extended = text + char
                 if text and text[-1] == char:
-                    add(text, 1, pnb + y)
+                    _add(grown, text, 1, pnb + y)
                     via = pb + y
                 else:
                     via = _logadd(pb, pnb) + y
                 if via == NEG_INF or (lexicon is not None and not lexicon.allows(extended)):
                     continue
-                add(extended, 1, via)
+                _add(grown, extended, 1, via)
         ranked = sorted(grown.items(), key=lambda item: score(item[0], *item[1]), reverse=True)
         beams = {text: (pb, pnb) for text, (pb, pnb) in ranked[:beam]}
 

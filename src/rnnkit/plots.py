@@ -54,3 +54,38 @@ def confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, tit
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def ctc_alignment(features, log_probs, alphabet, frame_stack: int, path: Path, title: str = "CTC alignment") -> Path:
+    """A log-mel spectrogram over its CTC posteriors: frames (10 ms) on a shared time axis.
+
+    features (T, n_mels); log_probs (T', 1 + A), one row per ``frame_stack`` frames, class 0 the blank.
+    The lower panel shows each class's probability per step; the labels of the greedy path are
+    written where they fire.
+    """
+    probs = log_probs.float().exp().numpy()  # (T', 1 + A)
+    names = ["blank", *("␣" if c == " " else c for c in alphabet)]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True, gridspec_kw={"height_ratios": [1, 1.3]})
+    T = features.shape[0]
+    top.imshow(features.float().numpy().T, origin="lower", aspect="auto", cmap="magma", extent=(0, T, 0,
+                                                                                                 features.shape[1]))
+    top.set_ylabel("mel band")
+    top.set_title(title)
+    bottom.imshow(probs.T, origin="lower", aspect="auto", cmap="Blues", vmin=0, vmax=1,
+                  extent=(0, probs.shape[0] * frame_stack, -0.5, len(names) - 0.5))
+    bottom.set_yticks(range(len(names)))
+    bottom.set_yticklabels(names, fontsize=7)
+    previous = 0
+    for step, label in enumerate(probs.argmax(-1).tolist()):
+        if label != previous and label != 0:
+            bottom.text((step + 0.5) * frame_stack, label, names[label], ha="center", va="center", color="red",
+                        fontsize=9, fontweight="bold")
+        previous = label
+    bottom.set_xlabel("frame (10 ms)")
+    bottom.set_ylabel("class")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -20,7 +20,6 @@ from .cells import Cell, LSTMState, State, make_cell, map_state
 from .regularize import Regularizers
 from .stepper import Stepper
 
-
 # torch's names for the cells cuDNN runs (torch.backends.cudnn.rnn.get_cudnn_mode), for flatten_parameters
 _CUDNN_MODES = {"rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU", "lstm": "LSTM", "gru": "GRU"}
 

@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.audio import AudioError, LogMel, StreamingLogMel, mel_filterbank, normalize, read_audio, resample, spec_augment
+from rnnkit.audio import (
+    AudioError,
+    LogMel,
+    StreamingLogMel,
+    mel_filterbank,
+    normalize,
+    read_audio,
+    resample,
+    spec_augment,
+)
 from rnnkit.audio.features import hz_to_mel, mel_to_hz
 
 soundfile = pytest.importorskip("soundfile", reason="reading audio needs soundfile (the tasks extra)")

@@ -13,4 +13,5 @@ from .features import LogMel, StreamingLogMel, mel_filterbank, normalize
 from .read import AudioError, read_audio
 from .resample import resample
 
-__all__ = ["AudioError", "LogMel", "StreamingLogMel", "mel_filterbank", "normalize", "read_audio", "resample", "spec_augment"]
+__all__ = ["AudioError", "LogMel", "StreamingLogMel", "mel_filterbank", "normalize", "read_audio", "resample",
+           "spec_augment"]

@@ -16,7 +16,6 @@ of the signal and a stream computed chunk by chunk (``StreamingLogMel``) gives t
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 

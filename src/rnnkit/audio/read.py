@@ -25,7 +25,7 @@ def read_audio(path: str | Path | BinaryIO, sample_rate: int | None = None) -> t
     try:
         import soundfile
     except ImportError as e:
-        raise ImportError('reading audio needs soundfile: pip install "rnnkit[tasks]" (or pip install soundfile)') from e
+        raise ImportError('reading audio needs soundfile: pip install "rnnkit[tasks]" (or soundfile)') from e
     if isinstance(path, (str, Path)):
         path = Path(path)
         if not path.is_file():

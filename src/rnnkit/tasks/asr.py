@@ -18,10 +18,11 @@ the same as decoding the whole file.
 Data: ``--data MANIFEST`` (``rnnkit.data.manifest``: CSV/TSV/JSONL with ``path`` and ``text``)
 with ``--test-data MANIFEST``; ``--data synth``: the synthesized corpus (``rnnkit.data.synth_speech``,
 espeak-ng voices, the test split spoken by voices never heard in training), generated into a
-cache on first use, with ``--noise`` added to the training audio as it is loaded; or without them a subset of the Free Spoken Digit Dataset bundled
-in the package (CC BY-SA 4.0, SOURCES.md). A seeded ``dev_fraction`` of the training
-utterances picks the best checkpoint (lowest CER, greedy). The alphabet is the training
-transcripts' characters; a test transcript with another character is an error naming it.
+cache on first use, with ``--noise`` added to the training audio as it is loaded; or without
+them a subset of the Free Spoken Digit Dataset bundled in the package (CC BY-SA 4.0, SOURCES.md).
+A seeded ``dev_fraction`` of the training utterances picks the best checkpoint (lowest CER, greedy).
+The alphabet is the training transcripts' characters; a test transcript with another character is
+an error naming it.
 Metrics: CER and WER (jiwer) beside the empty output's WER (1.0) and the most frequent training
 transcript's.
 """

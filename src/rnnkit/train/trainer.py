@@ -11,9 +11,15 @@ evaluation); the Trainer owns everything else, so no task re-implements the loop
   at document boundaries;
 - bfloat16 autocast (``bf16``) on CPU and GPU;
 - a NaN/Inf guard: a step whose loss or gradient is not finite is skipped, the learning
-  rate is multiplied by ``nan_lr_factor``, the parameters with non-finite gradients are
-  named in the log, the carried state is reset, and after ``nan_patience`` such steps in a
-  row training stops with ``TrainingDiverged``; no non-finite checkpoint is ever written;
+  rate is multiplied by ``nan_lr_factor``, the layers and parameters with non-finite
+  gradients are named in the log (and, for a task with ``time_gradients``, the time steps),
+  the carried state is reset, and after ``nan_patience`` such steps in a row training stops
+  with ``TrainingDiverged``; no non-finite checkpoint is ever written;
+- gradient logging (``log_grad_norms``, off by default): every log step's record in
+  metrics.jsonl also holds ``grad_norm_layers``, the gradient norm per layer (parameters
+  grouped by ``parameter_layer``), and, for a task with ``time_gradients``,
+  ``grad_norm_time``, the norm of dL/dx_t summed in quadrature over ``GRAD_TIME_BUCKETS``
+  contiguous buckets of time steps (keys ``"first-last"``);
 - evaluation every ``eval_every`` steps, the best checkpoint kept in ``best/``, early
   stopping after ``patience`` evaluations without improvement;
 - budgets: ``steps``, or ``max_minutes`` (a time budget measures its speed over its first
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,6 +54,10 @@ from .schedule import lr_at
 # A time budget measures its speed over at least this fraction of the budget (and at least
 # calibration_steps steps): a few fast steps mislead, as the first ones on a busy machine do.
 CALIBRATION_FRACTION = 0.03
+# log_grad_norms splits the time steps into at most this many contiguous buckets: enough to see a
+# gradient fade over the sequence, few enough to read in metrics.jsonl.
+GRAD_TIME_BUCKETS = 10
+_LAYER_SUFFIX = re.compile(r"_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
 
 Carry = Any  # None, a Tensor, an LSTMState, or a tuple of them: whatever the task's loss carries
 
@@ -78,6 +89,8 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of every random number generator"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:1, ..."})
     tensorboard: bool = field(default=False, metadata={"help": "also write TensorBoard scalars to OUT/tensorboard"})
+    log_grad_norms: bool = field(default=False, metadata={"help": "also log gradient norms per layer and per "
+                                                                  "time-step bucket to metrics.jsonl"})
 
     def validate(self) -> None:
         if self.steps is None and self.max_minutes is None:
@@ -124,6 +137,10 @@ class TrainingTask(Protocol):
     def describe(self) -> tuple[dict, dict | None]:
         """config.json's task part and vocab.json (or None)."""
         ...
+
+    # Optional: ``time_gradients() -> Tensor | None``, after the backward pass the norm of the
+    # gradient that reached each time step t of the last batch, (T,) (the lab: ||dL/dx_t||). The
+    # Trainer uses it for ``log_grad_norms`` and to name the time steps in the NaN report.
 
 
 def seed_everything(seed: int) -> None:
@@ -215,6 +232,8 @@ class Trainer:
                         break
                     if budget_s is not None and elapsed >= budget_s:
                         st.stop_reason = "time"
+                        if st.total_steps is None:  # spent before the calibration ended: these steps were the run
+                            st.total_steps = st.step
                         break
                     if self._stop_requested or (until is not None and st.step >= until):
                         st.stop_reason = "interrupted"
@@ -240,6 +259,8 @@ class Trainer:
                         record = {"step": st.step, "loss": _mean(log_losses), "lr": self._lr(st.step - 1),
                                   "grad_norm": self._last_norm, "tokens_per_s": log_tokens / max(now - log_time, 1e-9),
                                   "elapsed_s": round(st.elapsed_s + now - started, 3)}
+                        if cfg.log_grad_norms:
+                            record.update(self._last_grad_norms)
                         self.metrics.write(record)
                         if board:
                             board.scalars(st.step, record, "train")
@@ -287,6 +308,8 @@ class Trainer:
         norm = torch.nn.utils.get_total_norm([p.grad for p in params])  # before clipping, as logged
         self._last_norm = float(norm)
         value = float(loss.detach())
+        if cfg.log_grad_norms:  # before clipping, as grad_norm
+            self._last_grad_norms = self._grad_norms()
         if math.isfinite(value) and math.isfinite(self._last_norm):
             if cfg.clip > 0:
                 torch.nn.utils.clip_grads_with_norm_(params, cfg.clip, norm)
@@ -301,21 +324,56 @@ class Trainer:
         cfg, st = self.config, self.state
         bad = [name for name, p in self.model.named_parameters()
                if p.grad is not None and not torch.isfinite(p.grad).all()]
+        layers = list(dict.fromkeys(parameter_layer(name) for name in bad))
+        steps = self._non_finite_steps()
         self.optimizer.zero_grad(set_to_none=True)
         self.carry = None  # a state computed from the bad batch may itself be non-finite
         st.nan_failures += 1
         st.lr_factor *= cfg.nan_lr_factor
-        where = f"non-finite gradient in {', '.join(bad[:5])}" + (" ..." if len(bad) > 5 else "") if bad \
-            else f"non-finite loss ({loss})"
+        where = (f"non-finite gradient in layer(s) {', '.join(layers)} ({', '.join(bad[:5])}"
+                 + (" ..." if len(bad) > 5 else "") + ")") if bad else f"non-finite loss ({loss})"
+        if steps is not None:
+            first, last, total = steps
+            where += (f", at time steps {first}-{last} of {total} (the backward pass, running from the last step, "
+                      f"first met it at step {last})")
         message = (f"step {st.step + 1} skipped: {where}; learning rate now x{st.lr_factor:g} "
                    f"({st.nan_failures} non-finite step(s) in a row)")
         self.console.print(f"[yellow]{message}[/yellow]")
-        self.metrics.write({"step": st.step + 1, "event": "non-finite", "message": message, "parameters": bad})
+        self.metrics.write({"step": st.step + 1, "event": "non-finite", "message": message, "parameters": bad,
+                            "layers": layers, "time_steps": None if steps is None else list(steps[:2])})
         if st.nan_failures >= cfg.nan_patience:
             raise TrainingDiverged(
                 f"training diverged: {st.nan_failures} non-finite steps in a row (last: {where}). The last "
                 f"finite checkpoint is in {self.out / 'last'}; try a lower --lr (now {cfg.lr}), a smaller --clip, "
                 "or float32 instead of --bf16")
+
+    def _time_gradients(self) -> Tensor | None:
+        """The task's per-time-step gradient norms of the last batch, (T,), or None where it cannot tell."""
+        time_gradients = getattr(self.task, "time_gradients", None)
+        return None if time_gradients is None else time_gradients()
+
+    def _grad_norms(self) -> dict:
+        """``grad_norm_layers`` and, where the task can tell, ``grad_norm_time`` (see the module notes)."""
+        squares: dict[str, float] = {}
+        for name, p in self.model.named_parameters():
+            if p.grad is not None:
+                layer = parameter_layer(name)
+                squares[layer] = squares.get(layer, 0.0) + float(p.grad.detach().float().pow(2).sum())
+        record: dict[str, Any] = {"grad_norm_layers": {k: math.sqrt(v) for k, v in squares.items()}}
+        norms = self._time_gradients()
+        if norms is not None:
+            record["grad_norm_time"] = time_buckets(norms, GRAD_TIME_BUCKETS)
+        return record
+
+    def _non_finite_steps(self) -> tuple[int, int, int] | None:
+        """(first, last, T): the span of time steps whose gradient is not finite, or None."""
+        norms = self._time_gradients()
+        if norms is None:
+            return None
+        bad = (~torch.isfinite(norms)).nonzero().flatten()
+        if bad.numel() == 0:
+            return None
+        return int(bad[0]), int(bad[-1]), int(norms.numel())
 
     def _lr(self, step: int) -> float:
         cfg = self.config
@@ -438,6 +496,7 @@ class Trainer:
             return None
 
     _last_norm: float = float("nan")
+    _last_grad_norms: dict = {}
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -445,6 +504,25 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def parameter_layer(name: str) -> str:
+    """The layer a parameter belongs to, by torch's names: ``rnn.weight_hh_l1`` -> ``rnn.l1``,
+    ``rnn.weight_ih_l0_reverse`` -> ``rnn.l0_reverse``; otherwise its module: ``head.weight`` -> ``head``."""
+    module, _, leaf = name.rpartition(".")
+    match = _LAYER_SUFFIX.search(leaf)
+    if match is None:
+        return module or leaf
+    return f"{module + '.' if module else ''}l{match['layer']}{match['reverse'] or ''}"
+
+
+def time_buckets(norms: Tensor, buckets: int) -> dict[str, float]:
+    """Per-step norms (T,) summed in quadrature over at most ``buckets`` contiguous spans: {"first-last": norm}."""
+    norms = norms.detach().double().cpu()
+    out = {}
+    for span in torch.arange(norms.numel()).tensor_split(min(buckets, norms.numel())):
+        out[f"{int(span[0])}-{int(span[-1])}"] = float(norms[span].pow(2).sum().sqrt())
+    return out
 
 
 def _mean(values: list[float]) -> float:

@@ -1,0 +1,334 @@
+"""The long-range dependency lab: ``rnnkit lab adding | copy | order --cell NAME --length T``.
+
+Three synthetic problems (``rnnkit.tasks.lab_data``) that a model solves only by carrying
+information across T steps, each scored beside the baseline of a model that cannot:
+
+- ``adding`` (Le et al. 2015): MSE of the sum of the two marked values; baseline: always
+  predicting 1, MSE 1/6 = 0.167;
+- ``copy`` (Arjovsky et al. 2016): cross-entropy per step over the T + 20 steps, and accuracy on
+  the 10 recalled symbols; baseline: the memoryless 10 ln 8 / (T + 20), accuracy 1/8;
+- ``order`` (Hochreiter & Schmidhuber 1997, 6a): accuracy of the class at the last step;
+  baseline: chance, 1/4.
+
+Model: ``rnnkit.Recurrent`` (any cell, stacked) -> a linear head: adding reads the top
+layer's last state (one number), order the top layer's state after each sequence's own last
+step (4 logits), copy every step's output (10 logits per step).
+
+Initialization: the cell's own rule, except that the LSTM family's forget-gate bias starts at
+``forget_bias``: the ``bias_ih`` block of f is set to it and the ``bias_hh`` block to 0. By
+default 1.0 for adding and copy (Jozefowicz et al. 2015: sigma(1) = 0.73, the forget gate starts
+mostly open) and 3.0 for temporal order (sigma(3) = 0.95): order's two marked symbols sit 40 to
+100 steps before the loss with nothing closer to learn from first, and 0.73^50 = 2e-7 leaves no
+gradient to start from, while 0.95^50 = 0.09 does. With torch's U(-1/sqrt(H), 1/sqrt(H)) an
+nn.LSTM stayed at the adding baseline (0.164 after 3,000 steps) in the reference runs quoted in
+docs/results.md.
+
+Training: the Trainer's AdamW with weight decay 0 by default (``LAB_TRAIN_DEFAULTS``); every
+batch is freshly generated from a generator seeded by (seed, batch index), so a run is
+deterministic and resumable; the test set is fixed (seeded by ``TEST_SEED``, the same for every
+run and seed) and never trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import Tensor, nn
+
+from ..recurrent import Recurrent
+from ..train import checkpoint
+from ..train.trainer import TrainConfig, Trainer, seed_everything
+from . import lab_data
+from .lab_data import COPY_RECALL, COPY_SYMBOLS, ORDER_CLASSES, PROBLEMS, LabBatch
+
+NAME = "lab"
+TEST_SEED = 2**62 + 7  # the fixed test set's generator; training batches use seeds far below it
+STREAM_SEED_STRIDE = 1_000_003  # batch i of seed s is drawn with seed s * stride + i
+EVAL_BATCH = 500  # test examples per forward call (memory at T = 400)
+# The primary metric of each problem (the Trainer keeps the best checkpoint by it) and its direction.
+METRICS = {"adding": ("mse", False), "copy": ("cross_entropy", False), "order": ("accuracy", True)}
+OUTPUTS = {"adding": 1, "copy": COPY_SYMBOLS, "order": ORDER_CLASSES}
+# Where the forget gate sits in the packed gates of the LSTM family: (block index, blocks).
+# The forget-gate bias by problem when --forget-bias is not given (see the module notes).
+FORGET_BIAS = {"adding": 1.0, "copy": 1.0, "order": 3.0}
+FORGET_GATE = {"lstm": (1, 4), "peephole_lstm": (1, 4), "layernorm_lstm": (1, 4), "cifg_lstm": (0, 3)}
+# A constant learning rate after a short warmup (min_lr_ratio 1.0 turns the cosine decay off): the
+# loss of these problems sits on a plateau for the first ~1,500 steps and then falls fast, and a
+# decay that has already lowered the rate by then would slow that escape. lr 3e-3 with H = 64 took
+# the LSTM on adding T = 100 from 0.16 to 0.0017 between steps 1,500 and 2,000 (docs/results.md).
+LAB_TRAIN_DEFAULTS = {"steps": 3000, "lr": 3e-3, "weight_decay": 0.0, "warmup_steps": 100, "min_lr_ratio": 1.0,
+                      "clip": 1.0, "eval_every": 250, "checkpoint_every": 500, "log_every": 50}
+
+
+@dataclass
+class LabConfig:
+    """The model and the problem's size; the problem itself is the verb (adding, copy, order)."""
+
+    length: int = field(default=100, metadata={"help": "T: adding's sequence length, copy's delay (sequences of "
+                                                       "T + 20), order's shortest sequence (up to 1.1 T)"})
+    cell: str = field(default="lstm", metadata={"help": "any cell of `rnnkit cells`"})
+    hidden_size: int = field(default=64, metadata={"help": "H of every layer (64: the lab's tables run on 2 CPU "
+                                                           "cores; 128 is the usual size in the papers)"})
+    num_layers: int = field(default=1, metadata={"help": "stacked layers"})
+    forget_bias: float | None = field(default=None, metadata={"help": "the LSTM family's forget-gate bias at init "
+                                                                      "(default: 1.0 for adding and copy, 3.0 for "
+                                                                      "order); other cells ignore it"})
+    batch_size: int = field(default=64, metadata={"help": "examples per step, freshly generated"})
+    test_size: int = field(default=1000, metadata={"help": "examples in the fixed test set"})
+
+    def validate(self, problem: str) -> None:
+        lab_data.check_length(problem, self.length)
+        if self.forget_bias is not None and not isinstance(self.forget_bias, (int, float)):
+            raise ValueError(f"forget_bias must be a number or None, got {self.forget_bias!r}")
+        for name in ("hidden_size", "num_layers", "batch_size", "test_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+    def model_settings(self) -> dict:
+        """What config.json records and a resumed run must match."""
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------- the model
+
+
+class LabModel(nn.Module):
+    """Recurrent -> Linear, read where the problem asks (see the module notes).
+
+    forward(x (S, N, I), lengths (N,) or None) -> adding: (N,) predictions; copy: (S, N, 10)
+    logits; order: (N, 4) logits.
+    """
+
+    def __init__(self, problem: str, config: LabConfig) -> None:
+        super().__init__()
+        self.problem = lab_data.check_problem(problem)
+        self.rnn = Recurrent(config.cell, lab_data.input_size(problem), config.hidden_size, config.num_layers)
+        self.head = nn.Linear(config.hidden_size, OUTPUTS[problem])
+        init_forget_bias(self.rnn, FORGET_BIAS[problem] if config.forget_bias is None else config.forget_bias)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        # The layer runs every sequence over all S steps, without lengths: the output of a
+        # unidirectional layer at a sequence's own last step is its state there, the steps after it
+        # change nothing before, and torch's packed-sequence LSTM is 10x slower on the CPU.
+        out, _ = self.rnn(x)  # (S, N, H)
+        return self.read(out, lengths)
+
+    def read(self, out: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """The head on what the problem reads from the top layer's outputs ``out`` (S, N, H): every step
+        (copy), or the last step of each sequence (its own, given ``lengths``)."""
+        if self.problem == "copy":
+            return self.head(out)  # (S, N, 10)
+        if lengths is None:
+            last = out[-1]  # (N, H)
+        else:
+            last = out[lengths.to(out.device) - 1, torch.arange(out.shape[1], device=out.device)]  # (N, H)
+        y = self.head(last)  # (N, 1) or (N, 4)
+        return y.squeeze(-1) if self.problem == "adding" else y
+
+
+def init_forget_bias(rnn: Recurrent, forget_bias: float) -> None:
+    """Set the LSTM family's forget-gate bias: b_ih's f block = forget_bias, b_hh's = 0 (their sum is the bias)."""
+    if rnn.cell.name not in FORGET_GATE or not rnn.bias:
+        return
+    block, _ = FORGET_GATE[rnn.cell.name]
+    H = rnn.hidden_size
+    with torch.no_grad():
+        for k in range(rnn.num_layers):
+            for d in range(rnn.num_directions):
+                w = rnn.weights(k, d)
+                w["bias_ih"][block * H : (block + 1) * H] = forget_bias
+                w["bias_hh"][block * H : (block + 1) * H] = 0.0
+
+
+def loss_of(problem: str, prediction: Tensor, batch: LabBatch) -> Tensor:
+    """The mean training loss: MSE (adding) or cross-entropy (copy: over every step; order: per sequence)."""
+    if problem == "adding":
+        return F.mse_loss(prediction.float(), batch.y)
+    if problem == "copy":
+        return F.cross_entropy(prediction.float().flatten(0, 1), batch.y.flatten())
+    return F.cross_entropy(prediction.float(), batch.y)
+
+
+@torch.no_grad()
+def score(model: LabModel, batch: LabBatch) -> dict[str, float]:
+    """The problem's metrics on ``batch`` (evaluated in chunks of ``EVAL_BATCH`` examples)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sums = {"loss": 0.0, "correct": 0.0, "counted": 0}
+    n = batch.x.shape[1]
+    for start in range(0, n, EVAL_BATCH):
+        part = LabBatch(batch.x[:, start : start + EVAL_BATCH].to(device), batch.y[..., start : start + EVAL_BATCH]
+                        .to(device), None if batch.lengths is None else batch.lengths[start : start + EVAL_BATCH])
+        m = part.x.shape[1]
+        prediction = model(part.x, part.lengths)
+        sums["loss"] += float(loss_of(model.problem, prediction, part)) * m
+        if model.problem == "copy":
+            recalled = prediction[-COPY_RECALL:].argmax(-1) == part.y[-COPY_RECALL:]  # (10, m)
+            sums["correct"] += float(recalled.sum())
+            sums["counted"] += recalled.numel()
+        elif model.problem == "order":
+            sums["correct"] += float((prediction.argmax(-1) == part.y).sum())
+            sums["counted"] += m
+    model.train(was_training)
+    if model.problem == "adding":
+        return {"mse": sums["loss"] / n}
+    return {"cross_entropy": sums["loss"] / n, "accuracy": sums["correct"] / sums["counted"]}
+
+
+def result(problem: str, length: int, cell: str, metrics: dict[str, float], n: int, split: str = "test") -> dict:
+    """``--json``'s object: task, split, n, metric, value, baseline, and the problem's other metric beside its
+    baseline (copy: accuracy on the recalled symbols; order: cross-entropy)."""
+    base = lab_data.baseline(problem, length)
+    metric = METRICS[problem][0]
+    out = {"task": NAME, "problem": problem, "split": split, "n": n, "length": length, "cell": cell,
+           "metric": metric, "value": metrics[metric], "baseline": base[metric]}
+    for key, value in metrics.items():
+        if key != metric:
+            out[key] = value
+            out[f"baseline_{key}"] = base[key]
+    return out
+
+
+def describe_result(r: dict) -> str:
+    """One line: the metric beside its baseline (and the other metric beside its own)."""
+    line = f"{r['problem']} T={r['length']} {r['cell']}: {r['split']} {r['metric']} {r['value']:.4f} (baseline " \
+           f"{r['baseline']:.4f})"
+    for key in ("accuracy", "cross_entropy"):
+        if key in r and key != r["metric"]:
+            line += f", {key} {r[key]:.4f} (baseline {r['baseline_' + key]:.4f})"
+    return line + f", n {r['n']}"
+
+
+# ---------------------------------------------------------------------- training
+
+
+class LabStream:
+    """Endless training batches: batch i is ``make_batch(problem, T, B, seed * STREAM_SEED_STRIDE + i)``.
+
+    (seed, i) is the stream's whole state, so a resumed run reads the same batches.
+    """
+
+    def __init__(self, problem: str, length: int, batch_size: int, seed: int, device: torch.device) -> None:
+        self.problem, self.length, self.batch_size, self.seed, self.device = problem, length, batch_size, seed, device
+        self.position = 0
+
+    def next(self) -> LabBatch:
+        batch = lab_data.make_batch(self.problem, self.length, self.batch_size,
+                                    self.seed * STREAM_SEED_STRIDE + self.position)
+        self.position += 1
+        return LabBatch(batch.x.to(self.device), batch.y.to(self.device), batch.lengths)
+
+    def state(self) -> tuple[dict, dict[str, Tensor]]:
+        return {"position": self.position, "seed": self.seed}, {}
+
+    def load_state(self, meta: dict, tensors: dict[str, Tensor]) -> None:
+        self.position, self.seed = int(meta["position"]), int(meta["seed"])
+
+
+def held_out_set(problem: str, length: int, size: int) -> LabBatch:
+    """The fixed held-out examples: the same for every run, seed and cell."""
+    return lab_data.make_batch(problem, length, size, TEST_SEED)
+
+
+class LabTask:
+    """The Trainer's view of a lab problem (``rnnkit.train.trainer.TrainingTask``).
+
+    ``time_gradients`` gives the Trainer the norm of dL/dx_t per input step t of the last
+    batch (the gradient that reached step t), for its gradient logging and NaN report.
+    """
+
+    name = NAME
+
+    def __init__(self, problem: str, config: LabConfig, seed: int, device: torch.device) -> None:
+        self.problem, self.config = problem, config
+        self.metric, self.higher_is_better = METRICS[problem]
+        self.model = LabModel(problem, config).to(device)
+        self.stream = LabStream(problem, config.length, config.batch_size, seed, device)
+        self.test = held_out_set(problem, config.length, config.test_size)
+        self._x: Tensor | None = None  # the last batch's input, which autograd gives a gradient
+
+    def loss(self, batch: LabBatch, carry):
+        x = batch.x.detach().requires_grad_(True)  # (S, N, I): its .grad is dL/dx_t for time_gradients
+        self._x = x
+        return loss_of(self.problem, self.model(x, batch.lengths), batch), None, x.shape[0] * x.shape[1]
+
+    def time_gradients(self) -> Tensor | None:
+        """||dL/dx_t|| over the batch and features for each step t of the last batch, (S,); None before one."""
+        if self._x is None or self._x.grad is None:
+            return None
+        return self._x.grad.detach().flatten(1).norm(dim=1)  # (S,)
+
+    def evaluate(self) -> dict[str, float]:
+        return score(self.model, self.test)
+
+    def describe(self) -> tuple[dict, None]:
+        return {**self.config.model_settings(), "problem": self.problem}, None
+
+
+def train(problem: str, config: LabConfig, train_config: TrainConfig, out: str | Path, resume: bool = False,
+          console: Console | None = None, progress: bool = True) -> dict:
+    """Train ``config.cell`` on ``problem`` into the run directory ``out``; returns the Trainer's summary plus
+    ``test`` (``result``'s object for the best checkpoint on the fixed test set)."""
+    lab_data.check_problem(problem)
+    config.validate(problem)
+    if config.forget_bias is None:  # config.json records the value used
+        config = replace(config, forget_bias=FORGET_BIAS[problem])
+    console = console or Console()
+    seed_everything(train_config.seed)
+    task = LabTask(problem, config, train_config.seed, torch.device(train_config.device))
+    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
+    params = sum(p.numel() for p in task.model.parameters())
+    console.print(f"lab {problem}: T={config.length}, {config.cell} {config.num_layers}x{config.hidden_size}, "
+                  f"{params:,} parameters, batch {config.batch_size}, test set {config.test_size}", highlight=False)
+    summary = trainer.fit()
+    best = Path(out) / "best"
+    if best.exists():  # the test set also picks the best checkpoint: it is a lab, there is nothing to overfit
+        task.model.load_state_dict(checkpoint.load(best).model)
+    test = result(problem, config.length, config.cell, score(task.model, task.test), config.test_size)
+    (Path(out) / "test.json").write_text(json.dumps(test) + "\n")
+    console.print(describe_result(test) + f", after {summary['step']} steps, {summary['elapsed_s'] / 60:.1f} min; "
+                  f"run directory {out}", highlight=False)
+    return {**summary, "test": test}
+
+
+# ---------------------------------------------------------------------- a trained model
+
+
+class TrainedLab:
+    """A trained lab model loaded from a checkpoint: ``evaluate`` (and ``model`` for ``rnnkit gradients``)."""
+
+    def __init__(self, model: LabModel, problem: str, config: LabConfig, path: Path) -> None:
+        self.model, self.problem, self.config, self.path = model.eval(), problem, config, path
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedLab:
+        path = checkpoint.resolve(directory)
+        ckpt = checkpoint.load(path, map_location=device)
+        problem = ckpt.config.get("problem")
+        if problem not in PROBLEMS:
+            raise checkpoint.CheckpointError(f"{path}: config.json names lab problem {problem!r}, expected one of "
+                                             f"{', '.join(PROBLEMS)}")
+        names = {f.name for f in fields(LabConfig)}
+        config = LabConfig(**{k: v for k, v in ckpt.config.items() if k in names})
+        model = LabModel(problem, config).to(device)
+        try:
+            model.load_state_dict(ckpt.model)
+        except RuntimeError as error:
+            raise checkpoint.CheckpointError(f"{path}: the weights do not fit the model its config.json describes: "
+                                             f"{str(error).splitlines()[0]}") from None
+        return cls(model, problem, config, path)
+
+    def evaluate(self, length: int | None = None, size: int | None = None) -> dict:
+        """``result``'s object on the fixed test set, at the run's length or another ``length``."""
+        length = self.config.length if length is None else length
+        size = self.config.test_size if size is None else size
+        lab_data.check_length(self.problem, length)
+        metrics = score(self.model, held_out_set(self.problem, length, size))
+        return result(self.problem, length, self.config.cell, metrics, size)
