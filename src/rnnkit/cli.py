@@ -9,6 +9,7 @@ can fix (a bad flag value, an unreadable file, a checkpoint that does not fit) p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -333,8 +334,37 @@ def run_train(args: argparse.Namespace, task: str, train, config_cls, train_defa
     train_config = config_from(args, TrainConfig, saved.get("train") or train_defaults)
     if train_config.steps is None and train_config.max_minutes is None:
         train_config.max_minutes = default_minutes
-    train(config, train_config, out, resume=args.resume, progress=not args.no_progress)
+    with processes(args, train_config.device) as console:
+        train(config, train_config, out, resume=args.resume, progress=not args.no_progress, console=console)
     return 0
+
+
+@contextlib.contextmanager
+def processes(args: argparse.Namespace, device: str):
+    """A training command's process group under torchrun (nothing in one process).
+
+    Yields the console for the task: None (its own) on rank 0, a silent one on the other ranks,
+    which leave once the Trainer is done, so what the task does after training runs on rank 0 only.
+    """
+    from rich.console import Console
+
+    from .train import distributed
+
+    group = distributed.setup(device)
+    if not group.active:
+        yield None
+        return
+    if not args.out:
+        raise ValueError(f"--out is needed under torchrun (WORLD_SIZE={group.world_size}): every process must "
+                         "write to and resume from the same run directory")
+    distributed.end_workers_after_fit()
+    try:
+        yield None if group.is_main else Console(quiet=True)
+    except distributed.WorkerFinished:
+        pass
+    finally:
+        distributed.end_workers_after_fit(False)
+        distributed.cleanup()
 
 
 def print_result(result: dict, as_json: bool) -> int:
@@ -484,9 +514,13 @@ def run_lab(args: argparse.Namespace) -> int:
             raise ValueError(f"--resume: {out} holds a {saved.get('problem')!r} run, not {args.verb!r}")
         config = config_from(args, lab.LabConfig, saved)
         train_config = config_from(args, TrainConfig, saved.get("train") or lab.LAB_TRAIN_DEFAULTS)
-        console = Console(stderr=True) if args.json else None
-        summary = lab.train(args.verb, config, train_config, out, resume=args.resume, console=console,
-                            progress=not (args.no_progress or args.json))
+        summary = None
+        with processes(args, train_config.device) as rank_console:
+            console = rank_console or (Console(stderr=True) if args.json else None)
+            summary = lab.train(args.verb, config, train_config, out, resume=args.resume, console=console,
+                                progress=not (args.no_progress or args.json))
+        if summary is None:  # a rank > 0 under torchrun: rank 0 reports
+            return 0
         result = summary["test"]
     if args.json:
         print(json.dumps(result))

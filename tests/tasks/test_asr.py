@@ -150,3 +150,11 @@ def test_bad_configs_are_refused(corpus):
         asr.ASRConfig(test_data=corpus[1]).validate()
     with pytest.raises(ValueError, match="language model or word list needs the beam decoder"):
         asr.Decoder(["a"], "greedy", lexicon=asr.ctc.Lexicon(["a"]))
+
+
+def test_the_bundled_digits_load_with_their_split():
+    splits = asr.load_bundled(asr.front_end(asr.ASRConfig(n_mels=20)))
+    assert len(splits["train"].texts) == 360 and len(splits["test"].texts) == 120
+    assert set(splits["train"].texts) == {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                                          "nine"}
+    assert all(f.shape[1] == 20 and f.shape[0] > 10 for f in splits["test"].features)

@@ -54,9 +54,9 @@ EVAL_BATCH = 500  # test examples per forward call (memory at T = 400)
 METRICS = {"adding": ("mse", False), "copy": ("cross_entropy", False), "order": ("accuracy", True)}
 OUTPUTS = {"adding": 1, "copy": COPY_SYMBOLS, "order": ORDER_CLASSES}
 # Where the forget gate sits in the packed gates of the LSTM family: (block index, blocks).
+FORGET_GATE = {"lstm": (1, 4), "peephole_lstm": (1, 4), "layernorm_lstm": (1, 4), "cifg_lstm": (0, 3)}
 # The forget-gate bias by problem when --forget-bias is not given (see the module notes).
 FORGET_BIAS = {"adding": 1.0, "copy": 1.0, "order": 3.0}
-FORGET_GATE = {"lstm": (1, 4), "peephole_lstm": (1, 4), "layernorm_lstm": (1, 4), "cifg_lstm": (0, 3)}
 # A constant learning rate after a short warmup (min_lr_ratio 1.0 turns the cosine decay off): the
 # loss of these problems sits on a plateau for the first ~1,500 steps and then falls fast, and a
 # decay that has already lowered the rate by then would slow that escape. lr 3e-3 with H = 64 took

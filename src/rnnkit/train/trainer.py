@@ -27,7 +27,8 @@ evaluation); the Trainer owns everything else, so no task re-implements the loop
   needs; the count is stored, so a resumed run keeps it), or both (the first reached stops);
 - checkpoints every ``checkpoint_every`` steps in ``last/`` with every piece of state the
   next step depends on, so ``resume`` continues bit-identically; Ctrl-C stops after the
-  current step and writes ``last/`` first.
+  current step and writes ``last/`` first;
+- several processes under ``torchrun`` (``distributed``): DDP, data sharded by rank, rank 0 writes.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from ..cells import LSTMState
-from . import checkpoint
+from . import checkpoint, distributed
 from .report import MetricsLog, ProgressBar, TensorBoard, read_metrics
 from .schedule import lr_at
 
@@ -141,6 +142,8 @@ class TrainingTask(Protocol):
     # Optional: ``time_gradients() -> Tensor | None``, after the backward pass the norm of the
     # gradient that reached each time step t of the last batch, (T,) (the lab: ||dL/dx_t||). The
     # Trainer uses it for ``log_grad_norms`` and to name the time steps in the NaN report.
+    # Optional: ``shard(batch, rank, world_size) -> batch``, this rank's share of a batch, under torchrun;
+    # without it rank r trains on the stream's batches r, r + N, ... (see ``distributed``).
 
 
 def seed_everything(seed: int) -> None:
@@ -192,16 +195,22 @@ class Trainer:
         self.console = console or Console()
         self.show_progress = progress
         self.device = torch.device(config.device)
-        self.model = task.model
+        self.group = distributed.setup(self.device)  # rank 0 of 1 outside torchrun
+        if not self.group.is_main:  # only rank 0 speaks and writes
+            self.console, self.show_progress = Console(quiet=True), False
+        self.model = task.model  # unwrapped: state_dict, evaluation and clipping use it
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.weight_decay), lr=config.lr)
         self.state = TrainState(total_steps=config.steps)
         self.carry: Carry = None
-        self.metrics = MetricsLog(self.out / "metrics.jsonl")
+        self.metrics = MetricsLog(self.out / "metrics.jsonl") if self.group.is_main else distributed.NoLog()
         if resume:
             self._resume()
         elif (self.out / "last").exists():
             raise FileExistsError(f"{self.out} already holds a run (last/ exists): pass --resume to continue it, "
                                   "or choose another --out")
+        # the forward and backward of a step; under torchrun through DDP, which averages the gradients
+        self._loss = (distributed.data_parallel(self.model, task.loss, self.group) if self.group.active
+                      else task.loss)
         self._stop_requested = False
 
     # ------------------------------------------------------------------ the loop
@@ -213,8 +222,9 @@ class Trainer:
         touching the schedule: a resumed run continues as if nothing happened.
         """
         cfg, st = self.config, self.state
-        self.out.mkdir(parents=True, exist_ok=True)
-        board = TensorBoard(self.out / "tensorboard") if cfg.tensorboard else None
+        if self.group.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        board = TensorBoard(self.out / "tensorboard") if cfg.tensorboard and self.group.is_main else None
         started = time.perf_counter()
         budget_s = None if cfg.max_minutes is None else cfg.max_minutes * 60
         calibration_start: tuple[int, float] | None = None
@@ -227,6 +237,9 @@ class Trainer:
             with bar:
                 while True:
                     elapsed = st.elapsed_s + time.perf_counter() - started
+                    if self.group.active:  # rank 0's clock and Ctrl-C decide, so every rank stops at the same step
+                        elapsed, self._stop_requested = distributed.broadcast((elapsed, self._stop_requested),
+                                                                              self.group)
                     if st.total_steps is not None and st.step >= st.total_steps:
                         st.stop_reason = st.stop_reason or "steps"
                         break
@@ -250,8 +263,9 @@ class Trainer:
                     if st.total_steps is None:
                         if st.step == 2:  # step 1 pays one-time costs (extension builds, allocations)
                             calibration_start = (st.step, time.perf_counter())
-                        if (calibration_start and st.step - calibration_start[0] >= cfg.calibration_steps
-                                and time.perf_counter() - calibration_start[1] >= CALIBRATION_FRACTION * budget_s):
+                        ready = (calibration_start and st.step - calibration_start[0] >= cfg.calibration_steps
+                                 and time.perf_counter() - calibration_start[1] >= CALIBRATION_FRACTION * budget_s)
+                        if distributed.broadcast(ready, self.group):  # rank 0's clock, on every rank
                             st.total_steps = self._fix_total_steps(calibration_start, budget_s, started, bar)
 
                     if st.step % cfg.log_every == 0 or st.step == st.total_steps:
@@ -288,7 +302,10 @@ class Trainer:
             self.metrics.close()
             if board:
                 board.close()
-        self._plot()
+        if self.group.is_main:
+            self._plot()
+        elif distributed.ending_workers_after_fit():
+            raise distributed.WorkerFinished(f"rank {self.group.rank} done at step {st.step}")
         return {"step": st.step, "total_steps": st.total_steps, "stop_reason": st.stop_reason,
                 "elapsed_s": st.elapsed_s, "tokens": st.tokens, "eval": last_eval["metrics"],
                 "best_metric": st.best_metric}
@@ -299,15 +316,19 @@ class Trainer:
         lr = self._lr(st.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        batch = self.task.stream.next()
+        batch = self._next_batch()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            loss, carry, tokens = self.task.loss(batch, self.carry)
+            loss, carry, tokens = self._loss(batch, self.carry)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm([p.grad for p in params])  # before clipping, as logged
         self._last_norm = float(norm)
         value = float(loss.detach())
+        if self.group.active:  # the mean loss and the tokens of all ranks; a non-finite loss anywhere skips everywhere
+            self._check_carry(carry)
+            loss_sum, tokens_sum = distributed.sum_floats([value, tokens], self.group, self.device)
+            value, tokens = loss_sum / self.group.world_size, int(tokens_sum)
         if cfg.log_grad_norms:  # before clipping, as grad_norm
             self._last_grad_norms = self._grad_norms()
         if math.isfinite(value) and math.isfinite(self._last_norm):
@@ -319,6 +340,23 @@ class Trainer:
             return value, tokens
         self._skip_non_finite(value)
         return None, tokens
+
+    def _next_batch(self) -> Any:
+        """The stream's next batch; under torchrun this rank's share (see ``distributed``)."""
+        if not self.group.active:
+            return self.task.stream.next()
+        shard = getattr(self.task, "shard", None)
+        if shard is not None:  # every rank draws the same batch and keeps its part
+            return shard(self.task.stream.next(), self.group.rank, self.group.world_size)
+        batches = [self.task.stream.next() for _ in range(self.group.world_size)]  # the same on every rank
+        return batches[self.group.rank]
+
+    def _check_carry(self, carry: Carry) -> None:
+        if carry is not None and getattr(self.task, "shard", None) is None:
+            raise ValueError(f"task {self.task.name!r} carries state from one batch to the next (truncated BPTT), "
+                             "but on several processes each rank trains on every N-th batch, which does not "
+                             "continue the last one: give the task a shard(batch, rank, world_size) method that "
+                             "splits each batch between the ranks, or train it in one process")
 
     def _skip_non_finite(self, loss: float) -> None:
         cfg, st = self.config, self.state
@@ -396,6 +434,7 @@ class Trainer:
         total = st.step + max(1, int(0.98 * left / per_step))
         if cfg.steps is not None:
             total = min(total, cfg.steps)
+        total = distributed.broadcast(total, self.group)  # rank 0's clock: the same schedule on every rank
         bar.print(f"time budget {cfg.max_minutes:g} min: {step_s * 1e3:.0f} ms/step, evaluation {eval_s:.1f} s "
                   f"-> {total} steps")
         self.metrics.write({"step": st.step, "event": "budget", "message": f"fixed total_steps={total}",
@@ -411,6 +450,7 @@ class Trainer:
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
             metrics = self.task.evaluate()
         self.model.train()
+        metrics = distributed.broadcast(metrics, self.group)  # rank 0's reading picks best/ and stops, on every rank
         value = metrics[self.task.metric]
         better = st.best_metric is None or (value > st.best_metric if self.task.higher_is_better
                                             else value < st.best_metric)
@@ -432,6 +472,13 @@ class Trainer:
         return self.config.patience > 0 and self.state.evals_since_best >= self.config.patience
 
     def _save(self, name: str, elapsed_s: float) -> None:
+        """Write ``out/name`` (rank 0; the other ranks wait until it is written)."""
+        carries = distributed.gather(_carry_to_tensors(self.carry), self.group)  # each rank's own state
+        if self.group.is_main:
+            self._write_checkpoint(name, elapsed_s, carries[1:])
+        distributed.barrier(self.group)
+
+    def _write_checkpoint(self, name: str, elapsed_s: float, other_carries: list[tuple[dict, dict]]) -> None:
         """Write ``out/name`` atomically with everything the next step depends on."""
         st = self.state
         task_config, vocab = self.task.describe()
@@ -443,6 +490,10 @@ class Trainer:
         tensors = {**{f"rng.{k}": v for k, v in rng_tensors.items()},
                    **{f"stream.{k}": v for k, v in stream_tensors.items()},
                    **{f"carry.{k}": v for k, v in carry_tensors.items()}}
+        if other_carries:  # under torchrun: ranks 1.. carry their own state
+            trainer_meta["carry_ranks"] = [meta for meta, _ in other_carries]
+            for rank, (_, parts) in enumerate(other_carries, start=1):
+                tensors.update({f"carry_rank{rank}.{k}": v for k, v in parts.items()})
         config = {"task": self.task.name, **task_config, "train": asdict(self.config)}
         checkpoint.save(self.out / name, checkpoint.Checkpoint(
             model=self.model.state_dict(), optimizer=self.optimizer.state_dict(), config=config, vocab=vocab,
@@ -466,6 +517,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt.optimizer)
         meta = dict(ckpt.trainer)
         rng_meta, stream_meta, carry_meta = meta.pop("rng"), meta.pop("stream"), meta.pop("carry")
+        carry_ranks = meta.pop("carry_ranks", [])  # ranks 1.. of a run under torchrun
         self.state = TrainState(**meta)
         if self.config.steps is not None and self.config.steps != self.state.total_steps:
             self.state.total_steps = self.config.steps  # a longer (or shorter) --steps extends the run
@@ -473,7 +525,15 @@ class Trainer:
         group = _split(ckpt.trainer_tensors)
         checkpoint.restore_rng(rng_meta, group.get("rng", {}))
         self.task.stream.load_state(stream_meta, group.get("stream", {}))
-        self.carry = _carry_from_tensors(carry_meta, group.get("carry", {}), self.device)
+        carries = [(carry_meta, group.get("carry", {}))] + [(m, group.get(f"carry_rank{r}", {}))
+                                                            for r, m in enumerate(carry_ranks, start=1)]
+        if len(carries) != self.group.world_size and any(m["kind"] != "none" for m, _ in carries):
+            raise checkpoint.CheckpointError(f"--resume: {last} carries the state of {len(carries)} process(es), "
+                                             f"but this run has {self.group.world_size}; resume with "
+                                             f"--nproc-per-node {len(carries)} (in all)")
+        carry_meta, carry_tensors = carries[self.group.rank] if self.group.rank < len(carries) else ({"kind": "none"},
+                                                                                                    {})
+        self.carry = _carry_from_tensors(carry_meta, carry_tensors, self.device)
         self.metrics.truncate_after(self.state.step)
 
     def _plot(self) -> None:
