@@ -59,7 +59,7 @@ SPLITS = ("train", "dev", "test")
 NORMALIZATIONS = ("utterance", "global")
 DEFAULT_MINUTES = 10.0
 ASR_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 250, "checkpoint_every": 250, "warmup_steps": 100,
-                      "weight_decay": 0.01, "steps": 1500}
+                      "weight_decay": 0.01, "steps": 2000}
 
 
 @dataclass
@@ -81,8 +81,8 @@ class ASRConfig:
                                                                   "utterance) or global (training-set statistics; "
                                                                   "needed for --stream)"})
     cell: str = field(default="lstm", metadata={"help": "any cell of `rnnkit cells`"})
-    hidden_size: int = field(default=160, metadata={"help": "H of every layer and direction"})
-    num_layers: int = field(default=3, metadata={"help": "stacked layers"})
+    hidden_size: int = field(default=128, metadata={"help": "H of every layer and direction"})
+    num_layers: int = field(default=2, metadata={"help": "stacked layers"})
     bidirectional: bool = field(default=True, metadata={"help": "read each utterance in both directions (turn off "
                                                                 "to stream)"})
     dropout: float = field(default=0.1, metadata={"help": "dropout between layers (torch's)"})

@@ -31,6 +31,7 @@ from ..data import Vocab, bundled_text, read_text
 from ..generate import check_sampling, sample
 from ..recurrent import Recurrent
 from ..train import checkpoint
+from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig, Trainer, seed_everything
 
 NAME = "lm"
@@ -252,6 +253,11 @@ class LMTask:
         self.stream = TextStream(corpus.train, config.batch_size, config.bptt, seed, device)
         self.metric = "nats_per_char" if config.level == "char" else "nats_per_token"
         self.unigram = unigram_nats(corpus.train, corpus.val, len(corpus.vocab))
+
+    def shard(self, batch: LMBatch, rank: int, world_size: int) -> LMBatch:
+        """This rank's columns of a batch under torchrun: each rank carries its own streams' state."""
+        return LMBatch(split_batch(batch.x, rank, world_size, dim=1), split_batch(batch.y, rank, world_size, dim=1),
+                       batch.reset)
 
     def loss(self, batch: LMBatch, carry):
         if batch.reset:
