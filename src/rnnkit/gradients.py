@@ -199,10 +199,7 @@ def describe(report: dict, label: str) -> str:
 
 def plot(reports: list[tuple[str, dict]], path: str | Path, title: str) -> Path:
     """||dL/dh_t|| against t on a log scale, one line per (label, layer)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only
-    import matplotlib.pyplot as plt
+    from .plots import plt, save  # matplotlib with the file-only backend
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, report in reports:
@@ -215,12 +212,7 @@ def plot(reports: list[tuple[str, dict]], path: str | Path, title: str) -> Path:
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=80)
 
 
 def run(cells: list[str], problem: str, length: int, hidden_size: int, num_layers: int, batch_size: int,

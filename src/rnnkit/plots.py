@@ -10,6 +10,16 @@ matplotlib.use("Agg")  # files only: no display on a server
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def save(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (making its folder), close it, and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def loss_curve(records: list[dict], path: Path, title: str = "training", eval_key: str = "loss") -> Path:
     """Training loss per logged step and, where present, the evaluation's ``eval_key`` against steps."""
     train = [(r["step"], r["loss"]) for r in records if "loss" in r and "eval" not in r]
@@ -24,12 +34,7 @@ def loss_curve(records: list[dict], path: Path, title: str = "training", eval_ke
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, title: str = "confusion matrix") -> Path:
@@ -48,12 +53,7 @@ def confusion_matrix(matrix: list[list[int]], labels: list[str], path: Path, tit
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
             ax.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def ctc_alignment(features, log_probs, alphabet, frame_stack: int, path: Path, title: str = "CTC alignment") -> Path:
@@ -83,9 +83,4 @@ def ctc_alignment(features, log_probs, alphabet, frame_stack: int, path: Path, t
         previous = label
     bottom.set_xlabel("frame (10 ms)")
     bottom.set_ylabel("class")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)

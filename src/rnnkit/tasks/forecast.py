@@ -414,7 +414,7 @@ def score(model: Forecaster, series: Series, season: int, config: ForecastConfig
 def plot_forecast(series: Series, curves: dict, result: dict, path: Path, history_points: int) -> Path:
     """The last ``history_points`` of the training part, the held-out actuals, the forecast with its
     interval band, seasonal naive and ETS."""
-    from ..plots import plt
+    from ..plots import plt, save
 
     H = result["horizon"]
     y = series.target
@@ -437,12 +437,7 @@ def plot_forecast(series: Series, curves: dict, result: dict, path: Path, histor
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.autofmt_xdate()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def describe_result(result: dict) -> str:

@@ -381,7 +381,7 @@ def score_pairs(model: Translator, source_vocab: Vocabulary, target_vocab: Vocab
 def plot_attention(weights: Sequence[Sequence[float]], source_tokens: Sequence[str], output_tokens: Sequence[str],
                    path: str | Path, title: str = "attention") -> Path:
     """A heat map of attention weights, (U, T): one row per output token, one column per source token."""
-    from ..plots import plt  # matplotlib with the file-only backend
+    from ..plots import plt, save  # matplotlib with the file-only backend
 
     U, T = len(output_tokens), len(source_tokens)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * T + 2), max(3.0, 0.4 * U + 1.5)))
@@ -392,12 +392,7 @@ def plot_attention(weights: Sequence[Sequence[float]], source_tokens: Sequence[s
     ax.set_xlabel("source")
     ax.set_ylabel("output")
     ax.set_title(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 # ---------------------------------------------------------------------- training
