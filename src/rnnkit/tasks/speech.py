@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from ..recurrent import Recurrent
 from ..train import checkpoint
+from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig, Trainer, seed_everything
 from .classify import POOLINGS, confusion, scores
 from .classify import BatchStream as _TokenBatchStream
@@ -267,6 +268,10 @@ class SpeechTask:
         self.model.std.copy_(frames.std(0).clamp(min=1e-6))
         self.stream = BatchStream(*self.data["train"], config.batch_size, seed, device)
         self.eval_split = "dev" if self.data["dev"][0] else "train"
+
+    def shard(self, batch: Batch, rank: int, world_size: int) -> Batch:
+        """This rank's examples of a batch under torchrun (the padding stays: lengths mark it)."""
+        return Batch(*(split_batch(t, rank, world_size, dim) for t, dim in zip(batch, (1, 0, 0))))
 
     def loss(self, batch: Batch, carry):
         logits = self.model(batch.x, batch.lengths)  # (B, C)
