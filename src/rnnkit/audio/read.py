@@ -8,6 +8,7 @@ from typing import BinaryIO
 import torch
 from torch import Tensor
 
+from ..extras import require
 from .resample import resample
 
 
@@ -22,10 +23,7 @@ def read_audio(path: str | Path | BinaryIO, sample_rate: int | None = None) -> t
     Several channels are averaged. With ``sample_rate`` the samples are resampled to it and that
     rate is returned.
     """
-    try:
-        import soundfile
-    except ImportError as e:
-        raise ImportError('reading audio needs soundfile: pip install "rnnkit[tasks]" (or soundfile)') from e
+    soundfile = require("soundfile", "reading audio")
     if isinstance(path, (str, Path)):
         path = Path(path)
         if not path.is_file():

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 from .. import ctc
 from ..audio import LogMel, StreamingLogMel, read_audio, spec_augment
 from ..data.manifest import read_manifest
+from ..extras import require
 from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig, Trainer, seed_everything
@@ -331,10 +332,7 @@ def frame_log_probs(model: SpeechRecognizer, features: Sequence[Tensor], batch_s
 
 def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
     """CER and WER (jiwer), with empty references skipped as jiwer requires."""
-    try:
-        import jiwer
-    except ImportError as e:
-        raise ImportError('the asr task scores with jiwer: pip install "rnnkit[tasks]" (or pip install jiwer)') from e
+    jiwer = require("jiwer", "scoring the asr task")
     pairs = [(r, h) for r, h in zip(references, hypotheses) if r.strip()]
     if not pairs:
         raise ValueError("every reference transcript is empty: nothing to score")

@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..data import read_text
+from ..extras import require
 
 BUNDLED = {  # name -> (file in rnnkit/data, time column, value column); sources in SOURCES.md
     "air_passengers": ("air_passengers.csv.gz", "month", "passengers"),
@@ -328,11 +329,8 @@ def ets_forecast(train: np.ndarray, horizon: int, season: int,
                  forms: Sequence[ETSSpec] | None = None) -> tuple[np.ndarray | None, ETSSpec | None]:
     """The forecast of statsmodels' ``ETSModel`` of the lowest AIC among ``forms`` (default: all of
     ``ets_forms``) fit on ``train``, and its form; (None, None) if none fits or its forecast is not finite."""
-    try:
-        from statsmodels.tsa.exponential_smoothing.ets import ETSModel
-    except ImportError:
-        raise ImportError("the ETS baseline of rnnkit forecast needs statsmodels: pip install 'rnnkit[tasks]' "
-                          "(or pip install statsmodels)") from None
+    ETSModel = require("statsmodels.tsa.exponential_smoothing.ets", "the ETS baseline of rnnkit forecast",
+                       "statsmodels").ETSModel
     best, best_aic, best_form = None, math.inf, None
     with _single_thread(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter of the optimizer

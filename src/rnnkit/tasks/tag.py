@@ -42,6 +42,7 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from ..data import read_text
+from ..extras import require
 from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig, Trainer, seed_everything
@@ -62,13 +63,8 @@ TOKEN_PATTERN = re.compile(r"https?://\S+|[@#]?\w+(?:['’.-]\w+)*|[^\w\s]")  # 
 
 def _require():
     """pytorch-crf and seqeval, or an ImportError that says how to install them."""
-    try:
-        import seqeval.metrics  # noqa: F401
-        import torchcrf
-    except ImportError as error:
-        raise ImportError(f"the tag task needs pytorch-crf and seqeval ({error}); install them with "
-                          "pip install 'rnnkit[tasks]'") from None
-    return torchcrf
+    require("seqeval.metrics", "the tag task", "seqeval")
+    return require("torchcrf", "the tag task", "pytorch-crf")
 
 
 @dataclass

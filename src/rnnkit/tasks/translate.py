@@ -46,6 +46,7 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from ..data import WORD_PATTERN, read_text
+from ..extras import require
 from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig, Trainer, seed_everything
@@ -73,12 +74,7 @@ TRANSLATE_TRAIN_DEFAULTS = {"lr": 3e-3, "eval_every": 200, "checkpoint_every": 2
 
 def _require():
     """sacrebleu, or an ImportError that says how to install it."""
-    try:
-        import sacrebleu
-    except ImportError as error:
-        raise ImportError(f"the translate task needs sacrebleu ({error}); install it with "
-                          "pip install 'rnnkit[tasks]'") from None
-    return sacrebleu
+    return require("sacrebleu", "the translate task")
 
 
 @dataclass
