@@ -108,6 +108,18 @@ def test_the_task_scaler_ignores_the_held_out_points(tmp_path):
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("strategy", ["direct", "autoregressive"])
+def test_shard_splits_the_windows_so_two_ranks_mean_to_one_batch(tmp_path, strategy):
+    path = tmp_path / "s.csv"
+    path.write_text("y\n" + "\n".join(str(10 + math.sin(i / 3)) for i in range(60)) + "\n")
+    config = ForecastConfig(data=str(path), lookback=12, horizon=6, hidden_size=4, ensemble=1, batch_size=8, head_dropout=0.0,
+                            strategy=strategy)
+    task = ForecastTask(config, read_series(str(path), [], None), 1, 0, torch.device("cpu"))
+    batch = task.stream.next()
+    halves = [task.loss(task.shard(batch, rank, 2), None)[0] for rank in range(2)]
+    torch.testing.assert_close((halves[0] + halves[1]) / 2, task.loss(batch, None)[0])
+
+
 def test_windows_cover_the_training_part_and_are_level_free():
     assert window_starts(10, 4, 3).tolist() == [0, 1, 2, 3]  # the last window's target ends at point 10
     with pytest.raises(ValueError, match="fewer than lookback \\+ horizon = 8 \\+ 3"):

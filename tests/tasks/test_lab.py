@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import rnnkit
 from rnnkit.cli import main
 from rnnkit.tasks import lab_data
-from rnnkit.tasks.lab import LAB_TRAIN_DEFAULTS, LabConfig, LabModel, TrainedLab, held_out_set, train
+from rnnkit.tasks.lab import LAB_TRAIN_DEFAULTS, LabConfig, LabModel, LabTask, TrainedLab, held_out_set, train
 from rnnkit.tasks.lab_data import ORDER_SYMBOLS, baseline, make_batch
 from rnnkit.train.trainer import TrainConfig
 
@@ -104,15 +104,26 @@ def test_bad_problem_or_length_is_named(problem, length, message):
         make_batch(problem, length, 2, 0)
 
 
-@pytest.mark.parametrize("cell,block,gates", [("lstm", 1, 4), ("peephole_lstm", 1, 4), ("cifg_lstm", 0, 3)])
-def test_forget_gate_bias_starts_at_forget_bias(cell, block, gates):
+@pytest.mark.parametrize("cell,block,gates,sign", [("lstm", 1, 4, 1), ("peephole_lstm", 1, 4, 1),
+                                                   ("cifg_lstm", 0, 3, 1), ("gru", 1, 3, 1), ("cho_gru", 1, 3, 1),
+                                                   ("minlstm", 0, 3, 1), ("minlstm", 1, 3, -1), ("mingru", 0, 2, -1)])
+def test_the_gate_that_keeps_the_state_starts_at_forget_bias(cell, block, gates, sign):
     model = LabModel("adding", LabConfig(cell=cell, hidden_size=6, num_layers=2, forget_bias=1.5))
     for k in range(2):
         w = model.rnn.weights(k, 0)
-        f = slice(block * 6, (block + 1) * 6)
-        assert w["bias_ih"][f].eq(1.5).all() and w["bias_hh"][f].eq(0).all()
-        assert not w["bias_ih"][: block * 6 or None].eq(1.5).all() if block else True
+        keep = slice(block * 6, (block + 1) * 6)
+        assert w["bias_ih"][keep].eq(sign * 1.5).all()
+        assert "bias_hh" not in w or w["bias_hh"][keep].eq(0).all()
+        assert not w["bias_ih"].eq(sign * 1.5).all()  # the other gates keep the cell's own init
         assert w["bias_ih"].shape == (gates * 6,)
+
+
+@pytest.mark.parametrize("cell", ["gru", "cho_gru", "mingru", "minlstm"])
+def test_a_large_keep_bias_keeps_the_state(cell):
+    """The sign is right: with the keep gate shut on the state, h stays at h_0 = 0 whatever the input."""
+    model = LabModel("adding", LabConfig(cell=cell, hidden_size=5, forget_bias=30.0)).double()
+    out, _ = model.rnn(torch.randn(4, 3, 2, dtype=torch.float64))
+    assert out.abs().max() < 1e-9
 
 
 def test_a_short_run_learns(tmp_path):
@@ -159,3 +170,15 @@ def test_forget_bias_default_depends_on_the_problem(problem, expected):
     assert model.rnn.bias_ih_l0[3:6].eq(expected).all()
     rnn = LabModel(problem, LabConfig(cell="rnn_tanh", hidden_size=3, forget_bias=9.0)).rnn  # ignored
     assert rnn.bias_ih_l0.abs().max() < 1
+
+
+@pytest.mark.parametrize("problem", ["adding", "copy", "order"])
+def test_shard_splits_the_examples_so_two_ranks_mean_to_one_batch(problem):
+    task = LabTask(problem, LabConfig(length=10, cell="gru", hidden_size=4, batch_size=8, test_size=4), 0,
+                   torch.device("cpu"))
+    batch = task.stream.next()
+    parts = [task.shard(batch, rank, 2) for rank in range(2)]
+    whole = task.loss(batch, None)[0]
+    halves = [task.loss(part, None)[0] for part in parts]
+    torch.testing.assert_close((halves[0] + halves[1]) / 2, whole)
+    assert torch.cat([p.x for p in parts], dim=1).equal(batch.x)

@@ -57,6 +57,7 @@ from torch import Tensor, nn
 
 from ..recurrent import Recurrent
 from ..train import checkpoint
+from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig, Trainer, seed_everything
 from .classify import BatchStream as _IndexBatchStream
 from .series import (
@@ -470,6 +471,11 @@ class ForecastTask:
         self.model.set_scaler(scaler)
         self.stream = WindowStream(self.z, self.starts, config, seed, device)
         self.device = device
+
+    def shard(self, batch: Window, rank: int, world_size: int) -> Window:
+        """This rank's windows of a batch under torchrun (the pinball loss is a mean over equal-sized windows)."""
+        y_dim = 0 if batch.y.dim() == 2 else 1  # direct (B, H); autoregressive (L+H-1, B, F)
+        return Window(split_batch(batch.x, rank, world_size, 1), split_batch(batch.y, rank, world_size, y_dim))
 
     def loss(self, batch: Window, carry):
         return window_loss(self.model, batch), None, int(batch.x.shape[1])

@@ -14,14 +14,18 @@ Model: ``rnnkit.Recurrent`` (any cell, stacked) -> a linear head: adding reads t
 layer's last state (one number), order the top layer's state after each sequence's own last
 step (4 logits), copy every step's output (10 logits per step).
 
-Initialization: the cell's own rule, except that the LSTM family's forget-gate bias starts at
-``forget_bias``: the ``bias_ih`` block of f is set to it and the ``bias_hh`` block to 0. By
-default 1.0 for adding and copy (Jozefowicz et al. 2015: sigma(1) = 0.73, the forget gate starts
-mostly open) and 3.0 for temporal order (sigma(3) = 0.95): order's two marked symbols sit 40 to
-100 steps before the loss with nothing closer to learn from first, and 0.73^50 = 2e-7 leaves no
-gradient to start from, while 0.95^50 = 0.09 does. With torch's U(-1/sqrt(H), 1/sqrt(H)) an
-nn.LSTM stayed at the adding baseline (0.164 after 3,000 steps) in the reference runs quoted in
-docs/results.md.
+Initialization: the cell's own rule, except for the bias of the gate that keeps the state, which
+starts at ``forget_bias`` (the ``bias_ih`` block of that gate is set, the ``bias_hh`` block, where
+the cell has one, to 0): the LSTM family's forget gate f (c_t = f c_{t-1} + ...), the GRU's update
+gate z (h_t = (1 - z) n + z h_{t-1}), minGRU's z with the sign flipped (there h_t = (1 - z) h_{t-1}
++ z h~), and minLSTM's f with its i at -forget_bias, which makes its kept share f / (f + i) equal
+sigma(forget_bias) (``KEEP_GATE``). By default 1.0 for adding and copy
+(Jozefowicz et al. 2015: sigma(1) = 0.73, the gate starts mostly keeping) and 3.0 for temporal
+order (sigma(3) = 0.95): order's two marked symbols sit 40 to 100 steps before the loss with
+nothing closer to learn from first, and 0.73^50 = 2e-7 leaves no gradient to start from, while
+0.95^50 = 0.09 does. With torch's U(-1/sqrt(H), 1/sqrt(H)) an nn.LSTM stayed at the adding
+baseline (0.164 after 3,000 steps) in the reference runs quoted in docs/results.md. The Elman RNN
+and IndRNN have no such gate and keep their own init.
 
 Training: the Trainer's AdamW with weight decay 0 by default (``LAB_TRAIN_DEFAULTS``); every
 batch is freshly generated from a generator seeded by (seed, batch index), so a run is
@@ -42,6 +46,7 @@ from torch import Tensor, nn
 
 from ..recurrent import Recurrent
 from ..train import checkpoint
+from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig, Trainer, seed_everything
 from . import lab_data
 from .lab_data import COPY_RECALL, COPY_SYMBOLS, ORDER_CLASSES, PROBLEMS, LabBatch
@@ -53,8 +58,12 @@ EVAL_BATCH = 500  # test examples per forward call (memory at T = 400)
 # The primary metric of each problem (the Trainer keeps the best checkpoint by it) and its direction.
 METRICS = {"adding": ("mse", False), "copy": ("cross_entropy", False), "order": ("accuracy", True)}
 OUTPUTS = {"adding": 1, "copy": COPY_SYMBOLS, "order": ORDER_CLASSES}
-# Where the forget gate sits in the packed gates of the LSTM family: (block index, blocks).
-FORGET_GATE = {"lstm": (1, 4), "peephole_lstm": (1, 4), "layernorm_lstm": (1, 4), "cifg_lstm": (0, 3)}
+# The bias blocks that set how much of the state a cell keeps, per cell: {block in the packed gates: the sign
+# of forget_bias there}. f of the LSTM family, z of the GRUs (h_t = (1 - z) n + z h_{t-1}), minGRU's z
+# negated (h_t = (1 - z) h_{t-1} + z h~), and minLSTM's f with its i at the opposite bias: its kept share
+# f / (f + i) = sigma(log sigma(b) - log sigma(-b)) = sigma(b), as an LSTM's forget gate with bias b.
+KEEP_GATE = {"lstm": {1: 1.0}, "peephole_lstm": {1: 1.0}, "layernorm_lstm": {1: 1.0}, "cifg_lstm": {0: 1.0},
+             "gru": {1: 1.0}, "cho_gru": {1: 1.0}, "mingru": {0: -1.0}, "minlstm": {0: 1.0, 1: -1.0}}
 # The forget-gate bias by problem when --forget-bias is not given (see the module notes).
 FORGET_BIAS = {"adding": 1.0, "copy": 1.0, "order": 3.0}
 # A constant learning rate after a short warmup (min_lr_ratio 1.0 turns the cosine decay off): the
@@ -75,9 +84,10 @@ class LabConfig:
     hidden_size: int = field(default=64, metadata={"help": "H of every layer (64: the lab's tables run on 2 CPU "
                                                            "cores; 128 is the usual size in the papers)"})
     num_layers: int = field(default=1, metadata={"help": "stacked layers"})
-    forget_bias: float | None = field(default=None, metadata={"help": "the LSTM family's forget-gate bias at init "
-                                                                      "(default: 1.0 for adding and copy, 3.0 for "
-                                                                      "order); other cells ignore it"})
+    forget_bias: float | None = field(default=None, metadata={"help": "at init, the bias of the gate that keeps the "
+                                                                      "state (LSTMs' f, GRUs' z; default 1.0 for "
+                                                                      "adding and copy, 3.0 for order); the Elman "
+                                                                      "RNN and IndRNN ignore it"})
     batch_size: int = field(default=64, metadata={"help": "examples per step, freshly generated"})
     test_size: int = field(default=1000, metadata={"help": "examples in the fixed test set"})
 
@@ -133,17 +143,19 @@ class LabModel(nn.Module):
 
 
 def init_forget_bias(rnn: Recurrent, forget_bias: float) -> None:
-    """Set the LSTM family's forget-gate bias: b_ih's f block = forget_bias, b_hh's = 0 (their sum is the bias)."""
-    if rnn.cell.name not in FORGET_GATE or not rnn.bias:
+    """Start the gate that keeps the state at ``forget_bias``: each ``KEEP_GATE`` block of ``bias_ih`` = its sign *
+    forget_bias, the same block of ``bias_hh`` (where the cell has one) = 0, so their sum is the bias."""
+    if rnn.cell.name not in KEEP_GATE or not rnn.bias:
         return
-    block, _ = FORGET_GATE[rnn.cell.name]
     H = rnn.hidden_size
     with torch.no_grad():
         for k in range(rnn.num_layers):
             for d in range(rnn.num_directions):
                 w = rnn.weights(k, d)
-                w["bias_ih"][block * H : (block + 1) * H] = forget_bias
-                w["bias_hh"][block * H : (block + 1) * H] = 0.0
+                for block, sign in KEEP_GATE[rnn.cell.name].items():
+                    w["bias_ih"][block * H : (block + 1) * H] = sign * forget_bias
+                    if "bias_hh" in w:
+                        w["bias_hh"][block * H : (block + 1) * H] = 0.0
 
 
 def loss_of(problem: str, prediction: Tensor, batch: LabBatch) -> Tensor:
@@ -253,6 +265,14 @@ class LabTask:
         self.stream = LabStream(problem, config.length, config.batch_size, seed, device)
         self.test = held_out_set(problem, config.length, config.test_size)
         self._x: Tensor | None = None  # the last batch's input, which autograd gives a gradient
+
+    def shard(self, batch: LabBatch, rank: int, world_size: int) -> LabBatch:
+        """This rank's examples of a batch under torchrun (every loss here is a mean over equal-sized examples, so
+        N ranks give one process's gradient)."""
+        y_dim = 1 if self.problem == "copy" else 0  # copy's y is (S, N); adding's and order's (N,)
+        lengths = None if batch.lengths is None else split_batch(batch.lengths, rank, world_size, 0)
+        return LabBatch(split_batch(batch.x, rank, world_size, 1), split_batch(batch.y, rank, world_size, y_dim),
+                        lengths)
 
     def loss(self, batch: LabBatch, carry):
         x = batch.x.detach().requires_grad_(True)  # (S, N, I): its .grad is dL/dx_t for time_gradients
