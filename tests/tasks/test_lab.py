@@ -14,7 +14,16 @@ import torch.nn.functional as F
 import rnnkit
 from rnnkit.cli import main
 from rnnkit.tasks import lab_data
-from rnnkit.tasks.lab import LAB_TRAIN_DEFAULTS, LabConfig, LabModel, LabTask, TrainedLab, held_out_set, train
+from rnnkit.tasks.lab import (
+    KEEP_GATE,
+    LAB_TRAIN_DEFAULTS,
+    LabConfig,
+    LabModel,
+    LabTask,
+    TrainedLab,
+    held_out_set,
+    train,
+)
 from rnnkit.tasks.lab_data import ORDER_SYMBOLS, baseline, make_batch
 from rnnkit.train.trainer import TrainConfig
 
@@ -182,3 +191,22 @@ def test_shard_splits_the_examples_so_two_ranks_mean_to_one_batch(problem):
     halves = [task.loss(part, None)[0] for part in parts]
     torch.testing.assert_close((halves[0] + halves[1]) / 2, whole)
     assert torch.cat([p.x for p in parts], dim=1).equal(batch.x)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "mingru", "minlstm"])
+def test_chrono_init_spreads_the_keep_bias_over_log_1_to_log_s(cell):
+    config = LabConfig(cell=cell, length=50, hidden_size=200, init="chrono")
+    model = LabModel("copy", config)  # S = 70
+    w = model.rnn.weights(0, 0)
+    H = 200
+    block, sign = next(iter(KEEP_GATE[cell].items()))
+    b = sign * w["bias_ih"][block * H : (block + 1) * H]
+    assert b.min() >= 0 and b.max() <= math.log(69) and b.max() > math.log(40)  # spread over [0, log 69]
+    if cell == "lstm":
+        torch.testing.assert_close(w["bias_ih"][:H], -b)  # the input gate at -b
+        assert w["bias_hh"][: 2 * H].eq(0).all()
+
+
+def test_an_unknown_init_is_named():
+    with pytest.raises(ValueError, match="init must be one of constant, chrono, got 'orthogonal'"):
+        LabConfig(init="orthogonal").validate("adding")

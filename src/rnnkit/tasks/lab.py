@@ -27,6 +27,12 @@ nothing closer to learn from first, and 0.73^50 = 2e-7 leaves no gradient to sta
 baseline (0.164 after 3,000 steps) in the reference runs quoted in docs/results.md. The Elman RNN
 and IndRNN have no such gate and keep their own init.
 
+``init="chrono"`` (Tallec & Ollivier 2018, "Can recurrent neural networks warp time?") replaces the
+one constant by a bias per unit, b_j = log u_j with u_j ~ U[1, S - 1] and S the problem's longest
+sequence (``lab_data.longest``): unit j then keeps its state for about u_j steps at init, so the
+units' memory spans cover 1 to S steps; the LSTMs' input gate starts at -b_j, as in the paper. With
+one constant bias of 1.0 the LSTM stays at the adding baseline at T = 200 and 400 (docs/results.md).
+
 Training: the Trainer's AdamW with weight decay 0 by default (``LAB_TRAIN_DEFAULTS``); every
 batch is freshly generated from a generator seeded by (seed, batch index), so a run is
 deterministic and resumable; the test set is fixed (seeded by ``TEST_SEED``, the same for every
@@ -64,6 +70,9 @@ OUTPUTS = {"adding": 1, "copy": COPY_SYMBOLS, "order": ORDER_CLASSES}
 # f / (f + i) = sigma(log sigma(b) - log sigma(-b)) = sigma(b), as an LSTM's forget gate with bias b.
 KEEP_GATE = {"lstm": {1: 1.0}, "peephole_lstm": {1: 1.0}, "layernorm_lstm": {1: 1.0}, "cifg_lstm": {0: 1.0},
              "gru": {1: 1.0}, "cho_gru": {1: 1.0}, "mingru": {0: -1.0}, "minlstm": {0: 1.0, 1: -1.0}}
+# Chrono init also starts the LSTMs' input gate i (block 0) at the negated bias (CIFG's i is 1 - f already).
+CHRONO_INPUT_GATE = {"lstm": {0: -1.0}, "peephole_lstm": {0: -1.0}, "layernorm_lstm": {0: -1.0}}
+INITS = ("constant", "chrono")
 # The forget-gate bias by problem when --forget-bias is not given (see the module notes).
 FORGET_BIAS = {"adding": 1.0, "copy": 1.0, "order": 3.0}
 # A constant learning rate after a short warmup (min_lr_ratio 1.0 turns the cosine decay off): the
@@ -88,6 +97,9 @@ class LabConfig:
                                                                       "state (LSTMs' f, GRUs' z; default 1.0 for "
                                                                       "adding and copy, 3.0 for order); the Elman "
                                                                       "RNN and IndRNN ignore it"})
+    init: str = field(default="constant", metadata={"help": "the keep-gate bias at init: constant (forget_bias) or "
+                                                          "chrono (per unit log U[1, S - 1], S the longest "
+                                                          "sequence; Tallec & Ollivier 2018)"})
     batch_size: int = field(default=64, metadata={"help": "examples per step, freshly generated"})
     test_size: int = field(default=1000, metadata={"help": "examples in the fixed test set"})
 
@@ -95,6 +107,8 @@ class LabConfig:
         lab_data.check_length(problem, self.length)
         if self.forget_bias is not None and not isinstance(self.forget_bias, (int, float)):
             raise ValueError(f"forget_bias must be a number or None, got {self.forget_bias!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         for name in ("hidden_size", "num_layers", "batch_size", "test_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -120,7 +134,10 @@ class LabModel(nn.Module):
         self.problem = lab_data.check_problem(problem)
         self.rnn = Recurrent(config.cell, lab_data.input_size(problem), config.hidden_size, config.num_layers)
         self.head = nn.Linear(config.hidden_size, OUTPUTS[problem])
-        init_forget_bias(self.rnn, FORGET_BIAS[problem] if config.forget_bias is None else config.forget_bias)
+        if config.init == "chrono":
+            init_chrono(self.rnn, lab_data.longest(problem, config.length))
+        else:
+            init_forget_bias(self.rnn, FORGET_BIAS[problem] if config.forget_bias is None else config.forget_bias)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         # The layer runs every sequence over all S steps, without lengths: the output of a
@@ -145,15 +162,30 @@ class LabModel(nn.Module):
 def init_forget_bias(rnn: Recurrent, forget_bias: float) -> None:
     """Start the gate that keeps the state at ``forget_bias``: each ``KEEP_GATE`` block of ``bias_ih`` = its sign *
     forget_bias, the same block of ``bias_hh`` (where the cell has one) = 0, so their sum is the bias."""
-    if rnn.cell.name not in KEEP_GATE or not rnn.bias:
+    set_gate_biases(rnn, KEEP_GATE.get(rnn.cell.name, {}), lambda: torch.full((rnn.hidden_size,), float(forget_bias)))
+
+
+def init_chrono(rnn: Recurrent, longest: int) -> None:
+    """Chrono init: per unit b = log U[1, longest - 1] (torch's global RNG, seeded by the run) in each
+    ``KEEP_GATE`` block with its sign, and -b in the LSTMs' input gate (``CHRONO_INPUT_GATE``)."""
+    blocks = {**KEEP_GATE.get(rnn.cell.name, {}), **CHRONO_INPUT_GATE.get(rnn.cell.name, {})}
+    high = max(float(longest - 1), 1.0)
+    set_gate_biases(rnn, blocks, lambda: torch.empty(rnn.hidden_size).uniform_(1.0, high).log())
+
+
+def set_gate_biases(rnn: Recurrent, blocks: dict[int, float], draw) -> None:
+    """For every layer and direction: ``b = draw()`` (H,), then each block of ``bias_ih`` = sign * b and the same
+    block of ``bias_hh``, where the cell has one, = 0."""
+    if not blocks or not rnn.bias:
         return
     H = rnn.hidden_size
     with torch.no_grad():
         for k in range(rnn.num_layers):
             for d in range(rnn.num_directions):
                 w = rnn.weights(k, d)
-                for block, sign in KEEP_GATE[rnn.cell.name].items():
-                    w["bias_ih"][block * H : (block + 1) * H] = sign * forget_bias
+                b = draw()  # (H,)
+                for block, sign in blocks.items():
+                    w["bias_ih"][block * H : (block + 1) * H] = sign * b
                     if "bias_hh" in w:
                         w["bias_hh"][block * H : (block + 1) * H] = 0.0
 

@@ -71,6 +71,13 @@ def check_length(problem: str, length: int) -> None:
         raise ValueError(f"length of the {problem} problem must be an int >= {shortest}, got {length!r}")
 
 
+def longest(problem: str, length: int) -> int:
+    """S, the most steps an example of ``problem`` at T = ``length`` has: adding T, copy T + 20, order 1.1 T."""
+    check_length(problem, length)
+    return {"adding": length, "copy": length + 2 * COPY_RECALL,
+            "order": length + math.floor(ORDER_EXTRA_FRACTION * length)}[problem]
+
+
 def adding(length: int, n: int, generator: torch.Generator) -> LabBatch:
     """N adding-problem examples of T = ``length`` steps: x (T, N, 2), y (N,) the sum of the marked values."""
     check_length("adding", length)
