@@ -91,6 +91,16 @@ def test_resume_with_other_model_settings_is_refused(text_file, tmp_path):
         Trainer(lm_task(text_file, hidden_size=32), quick(steps=4), tmp_path, resume=True, progress=False)
 
 
+def test_resume_of_a_run_that_predates_a_setting_takes_its_default(text_file, tmp_path, capsys):
+    Trainer(lm_task(text_file), quick(steps=2), tmp_path, progress=False).fit()
+    path = tmp_path / "last" / "config.json"
+    config = json.loads(path.read_text())
+    del config["zoneout"]  # as if the run began before zoneout existed
+    path.write_text(json.dumps(config))
+    Trainer(lm_task(text_file), quick(steps=4), tmp_path, resume=True, progress=False).fit()
+    assert "predates the setting(s) zoneout; continuing with zoneout=0.1" in capsys.readouterr().out
+
+
 def test_time_budget_fixes_the_step_count_and_a_resumed_run_keeps_it(text_file, tmp_path):
     config = quick(steps=None, max_minutes=0.05, calibration_steps=3, eval_every=1000, checkpoint_every=1000)
     trainer = Trainer(lm_task(text_file), config, tmp_path, progress=False)

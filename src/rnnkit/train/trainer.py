@@ -205,9 +205,11 @@ class Trainer:
         self.metrics = MetricsLog(self.out / "metrics.jsonl") if self.group.is_main else distributed.NoLog()
         if resume:
             self._resume()
-        elif (self.out / "last").exists():
+        elif checkpoint.recover(self.out / "last"):
             raise FileExistsError(f"{self.out} already holds a run (last/ exists): pass --resume to continue it, "
                                   "or choose another --out")
+        else:  # a run killed before its first checkpoint left only log lines: this run replaces them
+            self.metrics.truncate_after(-1)
         # the forward and backward of a step; under torchrun through DDP, which averages the gradients
         self._loss = (distributed.data_parallel(self.model, task.loss, self.group) if self.group.active
                       else task.loss)
@@ -501,14 +503,20 @@ class Trainer:
 
     def _resume(self) -> None:
         last = self.out / "last"
-        if not last.exists():
+        if not checkpoint.recover(last):  # a kill between a save's two renames left .last.old-PID
             raise FileNotFoundError(f"--resume: {self.out} has no last/ checkpoint to continue from")
         ckpt = checkpoint.load(last, map_location=self.device)
         task_config, _ = self.task.describe()
         saved = {k: v for k, v in ckpt.config.items() if k not in ("train", "format_version", "rnnkit_version")}
         if saved.get("task") != self.task.name:
             raise checkpoint.CheckpointError(f"{last} is a {saved.get('task')!r} run, not {self.task.name!r}")
-        different = {k: (saved.get(k), v) for k, v in task_config.items() if saved.get(k) != v}
+        # A setting the run's config.json lacks was added to rnnkit after the run began: its default, which a new
+        # setting must choose to keep the old behaviour, is what the run used.
+        added = sorted(k for k in task_config if k not in saved)
+        if added:
+            self.console.print(f"--resume: {self.out} predates the setting(s) {', '.join(added)}; continuing with "
+                        f"{', '.join(f'{k}={task_config[k]!r}' for k in added)}")
+        different = {k: (saved[k], v) for k, v in task_config.items() if k in saved and saved[k] != v}
         if different:
             shown = ", ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in different.items())
             raise checkpoint.CheckpointError(f"--resume: the model settings differ from the run in {self.out} "
