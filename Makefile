@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[tasks,dev]"
+	$(PY) -m pip install --quiet -e ".[tasks,dev,export]"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -10,11 +10,14 @@ __version__ = "0.1.0"
 
 from .backends import NotSupported
 from .cells import LSTMState, cells, make_cell
+from .cells.conv import conv_cells
 from .compat import GRU, LSTM, RNN
+from .conv_recurrent import ConvRecurrent
 from .recurrent import Recurrent
 from .tasks import load
 
 __all__ = [
+    "ConvRecurrent",
     "GRU",
     "LSTM",
     "LSTMState",
@@ -23,6 +26,7 @@ __all__ = [
     "Recurrent",
     "__version__",
     "cells",
+    "conv_cells",
     "load",
     "make_cell",
 ]

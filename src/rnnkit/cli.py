@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     speech = commands.add_parser("speech", help="multivariate sequence classification (JapaneseVowels): train, "
                                                 "evaluate")
     verbs = speech.add_subparsers(dest="verb", metavar="VERB", required=True)
-    train = verbs.add_parser("train", help="train a speaker classifier on the bundled JapaneseVowels",
+    train = verbs.add_parser("train", help="train a sequence classifier (default: the bundled JapaneseVowels)",
                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     train.add_argument("--out", help="run directory (default: runs/speech-DATE-TIME)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate = verbs.add_parser("evaluate", help="accuracy and macro-F1 beside the majority-class baseline")
     evaluate.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
-    evaluate.add_argument("--data", help="not yet supported: speech reads only the bundled JapaneseVowels for now")
+    evaluate.add_argument("--data", help="japanese_vowels, basicmotions or a NAME_TRAIN.ts file (default: the "
+                                         "data the model was trained on)")
     evaluate.add_argument("--split", default="test", help="train, dev or test")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--device", default="cpu")
@@ -316,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     gradients.add_argument("--seed", type=int, default=0, help="seed of the weights and the batch")
     gradients.add_argument("--plot", default="gradients.png", help="where to write the PNG ('' for none)")
     gradients.add_argument("--json", action="store_true", help="print every number as one JSON object")
+
+    export = commands.add_parser("export", help="write a trained model to ONNX or TorchScript (dynamic batch and "
+                                                "time) and check the file against PyTorch")
+    export.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory (tasks: lab, "
+                                                            "classify, lm, speech, forecast)")
+    export.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    export.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
     return parser
 
 
@@ -329,7 +337,7 @@ def run_train(args: argparse.Namespace, task: str, train, config_cls, train_defa
     if args.resume and not args.out:
         raise ValueError("--resume needs --out: the run directory to continue")
     out = Path(args.out or f"runs/{task}-{datetime.now():%Y%m%d-%H%M%S}")
-    saved = checkpoint.load(out / "last").config if args.resume and (out / "last").exists() else {}
+    saved = checkpoint.load(out / "last").config if args.resume and checkpoint.recover(out / "last") else {}
     config = config_from(args, config_cls, saved)
     train_config = config_from(args, TrainConfig, saved.get("train") or train_defaults)
     if train_config.steps is None and train_config.max_minutes is None:
@@ -509,7 +517,7 @@ def run_lab(args: argparse.Namespace) -> int:
         if args.resume and not args.out:
             raise ValueError("--resume needs --out: the run directory to continue")
         out = Path(args.out or f"runs/lab-{args.verb}-{datetime.now():%Y%m%d-%H%M%S}")
-        saved = checkpoint.load(out / "last").config if args.resume and (out / "last").exists() else {}
+        saved = checkpoint.load(out / "last").config if args.resume and checkpoint.recover(out / "last") else {}
         if saved and saved.get("problem") != args.verb:
             raise ValueError(f"--resume: {out} holds a {saved.get('problem')!r} run, not {args.verb!r}")
         config = config_from(args, lab.LabConfig, saved)
@@ -614,6 +622,11 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return run_lab(args)
     if args.command == "gradients":
         return run_gradients(args)
+    if args.command == "export":
+        from .export import export_checkpoint
+
+        print(export_checkpoint(args.checkpoint, args.out, args.format).describe())
+        return 0
     parser.print_help()
     return 0
 

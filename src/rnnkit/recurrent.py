@@ -219,6 +219,8 @@ class Recurrent(nn.Module):
         T, B, features = x.shape
         if T == 0:
             raise ValueError(f"x has 0 time steps, shape {tuple(x.shape)}; expected at least 1")
+        if B == 0:  # the fused kernels divide the batch between threads: an empty one must not reach them
+            raise ValueError(f"x has a batch of 0 sequences, shape {tuple(x.shape)}; expected at least 1")
         self._check_input(x, features)
         lengths = self._check_lengths(lengths, T, B, x.device)
         state = self._check_state(state, B, x)
@@ -260,6 +262,8 @@ class Recurrent(nn.Module):
         if not isinstance(x_t, Tensor) or x_t.dim() != 2:
             got = f"{x_t.dim()}-D of shape {tuple(x_t.shape)}" if isinstance(x_t, Tensor) else type(x_t).__name__
             raise ValueError(f"x_t must be 2-D (B, I), got {got}")
+        if x_t.shape[0] == 0:
+            raise ValueError(f"x_t has a batch of 0 sequences, shape {tuple(x_t.shape)}; expected at least 1")
         self._check_input(x_t, x_t.shape[1], name="x_t")
         state = self._check_state(state, x_t.shape[0], x_t)
         if not torch.is_autocast_enabled(x_t.device.type) and not self._step_needs_grad(x_t, state):

@@ -1,5 +1,5 @@
 """The speech task: the .ts parser on the bundled JapaneseVowels and on malformed lines, training
-above the majority baseline, evaluate --json, and --data refused clearly."""
+above the majority baseline, evaluate --json, BasicMotions and a user's NAME_TRAIN.ts through --data."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import torch
 
 import rnnkit
 from rnnkit.cli import main
-from rnnkit.tasks.speech import SpeechConfig, SpeechTask, TrainedSpeech, load_bundled, load_splits, parse_ts, train
+from rnnkit.tasks.speech import (
+    SpeechConfig,
+    SpeechTask,
+    TrainedSpeech,
+    load_bundled,
+    load_data,
+    load_splits,
+    parse_ts,
+    train,
+)
 from rnnkit.train.trainer import TrainConfig
 
 HEADER = "@problemName tiny\n@dimensions 2\n@data\n"
@@ -23,6 +32,16 @@ def test_bundled_files_hold_the_standard_split(split, n):
     assert {s.shape[1] for s in cases.series} == {12}
     assert all(7 <= len(s) <= 29 for s in cases.series)
     assert sorted(set(cases.labels)) == [str(i) for i in range(1, 10)]
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_basicmotions_holds_40_cases_of_6_channels_and_100_steps(split):
+    cases = load_bundled(split, "basicmotions")
+    assert len(cases.series) == len(cases.labels) == 40
+    assert {tuple(s.shape) for s in cases.series} == {(100, 6)}
+    assert sorted(set(cases.labels)) == ["Badminton", "Running", "Standing", "Walking"]
+    assert all(cases.labels.count(label) == 10 for label in set(cases.labels))
+    assert load_data("basicmotions", split).labels == cases.labels
 
 
 def test_bundled_lengths_span_7_to_29_frames():
@@ -89,7 +108,21 @@ def test_evaluate_json_and_rnnkit_load(run_dir, capsys):
     assert isinstance(rnnkit.load(out), TrainedSpeech)
 
 
-def test_data_flag_is_refused_clearly(tmp_path, capsys):
+def test_data_flag_names_what_it_takes(tmp_path, capsys):
     assert main(["speech", "train", "--data", "x.ts", "--steps", "1", "--out", str(tmp_path / "r"),
                  "--no-progress"]) == 2
-    assert "speech reads only the bundled JapaneseVowels for now" in capsys.readouterr().err
+    assert "data must be a bundled set (japanese_vowels, basicmotions) or a NAME_TRAIN.ts file" in \
+        capsys.readouterr().err
+
+
+def test_a_users_ts_files_train_and_evaluate(tmp_path):
+    body = "".join(f"{i},{i + 1},{i + 2}:{-i},0,{i}:{'ab'[i % 2]}\n" for i in range(12))
+    (tmp_path / "Tiny_TRAIN.ts").write_text(HEADER + body)
+    (tmp_path / "Tiny_TEST.ts").write_text(HEADER + "".join(body.splitlines(keepends=True)[:2]))
+    out = tmp_path / "run"
+    summary = train(SpeechConfig(data=str(tmp_path / "Tiny_TRAIN.ts"), hidden_size=4, dev_fraction=0.25),
+                    TrainConfig(steps=2, eval_every=2, checkpoint_every=2), out, progress=False)
+    assert summary["test"]["n"] == 2
+    assert TrainedSpeech.load(out).evaluate()["n"] == 2  # the data it was trained on, from config.json
+    with pytest.raises(FileNotFoundError, match="no such .ts file"):
+        load_data(str(tmp_path / "Missing_TRAIN.ts"), "train")

@@ -101,6 +101,24 @@ def test_resume_of_a_run_that_predates_a_setting_takes_its_default(text_file, tm
     assert "predates the setting(s) zoneout; continuing with zoneout=0.1" in capsys.readouterr().out
 
 
+def test_stop_when_stops_at_the_first_evaluation_that_meets_it(text_file, tmp_path):
+    summary = Trainer(lm_task(text_file), quick(steps=40, stop_when="nats_per_char<99"), tmp_path,
+                      progress=False).fit()
+    assert (summary["step"], summary["stop_reason"]) == (4, "reached nats_per_char<99")  # the first evaluation
+
+
+@pytest.mark.parametrize("text,message", [("accuracy=0.9", "METRIC OP VALUE"), ("acc>=x", "METRIC OP VALUE"),
+                                          (">=0.5", "METRIC OP VALUE")])
+def test_stop_when_must_be_metric_op_value(text, message):
+    with pytest.raises(ValueError, match=message):
+        quick(stop_when=text).validate()
+
+
+def test_stop_when_names_a_metric_the_task_reports(text_file, tmp_path):
+    with pytest.raises(ValueError, match="stop_when names the metric 'accuracy', but this task's evaluation"):
+        Trainer(lm_task(text_file), quick(stop_when="accuracy>0.5"), tmp_path, progress=False).fit()
+
+
 def test_time_budget_fixes_the_step_count_and_a_resumed_run_keeps_it(text_file, tmp_path):
     config = quick(steps=None, max_minutes=0.05, calibration_steps=3, eval_every=1000, checkpoint_every=1000)
     trainer = Trainer(lm_task(text_file), config, tmp_path, progress=False)

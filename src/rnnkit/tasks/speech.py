@@ -1,10 +1,19 @@
 """Multivariate sequence classification: ``rnnkit speech train | evaluate``, shown on JapaneseVowels.
 
-Data: the UCI JapaneseVowels set (Kudo, Toyama & Shimbo 1999; CC BY 4.0), bundled from the aeon
+Data (``--data``): ``japanese_vowels`` (the default), ``basicmotions``, or a user's
+``NAME_TRAIN.ts`` (or ``.ts.gz``) file whose test split ``NAME_TEST.ts`` (``.ts.gz``) sits
+beside it, as the UEA/UCR archive names them.
+
+The default: the UCI JapaneseVowels set (Kudo, Toyama & Shimbo 1999; CC BY 4.0), bundled from the aeon
 1.6.0 wheel (``rnnkit.data``, SOURCES.md): nine male speakers each utter the vowels /ae/; a case
 is 7-29 frames of 12 LPC cepstrum coefficients, the label the speaker. The standard split:
 270 training cases, 370 test cases. A seeded ``dev_fraction`` of the training cases is held
 out to pick the best checkpoint; the test split is scored once, at the end.
+
+``basicmotions``: the UEA archive's BasicMotions (Bagnall et al. 2018), also from the aeon
+1.6.0 wheel: four students wore a smartwatch while standing, walking, running and playing
+badminton; a case is 100 steps (10 s at 10 Hz) of 6 channels (3-axis accelerometer and
+gyroscope), the label the activity; 40 training and 40 test cases, 10 per activity each.
 
 Model: per-feature standardization (mean and std of the training frames, stored in the
 checkpoint) -> ``rnnkit.Recurrent`` over a padded batch with its lengths -> pooling over the
@@ -42,7 +51,12 @@ from .classify import POOLINGS, confusion, scores
 from .classify import BatchStream as _TokenBatchStream
 
 NAME = "speech"
-BUNDLED_FILES = {"train": "japanese_vowels_train.ts.gz", "test": "japanese_vowels_test.ts.gz"}  # see SOURCES.md
+# name -> (the set's own name, its train and test files in rnnkit.data); see SOURCES.md
+BUNDLED = {"japanese_vowels": ("JapaneseVowels", {"train": "japanese_vowels_train.ts.gz",
+                                                  "test": "japanese_vowels_test.ts.gz"}),
+           "basicmotions": ("BasicMotions", {"train": "basic_motions_train.ts.gz",
+                                             "test": "basic_motions_test.ts.gz"})}
+BUNDLED_FILES = BUNDLED["japanese_vowels"][1]
 SPLITS = ("train", "dev", "test")
 DEFAULT_MINUTES = 2.0  # the budget of `rnnkit speech train` when neither --steps nor --max-minutes is given
 SPEECH_TRAIN_DEFAULTS = {"lr": 3e-3, "eval_every": 50, "checkpoint_every": 50, "warmup_steps": 30,
@@ -53,8 +67,9 @@ SPEECH_TRAIN_DEFAULTS = {"lr": 3e-3, "eval_every": 50, "checkpoint_every": 50, "
 class SpeechConfig:
     """The sequence classifier; defaults tuned for JapaneseVowels on 2 CPU cores."""
 
-    data: str | None = field(default=None, metadata={"help": "not yet supported: speech reads only the bundled "
-                                                             "JapaneseVowels for now"})
+    data: str | None = field(default=None, metadata={"help": "a bundled set, japanese_vowels (the default) or "
+                                                             "basicmotions, or a NAME_TRAIN.ts file with its "
+                                                             "NAME_TEST.ts beside it"})
     dev_fraction: float = field(default=0.15, metadata={"help": "the seeded share of the training cases held out "
                                                                 "to pick the best checkpoint"})
     cell: str = field(default="gru", metadata={"help": "any cell of `rnnkit cells`"})
@@ -69,8 +84,7 @@ class SpeechConfig:
     batch_size: int = field(default=32, metadata={"help": "cases per step"})
 
     def validate(self) -> None:
-        if self.data is not None:
-            raise ValueError("speech reads only the bundled JapaneseVowels for now; leave out --data")
+        check_data(self.data)
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         for name in ("hidden_size", "num_layers", "batch_size"):
@@ -139,15 +153,64 @@ def parse_ts(text: str, source: str) -> Cases:
     return Cases(series, labels, source)
 
 
-def load_bundled(split: str) -> Cases:
-    """The bundled JapaneseVowels ``train`` (270 cases) or ``test`` (370) split."""
-    packed = resources.files("rnnkit.data").joinpath(BUNDLED_FILES[split]).read_bytes()
-    return parse_ts(gzip.decompress(packed).decode("utf-8"), f"bundled JapaneseVowels {split}")
+def check_data(data: str | None) -> None:
+    """``data`` names a bundled set or a ``NAME_TRAIN.ts[.gz]`` file (not checked for existence here)."""
+    if data is None or data in BUNDLED:
+        return
+    if not isinstance(data, str) or not (data.endswith("_TRAIN.ts") or data.endswith("_TRAIN.ts.gz")):
+        raise ValueError(f"data must be a bundled set ({', '.join(BUNDLED)}) or a NAME_TRAIN.ts file with its "
+                         f"NAME_TEST.ts beside it, got {data!r}")
 
 
-def load_splits(dev_fraction: float, seed: int = 0) -> dict[str, Cases]:
-    """train, dev (a seeded ``dev_fraction`` of the training cases) and test."""
-    train, test = load_bundled("train"), load_bundled("test")
+def data_name(data: str | None) -> str:
+    """What the console calls the data: JapaneseVowels, BasicMotions, or the file's NAME."""
+    if data is None or data in BUNDLED:
+        return BUNDLED[data or "japanese_vowels"][0]
+    return Path(data).name.rsplit("_TRAIN.ts", 1)[0]
+
+
+def load_bundled(split: str, name: str = "japanese_vowels") -> Cases:
+    """A bundled set's ``train`` or ``test`` split: JapaneseVowels 270 / 370 cases, BasicMotions 40 / 40."""
+    if name not in BUNDLED:
+        raise ValueError(f"name must be one of {', '.join(BUNDLED)}, got {name!r}")
+    title, files = BUNDLED[name]
+    packed = resources.files("rnnkit.data").joinpath(files[split]).read_bytes()
+    return parse_ts(gzip.decompress(packed).decode("utf-8"), f"bundled {title} {split}")
+
+
+def load_file(path: str | Path) -> Cases:
+    """The cases of a ``.ts`` or gzipped ``.ts.gz`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such .ts file: {path}")
+    raw = path.read_bytes()
+    if path.name.endswith(".gz"):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise ValueError(f"{path} is not a complete gzip file ({e}); expected a gzipped .ts file") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); a .ts file is "
+                         "text: re-save it as UTF-8") from None
+    return parse_ts(text, str(path))
+
+
+def load_data(data: str | None, split: str) -> Cases:
+    """The ``train`` or ``test`` cases of ``data`` (see :func:`check_data`); NAME_TEST.ts sits beside NAME_TRAIN.ts."""
+    check_data(data)
+    if data is None or data in BUNDLED:
+        return load_bundled(split, data or "japanese_vowels")
+    return load_file(data if split == "train" else "_TEST.ts".join(data.rsplit("_TRAIN.ts", 1)))
+
+
+def load_splits(dev_fraction: float, seed: int = 0, data: str | None = None) -> dict[str, Cases]:
+    """train, dev (a seeded ``dev_fraction`` of the training cases) and test of ``data`` (default JapaneseVowels)."""
+    train, test = load_data(data, "train"), load_data(data, "test")
+    dims = {s.shape[1] for s in train.series + test.series}
+    if len(dims) != 1:
+        raise ValueError(f"{train.source} and {test.source} differ in their number of dimensions ({sorted(dims)})")
     order = list(range(len(train.series)))
     random.Random(seed).shuffle(order)
     dev = set(order[: round(dev_fraction * len(order))])
@@ -293,12 +356,12 @@ class SpeechTask:
 
 def train(config: SpeechConfig, train_config: TrainConfig, out: str | Path, resume: bool = False,
           console: Console | None = None, progress: bool = True) -> dict:
-    """Train on the bundled JapaneseVowels into the run directory ``out``; returns the Trainer's summary
-    plus ``test`` (the best checkpoint, chosen on dev, scored on the test split)."""
+    """Train on ``config.data`` (default the bundled JapaneseVowels) into the run directory ``out``; returns the
+    Trainer's summary plus ``test`` (the best checkpoint, chosen on dev, scored on the test split)."""
     config.validate()
     console = console or Console()
     seed_everything(train_config.seed)
-    splits = load_splits(config.dev_fraction)
+    splits = load_splits(config.dev_fraction, data=config.data)
     labels = sorted(set(splits["train"].labels), key=lambda y: (len(y), y))
     if resume and (Path(out) / "last").exists():
         labels = checkpoint.load(Path(out) / "last").config.get("labels", labels)
@@ -310,7 +373,7 @@ def train(config: SpeechConfig, train_config: TrainConfig, out: str | Path, resu
     sizes = ", ".join(f"{len(splits[s].series):,} {s}" for s in SPLITS)
     console.print(f"speech: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x"
                   f"{config.hidden_size}, {config.pooling} pooling, {params:,} parameters, {len(labels)} labels; "
-                  f"{sizes} cases of JapaneseVowels", highlight=False)
+                  f"{sizes} cases of {data_name(config.data)}", highlight=False)
     summary = trainer.fit()
     best = Path(out) / "best"
     if best.exists():
@@ -356,13 +419,16 @@ class TrainedSpeech:
         return [self.labels[int(i)] for i in predict_series(self.model, list(series)).argmax(-1)]
 
     def evaluate(self, data: str | None = None, split: str = "test") -> dict:
-        """accuracy, macro_f1, majority_accuracy and n on ``split`` (train, dev or test) of the bundled data."""
-        if data is not None:
-            raise ValueError("speech reads only the bundled JapaneseVowels for now; leave out --data")
+        """accuracy, macro_f1, majority_accuracy and n on ``split`` (train, dev or test) of ``data``, by default
+        the data the model was trained on."""
         if split not in SPLITS:
             raise ValueError(f"split must be train, dev or test, got {split!r}")
-        cases = load_splits(self.config.dev_fraction)[split]
+        cases = load_splits(self.config.dev_fraction, data=data if data is not None else self.config.data)[split]
         check_labels(cases, self.labels)
+        features = int(self.model.mean.numel())
+        if cases.series[0].shape[1] != features:
+            raise ValueError(f"{cases.source} has {cases.series[0].shape[1]} dimensions, the model was trained on "
+                             f"{features}")
         index = {label: i for i, label in enumerate(self.labels)}
         predictions = predict_series(self.model, cases.series).argmax(-1)
         matrix = confusion(torch.tensor([index[y] for y in cases.labels]), predictions, len(self.labels))

@@ -22,7 +22,9 @@ at every instant ``D`` or ``.D.old-PID`` is a complete checkpoint. A crash betwe
 renames leaves only ``.D.old-PID``: ``load(D)`` and ``resolve(D)`` then use it (with a
 warning), and the next ``save(D)`` deletes it once the new ``D`` is in place. A crash before
 them leaves ``.D.tmp-PID``, which load and resolve never look at and the next ``save(D)``
-deletes. One writer per directory: two processes saving the same ``D`` at once is not supported.
+deletes. A ``.D.old-PID`` is deleted by renaming it to a ``.D.tmp-`` name first, so a crash in the
+middle of deleting it never leaves a partial ``.old-`` behind. One writer per directory: two
+processes saving the same ``D`` at once is not supported.
 """
 
 from __future__ import annotations
@@ -225,6 +227,13 @@ def _remove_siblings(target: Path, *, tmp: bool, old: bool) -> None:
     prefixes = ((f".{target.name}.tmp-",) if tmp else ()) + ((f".{target.name}.old-",) if old else ())
     for p in target.parent.iterdir():
         if p.name.startswith(prefixes):
+            if ".old-" in p.name:  # renamed to a .tmp- name first: a kill mid-delete must not leave a partial .old-
+                doomed = p.with_name(f".{target.name}.tmp-{os.getpid()}-{p.name}")
+                try:
+                    os.rename(p, doomed)
+                except OSError:
+                    continue
+                p = doomed
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -324,6 +333,26 @@ def resolve(path: PathLike) -> Path:
         f"{path} is neither a checkpoint directory (with {MODEL} and {CONFIG}) nor a run directory (with best/ or "
         f"last/ holding one); {held}: pass a checkpoint directory or the --out directory of a run"
     )
+
+
+def recover(directory: PathLike) -> bool:
+    """Whether a checkpoint is at ``directory``, after putting back the one an interrupted save left.
+
+    If ``directory`` is missing and a complete ``.NAME.old-PID`` is beside it (a crash between a
+    save's two renames), that is renamed back to ``directory``. Only the process that writes the
+    run calls this, before it resumes; ``load`` never renames, so a reader cannot race a writer.
+    """
+    path = Path(directory)
+    if path.exists():
+        return True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # _recovered's "using .old-PID": here it is put back instead
+        old = _recovered(path)
+    if old is None:
+        return False
+    os.rename(old, path)
+    _fsync(path.parent)
+    return True
 
 
 def _is_checkpoint(path: Path) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -33,7 +34,9 @@ class MetricsLog:
             line_step = _step_of(line)
             if line_step is not None and line_step <= step:
                 kept.append(line)
-        self.path.write_text("".join(line + "\n" for line in kept))
+        tmp = self.path.with_name(f".{self.path.name}.tmp")  # replaced atomically: a kill here keeps the old file
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
 
     def write(self, record: dict) -> None:
         if self._file is None:

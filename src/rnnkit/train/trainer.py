@@ -25,7 +25,8 @@ evaluation); the Trainer owns everything else, so no task re-implements the loop
 - budgets: ``steps``, or ``max_minutes`` (a time budget measures its speed over its first
   ``calibration_steps`` steps and 3% of the budget, then fixes the step count that fits, which the cosine schedule
   needs; the count is stored, so a resumed run keeps it), or both (the first reached stops);
-- checkpoints every ``checkpoint_every`` steps in ``last/`` with every piece of state the
+- checkpoints every ``checkpoint_every`` steps (and, with ``checkpoint_minutes``, at least every
+  that many minutes of wall-clock time) in ``last/`` with every piece of state the
   next step depends on, so ``resume`` continues bit-identically; Ctrl-C stops after the
   current step and writes ``last/`` first;
 - several processes under ``torchrun`` (``distributed``): DDP, data sharded by rank, rank 0 writes.
@@ -34,6 +35,7 @@ evaluation); the Trainer owns everything else, so no task re-implements the loop
 from __future__ import annotations
 
 import math
+import operator
 import random
 import re
 import signal
@@ -82,7 +84,11 @@ class TrainConfig:
     eval_every: int = field(default=500, metadata={"help": "evaluate every N steps (and at the end)"})
     log_every: int = field(default=25, metadata={"help": "log loss, norm and speed every N steps"})
     checkpoint_every: int = field(default=500, metadata={"help": "write last/ every N steps"})
+    checkpoint_minutes: float | None = field(default=None, metadata={"help": "also write last/ whenever M minutes "
+                                                                             "have passed since the last write"})
     patience: int = field(default=0, metadata={"help": "stop after N evaluations without improvement (0: never)"})
+    stop_when: str | None = field(default=None, metadata={"help": "stop at the first evaluation where METRIC OP VALUE "
+                                                                  "holds, e.g. 'accuracy>=0.99' or 'mse<0.01'"})
     nan_patience: int = field(default=5, metadata={"help": "stop after N non-finite steps in a row"})
     nan_lr_factor: float = field(default=0.5, metadata={"help": "multiply the lr by this after a non-finite step"})
     calibration_steps: int = field(default=20, metadata={"help": "a time budget measures its speed over at least "
@@ -100,6 +106,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.checkpoint_minutes is not None and not self.checkpoint_minutes > 0:
+            raise ValueError(f"checkpoint_minutes must be > 0, got {self.checkpoint_minutes!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes!r}")
         if not self.lr > 0:
@@ -110,6 +118,24 @@ class TrainConfig:
             raise ValueError("warmup_steps and patience must be >= 0")
         if not 0 < self.nan_lr_factor <= 1:
             raise ValueError(f"nan_lr_factor must be in (0, 1], got {self.nan_lr_factor!r}")
+        if self.stop_when is not None:
+            parse_stop_when(self.stop_when)
+
+
+STOP_OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+
+
+def parse_stop_when(text: str) -> tuple[str, str, float]:
+    """``'accuracy>=0.99'`` -> ("accuracy", ">=", 0.99): the metric, the comparison and the value of ``stop_when``."""
+    match = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*", str(text))
+    try:
+        value = float(match.group(3)) if match else math.nan
+    except ValueError:
+        value = math.nan
+    if not match or not math.isfinite(value):
+        raise ValueError(f"stop_when must read METRIC OP VALUE with OP one of >=, <=, >, < (e.g. 'accuracy>=0.99'), "
+                         f"got {text!r}")
+    return match.group(1), match.group(2), value
 
 
 class BatchStream(Protocol):
@@ -231,6 +257,7 @@ class Trainer:
         budget_s = None if cfg.max_minutes is None else cfg.max_minutes * 60
         calibration_start: tuple[int, float] | None = None
         last_eval: dict | None = None
+        last_save = time.perf_counter()
         log_tokens, log_time, log_losses = 0, time.perf_counter(), []
         self.model.train()
         previous_handler = self._catch_interrupt()
@@ -289,9 +316,16 @@ class Trainer:
                         last_eval = self._evaluate(bar, board)
                         if self._early_stop():
                             st.stop_reason = "early stopping"
-                    if st.step % cfg.checkpoint_every == 0:
+                        elif self._target_reached(last_eval["metrics"]):
+                            st.stop_reason = f"reached {cfg.stop_when}"
+                    due = st.step % cfg.checkpoint_every == 0
+                    if cfg.checkpoint_minutes is not None and not due:  # rank 0's clock decides, for every rank
+                        due = distributed.broadcast(time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes,
+                                                    self.group)
+                    if due:
                         self._save("last", st.elapsed_s + time.perf_counter() - started)
-                    if st.stop_reason == "early stopping":
+                        last_save = time.perf_counter()
+                    if st.stop_reason == "early stopping" or (st.stop_reason or "").startswith("reached "):
                         break
             if last_eval is None or last_eval["step"] != st.step:
                 last_eval = self._evaluate(bar, board)
@@ -470,6 +504,16 @@ class Trainer:
             self._save("best", st.elapsed_s)
         return {"step": st.step, "metrics": metrics}
 
+    def _target_reached(self, metrics: dict) -> bool:
+        """``stop_when`` holds for this evaluation's ``metrics`` (never, without one)."""
+        if self.config.stop_when is None:
+            return False
+        name, op, value = parse_stop_when(self.config.stop_when)
+        if name not in metrics:
+            raise ValueError(f"stop_when names the metric {name!r}, but this task's evaluation reports "
+                             f"{', '.join(metrics)}")
+        return STOP_OPERATORS[op](metrics[name], value)
+
     def _early_stop(self) -> bool:
         return self.config.patience > 0 and self.state.evals_since_best >= self.config.patience
 
@@ -515,7 +559,7 @@ class Trainer:
         added = sorted(k for k in task_config if k not in saved)
         if added:
             self.console.print(f"--resume: {self.out} predates the setting(s) {', '.join(added)}; continuing with "
-                        f"{', '.join(f'{k}={task_config[k]!r}' for k in added)}")
+                               f"{', '.join(f'{k}={task_config[k]!r}' for k in added)}")
         different = {k: (saved[k], v) for k, v in task_config.items() if k in saved and saved[k] != v}
         if different:
             shown = ", ".join(f"{k}: {a!r} in the run, {b!r} now" for k, (a, b) in different.items())

@@ -1,0 +1,309 @@
+"""``ConvRecurrent``: convolutional recurrent cells (ConvLSTM, ConvGRU) stacked, in one or both directions.
+
+The counterpart of ``rnnkit.Recurrent`` for inputs with a spatial layout, (T, B, C, *S) with
+S = (L,), (H, W) or (D, H, W). The layer owns the parameters under torch's names, validates
+every argument up front, and runs the loop of ``rnnkit.backends.reference`` (the only
+backend for these cells): per layer and direction one input convolution over all T*B
+frames, then the cell's hidden-to-hidden convolution and gates per step. Variable lengths
+are handled as in ``Recurrent``: a finished clip keeps its state and outputs zeros, and the
+reverse direction starts at each clip's own last frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .backends.reference import reverse_padded
+from .cells.base import LSTMState, State, map_state
+from .cells.conv import ConvCell, make_conv_cell
+
+_SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
+
+
+class ConvRecurrent(nn.Module):
+    r"""A stacked, optionally bidirectional layer of convolutional recurrent cells.
+
+    Args:
+        cell: a name from ``rnnkit.conv_cells()``: ``"convlstm"``, ``"peephole_convlstm"``, ``"convgru"``,
+            ``"cho_convgru"``.
+        in_channels: channels of the input frames, C.
+        hidden_channels: channels of the state, Hc (one size for every layer).
+        kernel_size: odd int, or a tuple of ``dims`` odd ints, of both convolutions (input-to-state
+            and state-to-state), k; stride 1 and zero "same" padding keep the frame size S.
+        num_layers: stacked layers, L; layer l > 0 reads the (D*Hc)-channel outputs of layer l - 1.
+        bidirectional: run a second stack of directions over the reversed clips, D = 2.
+        batch_first: input and output are (B, T, ...) instead of (T, B, ...); the state never is.
+        dims: spatial dimensions of a frame: 1 (L), 2 (H, W) or 3 (D, H, W).
+        bias (keyword-only): whether the cell has ``bias_ih`` and ``bias_hh``.
+        dropout (keyword-only): dropout probability on the outputs of every layer but the last.
+        device, dtype (keyword-only): where and how the parameters are created, as in torch.nn.
+
+    Shapes (``forward(x, state=None, lengths=None) -> (out, state)``), for dims=2:
+        x: (T, B, C, H, W), or (B, T, C, H, W) with batch_first.
+        state: ``LSTMState(h, c)`` (a plain ``(h, c)`` tuple is accepted) for the ConvLSTMs, a tensor h
+            for the ConvGRUs; each (L*D, B, Hc, H, W). None means zeros.
+        lengths: (B,) valid steps per clip, any order, any device; None means all T.
+        out: (T, B, D*Hc, H, W) (or batch-first); zero past each clip's end.
+        state: the state of every layer and direction after each clip's last frame.
+
+    Parameters, per layer l and direction (``_reverse`` for the second): ``weight_ih_l{l}``
+    (G*Hc, C_l, *k), ``weight_hh_l{l}`` (G*Hc, Hc, *k), ``bias_ih_l{l}``, ``bias_hh_l{l}``
+    (G*Hc,), and ``weight_peephole_l{l}`` (3, Hc) for ``peephole_convlstm``; G = 4 (i|f|g|o) or
+    3 (r|z|n); C_0 = C, C_l = D*Hc.
+
+    Example::
+
+        >>> layer = rnnkit.ConvRecurrent("convlstm", in_channels=3, hidden_channels=8, kernel_size=3)
+        >>> out, (h, c) = layer(torch.randn(5, 2, 3, 8, 8), lengths=torch.tensor([5, 3]))
+        >>> out.shape, h.shape
+        (torch.Size([5, 2, 8, 8, 8]), torch.Size([1, 2, 8, 8, 8]))
+    """
+
+    def __init__(
+        self,
+        cell: str,
+        in_channels: int,
+        hidden_channels: int,
+        kernel_size: int | Sequence[int],
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        batch_first: bool = False,
+        dims: int = 2,
+        *,
+        bias: bool = True,
+        dropout: float = 0.0,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        self.cell: ConvCell = make_conv_cell(cell)
+        if isinstance(dims, bool) or not isinstance(dims, int) or dims not in _SPATIAL:
+            raise ValueError(f"dims must be 1, 2 or 3 (spatial dimensions of a frame), got {dims!r}")
+        _check_positive_int("in_channels", in_channels)
+        _check_positive_int("hidden_channels", hidden_channels)
+        _check_positive_int("num_layers", num_layers)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        self.in_channels = in_channels
+        self.hidden_channels = hidden_channels
+        self.kernel_size = _check_kernel_size(kernel_size, dims)
+        self.num_layers = num_layers
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if bidirectional else 1
+        self.batch_first = batch_first
+        self.dims = dims
+        self.bias = bias
+        self.dropout = float(dropout)
+        # as Recurrent's, for code that logs it; these cells have one backend, the reference loop
+        self.last_backend: str | None = None
+
+        factory = {"device": device, "dtype": dtype}
+        # _names[l][d] maps the cell's parameter names to this module's attribute names.
+        self._names: list[list[dict[str, str]]] = []
+        for k in range(num_layers):
+            layer_input = in_channels if k == 0 else hidden_channels * self.num_directions
+            shapes = self.cell.parameter_shapes(layer_input, hidden_channels, self.kernel_size, bias)
+            per_direction = []
+            for d in range(self.num_directions):
+                suffix = f"_l{k}" + ("_reverse" if d == 1 else "")
+                for name, shape in shapes.items():
+                    self.register_parameter(name + suffix, nn.Parameter(torch.empty(shape, **factory)))
+                per_direction.append({name: name + suffix for name in shapes})
+            self._names.append(per_direction)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The cell's init rule, U(-1/sqrt(Hc k^d), 1/sqrt(Hc k^d)), in registration order."""
+        for k in range(self.num_layers):
+            for d in range(self.num_directions):
+                self.cell.reset_parameters(self.weights(k, d), self.hidden_channels, self.kernel_size)
+
+    def weights(self, layer: int, direction: int) -> dict[str, Tensor]:
+        """The parameters of one layer and direction under the cell's names (``weight_hh``, ...)."""
+        return {name: getattr(self, full) for name, full in self._names[layer][direction].items()}
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self, x: Tensor, state: State | Sequence[Tensor] | None = None, lengths: Tensor | Sequence[int] | None = None
+    ) -> tuple[Tensor, State]:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
+        if x.dim() != 3 + self.dims:
+            layout = f"({'B, T' if self.batch_first else 'T, B'}, C, {_SPATIAL[self.dims]})"
+            raise ValueError(f"x must be {3 + self.dims}-D {layout} for dims={self.dims}, got {x.dim()}-D of shape "
+                             f"{tuple(x.shape)}")
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        T, B = x.shape[:2]
+        if T == 0:
+            raise ValueError(f"x has 0 time steps, shape {tuple(x.shape)}; expected at least 1")
+        self._check_input(x, x.shape[2])
+        lengths = _check_lengths(lengths, T, B, x.device)
+        spatial = tuple(x.shape[3:])
+        state = self._check_state(state, B, spatial, x)
+
+        D = self.num_directions
+        finals = []
+        layer_input = x  # (T, B, C_l, *S)
+        for k in range(self.num_layers):
+            outputs = []
+            for d in range(D):
+                w = self.weights(k, d)
+                s0 = map_state(lambda s, i=k * D + d: s[i], state)
+                xin = layer_input if d == 0 else reverse_padded(layer_input, lengths)  # each clip within its length
+                gx = self.cell.input_projection(xin, w)  # (T, B, G*Hc, *S), all frames in one conv
+                out, s = _time_loop(self.cell, gx, s0, w, lengths)  # (T, B, Hc, *S)
+                outputs.append(out if d == 0 else reverse_padded(out, lengths))
+                finals.append(s)
+            layer_input = outputs[0] if D == 1 else torch.cat(outputs, dim=2)  # (T, B, D*Hc, *S)
+            if k < self.num_layers - 1 and self.dropout > 0 and self.training:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        state = map_state(lambda *s: torch.stack(s), *finals)
+        self.last_backend = "reference"
+        return (layer_input.transpose(0, 1) if self.batch_first else layer_input), state
+
+    def step(self, x_t: Tensor, state: State | Sequence[Tensor] | None = None) -> tuple[Tensor, State]:
+        """One time step through every layer: x_t (B, C, *S) -> y_t (B, Hc, *S) and the new state.
+
+        The state has ``forward``'s shapes, (L, B, Hc, *S) or LSTMState of such; None means zeros.
+        Stepping T times equals one ``forward`` over the T steps (dropout aside in training).
+        """
+        if self.bidirectional:
+            raise ValueError("step() needs a unidirectional layer: the reverse direction of a "
+                             "bidirectional layer starts at the end of the clip, which a step has not seen")
+        if not isinstance(x_t, Tensor) or x_t.dim() != 2 + self.dims:
+            got = f"{x_t.dim()}-D of shape {tuple(x_t.shape)}" if isinstance(x_t, Tensor) else type(x_t).__name__
+            raise ValueError(f"x_t must be {2 + self.dims}-D (B, C, {_SPATIAL[self.dims]}) for dims={self.dims}, "
+                             f"got {got}")
+        self._check_input(x_t, x_t.shape[1], name="x_t")
+        state = self._check_state(state, x_t.shape[0], tuple(x_t.shape[2:]), x_t)
+        finals = []
+        y = x_t
+        for k in range(self.num_layers):
+            w = self.weights(k, 0)
+            gx = self.cell.input_projection(y.unsqueeze(0), w).squeeze(0)  # (B, G*Hc, *S)
+            y, s = self.cell.step(gx, map_state(lambda s, k=k: s[k], state), w)
+            finals.append(s)
+            if k < self.num_layers - 1 and self.dropout > 0 and self.training:
+                y = F.dropout(y, self.dropout, training=True)
+        return y, map_state(lambda *s: torch.stack(s), *finals)
+
+    # ------------------------------------------------------------------ validation
+
+    def _check_input(self, x: Tensor, channels: int, name: str = "x") -> None:
+        if channels != self.in_channels:
+            raise ValueError(f"{name} has {channels} channels (shape {tuple(x.shape)}), layer expects "
+                             f"in_channels={self.in_channels}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+        weight = self.weight_ih_l0
+        if x.device != weight.device:
+            raise ValueError(f"{name} is on {x.device} but the layer's parameters are on {weight.device}")
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"{name} has dtype {x.dtype} but the layer's parameters are {weight.dtype}; "
+                            f"convert one of them (e.g. layer.to({x.dtype}))")
+        small = [s for s in x.shape[-self.dims:] if s < 1]
+        if small:
+            raise ValueError(f"{name} has an empty frame, shape {tuple(x.shape)}")
+
+    def _check_state(self, state, B: int, spatial: tuple[int, ...], x: Tensor) -> State:
+        """The initial state with its shapes checked against (L*D, B, Hc, *S); zeros for None."""
+        leading = (self.num_layers * self.num_directions, B)
+        if state is None:
+            return self.cell.zero_state(leading, self.hidden_channels, spatial, x)
+        if self.cell.state_type is LSTMState:
+            if isinstance(state, (tuple, list)) and not isinstance(state, LSTMState) and len(state) == 2:
+                state = LSTMState(*state)
+            if not isinstance(state, LSTMState):
+                raise TypeError(f"state must be an LSTMState or an (h, c) pair for cell {self.cell.name!r}, "
+                                f"got {type(state).__name__}")
+            parts = list(zip(("state.h", "state.c"), state))
+        else:
+            if not isinstance(state, Tensor):
+                raise TypeError(f"state must be a Tensor h for cell {self.cell.name!r}, got {type(state).__name__}")
+            parts = [("state", state)]
+        expected = (*leading, self.hidden_channels, *spatial)
+        for name, part in parts:
+            if not isinstance(part, Tensor):
+                raise TypeError(f"{name} must be a Tensor, got {type(part).__name__}")
+            if tuple(part.shape) != expected:
+                raise ValueError(f"{name} has shape {tuple(part.shape)}, expected (num_layers*num_directions, "
+                                 f"batch, hidden_channels, {_SPATIAL[self.dims]}) = {expected}")
+            if part.device != x.device:
+                raise ValueError(f"{name} is on {part.device} but x is on {x.device}")
+            if part.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+                raise TypeError(f"{name} has dtype {part.dtype} but x has {x.dtype}")
+        return state
+
+    def extra_repr(self) -> str:
+        k = self.kernel_size[0] if len(set(self.kernel_size)) == 1 else self.kernel_size
+        s = f"{self.cell.name!r}, {self.in_channels}, {self.hidden_channels}, kernel_size={k}"
+        defaults = {"num_layers": 1, "bidirectional": False, "batch_first": False, "dims": 2, "bias": True,
+                    "dropout": 0.0}
+        for name, default in defaults.items():
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)!r}"
+        return s
+
+
+def _time_loop(cell: ConvCell, gx: Tensor, state: State, w, lengths: Tensor | None) -> tuple[Tensor, State]:
+    """Run ``cell.step`` over gx (T, B, G*Hc, *S): outputs (T, B, Hc, *S) and the state after each clip's end."""
+    running = None if lengths is None else torch.arange(gx.shape[0], device=gx.device)[:, None] < lengths  # (T, B)
+    outputs = []
+    for t, gx_t in enumerate(gx.unbind(0)):
+        h, new_state = cell.step(gx_t, state, w)
+        if running is not None:
+            m = running[t].view(-1, *([1] * (h.dim() - 1)))  # (B, 1, ..., 1)
+            new_state = map_state(lambda new, old, m=m: torch.where(m, new, old), new_state, state)
+            h = torch.where(m, h, torch.zeros_like(h))
+        state = new_state
+        outputs.append(h)
+    return torch.stack(outputs), state
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_kernel_size(kernel_size, dims: int) -> tuple[int, ...]:
+    """kernel_size as a tuple of ``dims`` odd positive ints."""
+    sizes = (kernel_size,) * dims if isinstance(kernel_size, int) and not isinstance(kernel_size, bool) else kernel_size
+    if (not isinstance(sizes, Sequence) or len(sizes) != dims
+            or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in sizes)):
+        raise ValueError(f"kernel_size must be a positive int or a tuple of {dims} positive ints (dims={dims}), "
+                         f"got {kernel_size!r}")
+    if any(k % 2 == 0 for k in sizes):
+        raise ValueError(f"kernel_size must be odd in every dimension, got {kernel_size!r}: 'same' padding of k // 2 "
+                         "on both sides keeps the frame size only for odd k")
+    return tuple(sizes)
+
+
+def _check_lengths(lengths, T: int, B: int, device: torch.device) -> Tensor | None:
+    """lengths as int64 on x's device, or None where every clip has all T steps (as ``Recurrent``)."""
+    if lengths is None:
+        return None
+    if isinstance(lengths, Tensor):
+        if lengths.dim() != 1:
+            raise ValueError(f"lengths must be 1-D with one entry per clip, got shape {tuple(lengths.shape)}")
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
+    elif isinstance(lengths, Sequence) and all(isinstance(n, int) and not isinstance(n, bool) for n in lengths):
+        lengths = torch.tensor(list(lengths), dtype=torch.int64)
+    else:
+        raise TypeError(f"lengths must be a 1-D integer tensor or a list of ints, got {type(lengths).__name__}")
+    if lengths.numel() != B:
+        raise ValueError(f"lengths has {lengths.numel()} entries but the batch has {B} clips")
+    host = lengths.cpu()
+    if B and int(host.min()) < 1:
+        raise ValueError(f"every length must be >= 1, got {host.tolist()}")
+    if B and int(host.max()) > T:
+        raise ValueError(f"lengths can be at most the {T} time steps of x, got {host.tolist()}")
+    if B and int(host.min()) == T:
+        return None  # every clip is full: no masking to do
+    return lengths.to(device=device, dtype=torch.int64)

@@ -1,0 +1,665 @@
+"""Export a ``Recurrent`` layer or a trained task model to ONNX or TorchScript, with a dynamic time axis.
+
+``export_layer(layer, "m.onnx")`` and ``export_checkpoint("runs/lm-...", "m.onnx")`` (``rnnkit export``)
+write a file that runs at any batch size and any sequence length, then run that file at a second
+batch size and length and report its largest difference to the PyTorch model (``Export.max_abs_diff``;
+a difference beyond ``TOLERANCE`` raises ``ExportMismatch``).
+
+How the time loop survives export (design section 4). Every exporter unrolls a Python loop over
+time steps to the example's length, and the file then silently gives wrong shapes at other lengths.
+So here the loop is written in TorchScript and everything else is traced:
+
+- each layer and direction's **step** is the cell's own ``cell.step`` (and its input projection,
+  ``cell.input_projection``) traced at the example's shapes: one step has no loop, so tracing keeps
+  exactly the library's equations for every cell (nothing is re-implemented per cell);
+- the **driver** (``_Direction``, ``_Stack``: layers, directions, lengths) is ``torch.jit.script``-ed,
+  so its ``for t in range(T)`` stays a loop: an ONNX ``Loop`` for the legacy exporter
+  (``torch.onnx.export(..., dynamo=False)``), a loop in the TorchScript file;
+- a task model is copied with each ``Recurrent`` inside it swapped for that scripted layer and then
+  traced as a whole; the tracer records the scripted layer as a call, loop intact.
+
+Why this route (measured with torch 2.13, onnxruntime 1.32, docs/results.md "Export"): the legacy
+exporter turns the scripted loop into ``Loop`` with a sequence of outputs, and onnxruntime matches the
+PyTorch layer within 1e-7 to 4e-6 in float32 (most cells under 5e-7) at a batch size and length other
+than the example's, for every cell, stacked and bidirectional, with lengths; TorchScript files the same,
+and within 1e-12 in float64. onnxruntime ran the file 0.8x to 1.5x as long as the eager layer. An
+export takes about a second. The new exporter (``dynamo=True``) keeps ``nn.LSTM``'s time axis static and unrolls Python
+loops; an onnxscript ``Scan`` would need every cell's equations written a second time in onnxscript,
+the very duplication this module avoids. ``nn.LSTM``'s own ONNX ``LSTM`` op covers one cell of eleven.
+
+What is exported: the model in eval mode, in its parameters' dtype (float32 from a checkpoint); dropout,
+zoneout and the other regularizers are training-time only and absent. Lengths and masking are
+exported: with ``lengths=True`` the file takes ``lengths`` (B,) int64 and masks as ``Recurrent`` does
+(state frozen and outputs zero past each sequence's end, the reverse direction starting at each
+sequence's last element). What is refused, with a ``NotSupported`` that names it: PackedSequence
+inputs (pass ``lengths``), a layer in training mode with active regularizers, the tasks whose forward
+is not a tensor function of fixed inputs (``tag``: CRF decoding; ``translate``: attention decoder
+loop; ``asr``: frame stacking fixed in Python).
+
+torch 2.13 deprecates torch.jit and the legacy exporter in favour of ``torch.export``, which cannot keep
+a custom cell's loop; they still work, ``_quiet`` silences their deprecation warnings inside this
+module, and every export is checked by running the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from .backends import NotSupported
+from .cells import LSTMState
+from .extras import require
+from .recurrent import Recurrent
+
+FORMATS = ("onnx", "torchscript")
+OPSET = 17  # ONNX opset: LayerNormalization is native from 17; onnxruntime 1.16+ runs it
+EXAMPLE = (2, 5)  # (B, T) the file is traced at
+TOLERANCE = 1e-4  # relative to the outputs' size: float32 rounding is ~1e-7, a traced-in length is O(1)
+CHECK = (3, 11)  # (B, T) the file is run at afterwards: both differ from EXAMPLE
+SUPPORTED_TASKS = ("lab", "classify", "lm", "speech", "forecast")
+REFUSED_TASKS = {
+    "tag": "its prediction is CRF Viterbi decoding over a character model, not one tensor function; "
+           "export its Recurrent layer with rnnkit.export.export_layer",
+    "translate": "its decoder runs a data-dependent loop of attention steps (greedy or beam search) in Python",
+    "asr": "its frame stacking pads the time axis by an amount computed in Python from T, which a file "
+           "traced at one length would keep",
+}
+
+
+# ---------------------------------------------------------------------- the scripted layer
+
+
+class ExportMismatch(ValueError):
+    """The exported file does not compute what the PyTorch model computes at a second batch size and length."""
+
+
+class _Projection(nn.Module):
+    """``cell.input_projection`` over its weights: (T, B, I) -> (T, B, G*H). Traced."""
+
+    def __init__(self, cell, weights: dict[str, Tensor]) -> None:
+        super().__init__()
+        self.cell, self.names = cell, list(weights)
+        for name, w in weights.items():
+            self.register_parameter(name, w if isinstance(w, nn.Parameter) else nn.Parameter(w))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.cell.input_projection(x, {name: getattr(self, name) for name in self.names})
+
+
+class _Step(_Projection):
+    """``cell.step`` with a uniform signature: (gx_t (B, G*H), h (B, R), c (B, H)) -> (h, c). Traced.
+
+    Cells whose state is one tensor ignore c and hand it back, so the driver needs one code path.
+    The step's output equals the new h for every cell (without zoneout, which is training-only).
+    """
+
+    def forward(self, gx: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        w = {name: getattr(self, name) for name in self.names}
+        if self.cell.state_type is LSTMState:
+            _, state = self.cell.step(gx, LSTMState(h, c), w)
+            return state.h, state.c
+        _, state = self.cell.step(gx, h, w)
+        return state, c
+
+
+def _reverse(x: Tensor, lengths: Tensor, masked: bool) -> Tensor:
+    """Each sequence of x (T, B, F) reversed within its own length (``backends.reference.reverse_padded``)."""
+    if not masked:
+        return x.flip(0)
+    t = torch.arange(x.shape[0], device=x.device).unsqueeze(1)  # (T, 1)
+    index = torch.where(t < lengths.unsqueeze(0), lengths.unsqueeze(0) - 1 - t, t)  # (T, B)
+    return x.gather(0, index.unsqueeze(2).expand(x.shape[0], x.shape[1], x.shape[2]))
+
+
+class _Direction(nn.Module):
+    """One layer and direction over time: the scripted loop around a traced projection and step.
+
+    ``masked`` (with lengths) and ``reverse`` are compile-time constants, not Optional inputs: the
+    legacy exporter leaves an untyped ONNX Optional behind for a ``lengths: Optional[Tensor]`` that is None.
+    """
+
+    __constants__ = ["reverse", "masked"]  # (not Final[...]: from __future__ annotations hide it from TorchScript)
+
+    def __init__(self, projection: torch.jit.ScriptModule, step: torch.jit.ScriptModule, reverse: bool,
+                 masked: bool) -> None:
+        super().__init__()
+        self.projection, self.step, self.reverse, self.masked = projection, step, reverse, masked
+
+    def forward(self, x: Tensor, h: Tensor, c: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self.reverse:
+            x = _reverse(x, lengths, self.masked)
+        gx = self.projection(x)  # (T, B, G*H)
+        outputs: list[Tensor] = []
+        for t in range(gx.shape[0]):
+            h_new, c_new = self.step(gx[t], h, c)
+            if self.masked:
+                running = (lengths > t).unsqueeze(1)  # (B, 1): a finished sequence keeps its state
+                h = torch.where(running, h_new, h)
+                c = torch.where(running, c_new, c)
+                outputs.append(torch.where(running, h_new, torch.zeros_like(h_new)))
+            else:
+                h, c = h_new, c_new
+                outputs.append(h_new)
+        out = torch.stack(outputs)  # (T, B, R)
+        if self.reverse:
+            out = _reverse(out, lengths, self.masked)
+        return out, h, c
+
+
+class _Stack(nn.Module):
+    """Layers and directions, as ``backends.reference.run_stack`` in eval mode. Scripted.
+
+    forward(x (T, B, I), lengths (B,), h0 (L*D, B, R), c0 (L*D, B, H)) -> out (T, B, D*R),
+    h (L*D, B, R), c (L*D, B, H) (c is h for cells whose state is one tensor). lengths is read only
+    when ``masked``, h0 and c0 only when ``given_state`` (else the state starts at zeros).
+    """
+
+    __constants__ = ["num_states", "recurrent_size", "hidden_size", "given_state"]
+
+    def __init__(self, layer: Recurrent, masked: bool, given_state: bool) -> None:
+        super().__init__()
+        gx_size = layer.cell.gates * layer.hidden_size
+        out_size = layer.proj_size or layer.hidden_size
+        B, T = EXAMPLE
+        layers = []
+        for k in range(layer.num_layers):
+            in_size = layer.input_size if k == 0 else out_size * layer.num_directions
+            directions = []
+            for d in range(layer.num_directions):
+                w = layer.weights(k, d)
+                dtype = w["weight_ih"].dtype
+                x = torch.randn(T, B, in_size, dtype=dtype)
+                h, c = torch.randn(B, out_size, dtype=dtype), torch.randn(B, layer.hidden_size, dtype=dtype)
+                with torch.no_grad():
+                    # no check_trace: the exported file is checked against the layer as a whole
+                    projection = torch.jit.trace(_Projection(layer.cell, w), (x,), check_trace=False)
+                    step = torch.jit.trace(_Step(layer.cell, w), (torch.randn(B, gx_size, dtype=dtype), h, c),
+                                           check_trace=False)
+                directions.append(_Direction(projection, step, d == 1, masked))
+            layers.append(nn.ModuleList(directions))
+        self.layers = nn.ModuleList(layers)
+        self.num_states = layer.num_layers * layer.num_directions
+        self.recurrent_size, self.hidden_size = out_size, layer.hidden_size
+        self.given_state = given_state
+
+    def forward(self, x: Tensor, lengths: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if not self.given_state:
+            h0 = torch.zeros(self.num_states, x.shape[1], self.recurrent_size, dtype=x.dtype, device=x.device)
+            c0 = torch.zeros(self.num_states, x.shape[1], self.hidden_size, dtype=x.dtype, device=x.device)
+        hs: list[Tensor] = []
+        cs: list[Tensor] = []
+        i = 0
+        for directions in self.layers:
+            outputs: list[Tensor] = []
+            for direction in directions:
+                out, h, c = direction(x, h0[i], c0[i], lengths)
+                outputs.append(out)
+                hs.append(h)
+                cs.append(c)
+                i += 1
+            x = torch.cat(outputs, dim=2)  # (T, B, D*R)
+        return x, torch.stack(hs), torch.stack(cs)
+
+
+class ScriptedRecurrent(nn.Module):
+    """A ``Recurrent`` in eval mode as a module that exports with its time loop intact.
+
+    Called as the layer is, ``forward(x, state=None, lengths=None) -> (out, state)``, x time-major
+    (T, B, I) or batch-first as the layer was built, state a tensor or ``LSTMState``; but whether
+    ``lengths`` and ``state`` are given is fixed when it is built (``lengths``, ``initial_state``),
+    since each is compiled into the loop. The weights are the layer's own tensors (not copies).
+    """
+
+    def __init__(self, layer: Recurrent, lengths: bool = False, initial_state: bool = False) -> None:
+        super().__init__()
+        check_exportable(layer)
+        for name in ("cell", "input_size", "hidden_size", "num_layers", "num_directions", "bidirectional",
+                     "proj_size", "batch_first"):  # what task models read from their layer
+            setattr(self, name, getattr(layer, name))
+        self.lstm = layer.cell.state_type is LSTMState
+        self.lengths, self.initial_state = lengths, initial_state
+        with _quiet():
+            self.stack = torch.jit.script(_Stack(layer, lengths, initial_state))
+
+    def forward(self, x: Tensor, state=None, lengths: Tensor | None = None):
+        if isinstance(x, PackedSequence):
+            raise NotSupported("a PackedSequence cannot be exported: pass the padded tensor and lengths")
+        if not isinstance(x, Tensor) or x.dim() != 3:
+            got = f"{x.dim()}-D" if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be 3-D ({'B, T' if self.batch_first else 'T, B'}, I) to export, got {got}")
+        for name, value, built in (("lengths", lengths, self.lengths), ("state", state, self.initial_state)):
+            if (value is not None) != built:
+                raise ValueError(f"this ScriptedRecurrent was built {'with' if built else 'without'} {name}, "
+                                 f"but is called {'without' if built else 'with'} it")
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        h0 = c0 = x  # placeholders the compiled stack does not read
+        if state is not None:
+            h0, c0 = state if self.lstm else (state, state)
+        if lengths is not None:
+            lengths = lengths.to(device=x.device, dtype=torch.int64)
+        out, h, c = self.stack(x, x if lengths is None else lengths, h0, c0)
+        if self.batch_first:
+            out = out.transpose(0, 1)
+        return out, (LSTMState(h, c) if self.lstm else h)
+
+
+def check_exportable(layer: Recurrent) -> None:
+    """Raise ``NotSupported`` naming what a layer has that an exported file cannot have."""
+    if not isinstance(layer, Recurrent):
+        raise TypeError(f"layer must be an rnnkit.Recurrent, got {type(layer).__name__}")
+    if layer.training and layer.regularizers.active():
+        raise NotSupported(f"the layer is in training mode with {', '.join(layer.regularizers.active())}: an "
+                           "exported file is an inference model; call layer.eval() first")
+    if layer.training and layer.dropout > 0 and layer.num_layers > 1:
+        raise NotSupported(f"the layer is in training mode with dropout={layer.dropout}: an exported file is an "
+                           "inference model; call layer.eval() first")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence what torch 2.13 says about the tools this module rests on on purpose.
+
+    torch.jit (script, trace, save, load) and the legacy ONNX exporter are deprecated in favour of
+    torch.export, which unrolls or freezes the time loop (see the module notes); they still work and
+    the exported file is checked after every export. TracerWarnings are covered by that check too.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*(torch\.jit|TorchScript)")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message="The feature will be removed")
+        warnings.filterwarnings("ignore", category=UserWarning, message="no signature found")  # traced modules
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        yield
+
+
+def swap_layers(model: nn.Module, lengths: bool = False, initial_state: bool = False) -> nn.Module:
+    """A copy of ``model`` in eval mode with every ``Recurrent`` inside replaced by ``ScriptedRecurrent``.
+
+    ``lengths`` and ``initial_state``: whether the model calls its layers with them (see ScriptedRecurrent).
+    """
+    model = copy.deepcopy(model).eval()
+    if isinstance(model, Recurrent):
+        return ScriptedRecurrent(model, lengths, initial_state)
+
+    def swap(module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, Recurrent):
+                setattr(module, name, ScriptedRecurrent(child, lengths, initial_state))
+            else:
+                swap(child)
+
+    swap(model)
+    return model
+
+
+# ---------------------------------------------------------------------- what one export is
+
+
+@dataclass
+class Port:
+    """One input or output of an exported file: its name, its axes' names (``batch``, ``time`` dynamic)."""
+
+    name: str
+    axes: tuple[str, ...]
+    dtype: torch.dtype = torch.float32
+
+    def dynamic(self) -> dict[int, str]:
+        return {i: a for i, a in enumerate(self.axes) if a in ("batch", "time")}
+
+    def describe(self) -> str:
+        return f"{self.name} ({', '.join(self.axes)}) {str(self.dtype).replace('torch.', '')}"
+
+
+@dataclass
+class Spec:
+    """A model ready to export: a module, how to make its inputs at (B, T), its ports, its reference."""
+
+    module: nn.Module  # the module to trace (Recurrent layers swapped for ScriptedRecurrent)
+    reference: nn.Module  # the PyTorch model the file must match (eval mode)
+    make_inputs: Callable[[int, int], tuple[Tensor, ...]]  # (B, T) -> inputs in the order of ``inputs``
+    inputs: list[Port]
+    outputs: list[Port]
+    what: str  # one line: what is exported
+    fixed_time: int | None = None  # where the time axis cannot vary: its only length
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Export:
+    """What ``export_layer`` / ``export_checkpoint`` wrote and how well the file matches PyTorch."""
+
+    path: Path
+    format: str
+    what: str
+    inputs: list[Port]
+    outputs: list[Port]
+    example_shape: tuple[int, int]  # (B, T) the file was traced at
+    check_shape: tuple[int, int]  # (B, T) the file was run at after export
+    max_abs_diff: float  # over every output, against the PyTorch model at check_shape
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        lines = [f"exported {self.what} to {self.path} ({self.format})"]
+        lines += [f"  input  {p.describe()}" for p in self.inputs]
+        lines += [f"  output {p.describe()}" for p in self.outputs]
+        dynamic = sorted({a for p in self.inputs + self.outputs for a in p.dynamic().values()})
+        lines.append(f"  dynamic axes: {', '.join(dynamic) or 'none'}")
+        lines += [f"  note: {n}" for n in self.notes]
+        (B, T), (B0, T0) = self.check_shape, self.example_shape
+        lines.append(f"  check: run at batch {B}, time {T} (traced at batch {B0}, time {T0}): max abs difference to "
+                     f"PyTorch {self.max_abs_diff:.2e}")
+        return "\n".join(lines)
+
+
+class _Flat(nn.Module):
+    """``fn(model, *inputs)`` as a module whose outputs are a flat tuple of tensors, for the exporters."""
+
+    def __init__(self, model: nn.Module, fn: Callable) -> None:
+        super().__init__()
+        self.model, self.fn = model, fn
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        return tuple(self.fn(self.model, *inputs))
+
+
+def _state_outputs(state) -> tuple[Tensor, ...]:
+    return (state.h, state.c) if isinstance(state, tuple) else (state,)
+
+
+# ---------------------------------------------------------------------- a layer
+
+
+def layer_spec(layer: Recurrent, lengths: bool = False, initial_state: bool = False) -> Spec:
+    """The export of a ``Recurrent``: inputs x [, lengths] [, h0 [, c0]]; outputs out, h_n [, c_n].
+
+    The file is made from a CPU copy of the layer, wherever its parameters are.
+    """
+    check_exportable(layer)
+    layer = copy.deepcopy(layer).cpu()
+    lstm = layer.cell.state_type is LSTMState
+    D, L = layer.num_directions, layer.num_layers
+    R = layer.proj_size or layer.hidden_size
+    dtype = layer.weight_ih_l0.dtype
+    x_axes = ("batch", "time", str(layer.input_size)) if layer.batch_first else ("time", "batch", str(layer.input_size))
+    out_axes = ("batch", "time", str(D * R)) if layer.batch_first else ("time", "batch", str(D * R))
+    inputs = [Port("x", x_axes, dtype)]
+    if lengths:
+        inputs.append(Port("lengths", ("batch",), torch.int64))
+    if initial_state:
+        inputs.append(Port("h0", (str(L * D), "batch", str(R)), dtype))
+        if lstm:
+            inputs.append(Port("c0", (str(L * D), "batch", str(layer.hidden_size)), dtype))
+    outputs = [Port("out", out_axes, dtype), Port("h_n", (str(L * D), "batch", str(R)), dtype)]
+    if lstm:
+        outputs.append(Port("c_n", (str(L * D), "batch", str(layer.hidden_size)), dtype))
+
+    def make_inputs(B: int, T: int) -> tuple[Tensor, ...]:
+        g = torch.Generator().manual_seed(B * 1000 + T)
+        x = torch.randn((B, T, layer.input_size) if layer.batch_first else (T, B, layer.input_size), generator=g,
+                        dtype=dtype)
+        made = [x]
+        if lengths:
+            n = torch.randint(1, T + 1, (B,), generator=g)
+            n[0] = T  # the longest sequence fills the batch, as padded batches do
+            made.append(n)
+        if initial_state:
+            made.append(torch.randn(L * D, B, R, generator=g, dtype=dtype))
+            if lstm:
+                made.append(torch.randn(L * D, B, layer.hidden_size, generator=g, dtype=dtype))
+        return tuple(made)
+
+    def run(model, x, *rest):
+        rest = list(rest)
+        n = rest.pop(0) if lengths else None
+        state = None
+        if initial_state:
+            state = LSTMState(rest[0], rest[1]) if lstm else rest[0]
+        out, final = model(x, state, lengths=n)
+        return (out, *_state_outputs(final))
+
+    reference = copy.deepcopy(layer).eval()
+    what = (f"Recurrent({layer.cell.name!r}, {layer.input_size}, {layer.hidden_size}, num_layers={L}, "
+            f"bidirectional={layer.bidirectional}{f', proj_size={layer.proj_size}' if layer.proj_size else ''})")
+    return Spec(_Flat(swap_layers(layer, lengths, initial_state), run), _Flat(reference, run), make_inputs, inputs,
+                outputs, what)
+
+
+# ---------------------------------------------------------------------- a trained task model
+
+
+def checkpoint_spec(directory: str | Path) -> Spec:
+    """The export of the model a checkpoint's task builds (``rnnkit.load``); see ``SUPPORTED_TASKS``."""
+    from .tasks import TRAINED, load
+    from .train import checkpoint
+
+    path = checkpoint.resolve(directory)
+    task = checkpoint.load(path).config.get("task")
+    if task in REFUSED_TASKS:
+        raise NotSupported(f"{path} holds a {task!r} model, which rnnkit export does not support: "
+                           f"{REFUSED_TASKS[task]}. Exportable tasks: {', '.join(SUPPORTED_TASKS)}")
+    if task not in SUPPORTED_TASKS:
+        raise NotSupported(f"{path}: config.json names task {task!r}; rnnkit export supports "
+                           f"{', '.join(SUPPORTED_TASKS)} (rnnkit knows {', '.join(TRAINED)})")
+    trained = load(path)
+    model = trained.model.eval()
+    return _TASK_SPECS[task](model, trained, f"the {task} model of {path}")
+
+
+def _first_layer(model: nn.Module) -> Recurrent:
+    return next(m for m in model.modules() if isinstance(m, Recurrent))
+
+
+def _ids_lengths(vocab_size: int) -> Callable[[int, int], tuple[Tensor, ...]]:
+    def make(B: int, T: int) -> tuple[Tensor, ...]:
+        g = torch.Generator().manual_seed(B * 1000 + T)
+        lengths = torch.randint(1, T + 1, (B,), generator=g)
+        lengths[0] = T
+        return torch.randint(0, vocab_size, (T, B), generator=g), lengths
+    return make
+
+
+def _features_lengths(features: int, lengths: bool) -> Callable[[int, int], tuple[Tensor, ...]]:
+    def make(B: int, T: int) -> tuple[Tensor, ...]:
+        g = torch.Generator().manual_seed(B * 1000 + T)
+        x = torch.randn(T, B, features, generator=g)
+        if not lengths:
+            return (x,)
+        n = torch.randint(1, T + 1, (B,), generator=g)
+        n[0] = T
+        return x * (torch.arange(T)[:, None] < n)[..., None], n  # zeros past each length, as the tasks pad
+    return make
+
+
+def _classify_spec(model, trained, what) -> Spec:
+    call = lambda m, ids, lengths: (m(ids, lengths),)  # noqa: E731
+    inputs = [Port("ids", ("time", "batch"), torch.int64), Port("lengths", ("batch",), torch.int64)]
+    outputs = [Port("logits", ("batch", str(len(trained.labels))))]
+    return Spec(_Flat(swap_layers(model, lengths=True), call), _Flat(model, call),
+                _ids_lengths(model.embedding.num_embeddings), inputs, outputs, what,
+                notes=[f"labels in logit order: {', '.join(trained.labels)}",
+                       "ids: the checkpoint's vocab.json; lengths: tokens per text"])
+
+
+def _speech_spec(model, trained, what) -> Spec:
+    call = lambda m, x, lengths: (m(x, lengths),)  # noqa: E731
+    F = model.mean.shape[0]
+    inputs = [Port("x", ("time", "batch", str(F))), Port("lengths", ("batch",), torch.int64)]
+    outputs = [Port("logits", ("batch", str(len(trained.labels))))]
+    return Spec(_Flat(swap_layers(model, lengths=True), call), _Flat(model, call), _features_lengths(F, True),
+                inputs, outputs, what, notes=[f"labels in logit order: {', '.join(trained.labels)}",
+                             "x: raw frames (the model standardizes them with the training statistics)"])
+
+
+def _lm_spec(model, trained, what) -> Spec:
+    layer = model.rnn
+    lstm = layer.cell.state_type is LSTMState
+    L, R, H = layer.num_layers, layer.proj_size or layer.hidden_size, layer.hidden_size
+
+    def call(m, ids, h0, *c0):
+        logits, state = m(ids, LSTMState(h0, c0[0]) if lstm else h0)
+        return (logits, *_state_outputs(state))
+
+    vocab = model.embedding.num_embeddings
+
+    def make(B: int, T: int) -> tuple[Tensor, ...]:
+        g = torch.Generator().manual_seed(B * 1000 + T)
+        made = [torch.randint(0, vocab, (T, B), generator=g), torch.randn(L, B, R, generator=g) * 0.5]
+        if lstm:
+            made.append(torch.randn(L, B, H, generator=g) * 0.5)
+        return tuple(made)
+
+    inputs = [Port("ids", ("time", "batch"), torch.int64), Port("h0", (str(L), "batch", str(R)))]
+    outputs = [Port("logits", ("time", "batch", str(vocab))), Port("h_n", (str(L), "batch", str(R)))]
+    if lstm:
+        inputs.append(Port("c0", (str(L), "batch", str(H))))
+        outputs.append(Port("c_n", (str(L), "batch", str(H))))
+    return Spec(_Flat(swap_layers(model, initial_state=True), call), _Flat(model, call), make, inputs, outputs, what,
+                notes=["ids: the checkpoint's vocab.json; start from zero states and feed h_n/c_n back in to stream"])
+
+
+def _lab_spec(model, trained, what) -> Spec:
+    problem, I = trained.problem, model.rnn.input_size
+    with_lengths = problem == "order"
+    call = (lambda m, x, lengths: (m(x, lengths),)) if with_lengths else (lambda m, x: (m(x),))  # noqa: E731
+    inputs = [Port("x", ("time", "batch", str(I)))]
+    if with_lengths:
+        inputs.append(Port("lengths", ("batch",), torch.int64))
+    out_axes = {"adding": ("batch",), "copy": ("time", "batch", "10"), "order": ("batch", "4")}[problem]
+    outputs = [Port("y", out_axes)]
+    return Spec(_Flat(swap_layers(model), call), _Flat(model, call), _features_lengths(I, with_lengths), inputs,
+                outputs, what.replace("lab model", f"lab {problem} model"))
+
+
+def _forecast_spec(model, trained, what) -> Spec:
+    c = model.config
+    F = model.scale_mean.shape[0]
+    call = lambda m, z: (m(z),)  # noqa: E731
+    K, Q = c.ensemble, len(c.quantiles())
+    direct = c.strategy == "direct"
+    fixed = c.lookback if direct and c.skip else None
+    time = str(c.lookback) if fixed else "time"
+    outputs = [Port("y", (str(K), "batch", str(c.horizon), str(Q)) if direct
+                    else (str(K), time, "batch", str(F), str(Q)))]
+    notes = ["z: the window as the task feeds it: each column scaled by the checkpoint's scaler (log where "
+             "scale_log, then minus scale_mean, over scale_std) and minus the window's mean per column"]
+    if c.interval == "mc_dropout":
+        notes.append("interval mc_dropout: the file gives the point forecast only; the intervals need dropout at "
+                     "inference (Forecaster(z, sample=True)), which the exported model does not have")
+    if fixed:
+        notes.append(f"the time axis is fixed at lookback = {fixed}: the direct strategy's skip connection is a "
+                     "linear map of exactly that many inputs")
+    return Spec(_Flat(swap_layers(model), call), _Flat(model, call), _features_lengths(F, False),
+                [Port("z", (time, "batch", str(F)))], outputs, what, fixed_time=fixed, notes=notes)
+
+
+_TASK_SPECS = {"classify": _classify_spec, "speech": _speech_spec, "lm": _lm_spec, "lab": _lab_spec,
+               "forecast": _forecast_spec}
+
+
+# ---------------------------------------------------------------------- writing and checking files
+
+
+def export_layer(layer: Recurrent, path: str | Path, format: str = "onnx", *, lengths: bool = False,
+                 initial_state: bool = False) -> Export:
+    """Write ``layer`` (eval mode) to ``path`` as ONNX or TorchScript, dynamic in batch and time; check it.
+
+    Inputs: x (T, B, I) (or (B, T, I) with batch_first), ``lengths`` (B,) int64 if asked, h0
+    (L*D, B, R) and, for the LSTM family, c0 (L*D, B, H) if ``initial_state``. Outputs: out, h_n [, c_n].
+    """
+    return write(layer_spec(layer, lengths, initial_state), path, format)
+
+
+def export_checkpoint(directory: str | Path, path: str | Path, format: str = "onnx") -> Export:
+    """Write the trained model of a checkpoint or run directory to ``path``; check it at a second shape."""
+    return write(checkpoint_spec(directory), path, format)
+
+
+def write(spec: Spec, path: str | Path, format: str) -> Export:
+    """Export ``spec`` to ``path`` in ``format``, then run the file at ``CHECK`` against the reference."""
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give a file name such as {path / ('model.' + format)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example_shape = (EXAMPLE[0], spec.fixed_time or EXAMPLE[1])
+    example = spec.make_inputs(*example_shape)
+    with torch.no_grad(), _quiet():
+        traced = torch.jit.trace(spec.module, example, check_trace=False)
+        if format == "onnx":
+            _write_onnx(traced, spec, example, path)
+        else:
+            torch.jit.save(traced, str(path))
+    check_shape = (CHECK[0], spec.fixed_time or CHECK[1])
+    diff, scale = max_abs_diff(path, format, spec, *check_shape)
+    if diff > TOLERANCE * max(1.0, scale):
+        raise ExportMismatch(f"{path} was written, but at batch {check_shape[0]}, time {check_shape[1]} it differs "
+                             f"from PyTorch by up to {diff:.2e} (outputs up to {scale:.2e}); please report this "
+                             "as a bug with the command that made it")
+    return Export(path, format, spec.what, spec.inputs, spec.outputs, example_shape, check_shape, diff, spec.notes)
+
+
+def _write_onnx(traced: torch.jit.ScriptModule, spec: Spec, example: tuple[Tensor, ...], path: Path) -> None:
+    require("onnx", "rnnkit export --format onnx", extra="export")
+    axes = {p.name: p.dynamic() for p in spec.inputs + spec.outputs if p.dynamic()}
+    with _quiet():
+        torch.onnx.export(traced, example, str(path), dynamo=False, opset_version=OPSET,
+                          input_names=[p.name for p in spec.inputs], output_names=[p.name for p in spec.outputs],
+                          dynamic_axes=axes)
+
+
+def load_file(path: str | Path, format: str) -> Callable[..., list[Tensor]]:
+    """An exported file as a function of its inputs, in order: onnxruntime for ONNX, ``torch.jit.load``
+    for TorchScript. It returns the outputs as a list of tensors."""
+    if format == "onnx":
+        ort = require("onnxruntime", "running an exported ONNX file", extra="export")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+
+        def run_onnx(*inputs: Tensor) -> list[Tensor]:
+            if len(inputs) != len(names):
+                raise ValueError(f"{path} takes {len(names)} inputs ({', '.join(names)}), got {len(inputs)}")
+            return [torch.from_numpy(a) for a in session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})]
+
+        return run_onnx
+    with _quiet():
+        module = torch.jit.load(str(path))
+
+    def run_torchscript(*inputs: Tensor) -> list[Tensor]:
+        with torch.no_grad():
+            return list(module(*inputs))
+
+    return run_torchscript
+
+
+def run_file(path: str | Path, format: str, inputs: tuple[Tensor, ...]) -> list[Tensor]:
+    """Run an exported file once on ``inputs`` (see ``load_file``)."""
+    return load_file(path, format)(*inputs)
+
+
+def max_abs_diff(path: str | Path, format: str, spec: Spec, B: int, T: int) -> tuple[float, float]:
+    """The largest |file - PyTorch| over every output at batch B and time T, and the largest |PyTorch|.
+
+    Raises ``ExportMismatch`` where an output's shape differs (a length the trace kept).
+    """
+    inputs = spec.make_inputs(B, T)
+    got = run_file(path, format, inputs)
+    with torch.no_grad():
+        expected = spec.reference(*inputs)
+    worst = scale = 0.0
+    for port, e, g in zip(spec.outputs, expected, got):
+        if tuple(e.shape) != tuple(g.shape):
+            raise ExportMismatch(f"{path}: output {port.name} has shape {tuple(g.shape)} at batch {B}, time {T}; "
+                                 f"PyTorch gives {tuple(e.shape)}")
+        if e.numel():
+            worst = max(worst, float((g.double() - e.double()).abs().max()))
+            scale = max(scale, float(e.double().abs().max()))
+    return worst, scale

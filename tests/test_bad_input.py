@@ -1,0 +1,543 @@
+"""Bad input across the CLI and the public functions: a clear error, or a documented behaviour.
+
+Never a traceback from inside torch. Each case here is a row of docs/reliability.md. CLI cases run
+``rnnkit.cli.main(argv)`` in this process and expect exit status 2 with ``rnnkit: error: ...`` on
+stderr naming the problem (an exception escaping ``main`` fails the test with its traceback); the
+library cases call the function and expect rnnkit's exception with its message.
+
+Safe loading (pickle, truncated safetensors, a newer format, a vocabulary that does not fit the
+weights) is at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.cli import main
+from rnnkit.train import checkpoint
+
+# --------------------------------------------------------------------------- tiny data and runs
+
+LM_TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40
+CLASSIFY_CSV = "text,label\n" + "".join(f"{'good fine great' if i % 2 else 'bad awful poor'} {i},"
+                                        f"{'pos' if i % 2 else 'neg'}\n" for i in range(40))
+CONLL = "\n".join(f"Ann B-PER\nflew O\nto O\n{p} B-LOC\n" for p in ["Rome", "Oslo", "Lima", "Kyiv"] * 10)
+PAIRS = "".join(f"the {a} cat .\tle chat {b} .\n" for a, b in [("red", "rouge"), ("big", "grand")] * 30)
+SERIES = "y\n" + "".join(f"{10 + math.sin(i / 3):.4f}\n" for i in range(60))
+TS_HEADER = "@problemName tiny\n@dimensions 2\n@data\n"
+TS_BODY = "".join(f"{i},{i + 1},{i + 2}:{-i},0,{i}:{'ab'[i % 2]}\n" for i in range(12))
+TS_TEST = "".join(TS_BODY.splitlines(keepends=True)[:2])
+
+FAST = ["--steps", "2", "--eval-every", "2", "--checkpoint-every", "2", "--warmup-steps", "1", "--no-progress"]
+
+
+def cli_error(argv: list[str], capsys, match: str) -> str:
+    """``rnnkit argv`` exits with status 2 and ``rnnkit: error:`` + a message matching ``match``."""
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, f"exit status {code}, stderr: {err}"
+    assert err.startswith("rnnkit: error: "), err
+    assert re.search(match, err, re.IGNORECASE | re.DOTALL), f"{match!r} not in: {err}"
+    return err
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Good and bad data files by name."""
+    d = tmp_path_factory.mktemp("data")
+    contents = {
+        "lm.txt": LM_TEXT, "classify.csv": CLASSIFY_CSV, "tag.conll": CONLL, "pairs.tsv": PAIRS,
+        "series.csv": SERIES, "Tiny_TRAIN.ts": TS_HEADER + TS_BODY, "Tiny_TEST.ts": TS_HEADER + TS_TEST,
+    }
+    for name, text in contents.items():
+        (d / name).write_text(text)
+    for stem, suffixes in {"empty": ("txt", "csv", "tsv", "conll", "jsonl"), "latin1": ("txt", "csv", "tsv", "conll"),
+                           "binary": ("txt", "csv", "tsv", "conll")}.items():
+        for suffix in suffixes:
+            path = d / f"{stem}.{suffix}"
+            if stem == "empty":
+                path.write_bytes(b"")
+            elif stem == "latin1":
+                path.write_bytes("text,label\ncaf\xe9 cr\xe8me,pos\n".encode("latin-1"))
+            else:
+                path.write_bytes(bytes(range(256)) * 4)
+    (d / "Empty_TRAIN.ts").write_bytes(b"")
+    (d / "Latin_TRAIN.ts").write_bytes(TS_HEADER.encode() + "1,2:\xe9\n".encode("latin-1"))
+    (d / "Binary_TRAIN.ts").write_bytes(bytes(range(256)) * 4)
+    return d
+
+
+@pytest.fixture(scope="module")
+def runs(files, tmp_path_factory):
+    """A trained (2 steps) run directory of each task, by task name."""
+    d = tmp_path_factory.mktemp("runs")
+    small = ["--hidden-size", "8", "--embedding-size", "8"]
+    commands = {
+        "lm": ["lm", "train", "--data", files / "lm.txt", *small, "--batch-size", "4", "--bptt", "16"],
+        "classify": ["classify", "train", "--data", files / "classify.csv", *small, "--batch-size", "8"],
+        "tag": ["tag", "train", "--data", files / "tag.conll", *small, "--char-hidden-size", "4",
+                "--batch-size", "8"],
+        "translate": ["translate", "train", "--data", files / "pairs.tsv", *small, "--attention-size", "8",
+                      "--min-count", "1", "--batch-size", "8"],
+        "forecast": ["forecast", "train", "--data", files / "series.csv", "--lookback", "12", "--horizon", "6",
+                     "--hidden-size", "4", "--ensemble", "1", "--batch-size", "8", "--rolling-origins", "1"],
+        "speech": ["speech", "train", "--data", files / "Tiny_TRAIN.ts", "--hidden-size", "4",
+                   "--dev-fraction", "0.25"],
+    }
+    out = {}
+    for task, argv in commands.items():
+        out[task] = d / task
+        assert main([str(a) for a in argv] + ["--out", str(out[task]), *FAST]) == 0, task
+    return out
+
+
+# --------------------------------------------------------------------------- data files, every train command
+
+TRAIN_DATA = {  # task -> (argv before --data, file suffix for the bad files, extra flags)
+    "lm": (["lm", "train"], "txt", []),
+    "classify": (["classify", "train"], "csv", []),
+    "tag": (["tag", "train"], "conll", []),
+    "translate": (["translate", "train"], "tsv", []),
+    "forecast": (["forecast", "train"], "csv", []),
+}
+BAD_FILES = {  # kind -> what the message must say
+    "empty": r"empty|no (rows|sentences|pairs|data|values|text)",
+    "latin1": r"not UTF-8|utf-8",
+    "binary": r"binary|NUL|not UTF-8",
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_FILES))
+@pytest.mark.parametrize("task", list(TRAIN_DATA))
+def test_train_refuses_a_bad_data_file(task, kind, files, tmp_path, capsys):
+    verb, suffix, extra = TRAIN_DATA[task]
+    path = files / f"{kind}.{suffix}"
+    err = cli_error([*verb, "--data", path, "--out", tmp_path / "run", *extra, *FAST], capsys, BAD_FILES[kind])
+    assert str(path) in err  # the message names the file
+    assert not (tmp_path / "run" / "last").exists()
+
+
+@pytest.mark.parametrize("kind,name", [("empty", "Empty_TRAIN.ts"), ("latin1", "Latin_TRAIN.ts"),
+                                       ("binary", "Binary_TRAIN.ts")])
+def test_speech_train_refuses_a_bad_ts_file(kind, name, files, tmp_path, capsys):
+    err = cli_error(["speech", "train", "--data", files / name, "--out", tmp_path / "run", *FAST], capsys,
+                    BAD_FILES[kind] + "|no cases|@data")
+    assert name in err
+
+
+def test_a_missing_data_file_is_named(tmp_path, capsys):
+    cli_error(["lm", "train", "--data", tmp_path / "nowhere.txt", "--out", tmp_path / "run", *FAST], capsys,
+              r"nowhere.txt: no such file")
+
+
+def test_a_directory_given_as_data_is_refused(tmp_path, capsys):
+    cli_error(["lm", "train", "--data", tmp_path, "--out", tmp_path / "run", *FAST], capsys, r"is a directory")
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory):
+    """A WAV with no samples, a 'WAV' that is noise, and manifests that point at them or are broken."""
+    import wave
+
+    d = tmp_path_factory.mktemp("audio")
+    with wave.open(str(d / "zero.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"")
+    (d / "noise.wav").write_bytes(bytes(range(256)) * 4)
+    (d / "empty.jsonl").write_bytes(b"")
+    (d / "latin1.jsonl").write_bytes('{"audio_filepath": "zero.wav", "text": "caf\xe9"}\n'.encode("latin-1"))
+    (d / "binary.jsonl").write_bytes(bytes(range(256)) * 4)
+    (d / "notext.csv").write_text("path\nzero.wav\n")
+    (d / "zero.jsonl").write_text('{"audio_filepath": "zero.wav", "text": "a"}\n')
+    (d / "noise.jsonl").write_text('{"audio_filepath": "noise.wav", "text": "a"}\n')
+    return d
+
+
+@pytest.mark.parametrize("manifest,match", [
+    ("empty.jsonl", r"empty.jsonl is empty"),
+    ("latin1.jsonl", r"latin1.jsonl is not UTF-8"),
+    ("binary.jsonl", r"binary.jsonl looks like a binary file"),
+    ("notext.csv", r"notext.csv:2: needs the columns 'path' \(or 'audio_filepath'\) and 'text'"),
+    ("zero.jsonl", r"zero.jsonl:1: .*zero.wav: the audio file has no samples"),
+    ("noise.jsonl", r"noise.jsonl:1: .*noise.wav"),
+])
+def test_asr_train_refuses_a_bad_manifest(manifest, match, audio, tmp_path, capsys):
+    cli_error(["asr", "train", "--data", audio / manifest, "--out", tmp_path / "r", *FAST], capsys, match)
+
+
+@pytest.mark.parametrize("name,match", [("zero.wav", r"no samples"), ("noise.wav", r"noise.wav")])
+def test_read_audio_refuses_empty_and_noise_files(name, match, audio):
+    from rnnkit.audio import read_audio
+    from rnnkit.audio.read import AudioError
+
+    with pytest.raises(AudioError, match=match):
+        read_audio(audio / name)
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["gradients", "--length", "0", "--plot", ""], r"length .* must be an int >= 2, got 0"),
+    (["gradients", "--batch-size", "0", "--plot", ""], r"batch_size must be a positive int, got 0"),
+    (["gradients", "--hidden-size", "0", "--plot", ""], r"hidden_size must be a positive int, got 0"),
+    (["gradients", "--cell", "nosuchcell", "--plot", ""], r"nosuchcell"),
+    (["lab", "adding", "--length", "0", "--steps", "1", "--no-progress"], r"must be an int >= 2, got 0"),
+], ids=["gradients-length-0", "gradients-batch-0", "gradients-hidden-0", "gradients-unknown-cell", "lab-length-0"])
+def test_generated_data_commands_refuse_bad_sizes(argv, match, tmp_path, capsys):
+    cli_error(argv + (["--out", tmp_path / "r"] if argv[0] == "lab" else []), capsys, match)
+
+
+def test_a_checkpoint_that_does_not_exist(tmp_path, capsys):
+    for task, verb in [("lm", "generate"), ("classify", "evaluate"), ("tag", "predict"), ("forecast", "predict")]:
+        argv = [task, verb, "--checkpoint", tmp_path / "nowhere"] + (["x"] if verb == "predict" and task == "tag"
+                                                                     else [])
+        cli_error(argv, capsys, r"nowhere does not exist")
+
+
+def test_resume_without_a_run(files, tmp_path, capsys):
+    cli_error(["lm", "train", "--data", files / "lm.txt", "--out", tmp_path / "r", "--resume", *FAST], capsys,
+              r"no last/ checkpoint to continue from")
+
+
+# --------------------------------------------------------------------------- CSV columns
+
+
+def test_classify_csv_without_the_label_column(tmp_path, capsys):
+    path = tmp_path / "nolabel.csv"
+    path.write_text("text\nnice\nbad\n")
+    cli_error(["classify", "train", "--data", path, "--out", tmp_path / "run", *FAST], capsys, r"label")
+
+
+def test_classify_csv_with_extra_columns_trains_on_the_named_ones(files, tmp_path):
+    """Documented: columns other than --text-column and --label-column are ignored."""
+    path = tmp_path / "extra.csv"
+    rows = CLASSIFY_CSV.splitlines()
+    path.write_text("\n".join([rows[0] + ",id,notes"] + [f"{r},{i},x" for i, r in enumerate(rows[1:])]) + "\n")
+    assert main(["classify", "train", "--data", str(path), "--out", str(tmp_path / "run"), "--hidden-size", "8",
+                 "--embedding-size", "8", *FAST]) == 0
+
+
+def test_classify_csv_row_with_a_missing_field(tmp_path, capsys):
+    path = tmp_path / "ragged.csv"
+    path.write_text(CLASSIFY_CSV + "just text and no label\n")
+    cli_error(["classify", "train", "--data", path, "--out", tmp_path / "run", *FAST], capsys,
+              r"line|row|label|field")
+
+
+def test_classify_csv_row_with_an_extra_field(tmp_path, capsys):
+    path = tmp_path / "ragged.csv"
+    path.write_text(CLASSIFY_CSV + "some text,pos,surprise\n")
+    cli_error(["classify", "train", "--data", path, "--out", tmp_path / "run", *FAST], capsys,
+              r"line|row|field|column")
+
+
+def test_forecast_csv_without_the_named_column(files, tmp_path, capsys):
+    cli_error(["forecast", "train", "--data", files / "series.csv", "--column", "sales", "--out", tmp_path / "r",
+               *FAST], capsys, r"sales")
+
+
+def test_forecast_csv_with_several_columns_asks_which(tmp_path, capsys):
+    path = tmp_path / "two.csv"
+    path.write_text("a,b\n" + "".join(f"{i},{2 * i}\n" for i in range(60)))
+    cli_error(["forecast", "train", "--data", path, "--out", tmp_path / "r", *FAST], capsys, r"--column")
+
+
+def test_forecast_csv_row_with_a_missing_value(tmp_path, capsys):
+    path = tmp_path / "gap.csv"
+    path.write_text("t,y\n" + "".join(f"{i},{i}\n" for i in range(30)) + "30,\n" +
+                    "".join(f"{i},{i}\n" for i in range(31, 60)))
+    cli_error(["forecast", "train", "--data", path, "--column", "y", "--out", tmp_path / "r", *FAST], capsys,
+              r"line|row|missing|empty|number")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_forecast_series_with_non_finite_values(value, tmp_path, capsys):
+    path = tmp_path / "bad.csv"
+    lines = SERIES.splitlines()
+    lines[20] = value
+    path.write_text("\n".join(lines) + "\n")
+    cli_error(["forecast", "train", "--data", path, "--out", tmp_path / "r", *FAST], capsys,
+              r"nan|inf|finite")
+
+
+def test_forecast_series_with_text_in_a_number_column(tmp_path, capsys):
+    path = tmp_path / "bad.csv"
+    path.write_text(SERIES.replace("\n10.", "\nten.", 1))
+    cli_error(["forecast", "train", "--data", path, "--out", tmp_path / "r", *FAST], capsys, r"number|ten")
+
+
+def test_forecast_predict_refuses_non_finite_history(runs, tmp_path, capsys):
+    path = tmp_path / "bad.csv"
+    lines = SERIES.splitlines()
+    lines[-3] = "nan"
+    path.write_text("\n".join(lines) + "\n")
+    cli_error(["forecast", "predict", "--checkpoint", runs["forecast"], "--data", path], capsys, r"nan|finite")
+
+
+def test_speech_ts_with_nan_values(tmp_path, capsys):
+    path = tmp_path / "Nan_TRAIN.ts"
+    path.write_text(TS_HEADER + TS_BODY.replace("1,2,3:", "1,nan,3:", 1))
+    cli_error(["speech", "train", "--data", path, "--out", tmp_path / "r", *FAST], capsys, r"nan|finite")
+
+
+# --------------------------------------------------------------------------- labels never seen in training
+
+
+def test_classify_evaluate_with_a_label_never_seen(runs, tmp_path, capsys):
+    path = tmp_path / "new.csv"
+    path.write_text("text,label\ngood,pos\nmeh,neutral\n")
+    cli_error(["classify", "evaluate", "--checkpoint", runs["classify"], "--data", path], capsys, r"neutral")
+
+
+def test_tag_evaluate_with_a_tag_never_seen(runs, tmp_path, capsys):
+    path = tmp_path / "new.conll"
+    path.write_text("Ann B-PER\nate O\nsushi B-FOOD\n")
+    cli_error(["tag", "evaluate", "--checkpoint", runs["tag"], "--data", path], capsys, r"FOOD")
+
+
+def test_speech_evaluate_with_a_label_never_seen(runs, tmp_path, capsys):
+    (tmp_path / "Odd_TRAIN.ts").write_text(TS_HEADER + TS_BODY)
+    (tmp_path / "Odd_TEST.ts").write_text(TS_HEADER + "1,2:3,4:z\n")
+    cli_error(["speech", "evaluate", "--checkpoint", runs["speech"], "--data", tmp_path / "Odd_TRAIN.ts"], capsys,
+              r"'z'")
+
+
+def test_words_never_seen_map_to_unk(runs, capsys):
+    """Documented: a word (or character) a model never saw reads as <unk>, for predict and translate."""
+    assert main(["classify", "predict", "--checkpoint", str(runs["classify"]), "zyzzyva quux"]) == 0
+    assert main(["translate", "predict", "--checkpoint", str(runs["translate"]), "the purple axolotl ."]) == 0
+    assert main(["tag", "predict", "--checkpoint", str(runs["tag"]), "Zed flew to Qom"]) == 0
+
+
+def test_lm_prompt_with_characters_never_seen(runs, capsys):
+    cli_error(["lm", "generate", "--checkpoint", runs["lm"], "--prompt", "\u00e9\u00e9", "--length", "3"], capsys,
+              r"not in the vocabulary|never seen|unknown|vocabulary")
+
+
+def test_lm_evaluate_text_with_characters_never_seen(runs, tmp_path, capsys):
+    path = tmp_path / "other.txt"
+    path.write_text("\u00fcber \u00e9t\u00e9\n" * 5)
+    cli_error(["lm", "evaluate", "--checkpoint", runs["lm"], "--data", path], capsys, r"vocabulary|never|unknown")
+
+
+# --------------------------------------------------------------------------- lengths: zero, too long
+
+
+def test_empty_text_to_predict(runs):
+    """Documented: an empty text is a zero-length sequence that each task answers without an error:
+    classify reads it as one <unk> token and gives a label, tag finds no entities, translate decodes from
+    the end-of-sentence token alone (a 2-step model's output is noise, but it is a string)."""
+    prediction = rnnkit.load(runs["classify"]).predict("")[0]
+    assert prediction.label in ("pos", "neg") and 0 < prediction.probability <= 1
+    assert rnnkit.load(runs["tag"]).predict("") == [[]]
+    (translation,) = rnnkit.load(runs["translate"]).predict([""], "greedy")
+    assert isinstance(translation, str)
+
+
+def test_predict_file_with_only_blank_lines(runs, tmp_path, capsys):
+    path = tmp_path / "blank.txt"
+    path.write_text("\n\n  \n")
+    cli_error(["classify", "predict", "--checkpoint", runs["classify"], "--file", path], capsys, r"no text lines")
+    cli_error(["translate", "predict", "--checkpoint", runs["translate"], "--file", path], capsys,
+              r"no text lines")
+
+
+def test_predict_file_that_is_binary(runs, files, capsys):
+    cli_error(["classify", "predict", "--checkpoint", runs["classify"], "--file", files / "binary.txt"], capsys,
+              r"binary")
+
+
+def test_classify_text_longer_than_max_length_is_cut(runs):
+    """Documented: the first max_length tokens of a text are read, the rest ignored."""
+    model = rnnkit.load(runs["classify"])
+    long = "good " * (model.config.max_length + 50)
+    cut = "good " * model.config.max_length
+    assert model.predict(long)[0].probability == pytest.approx(model.predict(cut)[0].probability, abs=1e-6)
+
+
+def test_lm_generate_length_zero_and_negative(runs, capsys):
+    assert main(["lm", "generate", "--checkpoint", str(runs["lm"]), "--prompt", "the", "--length", "0"]) == 0
+    cli_error(["lm", "generate", "--checkpoint", runs["lm"], "--length", "-1"], capsys, r"length")
+
+
+def test_forecast_predict_further_than_the_horizon(runs, capsys):
+    cli_error(["forecast", "predict", "--checkpoint", runs["forecast"], "--steps", "7"], capsys, r"horizon|6")
+
+
+def test_forecast_series_shorter_than_lookback_plus_horizon(tmp_path, capsys):
+    path = tmp_path / "short.csv"
+    path.write_text("y\n1\n2\n3\n")
+    cli_error(["forecast", "train", "--data", path, "--out", tmp_path / "r", *FAST], capsys,
+              r"points|short|longer|lookback")
+
+
+def test_lm_text_shorter_than_one_batch(tmp_path, capsys):
+    path = tmp_path / "short.txt"
+    path.write_text("abc")
+    cli_error(["lm", "train", "--data", path, "--out", tmp_path / "r", *FAST], capsys, r"fewer than|longer")
+
+
+# --------------------------------------------------------------------------- sizes: batch size 0 and friends
+
+
+@pytest.mark.parametrize("task", ["lm", "classify", "tag", "translate", "forecast", "speech", "asr"])
+@pytest.mark.parametrize("flag,value", [("--batch-size", "0"), ("--batch-size", "-3"), ("--hidden-size", "0"),
+                                        ("--num-layers", "0")])
+def test_train_refuses_non_positive_sizes(task, flag, value, tmp_path, capsys):
+    if task == "forecast" and flag == "--num-layers":
+        pytest.skip("forecast has no --num-layers")
+    name = flag.lstrip("-").replace("-", "_")
+    cli_error([task, "train", flag, value, "--out", tmp_path / "r", *FAST], capsys, rf"{name}|{flag}")
+
+
+def test_lab_refuses_batch_size_zero(tmp_path, capsys):
+    cli_error(["lab", "adding", "--batch-size", "0", "--length", "10", "--out", tmp_path / "r", *FAST], capsys,
+              r"batch_size")
+
+
+@pytest.mark.parametrize("flag,value,match", [("--steps", "0", "steps"), ("--lr", "0", "lr"),
+                                              ("--checkpoint-every", "0", "checkpoint_every"),
+                                              ("--max-minutes", "-1", "max_minutes"),
+                                              ("--checkpoint-minutes", "0", "checkpoint_minutes"),
+                                              ("--clip", "-1", "clip")])
+def test_train_refuses_bad_training_settings(flag, value, match, files, tmp_path, capsys):
+    argv = ["lm", "train", "--data", files / "lm.txt", "--out", tmp_path / "r", *FAST, flag, value]
+    cli_error(argv, capsys, match)
+
+
+def test_a_flag_value_of_the_wrong_type_is_argparse_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["lm", "train", "--batch-size", "many"])
+    assert info.value.code == 2
+    assert "invalid int value: 'many'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the layer itself
+
+
+@pytest.mark.parametrize("make", [lambda: rnnkit.Recurrent("lstm", 3, 4), lambda: rnnkit.LSTM(3, 4),
+                                  lambda: rnnkit.Recurrent("mingru", 3, 4)], ids=["Recurrent", "LSTM", "mingru"])
+def test_layer_batch_of_zero_sequences(make):
+    """B = 0 is an error naming the batch (torch.nn.LSTM returns empty outputs; rnnkit's fused kernels
+    divided by zero here and killed the process with SIGFPE)."""
+    with pytest.raises(ValueError, match=r"batch|0 sequences|empty"):
+        make()(torch.randn(5, 0, 3))
+
+
+def test_layer_step_with_a_batch_of_zero():
+    with pytest.raises(ValueError, match=r"x_t has a batch of 0 sequences"):
+        rnnkit.Recurrent("lstm", 3, 4).step(torch.randn(0, 3))
+
+
+def test_layer_sequence_of_zero_steps():
+    with pytest.raises(ValueError, match=r"time steps|T = 0|no time"):
+        rnnkit.Recurrent("lstm", 3, 4)(torch.randn(0, 2, 3))
+
+
+def test_layer_zero_length_in_lengths():
+    with pytest.raises(ValueError, match=r"every length must be >= 1, got \[5, 0\]"):
+        rnnkit.Recurrent("lstm", 3, 4)(torch.randn(5, 2, 3), lengths=torch.tensor([5, 0]))
+
+
+def test_layer_lengths_longer_than_the_input():
+    with pytest.raises(ValueError, match=r"lengths"):
+        rnnkit.Recurrent("lstm", 3, 4)(torch.randn(5, 2, 3), lengths=torch.tensor([5, 6]))
+
+
+def test_layer_nan_input_propagates():
+    """Documented: the layer computes with NaN/Inf as torch does (no check per call: it would cost a
+    synchronization per step on a GPU); the Trainer's NaN guard catches non-finite values in training."""
+    x = torch.randn(5, 2, 3)
+    x[2, 0, 1] = float("nan")
+    out, _ = rnnkit.Recurrent("lstm", 3, 4)(x)
+    assert not torch.isfinite(out[2:, 0]).all() and torch.isfinite(out[:, 1]).all()
+
+
+# --------------------------------------------------------------------------- checkpoints: safe loading
+
+
+def test_a_pickle_checkpoint_is_refused(tmp_path, capsys):
+    path = tmp_path / "model.pt"
+    torch.save({"weight": torch.zeros(2)}, path)
+    with pytest.raises(checkpoint.CheckpointError, match=r"model.pt is a pickle file; rnnkit never unpickles"):
+        checkpoint.load(path)
+    with pytest.raises(checkpoint.CheckpointError, match=r"pickle file model.pt"):
+        rnnkit.load(tmp_path)
+    cli_error(["lm", "generate", "--checkpoint", path], capsys, r"pickle")
+
+
+def test_a_pickle_renamed_to_safetensors_is_refused(runs, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    _copy(runs["lm"] / "last", ckpt)
+    torch.save({"weight": torch.zeros(2)}, ckpt / "model.safetensors")
+    with pytest.raises(checkpoint.CheckpointError, match=r"model.safetensors is corrupt or truncated"):
+        checkpoint.load(ckpt)
+
+
+@pytest.mark.parametrize("file", ["model.safetensors", "optimizer.safetensors", "trainer.safetensors"])
+@pytest.mark.parametrize("keep", [0.5, 0.99, 10])
+def test_a_truncated_safetensors_file_is_refused(runs, tmp_path, file, keep):
+    ckpt = tmp_path / "ckpt"
+    _copy(runs["lm"] / "last", ckpt)
+    raw = (ckpt / file).read_bytes()
+    (ckpt / file).write_bytes(raw[: int(keep * len(raw)) if keep < 1 else keep])
+    with pytest.raises(checkpoint.CheckpointError, match=rf"{file} is corrupt or truncated"):
+        checkpoint.load(ckpt)
+
+
+def test_a_newer_format_version_is_refused(runs, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    _copy(runs["lm"] / "last", ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config["format_version"] = checkpoint.FORMAT_VERSION + 1
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(checkpoint.CheckpointError, match=r"written by a newer rnnkit \(format 2\).*upgrade"):
+        checkpoint.load(ckpt)
+    cli_error(["lm", "generate", "--checkpoint", ckpt], capsys, r"newer rnnkit")
+
+
+@pytest.mark.parametrize("task", ["lm", "classify", "tag", "translate"])
+def test_a_vocabulary_that_does_not_fit_the_weights_is_refused(task, runs, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    _copy(runs[task] / "last", ckpt)
+    vocab = json.loads((ckpt / "vocab.json").read_text())
+    _grow_vocab(vocab)
+    (ckpt / "vocab.json").write_text(json.dumps(vocab))
+    with pytest.raises(checkpoint.CheckpointError, match=r"vocab|do not fit"):
+        rnnkit.load(ckpt)
+
+
+@pytest.mark.parametrize("task,key", [("classify", "labels"), ("speech", "labels")])
+def test_labels_that_do_not_fit_the_weights_are_refused(task, key, runs, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    _copy(runs[task] / "last", ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config[key] = list(config[key]) + ["extra"]
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(checkpoint.CheckpointError, match=r"do not fit|labels"):
+        rnnkit.load(ckpt)
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+
+
+def _grow_vocab(vocab):
+    """Add one entry to whatever list the vocabulary JSON keeps its tokens in."""
+    for value in vocab.values():
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            value.append("\u2603" if all(len(v) == 1 for v in value) else "\u2603never-seen")
+            return
+        if isinstance(value, dict):
+            _grow_vocab(value)
+            return
+    raise AssertionError(f"no token list in {list(vocab)}")
