@@ -11,6 +11,7 @@ reverse direction starts at each clip's own last frame.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -88,6 +89,9 @@ class ConvRecurrent(nn.Module):
         _check_positive_int("num_layers", num_layers)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
             raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(f"dropout={dropout} has no effect with num_layers=1: it applies between layers",
+                          stacklevel=2)
         self.in_channels = in_channels
         self.hidden_channels = hidden_channels
         self.kernel_size = _check_kernel_size(kernel_size, dims)
