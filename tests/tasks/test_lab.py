@@ -23,6 +23,7 @@ from rnnkit.tasks.lab import (
     TrainedLab,
     held_out_set,
     train,
+    train_defaults,
 )
 from rnnkit.tasks.lab_data import ORDER_SYMBOLS, baseline, make_batch
 from rnnkit.train.trainer import TrainConfig
@@ -210,3 +211,11 @@ def test_chrono_init_spreads_the_keep_bias_over_log_1_to_log_s(cell):
 def test_an_unknown_init_is_named():
     with pytest.raises(ValueError, match="init must be one of constant, chrono, got 'orthogonal'"):
         LabConfig(init="orthogonal").validate("adding")
+
+
+def test_copy_has_its_own_defaults_and_config_json_records_them():
+    assert (train_defaults("copy")["lr"], train_defaults("copy")["steps"]) == (1e-2, 5000)
+    assert train_defaults("order")["steps"] == 2000 and train_defaults("adding") == LAB_TRAIN_DEFAULTS
+    assert LabConfig().resolve("copy").hidden_size == 128 and LabConfig().resolve("adding").hidden_size == 64
+    assert LabConfig(hidden_size=32).resolve("copy").hidden_size == 32
+    assert LabModel("copy", LabConfig()).rnn.hidden_size == 128
