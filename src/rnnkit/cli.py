@@ -144,6 +144,35 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.add_argument("--device", default="cpu")
 
+    from .tasks.video import VIDEO_TRAIN_DEFAULTS, VideoConfig
+
+    video = commands.add_parser("video", help="video classification (moving digits; cnn-lstm, convlstm or the "
+                                              "order-blind mean-frame): train, evaluate, predict")
+    verbs = video.add_subparsers(dest="verb", metavar="VERB", required=True)
+    train = verbs.add_parser("train", help="train a video classifier (default: moving digits)",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--out", help="run directory (default: runs/video-DATE-TIME)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
+    add_config_flags(train.add_argument_group("model and data"), VideoConfig, suppress=True)
+    add_config_flags(train.add_argument_group("training"), TrainConfig, suppress=True, defaults=VIDEO_TRAIN_DEFAULTS)
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate = verbs.add_parser("evaluate", help="accuracy, macro-F1, per-class accuracy and the confusion matrix "
+                                                 "beside chance and the majority class")
+    evaluate.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+    evaluate.add_argument("--data", help="a folder of clips to score (default: the moving digits' test clips, or "
+                                         "the dev clips of the folder the model was trained on)")
+    evaluate.add_argument("--labels", help="the CSV of clip,label for --data (default: DATA/labels.csv)")
+    evaluate.add_argument("--split", help="without --data: test (default) or dev for moving digits; dev (default) "
+                                          "or train for a model trained on a folder")
+    evaluate.add_argument("--reference", metavar="DIR", help="also score this run (e.g. the order-blind mean-frame) "
+                                                            "on the same clips: reference_model, reference_accuracy")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--device", default="cpu")
+    predict = verbs.add_parser("predict", help="the label of each clip (.npy, a folder of frames, a video file)")
+    predict.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+    predict.add_argument("clips", nargs="+", metavar="CLIP", help="clips to classify")
+    predict.add_argument("--device", default="cpu")
+
     from .tasks.asr import ASR_TRAIN_DEFAULTS, ASRConfig
 
     asr = commands.add_parser("asr", help="speech recognition with a bidirectional RNN and CTC: train, evaluate, "
@@ -246,7 +275,59 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "--file: of its first line) to this PNG")
     predict.add_argument("--device", default="cpu")
 
-    from .tasks.lab import LAB_TRAIN_DEFAULTS, LabConfig
+    from .tasks.caption import CAPTION_TRAIN_DEFAULTS, CaptionConfig
+
+    caption = commands.add_parser("caption", help="video captioning (moving digits): train, evaluate, predict")
+    verbs = caption.add_subparsers(dest="verb", metavar="VERB", required=True)
+    train = verbs.add_parser("train", help="train a captioner on generated moving-digit clips",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--out", help="run directory (default: runs/caption-DATE-TIME)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
+    add_config_flags(train.add_argument_group("model and data"), CaptionConfig, suppress=True)
+    add_config_flags(train.add_argument_group("training"), TrainConfig, suppress=True, defaults=CAPTION_TRAIN_DEFAULTS)
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate = verbs.add_parser("evaluate", help="exact match and slot accuracy, then BLEU beside a constant caption's")
+    evaluate.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+    evaluate.add_argument("--split", default="test", help="test (unseen glyphs) or dev (training glyphs)")
+    evaluate.add_argument("--n", type=int, help="clips to score (default: the training run's test or dev size)")
+    evaluate.add_argument("--decoder", default="beam", choices=("greedy", "beam"), help="greedy or beam search")
+    evaluate.add_argument("--beam-size", type=int, help="beams (default: the training run's)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--device", default="cpu")
+    predict = verbs.add_parser("predict", help="captions for generated test clips, or for the clips of .npy files")
+    predict.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+    predict.add_argument("files", nargs="*", help=".npy files, each (N, T, 32, 32) or one clip (T, 32, 32), "
+                                                  "float in [0, 1] or uint8")
+    predict.add_argument("--seed", type=int, default=0, help="without files: the seed of the generated test clips")
+    predict.add_argument("--n", type=int, default=5, help="without files: how many generated test clips")
+    predict.add_argument("--decoder", default="beam", choices=("greedy", "beam"), help="greedy or beam search")
+    predict.add_argument("--beam-size", type=int, help="beams (default: the training run's)")
+    predict.add_argument("--device", default="cpu")
+
+    from .tasks.nextframe import NEXTFRAME_TRAIN_DEFAULTS, NextFrameConfig
+
+    nextframe = commands.add_parser("nextframe", help="next-frame prediction with a ConvLSTM (bouncing digits): "
+                                                      "train, evaluate")
+    verbs = nextframe.add_subparsers(dest="verb", metavar="VERB", required=True)
+    train = verbs.add_parser("train", help="train a ConvLSTM encoder-forecaster on generated bouncing digits",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--out", help="run directory (default: runs/nextframe-DATE-TIME)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last/ checkpoint")
+    add_config_flags(train.add_argument_group("model and data"), NextFrameConfig, suppress=True)
+    add_config_flags(train.add_argument_group("training"), TrainConfig, suppress=True,
+                     defaults=NEXTFRAME_TRAIN_DEFAULTS)
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate = verbs.add_parser("evaluate", help="one-step and 5-to-5 rollout MSE beside copy-last-frame and "
+                                                 "mean-image baselines")
+    evaluate.add_argument("--checkpoint", required=True, help="a run directory or a checkpoint directory")
+    evaluate.add_argument("--split", default="test", help="test (unseen glyphs) or dev (training glyphs)")
+    evaluate.add_argument("--n", type=int, help="clips to score (default: the training run's test or dev size)")
+    evaluate.add_argument("--plot", metavar="PNG", help="also write a strip of true and predicted frames here")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--device", default="cpu")
+
+    from .tasks.lab import LabConfig
+    from .tasks.lab import train_defaults as lab_train_defaults
     from .tasks.lab_data import PROBLEMS
 
     lab = commands.add_parser("lab", help="long-range dependency lab: adding, copy, order (generated data)")
@@ -263,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
         verb.add_argument("--checkpoint", help="evaluate this trained lab run (or checkpoint) instead of training")
         verb.add_argument("--json", action="store_true", help="print the test result as one JSON object")
         add_config_flags(verb.add_argument_group("model and problem"), LabConfig, suppress=True)
-        add_config_flags(verb.add_argument_group("training"), TrainConfig, suppress=True, defaults=LAB_TRAIN_DEFAULTS)
+        add_config_flags(verb.add_argument_group("training"), TrainConfig, suppress=True,
+                         defaults=lab_train_defaults(problem))
         verb.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     from .tasks.forecast import FORECAST_TRAIN_DEFAULTS, ForecastConfig
@@ -436,6 +518,32 @@ def run_speech(args: argparse.Namespace) -> int:
                         args.json)
 
 
+def run_video(args: argparse.Namespace) -> int:
+    from .tasks import video
+
+    if args.verb == "train":
+        return run_train(args, video.NAME, video.train, video.VideoConfig, video.VIDEO_TRAIN_DEFAULTS,
+                         video.DEFAULT_MINUTES)
+    model = video.TrainedVideo.load(args.checkpoint, args.device)
+    if args.verb == "predict":
+        for clip, prediction in zip(args.clips, model.predict(args.clips)):
+            print(f"{prediction.label}\t{prediction.probability:.4f}\t{clip}")
+        return 0
+    result = model.evaluate(args.data, args.labels, args.split)
+    if args.reference:
+        reference = video.TrainedVideo.load(args.reference, args.device)
+        if reference.labels != model.labels:
+            raise ValueError(f"--reference {args.reference} knows the labels {reference.labels}, the checkpoint "
+                             f"{model.labels}: they must be the same")
+        other = reference.evaluate(args.data, args.labels, args.split)
+        result.update(reference_model=other["model"], reference_accuracy=other["accuracy"])
+    if not args.json:  # the per-class accuracies one a line; the confusion matrix only in JSON
+        per_class = result.pop("per_class_accuracy")
+        result = {k: v for k, v in result.items() if k not in ("confusion", "labels")}
+        result.update({f"accuracy[{label}]": value for label, value in per_class.items()})
+    return print_result(result, args.json)
+
+
 def run_forecast(args: argparse.Namespace) -> int:
     from .tasks import forecast
 
@@ -521,7 +629,7 @@ def run_lab(args: argparse.Namespace) -> int:
         if saved and saved.get("problem") != args.verb:
             raise ValueError(f"--resume: {out} holds a {saved.get('problem')!r} run, not {args.verb!r}")
         config = config_from(args, lab.LabConfig, saved)
-        train_config = config_from(args, TrainConfig, saved.get("train") or lab.LAB_TRAIN_DEFAULTS)
+        train_config = config_from(args, TrainConfig, saved.get("train") or lab.train_defaults(args.verb))
         summary = None
         with processes(args, train_config.device) as rank_console:
             console = rank_console or (Console(stderr=True) if args.json else None)
@@ -589,6 +697,33 @@ def run_asr(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_caption(args: argparse.Namespace) -> int:
+    from .tasks import caption
+
+    if args.verb == "train":
+        return run_train(args, caption.NAME, caption.train, caption.CaptionConfig, caption.CAPTION_TRAIN_DEFAULTS,
+                         caption.DEFAULT_MINUTES)
+    model = caption.TrainedCaptioner.load(args.checkpoint, args.device)
+    if args.verb == "predict":
+        for name, text in model.predict_cli(args.files, args.seed, args.n, args.decoder, args.beam_size):
+            print(f"{name}\t{text}")
+        return 0
+    return print_result(model.evaluate(args.split, args.n, args.decoder, args.beam_size), args.json)
+
+
+def run_nextframe(args: argparse.Namespace) -> int:
+    from .tasks import nextframe
+
+    if args.verb == "train":
+        return run_train(args, nextframe.NAME, nextframe.train, nextframe.NextFrameConfig,
+                         nextframe.NEXTFRAME_TRAIN_DEFAULTS, nextframe.DEFAULT_MINUTES)
+    model = nextframe.TrainedForecaster.load(args.checkpoint, args.device)
+    result = model.evaluate(args.split, args.n)
+    if args.plot:
+        print(f"rollout strip: {model.plot_rollout(args.plot, args.split)}", file=sys.stderr)
+    return print_result(result, args.json)
+
+
 def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "demo":
         from .demo import DemoConfig, run_demo
@@ -618,8 +753,14 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return run_translate(args)
     if args.command == "asr":
         return run_asr(args)
+    if args.command == "video":
+        return run_video(args)
     if args.command == "lab":
         return run_lab(args)
+    if args.command == "caption":
+        return run_caption(args)
+    if args.command == "nextframe":
+        return run_nextframe(args)
     if args.command == "gradients":
         return run_gradients(args)
     if args.command == "export":

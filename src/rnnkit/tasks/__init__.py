@@ -21,6 +21,9 @@ TRAINED = {
     "forecast": ("forecast", "TrainedForecaster"),
     "lab": ("lab", "TrainedLab"),
     "asr": ("asr", "TrainedASR"),
+    "caption": ("caption", "TrainedCaptioner"),
+    "nextframe": ("nextframe", "TrainedForecaster"),
+    "video": ("video", "TrainedVideo"),
 }
 
 
