@@ -4,7 +4,8 @@
 
 It trains a character language model (``rnnkit lm train`` on the bundled Shakespeare, a small
 LSTM) in a child process, the way a user runs it, with ``--checkpoint-minutes 1`` (a checkpoint
-whenever a minute has passed) and an evaluation every ``--eval-every`` steps, and every
+whenever a minute has passed) and an evaluation every ``--eval-every`` steps, stops it with Ctrl-C
+(SIGINT) after ``--minutes`` (it then writes its last checkpoint and exits), and every
 ``--interval`` seconds samples that process's resident memory (``VmRSS`` of /proc/PID/status)
 and its open file descriptors (the entries of /proc/PID/fd), plus the checkpoint in ``last/``
 (its step).
@@ -22,6 +23,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -93,7 +95,7 @@ def summarize(rows: list[dict], checkpoints: list[tuple[float, int]], minutes: f
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=30.0, help="training time budget (default 30)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="minutes of training (default 30)")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples (default 10)")
     parser.add_argument("--checkpoint-minutes", type=float, default=1.0, help="minutes between checkpoints (default 1)")
     parser.add_argument("--eval-every", type=int, default=20000, help="steps between evaluations (default 20000)")
@@ -106,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     log = open(out / "train.log", "w")
-    command = rnnkit_command(out / "run", "--max-minutes", str(args.minutes), "--checkpoint-every", str(10**9),
+    # no time budget (its planning fixes a step count early, and a faster machine later ends the run early): a
+    # step budget out of reach, and Ctrl-C (SIGINT) when the minutes are up, after which the run writes last/
+    command = rnnkit_command(out / "run", "--steps", str(10**9), "--checkpoint-every", str(10**9),
                              "--checkpoint-minutes", str(args.checkpoint_minutes), "--eval-every",
                              str(args.eval_every), "--log-every", "1000")
     print(f"soak: {' '.join(command)}", flush=True)
@@ -119,8 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     with open(out / "soak.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, ["t_s", "rss_mib", "fds", "checkpoint_step"])
         writer.writeheader()
+        interrupted = False
         while child.poll() is None:
             t = time.monotonic() - start
+            if t >= 60 * args.minutes and not interrupted:
+                child.send_signal(signal.SIGINT)  # the Trainer stops after this step and writes last/
+                interrupted = True
             rss, fds = rss_kib(child.pid), open_fds(child.pid)
             step = checkpoint_step(out / "run" / "last")
             if step is not None and (not checkpoints or step != checkpoints[-1][1]):

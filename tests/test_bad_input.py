@@ -34,6 +34,7 @@ TS_HEADER = "@problemName tiny\n@dimensions 2\n@data\n"
 TS_BODY = "".join(f"{i},{i + 1},{i + 2}:{-i},0,{i}:{'ab'[i % 2]}\n" for i in range(12))
 TS_TEST = "".join(TS_BODY.splitlines(keepends=True)[:2])
 
+TASKS_WITH_TRAIN = ["lm", "classify", "tag", "translate", "forecast", "speech", "asr"]
 FAST = ["--steps", "2", "--eval-every", "2", "--checkpoint-every", "2", "--warmup-steps", "1", "--no-progress"]
 
 
@@ -189,9 +190,27 @@ def test_read_audio_refuses_empty_and_noise_files(name, match, audio):
     (["gradients", "--hidden-size", "0", "--plot", ""], r"hidden_size must be a positive int, got 0"),
     (["gradients", "--cell", "nosuchcell", "--plot", ""], r"nosuchcell"),
     (["lab", "adding", "--length", "0", "--steps", "1", "--no-progress"], r"must be an int >= 2, got 0"),
-], ids=["gradients-length-0", "gradients-batch-0", "gradients-hidden-0", "gradients-unknown-cell", "lab-length-0"])
+    (["demo", "--steps", "0"], r"steps must be a positive int, got 0"),
+    (["demo", "--max-minutes", "0"], r"max_minutes must be > 0"),
+], ids=["gradients-length-0", "gradients-batch-0", "gradients-hidden-0", "gradients-unknown-cell", "lab-length-0",
+        "demo-steps-0", "demo-minutes-0"])
 def test_generated_data_commands_refuse_bad_sizes(argv, match, tmp_path, capsys):
-    cli_error(argv + (["--out", tmp_path / "r"] if argv[0] == "lab" else []), capsys, match)
+    cli_error(argv + (["--out", tmp_path / "r"] if argv[0] in ("lab", "demo") else []), capsys, match)
+
+
+@pytest.mark.parametrize("argv,match", [(["--threads", "0"], r"--rounds and --threads must be >= 1, got 3 and 0"),
+                                        (["--rounds", "0"], r"--rounds and --threads must be >= 1, got 0 and 2"),
+                                        (["--cells", "nosuch"], r"--cells: unknown nosuch; choose from rnn_tanh"),
+                                        (["--shape", "0,10,8,8"], r"--shape"), (["--shape", "a,b"], r"--shape")])
+def test_bench_refuses_bad_arguments(argv, match, capsys):
+    """Before anything is timed: argparse's usage error (status 2) or bench's own message (SystemExit(message),
+    status 1)."""
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--quick", *argv])
+    code = info.value.code
+    message = code if isinstance(code, str) else capsys.readouterr().err
+    assert code == 2 or isinstance(code, str), code
+    assert re.search(match, message), message
 
 
 def test_a_checkpoint_that_does_not_exist(tmp_path, capsys):
@@ -202,8 +221,8 @@ def test_a_checkpoint_that_does_not_exist(tmp_path, capsys):
 
 
 def test_resume_without_a_run(files, tmp_path, capsys):
-    cli_error(["lm", "train", "--data", files / "lm.txt", "--out", tmp_path / "r", "--resume", *FAST], capsys,
-              r"no last/ checkpoint to continue from")
+    cli_error(["lm", "train", "--data", files / "lm.txt", "--hidden-size", "8", "--out", tmp_path / "r", "--resume",
+               *FAST], capsys, r"no last/ checkpoint to continue from")
 
 
 # --------------------------------------------------------------------------- CSV columns
@@ -387,12 +406,12 @@ def test_lm_text_shorter_than_one_batch(tmp_path, capsys):
 # --------------------------------------------------------------------------- sizes: batch size 0 and friends
 
 
-@pytest.mark.parametrize("task", ["lm", "classify", "tag", "translate", "forecast", "speech", "asr"])
-@pytest.mark.parametrize("flag,value", [("--batch-size", "0"), ("--batch-size", "-3"), ("--hidden-size", "0"),
-                                        ("--num-layers", "0")])
+SIZES = [("--batch-size", "0"), ("--batch-size", "-3"), ("--hidden-size", "0"), ("--num-layers", "0")]
+
+
+@pytest.mark.parametrize("task,flag,value", [(task, flag, value) for task in TASKS_WITH_TRAIN for flag, value in SIZES
+                                             if not (task == "forecast" and flag == "--num-layers")])
 def test_train_refuses_non_positive_sizes(task, flag, value, tmp_path, capsys):
-    if task == "forecast" and flag == "--num-layers":
-        pytest.skip("forecast has no --num-layers")
     name = flag.lstrip("-").replace("-", "_")
     cli_error([task, "train", flag, value, "--out", tmp_path / "r", *FAST], capsys, rf"{name}|{flag}")
 

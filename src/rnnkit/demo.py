@@ -30,11 +30,12 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
 
     console = console or Console()
     out = config.out or f"runs/demo-{datetime.now():%Y%m%d-%H%M%S}"
-    budget = {"steps": config.steps} if config.steps else {"max_minutes": config.max_minutes}
+    budget = {"steps": config.steps} if config.steps is not None else {"max_minutes": config.max_minutes}
+    train_config = TrainConfig(seed=config.seed, **LM_TRAIN_DEFAULTS, **budget)
+    train_config.validate()  # before the message: --steps 0 is refused, not read as "no step budget"
     console.print(f"rnnkit demo: a character-level LSTM reads Shakespeare for "
                   f"{f'{config.steps} steps' if config.steps else f'{config.max_minutes:g} minutes'}", highlight=False)
-    summary = train(LMConfig(), TrainConfig(seed=config.seed, **LM_TRAIN_DEFAULTS, **budget), out, console=console,
-                    progress=config.progress)
+    summary = train(LMConfig(), train_config, out, console=console, progress=config.progress)
     model = TrainedLM.load(out)
     prompt = "ROMEO."
     sample = prompt + "".join(model.generate(prompt, config.sample_length, temperature=0.8, seed=config.seed))

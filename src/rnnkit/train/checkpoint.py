@@ -339,8 +339,9 @@ def recover(directory: PathLike) -> bool:
     """Whether a checkpoint is at ``directory``, after putting back the one an interrupted save left.
 
     If ``directory`` is missing and a complete ``.NAME.old-PID`` is beside it (a crash between a
-    save's two renames), that is renamed back to ``directory``. Only the process that writes the
-    run calls this, before it resumes; ``load`` never renames, so a reader cannot race a writer.
+    save's two renames), that is renamed back to ``directory``. Only the run that writes there calls
+    this, before it starts (each rank under torchrun may: the first puts it back); ``load`` never
+    renames, so a reader (``evaluate`` during training) cannot race a save.
     """
     path = Path(directory)
     if path.exists():
@@ -350,7 +351,10 @@ def recover(directory: PathLike) -> bool:
         old = _recovered(path)
     if old is None:
         return False
-    os.rename(old, path)
+    try:
+        os.rename(old, path)
+    except OSError:  # another process of the run (torchrun) put it back first
+        return path.exists()
     _fsync(path.parent)
     return True
 
