@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from .backends.reference import reverse_padded
 from .cells.base import LSTMState, State, map_state
 from .cells.conv import ConvCell, make_conv_cell
+from .recurrent import check_lengths
 
 _SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
 
@@ -147,7 +148,7 @@ class ConvRecurrent(nn.Module):
         if T == 0:
             raise ValueError(f"x has 0 time steps, shape {tuple(x.shape)}; expected at least 1")
         self._check_input(x, x.shape[2])
-        lengths = _check_lengths(lengths, T, B, x.device)
+        lengths = check_lengths(lengths, T, B, x.device, item="clip")
         spatial = tuple(x.shape[3:])
         state = self._check_state(state, B, spatial, x)
 
@@ -286,28 +287,3 @@ def _check_kernel_size(kernel_size, dims: int) -> tuple[int, ...]:
         raise ValueError(f"kernel_size must be odd in every dimension, got {kernel_size!r}: 'same' padding of k // 2 "
                          "on both sides keeps the frame size only for odd k")
     return tuple(sizes)
-
-
-def _check_lengths(lengths, T: int, B: int, device: torch.device) -> Tensor | None:
-    """lengths as int64 on x's device, or None where every clip has all T steps (as ``Recurrent``)."""
-    if lengths is None:
-        return None
-    if isinstance(lengths, Tensor):
-        if lengths.dim() != 1:
-            raise ValueError(f"lengths must be 1-D with one entry per clip, got shape {tuple(lengths.shape)}")
-        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-            raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
-    elif isinstance(lengths, Sequence) and all(isinstance(n, int) and not isinstance(n, bool) for n in lengths):
-        lengths = torch.tensor(list(lengths), dtype=torch.int64)
-    else:
-        raise TypeError(f"lengths must be a 1-D integer tensor or a list of ints, got {type(lengths).__name__}")
-    if lengths.numel() != B:
-        raise ValueError(f"lengths has {lengths.numel()} entries but the batch has {B} clips")
-    host = lengths.cpu()
-    if B and int(host.min()) < 1:
-        raise ValueError(f"every length must be >= 1, got {host.tolist()}")
-    if B and int(host.max()) > T:
-        raise ValueError(f"lengths can be at most the {T} time steps of x, got {host.tolist()}")
-    if B and int(host.min()) == T:
-        return None  # every clip is full: no masking to do
-    return lengths.to(device=device, dtype=torch.int64)

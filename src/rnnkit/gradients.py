@@ -220,6 +220,8 @@ def run(cells: list[str], problem: str, length: int, hidden_size: int, num_layer
     """The probe for a trained lab checkpoint (if given) and for each untrained cell, on the same batch."""
     lab_data.check_problem(problem)
     for name, value in (("batch_size", batch_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+        if value is None and name == "hidden_size":  # the lab's default for the problem, resolved below
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     reports = []

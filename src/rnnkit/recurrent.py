@@ -222,7 +222,7 @@ class Recurrent(nn.Module):
         if B == 0:  # the fused kernels divide the batch between threads: an empty one must not reach them
             raise ValueError(f"x has a batch of 0 sequences, shape {tuple(x.shape)}; expected at least 1")
         self._check_input(x, features)
-        lengths = self._check_lengths(lengths, T, B, x.device)
+        lengths = check_lengths(lengths, T, B, x.device)
         state = self._check_state(state, B, x)
 
         training = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
@@ -304,30 +304,6 @@ class Recurrent(nn.Module):
             raise TypeError(f"{name} has dtype {x.dtype} but the layer's parameters are {weight.dtype}; "
                             f"convert one of them (e.g. layer.to({x.dtype}))")
 
-    def _check_lengths(self, lengths, T: int, B: int, device: torch.device) -> Tensor | None:
-        """lengths as int64 on x's device, or None where every sequence has all T steps."""
-        if lengths is None:
-            return None
-        if isinstance(lengths, Tensor):
-            if lengths.dim() != 1:
-                raise ValueError(f"lengths must be 1-D with one entry per sequence, got shape {tuple(lengths.shape)}")
-            if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-                raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
-        elif isinstance(lengths, Sequence) and all(isinstance(n, int) and not isinstance(n, bool) for n in lengths):
-            lengths = torch.tensor(list(lengths), dtype=torch.int64)
-        else:
-            raise TypeError(f"lengths must be a 1-D integer tensor or a list of ints, got {type(lengths).__name__}")
-        if lengths.numel() != B:
-            raise ValueError(f"lengths has {lengths.numel()} entries but the batch has {B} sequences")
-        host = lengths.cpu()
-        if B and int(host.min()) < 1:
-            raise ValueError(f"every length must be >= 1, got {host.tolist()}")
-        if B and int(host.max()) > T:
-            raise ValueError(f"lengths can be at most the {T} time steps of x, got {host.tolist()}")
-        if B and int(host.min()) == T:
-            return None  # every sequence is full: no masking to do
-        return lengths.to(device=device, dtype=torch.int64)
-
     def _check_unbatched_state(self, state) -> State:
         """With unbatched x (T, I), the state is unbatched too: (L*D, R) or LSTMState of such."""
         state = _as_state(state, self.cell.state_type)
@@ -404,3 +380,29 @@ def _repack(out: Tensor, like: PackedSequence) -> PackedSequence:
         out = out.index_select(1, like.sorted_indices)
     data = pack_padded_sequence(out, sorted_lengths, enforce_sorted=True).data
     return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)
+
+
+def check_lengths(lengths, T: int, B: int, device: torch.device, item: str = "sequence") -> Tensor | None:
+    """lengths as int64 on x's device, or None where every ``item`` of the batch has all T steps (also
+    ``ConvRecurrent``'s, whose items are clips)."""
+    if lengths is None:
+        return None
+    if isinstance(lengths, Tensor):
+        if lengths.dim() != 1:
+            raise ValueError(f"lengths must be 1-D with one entry per {item}, got shape {tuple(lengths.shape)}")
+        if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
+    elif isinstance(lengths, Sequence) and all(isinstance(n, int) and not isinstance(n, bool) for n in lengths):
+        lengths = torch.tensor(list(lengths), dtype=torch.int64)
+    else:
+        raise TypeError(f"lengths must be a 1-D integer tensor or a list of ints, got {type(lengths).__name__}")
+    if lengths.numel() != B:
+        raise ValueError(f"lengths has {lengths.numel()} entries but the batch has {B} {item}s")
+    host = lengths.cpu()
+    if B and int(host.min()) < 1:
+        raise ValueError(f"every length must be >= 1, got {host.tolist()}")
+    if B and int(host.max()) > T:
+        raise ValueError(f"lengths can be at most the {T} time steps of x, got {host.tolist()}")
+    if B and int(host.min()) == T:
+        return None  # every item is full: no masking to do
+    return lengths.to(device=device, dtype=torch.int64)
