@@ -112,8 +112,8 @@ def test_the_task_scaler_ignores_the_held_out_points(tmp_path):
 def test_shard_splits_the_windows_so_two_ranks_mean_to_one_batch(tmp_path, strategy):
     path = tmp_path / "s.csv"
     path.write_text("y\n" + "\n".join(str(10 + math.sin(i / 3)) for i in range(60)) + "\n")
-    config = ForecastConfig(data=str(path), lookback=12, horizon=6, hidden_size=4, ensemble=1, batch_size=8, head_dropout=0.0,
-                            strategy=strategy)
+    config = ForecastConfig(data=str(path), lookback=12, horizon=6, hidden_size=4, ensemble=1, batch_size=8,
+                            head_dropout=0.0, strategy=strategy)
     task = ForecastTask(config, read_series(str(path), [], None), 1, 0, torch.device("cpu"))
     batch = task.stream.next()
     halves = [task.loss(task.shard(batch, rank, 2), None)[0] for rank in range(2)]
