@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import rnnkit
+from rnnkit.backends import NotSupported
 from rnnkit.cli import main
 from rnnkit.train import checkpoint
 
@@ -560,3 +561,352 @@ def _grow_vocab(vocab):
             _grow_vocab(value)
             return
     raise AssertionError(f"no token list in {list(vocab)}")
+
+
+# --------------------------------------------------------------------------- export, video, ConvRecurrent, caption,
+# --------------------------------------------------------------------------- nextframe (the commands of 2026-11-26)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """A folder of 8 grey 16 x 16 .npy clips (4-6 frames) with labels.csv, and bad clips beside it."""
+    import numpy as np
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("clips")
+    good, bad = d / "good", d / "bad"
+    good.mkdir()
+    bad.mkdir()
+    g = np.random.default_rng(0)
+    for i in range(8):
+        np.save(good / f"c{i}.npy", (g.random((4 + i % 3, 16, 16)) * 255).astype(np.uint8))
+    (good / "labels.csv").write_text("clip,label\n" + "".join(f"c{i}.npy,{'ab'[i % 2]}\n" for i in range(8)))
+    arrays = {"nan": np.full((3, 16, 16), np.nan, np.float32), "inf": np.full((3, 16, 16), np.inf, np.float32),
+              "zero-frames": np.zeros((0, 16, 16), np.uint8), "zero-width": np.zeros((3, 16, 0), np.uint8),
+              "2d": np.zeros((16, 16), np.uint8), "int64": np.zeros((3, 16, 16), np.int64),
+              "rgb": np.zeros((3, 16, 16, 3), np.uint8), "bright": np.full((3, 16, 16), 7.0, np.float32),
+              "long": np.zeros((300, 16, 16), np.uint8), "tiny": np.zeros((3, 1, 1), np.uint8),
+              "caption-none": np.zeros((0, 20, 32, 32), np.uint8), "caption-16": np.zeros((20, 16, 16), np.uint8),
+              "caption-nan": np.full((20, 32, 32), np.nan, np.float32),
+              "caption-zero-frames": np.zeros((2, 0, 32, 32), np.uint8)}
+    for name, array in arrays.items():
+        np.save(bad / f"{name}.npy", array)
+    np.save(bad / "object.npy", np.array([[["a"]]], dtype=object), allow_pickle=True)
+    (bad / "empty.npy").write_bytes(b"")
+    (bad / "binary.npy").write_bytes(bytes(range(256)) * 4)
+    (bad / "text.npy").write_text("0.1 0.2 0.3\n")
+    (bad / "binary.mp4").write_bytes(bytes(range(256)) * 4)
+    (bad / "clip.txt").write_text("x")
+    for folder in ("no-frames", "not-images", "grey-and-colour"):
+        (bad / folder).mkdir()
+    (bad / "not-images" / "f1.png").write_bytes(b"not a png")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(bad / "grey-and-colour" / "f1.png")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(bad / "grey-and-colour" / "f2.png")
+    return d
+
+
+VIDEO_SMALL = ["--model", "mean-frame", "--channels", "4", "--features", "8", "--frame-size", "16", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def video_run(clips, tmp_path_factory):
+    """A 1-step video classifier (mean-frame, 2 labels, grey 16 x 16) trained on ``clips``."""
+    out = tmp_path_factory.mktemp("video") / "run"
+    fast = ["--steps", "1", "--eval-every", "1", "--checkpoint-every", "1", "--warmup-steps", "1", "--no-progress"]
+    assert main([str(a) for a in ["video", "train", "--data", clips / "good", "--out", out, *VIDEO_SMALL,
+                                  "--dev-fraction", "0.25", *fast]]) == 0
+    return out
+
+
+@pytest.mark.parametrize("clip,match", [
+    ("empty.npy", r"empty.npy is empty \(0 bytes\)"),  # was numpy's EOFError traceback
+    ("binary.npy", r"binary.npy is not a .npy file"),  # was numpy's "contains pickled (object) data"
+    ("text.npy", r"text.npy is not a .npy file"),
+    ("object.npy", r"object.npy is not a readable .npy array \(Object arrays cannot be loaded"),
+    ("nan.npy", r"nan.npy holds NaN or infinite values"),
+    ("inf.npy", r"inf.npy holds NaN or infinite values"),
+    ("zero-frames.npy", r"zero-frames.npy is an empty clip, shape \(0, 16, 16, 1\)"),
+    ("zero-width.npy", r"zero-width.npy is an empty clip"),
+    ("2d.npy", r"2d.npy: a clip must be \(T, H, W\) or \(T, H, W, C\), got an array of shape \(16, 16\)"),
+    ("int64.npy", r"int64.npy: expected uint8 \(0-255\) or float \(0-1\) values, got dtype int64"),
+    ("rgb.npy", r"rgb.npy has 3 channels per frame, the model was trained on 1"),
+    ("missing.npy", r"no such clip: .*missing.npy"),
+    ("clip.txt", r"clip.txt: a clip must be a .npy array, a folder of image frames or a video file"),
+    ("no-frames", r"no-frames is a clip folder with no image frames"),
+    ("not-images", r"f1.png is not a readable image"),
+    ("grey-and-colour", r"frame f2.png is 16x16 with 3 channel\(s\), frame f1.png is 16x16 with 1"),  # was: no channels
+    ("binary.mp4", r"binary.mp4 (needs av|could not be decoded as a video)"),
+])
+def test_video_predict_refuses_a_bad_clip(clip, match, clips, video_run, capsys):
+    cli_error(["video", "predict", "--checkpoint", video_run, clips / "bad" / clip], capsys, match)
+
+
+def test_video_predict_documented_behaviours(clips, video_run, capsys):
+    """Documented: float frames are taken as they are (expected in [0, 1], not checked); a clip of any length is
+    read to its last frame (the models have no maximum T); frames of any size are resized to frame_size."""
+    for clip in ("bright.npy", "long.npy", "tiny.npy"):
+        assert main(["video", "predict", "--checkpoint", str(video_run), str(clips / "bad" / clip)]) == 0, clip
+    assert capsys.readouterr().out.count("\n") == 3
+
+
+@pytest.mark.parametrize("clip,match", [
+    ([], r"no clips to predict"),
+    ([torch.zeros(0, 1, 16, 16)], r"clip #0 is empty, shape \(0, 1, 16, 16\)"),  # was a NaN probability
+    ([torch.zeros(3, 1, 0, 0)], r"clip #0 is empty"),  # was torch's interpolate error
+    ([torch.full((3, 1, 16, 16), float("nan"))], r"clip #0 holds NaN or infinite values"),  # was a NaN probability
+    ([torch.zeros(16, 16)], r"clip #0 must be a \(T, C, H, W\) tensor, got \(16, 16\)"),
+], ids=["none", "zero-frames", "zero-size-frames", "nan", "2d"])
+def test_video_predict_refuses_bad_tensors(clip, match, video_run):
+    from rnnkit.tasks.video import TrainedVideo
+
+    with pytest.raises(ValueError, match=match):
+        TrainedVideo.load(video_run).predict(clip)
+
+
+VIDEO_LABELS = {  # labels.csv -> what the message must say
+    "empty": (b"", r"must have the columns clip and label, found no header"),
+    "latin1": ("clip,label\nc0.npy,caf\xe9\n".encode("latin-1"), r"labels.csv is not UTF-8 text \(byte at offset 21\)"),
+    "binary": (bytes(range(256)) * 4, r"labels.csv is not UTF-8 text"),
+    "no-label-column": (b"clip\nc0.npy\n", r"must have the columns clip and label, found \['clip'\]"),
+    "missing-field": (b"clip,label\nc0.npy,a\nc1.npy\n", r"labels.csv line 3: empty clip or label"),
+    "extra-field": (b"clip,label\nc0.npy,a,zzz\nc1.npy,b\n",  # was silently ignored
+                    r"labels.csv line 2 has more fields than the header \(clip, label\): \['zzz'\] left over"),
+    "unknown-clip": (b"clip,label\nc0.npy,a\nc9.npy,b\n", r"line 3 names clip 'c9.npy', which is not in"),
+    "header-only": (b"clip,label\n", r"lists no clips"),
+    "unseen-label": (b"clip,label\nc0.npy,a\nc1.npy,zebra\n",
+                     r"has label\(s\) never seen in training: 'zebra' \(first at clip c1.npy\); the model knows a, b"),
+    "nan-clip": (b"clip,label\nc0.npy,a\nnan.npy,b\n", r"nan.npy holds NaN or infinite values"),
+}
+
+
+@pytest.mark.parametrize("kind", list(VIDEO_LABELS))
+def test_video_evaluate_refuses_a_bad_folder(kind, clips, video_run, tmp_path, capsys):
+    content, match = VIDEO_LABELS[kind]
+    for name in ("c0.npy", "c1.npy"):
+        (tmp_path / name).write_bytes((clips / "good" / name).read_bytes())
+    (tmp_path / "nan.npy").write_bytes((clips / "bad" / "nan.npy").read_bytes())
+    (tmp_path / "labels.csv").write_bytes(content)
+    cli_error(["video", "evaluate", "--checkpoint", video_run, "--data", tmp_path], capsys, match)
+
+
+def test_video_labels_with_extra_columns_are_ignored(clips, video_run, tmp_path):
+    """Documented: columns other than clip and label are ignored."""
+    for name in ("c0.npy", "c1.npy"):
+        (tmp_path / name).write_bytes((clips / "good" / name).read_bytes())
+    (tmp_path / "labels.csv").write_text("clip,label,notes\nc0.npy,a,x\nc1.npy,b,y\n")
+    assert main(["video", "evaluate", "--checkpoint", str(video_run), "--data", str(tmp_path)]) == 0
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--data", "{empty}"], r"is empty: expected clips as .npy arrays"),
+    (["--data", "{good}/labels.csv"], r"--data must be a folder of clips, .*labels.csv is not one"),
+    (["--data", "{good}", "--labels", "{good}/nowhere.csv"], r"no labels file .*nowhere.csv"),
+    (["--data", "{good}", "--dev-fraction", "0.99"],  # said "never seen in training ...; the model knows" (nothing)
+     r"dev_fraction 0.99 holds out all 8 clip\(s\) of .*, leaving none to train on"),
+    (["--data", "{mixed}"], r"clips with different channels: rgb.npy has 3, c0.npy has 1"),
+    (["--batch-size", "0"], r"batch_size must be a positive int, got 0"),
+    (["--frame-size", "0"], r"frame_size must be a positive multiple of 8, got 0"),
+    (["--clip-length", "0"], r"clip_length must be an int >= 8"),
+    (["--data", "{good}", "--steps", "0"], r"steps must be a positive int, got 0"),
+], ids=["empty-folder", "file-as-folder", "no-labels-file", "all-dev", "mixed-channels", "batch-0", "frame-size-0",
+        "clip-length-0", "steps-0"])
+def test_video_train_refuses_bad_data_and_sizes(argv, match, clips, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "c0.npy").write_bytes((clips / "good" / "c0.npy").read_bytes())
+    (tmp_path / "mixed" / "rgb.npy").write_bytes((clips / "bad" / "rgb.npy").read_bytes())
+    (tmp_path / "mixed" / "labels.csv").write_text("clip,label\nc0.npy,a\nrgb.npy,b\n")
+    argv = [a.format(empty=tmp_path / "empty", good=clips / "good", mixed=tmp_path / "mixed") for a in argv]
+    small = VIDEO_SMALL if "--data" in argv else []
+    fast = FAST if "--steps" not in argv else ["--no-progress"]
+    cli_error(["video", "train", *argv, *small, "--out", tmp_path / "r", *fast], capsys, match)
+    assert not (tmp_path / "r" / "last").exists()
+
+
+@pytest.mark.parametrize("command", [["video", "predict", "x.npy"], ["video", "evaluate"], ["caption", "predict"],
+                                     ["caption", "evaluate"], ["nextframe", "evaluate"]], ids=" ".join)
+def test_new_commands_with_a_checkpoint_that_does_not_exist(command, tmp_path, capsys):
+    cli_error([*command[:2], "--checkpoint", tmp_path / "nowhere", *command[2:]], capsys, r"nowhere does not exist")
+
+
+@pytest.mark.parametrize("command,match", [
+    (["video", "predict", "x.npy"], r"config.json lacks the label_names or in_channels of a video model"),
+    (["caption", "predict"], r"config.json is not a caption model's \(task 'classify'"),
+    (["nextframe", "evaluate"], r"config.json names task 'classify', not 'nextframe'"),
+], ids=["video", "caption", "nextframe"])
+def test_new_commands_with_another_tasks_checkpoint(command, match, runs, capsys):
+    cli_error([*command[:2], "--checkpoint", runs["classify"], *command[2:]], capsys, match)
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["caption", "train", "--batch-size", "0"], r"batch_size must be a positive int, got 0"),
+    (["caption", "train", "--hidden-size", "0"], r"hidden_size must be a positive int, got 0"),
+    (["caption", "train", "--beam-size", "0"], r"beam_size must be a positive int, got 0"),
+    (["caption", "train", "--segment-length", "0"], r"segment_length must be an int in \[2, 11\]"),
+    (["caption", "train", "--steps", "0"], r"steps must be a positive int, got 0"),
+    (["nextframe", "train", "--batch-size", "0"], r"batch_size must be a positive int, got 0"),
+    (["nextframe", "train", "--hidden-channels", "0"], r"hidden_channels must be a positive int, got 0"),
+    (["nextframe", "train", "--length", "0"], r"length must be an int >= 10"),
+    (["nextframe", "train", "--steps", "0"], r"steps must be a positive int, got 0"),
+], ids=lambda v: "-".join(v).replace("--", "") if isinstance(v, list) else None)
+def test_caption_and_nextframe_train_refuse_bad_sizes(argv, match, tmp_path, capsys):
+    fast = FAST if "--steps" not in argv else ["--no-progress"]
+    cli_error([*argv, "--out", tmp_path / "r", *fast], capsys, match)
+    assert not (tmp_path / "r" / "last").exists()
+
+
+@pytest.mark.parametrize("clip,match", [
+    ("caption-zero-frames.npy", r"must be \(N, T, 32, 32\) or one clip \(T, 32, 32\), got shape \(2, 0, 32, 32\)"),
+    ("caption-16.npy", r"got shape \(1, 20, 16, 16\)"),
+    ("caption-nan.npy", r"must hold values in \[0, 1\]"),
+    ("missing.npy", r"no such .npy file"),
+    ("object.npy", r"is not a .npy array of numbers"),
+    pytest.param("empty.npy", r"empty.npy.*(empty|0 bytes)", marks=pytest.mark.xfail(
+        strict=True, raises=EOFError, reason="caption.load_npy catches ValueError only: numpy's EOFError escapes")),
+    pytest.param("caption-none.npy", r"no clips|0 clips|empty", marks=pytest.mark.xfail(
+        strict=True, raises=RuntimeError, reason="caption.check_clips calls clips.min() on 0 clips: torch's "
+                                                 "'min(): Expected reduction dim' escapes")),
+])
+def test_caption_predict_reads_npy_clips_with_a_clear_error(clip, match, clips):
+    """``caption predict FILE.npy`` reads each file with ``caption.load_npy`` before the model runs."""
+    from rnnkit.tasks import caption
+
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        caption.load_npy(clips / "bad" / clip)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """An LSTM(3, 4) exported as ONNX (if onnx and onnxruntime are installed) and TorchScript, by format."""
+    from rnnkit.export import export_layer
+
+    d = tmp_path_factory.mktemp("exported")
+    layer = rnnkit.Recurrent("lstm", 3, 4).eval()
+    files = {"torchscript": export_layer(layer, d / "lstm.pt", "torchscript").path}
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return files
+    files["onnx"] = export_layer(layer, d / "lstm.onnx", "onnx").path
+    return files
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--checkpoint", "{tmp}/nowhere"], r"nowhere does not exist; expected a checkpoint directory"),
+    (["--checkpoint", "{tmp}/file.txt"], r"file.txt is a file; expected a checkpoint directory"),
+    (["--checkpoint", "{tmp}/emptydir"], r"emptydir is neither a checkpoint directory .* it is empty"),
+    (["--checkpoint", "{tag}"], r"holds a 'tag' model, which rnnkit export does not support: its prediction is CRF"),
+    (["--checkpoint", "{classify}", "--out", "{tmp}"], r"is a directory; give a file name such as .*model.torchscript"),
+    (["--checkpoint", "{classify}", "--out", "{tmp}/file.txt/model.pt"],  # was "[Errno 17] File exists: '...'"
+     r"cannot write .*file.txt/model.pt: .*file.txt is a file, not a folder"),
+], ids=["missing", "file", "empty-dir", "tag", "out-is-a-directory", "out-under-a-file"])
+def test_export_refuses_bad_arguments(argv, match, runs, tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "emptydir").mkdir()
+    argv = [a.format(tmp=tmp_path, tag=runs["tag"], classify=runs["classify"]) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "model.pt")]
+    cli_error(["export", "--format", "torchscript", *argv], capsys, match)
+
+
+def test_export_format_is_an_argparse_choice(runs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["export", "--checkpoint", str(runs["classify"]), "--format", "onnnx", "--out", str(tmp_path / "m")])
+    assert info.value.code == 2 and "invalid choice: 'onnnx'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda d: rnnkit.export.export_layer(rnnkit.Recurrent("lstm", 3, 4).eval(), d / "m", "onnxx"), ValueError,
+     r"format must be one of onnx, torchscript, got 'onnxx'"),
+    (lambda d: rnnkit.export.export_layer(torch.nn.LSTM(3, 4), d / "m.pt", "torchscript"), TypeError,
+     r"layer must be an rnnkit.Recurrent, got LSTM"),
+    (lambda d: rnnkit.export.export_layer(rnnkit.Recurrent("lstm", 3, 4, 2, dropout=0.5), d / "m.pt", "torchscript"),
+     NotSupported, r"training mode with dropout=0.5"),
+    (lambda d: rnnkit.export.ScriptedRecurrent(rnnkit.Recurrent("lstm", 3, 4).eval())(torch.randn(5, 0, 3)),
+     ValueError, r"x has a batch of 0 sequences, shape \(5, 0, 3\)"),  # B = 0 gave empty outputs
+    (lambda d: rnnkit.export.ScriptedRecurrent(rnnkit.Recurrent("lstm", 3, 4).eval())(torch.randn(0, 2, 3)),
+     ValueError, r"x has 0 time steps, shape \(0, 2, 3\)"),  # was a TorchScript interpreter traceback
+], ids=["format", "not-a-layer", "training-mode", "batch-0", "time-0"])
+def test_export_layer_refuses_bad_arguments(call, error, match, tmp_path):
+    import rnnkit.export  # noqa: F401
+
+    with pytest.raises(error, match=match):
+        call(tmp_path)
+
+
+EXPORTED_INPUTS = {  # kind -> (inputs of the LSTM(3, 4) file, what the message must say); each was a runtime traceback
+    "batch-0": ((torch.randn(5, 0, 3),), r"input x of .* is empty, shape \(5, 0, 3\)"),
+    "time-0": ((torch.randn(0, 2, 3),), r"input x of .* is empty, shape \(0, 2, 3\)"),
+    "features": ((torch.randn(5, 2, 4),), r"could not run on the inputs x \(5, 2, 4\) float32: .*"),
+    "count": ((torch.randn(5, 2, 3), torch.randn(2)), r"takes 1 inputs \(x\), got 2"),
+}
+
+
+@pytest.mark.parametrize("kind", list(EXPORTED_INPUTS))
+@pytest.mark.parametrize("format", ["onnx", "torchscript"])
+def test_run_file_refuses_bad_inputs(format, kind, exported):
+    from rnnkit.export import run_file
+
+    if format not in exported:
+        pytest.skip("onnx and onnxruntime are not installed")
+    inputs, match = EXPORTED_INPUTS[kind]
+    with pytest.raises(ValueError, match=match):
+        run_file(exported[format], format, inputs)
+
+
+@pytest.mark.parametrize("content,error,match", [
+    (None, FileNotFoundError, r"nope.bin does not exist; expected an exported"),
+    (b"", ValueError, r"nope.bin is not a readable (onnx|torchscript) file"),
+    (bytes(range(256)) * 4, ValueError, r"nope.bin is not a readable (onnx|torchscript) file"),
+], ids=["missing", "empty", "binary"])
+@pytest.mark.parametrize("format", ["onnx", "torchscript"])
+def test_run_file_refuses_a_bad_file(format, content, error, match, exported, tmp_path):
+    from rnnkit.export import run_file
+
+    if format not in exported:
+        pytest.skip("onnx and onnxruntime are not installed")
+    if content is not None:
+        (tmp_path / "nope.bin").write_bytes(content)
+    with pytest.raises(error, match=match):
+        run_file(tmp_path / "nope.bin", format, (torch.randn(5, 2, 3),))
+
+
+def test_exported_file_computes_nan_as_the_layer_does(exported):
+    """Documented: NaN in the input is computed as the layer computes it (NaN from that step on, that sequence only)."""
+    from rnnkit.export import run_file
+
+    x = torch.randn(5, 2, 3)
+    x[2, 0, 1] = float("nan")
+    for format, path in exported.items():
+        out = run_file(path, format, (x,))[0]
+        assert out[2:, 0].isnan().all() and torch.isfinite(out[:, 1]).all() and torch.isfinite(out[:2]).all(), format
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda layer: layer(torch.randn(4, 0, 2, 5, 5)),  # was: empty outputs
+     r"x has a batch of 0 clips, shape \(4, 0, 2, 5, 5\)"),
+    (lambda layer: layer.step(torch.randn(0, 2, 5, 5)),  # was: empty outputs
+     r"x_t has a batch of 0 clips, shape \(0, 2, 5, 5\)"),
+    (lambda layer: layer(torch.randn(0, 2, 2, 5, 5)), r"x has 0 time steps, shape \(0, 2, 2, 5, 5\)"),
+    (lambda layer: layer(torch.randn(4, 2, 2, 0, 5)), r"x has an empty frame, shape \(4, 2, 2, 0, 5\)"),
+    (lambda layer: layer(torch.randn(4, 2, 2, 5, 5), lengths=torch.tensor([4, 0])), r"every length must be >= 1"),
+    (lambda layer: layer(torch.randn(4, 2, 2, 5, 5), lengths=torch.tensor([4, 5])),
+     r"lengths can be at most the 4 time steps of x, got \[4, 5\]"),
+    (lambda layer: layer(torch.randn(4, 2, 2, 5, 5), lengths=torch.tensor([4, 4, 4])),
+     r"lengths has 3 entries but the batch has 2 clips"),
+    (lambda layer: layer(torch.randn(4, 2, 3, 5, 5)), r"x has 3 channels .* layer expects in_channels=2"),
+], ids=["batch-0", "step-batch-0", "time-0", "empty-frame", "zero-length", "length-past-T", "lengths-count",
+        "channels"])
+def test_conv_recurrent_refuses_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(rnnkit.ConvRecurrent("convlstm", 2, 3, 3))
+
+
+def test_conv_recurrent_nan_input_propagates():
+    """Documented, as Recurrent: NaN is computed as torch computes it, no check per call. A NaN pixel reaches the
+    neighbours the kernels reach, one ring a step, of that clip only."""
+    x = torch.randn(4, 2, 2, 5, 5)
+    x[1, 0, 0, 2, 2] = float("nan")
+    out, _ = rnnkit.ConvRecurrent("convlstm", 2, 3, 3)(x)
+    assert out[1:, 0].isnan().any() and torch.isfinite(out[0]).all() and torch.isfinite(out[:, 1]).all()

@@ -147,6 +147,8 @@ class ConvRecurrent(nn.Module):
         T, B = x.shape[:2]
         if T == 0:
             raise ValueError(f"x has 0 time steps, shape {tuple(x.shape)}; expected at least 1")
+        if B == 0:  # as Recurrent: an empty batch is a caller's mistake, not an empty answer
+            raise ValueError(f"x has a batch of 0 clips, shape {tuple(x.shape)}; expected at least 1")
         self._check_input(x, x.shape[2])
         lengths = check_lengths(lengths, T, B, x.device, item="clip")
         spatial = tuple(x.shape[3:])
@@ -185,6 +187,8 @@ class ConvRecurrent(nn.Module):
             got = f"{x_t.dim()}-D of shape {tuple(x_t.shape)}" if isinstance(x_t, Tensor) else type(x_t).__name__
             raise ValueError(f"x_t must be {2 + self.dims}-D (B, C, {_SPATIAL[self.dims]}) for dims={self.dims}, "
                              f"got {got}")
+        if x_t.shape[0] == 0:
+            raise ValueError(f"x_t has a batch of 0 clips, shape {tuple(x_t.shape)}; expected at least 1")
         self._check_input(x_t, x_t.shape[1], name="x_t")
         state = self._check_state(state, x_t.shape[0], tuple(x_t.shape[2:]), x_t)
         finals = []

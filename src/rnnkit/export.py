@@ -241,6 +241,9 @@ class ScriptedRecurrent(nn.Module):
                                  f"but is called {'without' if built else 'with'} it")
         if self.batch_first:
             x = x.transpose(0, 1)
+        if 0 in x.shape[:2]:  # as Recurrent; the scripted loop would fail inside TorchScript on T = 0
+            what = "0 time steps" if x.shape[0] == 0 else "a batch of 0 sequences"
+            raise ValueError(f"x has {what}, shape {tuple(x.shape)} (T, B, I); expected at least 1")
         h0 = c0 = x  # placeholders the compiled stack does not read
         if state is not None:
             h0, c0 = state if self.lstm else (state, state)
@@ -589,6 +592,9 @@ def write(spec: Spec, path: str | Path, format: str) -> Export:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory; give a file name such as {path / ('model.' + format)}")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # else mkdir's bare "[Errno 17] File exists"
+        raise FileExistsError(f"cannot write {path}: {blocking} is a file, not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     example_shape = (EXAMPLE[0], spec.fixed_time or EXAMPLE[1])
     example = spec.make_inputs(*example_shape)
@@ -618,26 +624,62 @@ def _write_onnx(traced: torch.jit.ScriptModule, spec: Spec, example: tuple[Tenso
 
 def load_file(path: str | Path, format: str) -> Callable[..., list[Tensor]]:
     """An exported file as a function of its inputs, in order: onnxruntime for ONNX, ``torch.jit.load``
-    for TorchScript. It returns the outputs as a list of tensors."""
-    if format == "onnx":
-        ort = require("onnxruntime", "running an exported ONNX file", extra="export")
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        names = [i.name for i in session.get_inputs()]
+    for TorchScript. It returns the outputs as a list of tensors.
 
-        def run_onnx(*inputs: Tensor) -> list[Tensor]:
-            if len(inputs) != len(names):
-                raise ValueError(f"{path} takes {len(names)} inputs ({', '.join(names)}), got {len(inputs)}")
-            return [torch.from_numpy(a) for a in session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})]
+    A file that is missing or not of ``format`` is refused here; inputs of the wrong number, or empty
+    (0 sequences or 0 time steps), are refused before the file runs, and an error of the runtime
+    (a wrong shape or dtype) is a ``ValueError`` naming the file and the shapes given.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} {'is a directory' if path.is_dir() else 'does not exist'}; expected an "
+                                f"exported {format} file")
+    try:
+        if format == "onnx":
+            ort = require("onnxruntime", "running an exported ONNX file", extra="export")
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            names = [i.name for i in session.get_inputs()]
+            call = lambda *inputs: session.run(None, {n: t.numpy() for n, t in zip(names, inputs)})  # noqa: E731
+        else:
+            with _quiet():
+                module = torch.jit.load(str(path))
+            names = [a.name for a in module.forward.schema.arguments[1:]]  # [0] is self
+            call = lambda *inputs: module(*inputs)  # noqa: E731
+    except ImportError:
+        raise
+    except Exception as error:  # onnxruntime's and torch's own error types
+        raise ValueError(f"{path} is not a readable {format} file ({_first_line(error)}); export it again with "
+                         "rnnkit export") from None
 
-        return run_onnx
-    with _quiet():
-        module = torch.jit.load(str(path))
+    def run(*inputs: Tensor) -> list[Tensor]:
+        if len(inputs) != len(names):
+            raise ValueError(f"{path} takes {len(names)} inputs ({', '.join(names)}), got {len(inputs)}")
+        for name, t in zip(names, inputs):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"input {name} of {path} must be a Tensor, got {type(t).__name__}")
+            if t.numel() == 0:
+                raise ValueError(f"input {name} of {path} is empty, shape {tuple(t.shape)}; an exported model needs "
+                                 "at least 1 sequence of at least 1 time step")
+        try:
+            with torch.no_grad():
+                got = call(*inputs)
+        except Exception as error:
+            shapes = ", ".join(f"{n} {tuple(t.shape)} {str(t.dtype).replace('torch.', '')}"
+                               for n, t in zip(names, inputs))
+            raise ValueError(f"{path} could not run on the inputs {shapes}: {_first_line(error)}") from None
+        return [torch.from_numpy(a) for a in got] if format == "onnx" else list(got)
 
-    def run_torchscript(*inputs: Tensor) -> list[Tensor]:
-        with torch.no_grad():
-            return list(module(*inputs))
+    return run
 
-    return run_torchscript
+
+def _first_line(error: Exception) -> str:
+    """The line of a runtime's message that says what went wrong (TorchScript puts it last)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    return lines[-1] if isinstance(error, torch.jit.Error) or "TorchScript" in lines[0] else " ".join(lines[:3])
 
 
 def run_file(path: str | Path, format: str, inputs: tuple[Tensor, ...]) -> list[Tensor]:

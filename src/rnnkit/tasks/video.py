@@ -324,9 +324,16 @@ def _natural_key(name: str) -> list:
 
 
 def _read_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as file:  # numpy says "EOFError" for an empty file and "pickled data" for any other
+        magic = file.read(6)
+    if not magic:
+        raise ValueError(f"{path} is empty (0 bytes); expected a .npy array (T, H, W) or (T, H, W, C)")
+    if magic != b"\x93NUMPY":
+        raise ValueError(f"{path} is not a .npy file: it does not start with the .npy magic bytes \\x93NUMPY "
+                         f"(it starts with {magic!r}); save clips with numpy.save")
     try:
         array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, EOFError) as error:
         raise ValueError(f"{path} is not a readable .npy array ({error})") from None
     if array.ndim not in (3, 4):
         raise ValueError(f"{path}: a clip must be (T, H, W) or (T, H, W, C), got an array of shape {array.shape}")
@@ -350,9 +357,10 @@ def _read_frames(folder: Path) -> np.ndarray:
             raise ValueError(f"{file} is not a readable image ({error})") from None
         frame = frame[..., None] if frame.ndim == 2 else frame  # (H, W, C)
         if frames and frame.shape != frames[0].shape:
-            raise ValueError(f"{folder}: frame {file.name} is {frame.shape[1]}x{frame.shape[0]}, frame "
-                             f"{files[0].name} is {frames[0].shape[1]}x{frames[0].shape[0]}; a clip's frames must "
-                             "share one size")
+            (h, w, c), (h0, w0, c0) = frame.shape, frames[0].shape
+            raise ValueError(f"{folder}: frame {file.name} is {w}x{h} with {c} channel(s), frame {files[0].name} is "
+                             f"{w0}x{h0} with {c0}; a clip's frames must share one size and one mode (grey or "
+                             "colour)")
         frames.append(frame)
     return np.stack(frames)  # (T, H, W, C) uint8
 
@@ -433,6 +441,9 @@ def read_labels(path: Path, folder: Path) -> tuple[list[str], list[str]]:
     reader.fieldnames = columns
     names, labels = [], []
     for number, row in enumerate(reader, 2):
+        if None in row:  # csv's restkey: the row has more fields than the header
+            raise ValueError(f"{path} line {number} has more fields than the header ({', '.join(columns)}): "
+                             f"{row[None]!r} left over; quote a field that holds a comma")
         clip, label = (row.get("clip") or "").strip(), (row.get("label") or "").strip()
         if not clip and not label:
             continue
@@ -540,6 +551,9 @@ def load_splits(config: VideoConfig, seed: int) -> dict[str, Clips]:
     order = list(range(len(clips.clips)))
     random.Random(seed).shuffle(order)
     dev = set(order[: round(config.dev_fraction * len(order))])
+    if len(dev) == len(order):
+        raise ValueError(f"dev_fraction {config.dev_fraction} holds out all {len(order)} clip(s) of {config.data}, "
+                         "leaving none to train on: lower --dev-fraction or add clips")
     pick = lambda keep: Clips(*([v for i, v in enumerate(values) if (i in dev) == keep]  # noqa: E731
                                 for values in clips[:3]), clips.source)
     return {"train": pick(False), "dev": pick(True)}
@@ -730,6 +744,11 @@ class TrainedVideo:
             if clip.shape[1] != self.in_channels:
                 raise ValueError(f"clip {name} has {clip.shape[1]} channels per frame, the model was trained on "
                                  f"{self.in_channels}")
+            if 0 in clip.shape:
+                raise ValueError(f"clip {name} is empty, shape {tuple(clip.shape)}; expected at least 1 frame of "
+                                 "at least 1x1")
+            if clip.is_floating_point() and not torch.isfinite(clip).all():
+                raise ValueError(f"clip {name} holds NaN or infinite values")
         return [resize_frames(c.float(), self.config.frame_size) for c in clips]
 
     def predict(self, clips: Sequence[Tensor | str | Path]) -> list[Prediction]:
