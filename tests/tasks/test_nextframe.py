@@ -54,6 +54,23 @@ def test_baselines_by_hand():
     assert got["mse"] == pytest.approx(float(((predicted - clips[:, 2:]) ** 2).mean()), rel=1e-4)
 
 
+def test_feedback_training_feeds_predictions_back():
+    from rnnkit.tasks.nextframe import NextFrameTask
+
+    torch.manual_seed(0)
+    clips = md.bouncing_clips(2, 0, "train", 10)
+    task = NextFrameTask(NextFrameConfig(**{**TINY, "feedback_steps": 0}), 0, torch.device("cpu"))
+    forced = task.loss(clips, None)[0]
+    task.config = NextFrameConfig(**{**TINY, "feedback_steps": 4})
+    fed = task.loss(clips, None)[0]
+    fed.backward()  # gradients flow through the fed-back predictions
+    assert torch.isfinite(fed) and fed.item() != pytest.approx(forced.item(), rel=1e-4)
+    task.config = NextFrameConfig(**{**TINY, "feedback_steps": 0})
+    # causal: the prediction at t reads frames 0..t only, so a shorter clip gives the same first predictions
+    with torch.no_grad():
+        torch.testing.assert_close(task.model(clips)[:, :4], task.model(clips[:, :5])[:, :4], rtol=1e-4, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("nextframe") / "run"
@@ -105,6 +122,7 @@ def test_bad_clips_are_named(clips, message):
     ("length", 8, "length must be an int >= 10"),
     ("kernel_size", 2, "kernel_size"),
     ("channels", 6, "multiple of 4"),
+    ("feedback_steps", 9, "feedback_steps"),
 ])
 def test_bad_config_is_named(field, value, message):
     with pytest.raises(ValueError, match=message):

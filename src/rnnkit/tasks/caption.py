@@ -32,9 +32,11 @@ caption's cross-entropy with weight ``aux_weight`` for the whole run:
 - per frame, a linear head on the recurrent encoder's output predicts the direction in which that
   frame's segment moves (recurrent encoder only: one frame alone has no direction).
 
-The caption loss alone gives the encoder a weak, late signal (the template's prior is learnt first,
-then the first segment's slots, then the second's); the per-frame losses put the digit and the
-motion into every step of the memory, and the decoder's attention only has to pick the segment.
+The caption loss alone learns the directions but leaves the digits at chance after 700 steps (the
+template's prior, then motion, are learnt first); the per-frame digit loss is what teaches the CNN
+the digits, and the per-step direction loss puts the motion into every step of the memory, so the
+decoder's attention only has to pick the segment. With the defaults (700 steps) this reaches 0.907
+exact match on 1,000 clips of unseen glyphs (docs/results.md).
 
 The order-blind encoder sees only the mean of the frame features: reversing one segment in time
 keeps that mean and flips the segment's direction (``moving_digits`` notes), so its direction

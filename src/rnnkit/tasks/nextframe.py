@@ -26,6 +26,9 @@ only *where things go*; the strided stem keeps a ConvLSTM step cheap (8 x 8 inst
 Loss: the per-pixel logistic loss (binary cross-entropy with the true grey level in [0, 1] as the
 target) of every one-step prediction x_{t+1} from x_0..x_t, teacher forced (Srivastava et al. 2015
 train their unsupervised video LSTMs with this cross-entropy too).
+With ``feedback_steps`` K > 0 the last K inputs of each training clip are the model's own
+predictions (the sigmoid of its previous logits, gradients flowing through them), so training sees
+what a rollout sees; K = 0 (the default) is teacher forcing only.
 
 Metrics (per-pixel mean squared error of the predicted grey levels, sigmoid of the logits):
 
@@ -43,7 +46,7 @@ for a few test clips.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -83,6 +86,9 @@ class NextFrameConfig:
     max_speed: int = field(default=3, metadata={"help": "the fastest a digit moves, pixels a frame per axis"})
     dev_size: int = field(default=200, metadata={"help": "dev clips (train glyphs) that pick the best checkpoint"})
     test_size: int = field(default=500, metadata={"help": "test clips (unseen glyphs) scored at the end"})
+    feedback_steps: int = field(default=0, metadata={"help": "K: in training, the last K inputs of a clip are the "
+                                                             "model's own predictions (gradients flow through them), "
+                                                             "as in a rollout (0: teacher forcing only)"})
     batch_size: int = field(default=16, metadata={"help": "clips per step"})
 
     def validate(self) -> None:
@@ -103,6 +109,10 @@ class NextFrameConfig:
         if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < SEEN + AHEAD:
             raise ValueError(f"length must be an int >= {SEEN + AHEAD} (the {SEEN}-to-{AHEAD} rollout), got "
                              f"{self.length!r}")
+        if isinstance(self.feedback_steps, bool) or not isinstance(self.feedback_steps, int) or not (
+                0 <= self.feedback_steps <= self.length - 2):
+            raise ValueError(f"feedback_steps must be an int in [0, length - 2 = {self.length - 2}] (the first input "
+                             f"is always a true frame), got {self.feedback_steps!r}")
         if self.max_speed > md.REACH:
             raise ValueError(f"max_speed must be <= {md.REACH}, got {self.max_speed!r}")
 
@@ -245,7 +255,6 @@ def plot_rollout(model: Forecaster, clips: Tensor, path: str | Path, count: int 
     for t in range(frames):
         axes[0, t].set_title(f"t={t}" + (" *" if t >= SEEN else ""), fontsize=8)
     fig.suptitle(f"{SEEN} frames read, {AHEAD} predicted (*), each fed back", fontsize=9)
-    model.train(was_training)
     return save(fig, path)
 
 
@@ -290,7 +299,17 @@ class NextFrameTask:
         self.dev = clips_of("dev", config)
 
     def loss(self, batch: Tensor, carry):
-        logits = self.model(batch)[:, :-1]  # (B, T - 1, 32, 32): predictions of frames 1..T-1
+        K = self.config.feedback_steps
+        if K == 0:
+            logits = self.model(batch)[:, :-1]  # (B, T - 1, 32, 32): predictions of frames 1..T-1
+        else:  # the last K inputs are the model's own predictions, as in a rollout
+            T = batch.shape[1]
+            steps, state, x = [], None, batch[:, 0]
+            for t in range(T - 1):
+                logits_t, state = self.model.step(x, state)  # (B, 32, 32): of frame t + 1
+                steps.append(logits_t)
+                x = batch[:, t + 1] if t + 1 < T - 1 - K else logits_t.sigmoid()
+            logits = torch.stack(steps, 1)  # (B, T - 1, 32, 32)
         loss = F.binary_cross_entropy_with_logits(logits.float(), batch[:, 1:])
         return loss, None, int(batch[:, 1:].numel())
 
@@ -370,8 +389,7 @@ class TrainedForecaster:
         generated ``test`` (unseen glyphs) or ``dev`` clips; ``n`` clips (default: the training run's)."""
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise ValueError(f"n must be a positive int, got {n!r}")
-        config = replace(self.config)
-        return {"task": NAME, "split": split, **scores(self.model, clips_of(split, config, n))}
+        return {"task": NAME, "split": split, **scores(self.model, clips_of(split, self.config, n))}
 
     def plot_rollout(self, path: str | Path, split: str = "test", count: int = 3) -> Path:
         return plot_rollout(self.model, clips_of(split, self.config, count), path, count)
