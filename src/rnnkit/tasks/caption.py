@@ -267,7 +267,7 @@ def check_clips(clips, name: str = "clips") -> Tensor:
         raise ValueError(f"{name} must be a tensor or array (N, T, 32, 32), got {type(clips).__name__}")
     if clips.dim() == 3:
         clips = clips[None]  # one clip
-    if clips.dim() != 4 or tuple(clips.shape[2:]) != (md.CANVAS, md.CANVAS) or clips.shape[1] < 1:
+    if clips.dim() != 4 or tuple(clips.shape[2:]) != (md.CANVAS, md.CANVAS) or clips.shape[1] < 1 or len(clips) < 1:
         raise ValueError(f"{name} must be (N, T, {md.CANVAS}, {md.CANVAS}) or one clip (T, {md.CANVAS}, "
                          f"{md.CANVAS}), got shape {tuple(clips.shape)}")
     if not (clips.dtype.is_floating_point or clips.dtype == torch.uint8):
@@ -284,9 +284,11 @@ def load_npy(path: str | Path) -> Tensor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such .npy file: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes); expected a .npy array (N, T, 32, 32) or (T, 32, 32)")
     try:
         array = np.load(path, allow_pickle=False)
-    except ValueError as error:
+    except (ValueError, EOFError) as error:
         raise ValueError(f"{path} is not a .npy array of numbers ({error})") from None
     return check_clips(array, name=str(path))
 
