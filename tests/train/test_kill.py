@@ -8,8 +8,8 @@ of the final checkpoint's tensors (model, optimizer, RNG states, carried TBPTT s
 uninterrupted run's, and metrics.jsonl reads as that run's (same loss, lr and gradient norm at
 every step).
 
-The fast variant forks the test process for each run (no interpreter start-up, a few seconds in
-all); the slow one starts ``python -m rnnkit`` as a user does, and kills it at least 20 times.
+The fast variant forks each run from a fork server that has imported rnnkit (no interpreter start-up,
+a few seconds in all); the slow one starts ``python -m rnnkit`` as a user does, and kills it at least 20 times.
 """
 
 from __future__ import annotations
@@ -47,13 +47,23 @@ def _cli(argv: list[str]) -> None:
     sys.exit(main(argv))
 
 
+def _forkserver() -> multiprocessing.context.BaseContext:
+    """A fork server that has imported rnnkit's CLI: each run forks from it. Not a fork of the test process
+    itself: that one has run other tests' threads (torch's pool, a task's prefetch thread), and a fork taken
+    while another thread holds a lock deadlocks the child (it hung in a futex here once)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["rnnkit.cli", "rnnkit.plots"])
+    return context
+
+
 class Forked:
-    """``rnnkit.cli.main(argv)`` in a forked copy of this process: no start-up cost."""
+    """``rnnkit.cli.main(argv)`` in a process forked from a fork server that has imported rnnkit: no start-up
+    cost per run."""
 
     startup_s = 0.3
 
     def __init__(self, argv: list[str]) -> None:
-        self.process = multiprocessing.get_context("fork").Process(target=_cli, args=(argv,))
+        self.process = _forkserver().Process(target=_cli, args=(argv,))
         self.process.start()
         self.pid = self.process.pid
 
