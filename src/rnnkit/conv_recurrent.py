@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .backends.reference import reverse_padded
 from .cells.base import LSTMState, State, map_state
 from .cells.conv import ConvCell, make_conv_cell
-from .recurrent import check_lengths
+from .recurrent import check_lengths, register_layer_parameters
 
 _SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
 
@@ -108,17 +108,10 @@ class ConvRecurrent(nn.Module):
 
         factory = {"device": device, "dtype": dtype}
         # _names[l][d] maps the cell's parameter names to this module's attribute names.
-        self._names: list[list[dict[str, str]]] = []
-        for k in range(num_layers):
-            layer_input = in_channels if k == 0 else hidden_channels * self.num_directions
-            shapes = self.cell.parameter_shapes(layer_input, hidden_channels, self.kernel_size, bias)
-            per_direction = []
-            for d in range(self.num_directions):
-                suffix = f"_l{k}" + ("_reverse" if d == 1 else "")
-                for name, shape in shapes.items():
-                    self.register_parameter(name + suffix, nn.Parameter(torch.empty(shape, **factory)))
-                per_direction.append({name: name + suffix for name in shapes})
-            self._names.append(per_direction)
+        self._names = register_layer_parameters(
+            self, [self.cell.parameter_shapes(in_channels if k == 0 else hidden_channels * self.num_directions,
+                                              hidden_channels, self.kernel_size, bias) for k in range(num_layers)],
+            self.num_directions, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -132,17 +132,10 @@ class Recurrent(nn.Module):
         factory = {"device": device, "dtype": dtype}
         out_size = proj_size or hidden_size
         # _names[k][d] maps the cell's parameter names to this module's attribute names.
-        self._names: list[list[dict[str, str]]] = []
-        for k in range(num_layers):
-            layer_input = input_size if k == 0 else out_size * self.num_directions
-            shapes = self.cell.parameter_shapes(layer_input, hidden_size, proj_size, bias)
-            per_direction = []
-            for d in range(self.num_directions):
-                suffix = f"_l{k}" + ("_reverse" if d == 1 else "")
-                for name, shape in shapes.items():
-                    self.register_parameter(name + suffix, nn.Parameter(torch.empty(shape, **factory)))
-                per_direction.append({name: name + suffix for name in shapes})
-            self._names.append(per_direction)
+        self._names = register_layer_parameters(
+            self, [self.cell.parameter_shapes(input_size if k == 0 else out_size * self.num_directions, hidden_size,
+                                              proj_size, bias) for k in range(num_layers)],
+            self.num_directions, factory)
         self.reset_parameters()
         self.flatten_parameters()
 
@@ -406,3 +399,22 @@ def check_lengths(lengths, T: int, B: int, device: torch.device, item: str = "se
     if B and int(host.min()) == T:
         return None  # every item is full: no masking to do
     return lengths.to(device=device, dtype=torch.int64)
+
+
+def register_layer_parameters(module: nn.Module, shapes: list[dict[str, tuple]], num_directions: int,
+                              factory: dict) -> list[list[dict[str, str]]]:
+    """Register each layer's cell parameters (``shapes[k]``: name -> shape) once per direction, under torch's
+    names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), uninitialized; also ``ConvRecurrent``'s.
+
+    Returns ``names[k][d]``: the cell's parameter names -> the module's attribute names.
+    """
+    names = []
+    for k, layer_shapes in enumerate(shapes):
+        per_direction = []
+        for d in range(num_directions):
+            suffix = f"_l{k}" + ("_reverse" if d == 1 else "")
+            for name, shape in layer_shapes.items():
+                module.register_parameter(name + suffix, nn.Parameter(torch.empty(shape, **factory)))
+            per_direction.append({name: name + suffix for name in layer_shapes})
+        names.append(per_direction)
+    return names
