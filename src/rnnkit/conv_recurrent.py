@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .backends.reference import reverse_padded
 from .cells.base import LSTMState, State, map_state
 from .cells.conv import ConvCell, make_conv_cell
-from .recurrent import check_lengths, register_layer_parameters
+from .recurrent import check_lengths, check_matches_parameters, register_layer_parameters
 
 _SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
 
@@ -201,14 +201,7 @@ class ConvRecurrent(nn.Module):
         if channels != self.in_channels:
             raise ValueError(f"{name} has {channels} channels (shape {tuple(x.shape)}), layer expects "
                              f"in_channels={self.in_channels}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-        weight = self.weight_ih_l0
-        if x.device != weight.device:
-            raise ValueError(f"{name} is on {x.device} but the layer's parameters are on {weight.device}")
-        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(f"{name} has dtype {x.dtype} but the layer's parameters are {weight.dtype}; "
-                            f"convert one of them (e.g. layer.to({x.dtype}))")
+        check_matches_parameters(x, self.weight_ih_l0, name)
         small = [s for s in x.shape[-self.dims:] if s < 1]
         if small:
             raise ValueError(f"{name} has an empty frame, shape {tuple(x.shape)}")

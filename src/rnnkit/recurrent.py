@@ -288,14 +288,7 @@ class Recurrent(nn.Module):
     def _check_input(self, x: Tensor, features: int, name: str = "x") -> None:
         if features != self.input_size:
             raise ValueError(f"{name} has {features} features, layer expects input_size={self.input_size}")
-        if not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-        weight = self.weight_ih_l0
-        if x.device != weight.device:
-            raise ValueError(f"{name} is on {x.device} but the layer's parameters are on {weight.device}")
-        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(f"{name} has dtype {x.dtype} but the layer's parameters are {weight.dtype}; "
-                            f"convert one of them (e.g. layer.to({x.dtype}))")
+        check_matches_parameters(x, self.weight_ih_l0, name)
 
     def _check_unbatched_state(self, state) -> State:
         """With unbatched x (T, I), the state is unbatched too: (L*D, R) or LSTMState of such."""
@@ -418,3 +411,15 @@ def register_layer_parameters(module: nn.Module, shapes: list[dict[str, tuple]],
             per_direction.append({name: name + suffix for name in layer_shapes})
         names.append(per_direction)
     return names
+
+
+def check_matches_parameters(x: Tensor, weight: Tensor, name: str = "x") -> None:
+    """``x`` is floating point, on ``weight``'s device and of its dtype (unless autocast is on); also
+    ``ConvRecurrent``'s."""
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.device != weight.device:
+        raise ValueError(f"{name} is on {x.device} but the layer's parameters are on {weight.device}")
+    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"{name} has dtype {x.dtype} but the layer's parameters are {weight.dtype}; "
+                        f"convert one of them (e.g. layer.to({x.dtype}))")
