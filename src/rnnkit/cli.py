@@ -19,7 +19,7 @@ import typing
 from datetime import datetime
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 
 EXIT_USER_ERROR = 2
 

@@ -45,7 +45,7 @@ import safetensors.torch
 import torch
 from torch import Tensor
 
-from .. import __version__
+from .._version import __version__
 
 FORMAT_VERSION = 1
 
