@@ -436,8 +436,7 @@ def processes(args: argparse.Namespace, device: str):
     Yields the console for the task: None (its own) on rank 0, a silent one on the other ranks,
     which leave once the Trainer is done, so what the task does after training runs on rank 0 only.
     """
-    from rich.console import Console
-
+    from .console import make_console
     from .train import distributed
 
     group = distributed.setup(device)
@@ -449,7 +448,7 @@ def processes(args: argparse.Namespace, device: str):
                          "write to and resume from the same run directory")
     distributed.end_workers_after_fit()
     try:
-        yield None if group.is_main else Console(quiet=True)
+        yield None if group.is_main else make_console(quiet=True)
     except distributed.WorkerFinished:
         pass
     finally:
@@ -610,8 +609,7 @@ def run_translate(args: argparse.Namespace) -> int:
 def run_lab(args: argparse.Namespace) -> int:
     """``rnnkit lab PROBLEM``: train (or, with --checkpoint, evaluate) and print the test result beside its
     baseline; with --json only the JSON object goes to stdout (progress and notes go to stderr)."""
-    from rich.console import Console
-
+    from .console import make_console
     from .tasks import lab
     from .train import checkpoint
     from .train.trainer import TrainConfig
@@ -632,7 +630,7 @@ def run_lab(args: argparse.Namespace) -> int:
         train_config = config_from(args, TrainConfig, saved.get("train") or lab.train_defaults(args.verb))
         summary = None
         with processes(args, train_config.device) as rank_console:
-            console = rank_console or (Console(stderr=True) if args.json else None)
+            console = rank_console or (make_console(stderr=True) if args.json else None)
             summary = lab.train(args.verb, config, train_config, out, resume=args.resume, console=console,
                                 progress=not (args.no_progress or args.json))
         if summary is None:  # a rank > 0 under torchrun: rank 0 reports

@@ -12,6 +12,8 @@ from datetime import datetime
 
 from rich.console import Console
 
+from .console import make_console
+
 
 @dataclass
 class DemoConfig:
@@ -28,7 +30,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
     from .tasks.lm import LM_TRAIN_DEFAULTS, LMConfig, TrainedLM, train
     from .train.trainer import TrainConfig
 
-    console = console or Console()
+    console = console or make_console()
     out = config.out or f"runs/demo-{datetime.now():%Y%m%d-%H%M%S}"
     budget = {"steps": config.steps} if config.steps is not None else {"max_minutes": config.max_minutes}
     train_config = TrainConfig(seed=config.seed, **LM_TRAIN_DEFAULTS, **budget)

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from .. import ctc
 from ..audio import LogMel, StreamingLogMel, read_audio, spec_augment
+from ..console import make_console
 from ..data.manifest import read_manifest
 from ..extras import require
 from ..recurrent import Recurrent
@@ -424,7 +425,7 @@ def train(config: ASRConfig, train_config: TrainConfig, out: str | Path, resume:
     split, greedy). Writes ``transcripts.txt`` (the training transcripts, one per line in a seeded
     random order: a text for ``rnnkit lm train`` or a word list) and ``plots/alignment.png``."""
     config.validate()
-    console = console or Console()
+    console = console or make_console()
     seed_everything(train_config.seed)
     splits = load_splits(config, train_config.seed)
     alphabet = alphabet_of(splits["train"].texts)

@@ -67,6 +67,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
+from ..console import make_console
 from ..data import moving_digits as md
 from ..extras import require
 from ..recurrent import Recurrent
@@ -454,7 +455,7 @@ def train(config: CaptionConfig, train_config: TrainConfig, out: str | Path, res
     checkpoint, chosen by dev exact match with greedy search, scored on the test clips, greedy and beam)."""
     config.validate()
     _require()
-    console = console or Console()
+    console = console or make_console()
     seed_everything(train_config.seed)
     task = CaptionTask(config, train_config.seed, torch.device(train_config.device))
     trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)

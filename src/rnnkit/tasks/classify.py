@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
+from ..console import make_console
 from ..data import Vocab, read_text
 from ..recurrent import Recurrent
 from ..train import checkpoint
@@ -435,7 +436,7 @@ def train(config: ClassifyConfig, train_config: TrainConfig, out: str | Path, re
     from ..plots import confusion_matrix
 
     config.validate()
-    console = console or Console()
+    console = console or make_console()
     seed_everything(train_config.seed)
     table = load_table(config.data, config.text_column, config.label_column, config.format)
     vocab, labels = None, sorted(set(table.labels["train"]))

@@ -55,6 +55,7 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
+from ..console import make_console
 from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.distributed import split_batch
@@ -502,7 +503,7 @@ def train(config: ForecastConfig, train_config: TrainConfig, out: str | Path, re
     """Train on the training part into the run directory ``out``; returns the Trainer's summary plus ``test``
     (the held-out metrics beside the baselines, also in ``test.json``) and writes ``plots/forecast.png``."""
     config.validate()
-    console = console or Console()
+    console = console or make_console()
     seed_everything(train_config.seed)
     series = load_series(config)
     season = resolve_season(config, series)

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
+from ..console import make_console
 from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.distributed import split_batch
@@ -349,7 +350,7 @@ def train(problem: str, config: LabConfig, train_config: TrainConfig, out: str |
     lab_data.check_problem(problem)
     config.validate(problem)
     config = config.resolve(problem)  # config.json records the values used
-    console = console or Console()
+    console = console or make_console()
     seed_everything(train_config.seed)
     task = LabTask(problem, config, train_config.seed, torch.device(train_config.device))
     trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)

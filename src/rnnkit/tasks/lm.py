@@ -27,6 +27,7 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from ..cells import State
+from ..console import make_console
 from ..data import Vocab, bundled_text, read_text
 from ..generate import check_sampling, sample
 from ..recurrent import Recurrent
@@ -278,7 +279,7 @@ def train(config: LMConfig, train_config: TrainConfig, out: str | Path, resume: 
           console: Console | None = None, progress: bool = True) -> dict:
     """Train a language model into the run directory ``out``; returns the Trainer's summary."""
     config.validate()
-    console = console or Console()
+    console = console or make_console()
     seed_everything(train_config.seed)
     vocab = None
     if resume:

@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
+from ..console import make_console
 from ..conv_recurrent import ConvRecurrent
 from ..data import moving_digits as md
 from ..train import checkpoint
@@ -325,7 +326,7 @@ def train(config: NextFrameConfig, train_config: TrainConfig, out: str | Path, r
     """Train a forecaster into the run directory ``out``; returns the Trainer's summary plus ``test`` (the best
     checkpoint, chosen by dev one-step MSE, scored on the test clips) and writes ``plots/rollout.png``."""
     config.validate()
-    console = console or Console()
+    console = console or make_console()
     seed_everything(train_config.seed)
     task = NextFrameTask(config, train_config.seed, torch.device(train_config.device))
     trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)

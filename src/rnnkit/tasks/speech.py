@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
+from ..console import make_console
 from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.distributed import split_batch
@@ -369,7 +370,7 @@ def train(config: SpeechConfig, train_config: TrainConfig, out: str | Path, resu
     config.validate()
     if config.dev_fraction is None:  # config.json records the share used
         config = replace(config, dev_fraction=DEV_FRACTION.get(config.data or "japanese_vowels", USER_DEV_FRACTION))
-    console = console or Console()
+    console = console or make_console()
     seed_everything(train_config.seed)
     splits = load_splits(config.dev_fraction, data=config.data)
     labels = sorted(set(splits["train"].labels), key=lambda y: (len(y), y))

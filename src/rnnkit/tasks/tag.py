@@ -41,6 +41,7 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
+from ..console import make_console
 from ..data import read_text
 from ..extras import require
 from ..recurrent import Recurrent
@@ -405,7 +406,7 @@ def train(config: TagConfig, train_config: TrainConfig, out: str | Path, resume:
     checkpoint, chosen by dev entity F1, scored on the test split)."""
     config.validate()
     _require()
-    console = console or Console()
+    console = console or make_console()
     seed_everything(train_config.seed)
     splits = split_sentences(load_sentences(config.data))
     if not splits["train"].tokens:

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
+from ..console import make_console
 from ..data import WORD_PATTERN, read_text
 from ..extras import require
 from ..recurrent import Recurrent
@@ -440,7 +441,7 @@ def train(config: TranslateConfig, train_config: TrainConfig, out: str | Path, r
     ``plots/attention.png`` for the first test sentence."""
     config.validate()
     _require()
-    console = console or Console()
+    console = console or make_console()
     seed_everything(train_config.seed)
     splits = split_pairs(load_pairs(config.data, config.reverse))
     if not splits["train"].sources:

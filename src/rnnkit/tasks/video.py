@@ -64,6 +64,7 @@ from torch import Tensor, nn
 
 from ..cells import cells
 from ..cells.conv import conv_cells
+from ..console import make_console
 from ..conv_recurrent import ConvRecurrent
 from ..data import moving_digits
 from ..extras import require
@@ -658,7 +659,7 @@ def train(config: VideoConfig, train_config: TrainConfig, out: str | Path, resum
     summary plus ``test``: the best checkpoint (chosen on dev) scored on the moving digits' test clips, or on
     the dev clips of a user's folder."""
     config.validate()
-    console = console or Console()
+    console = console or make_console()
     seed_everything(train_config.seed)
     splits = load_splits(config, train_config.seed)
     if config.data is None:

@@ -50,6 +50,7 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from ..cells import LSTMState
+from ..console import make_console
 from . import checkpoint, distributed
 from .report import MetricsLog, ProgressBar, TensorBoard, read_metrics
 from .schedule import lr_at
@@ -218,12 +219,12 @@ class Trainer:
         self.task = task
         self.config = config
         self.out = Path(out)
-        self.console = console or Console()
+        self.console = console or make_console()
         self.show_progress = progress
         self.device = torch.device(config.device)
         self.group = distributed.setup(self.device)  # rank 0 of 1 outside torchrun
         if not self.group.is_main:  # only rank 0 speaks and writes
-            self.console, self.show_progress = Console(quiet=True), False
+            self.console, self.show_progress = make_console(quiet=True), False
         self.model = task.model  # unwrapped: state_dict, evaluation and clipping use it
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.weight_decay), lr=config.lr)
         self.state = TrainState(total_steps=config.steps)
