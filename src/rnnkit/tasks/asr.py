@@ -310,7 +310,12 @@ class SpeechRecognizer(nn.Module):
                              for b, n in enumerate(lengths.tolist())], dim=1)
         steps = (lengths + self.stack - 1) // self.stack  # (B,)
         out, _ = self.rnn(self.stacked(x), lengths=steps)  # (T', B, D*H)
-        return self.head(out).float().log_softmax(-1), steps
+        return self.log_probs(out), steps
+
+    def log_probs(self, out: Tensor) -> Tensor:
+        """The recurrent outputs (..., D*H) -> CTC log-probabilities (..., 1 + A) in float32; ``forward`` and
+        ``TrainedASR.stream_log_probs`` both end here, so streamed and whole-file log-probabilities compare."""
+        return self.head(out).float().log_softmax(-1)
 
 
 @torch.no_grad()
@@ -522,8 +527,10 @@ class TrainedASR:
         return (decoder or Decoder(self.alphabet))(self.log_probs(audio)[1])
 
     @torch.no_grad()
-    def stream(self, chunks: Iterable[Tensor]) -> Iterator[str]:
-        """Greedy text pieces as the audio arrives: ``chunks`` are 1-D sample tensors at ``sample_rate``."""
+    def stream_log_probs(self, chunks: Iterable[Tensor]) -> Iterator[Tensor]:
+        """CTC log-probabilities (1 + A,) of each step, as soon as the audio of its ``frame_stack`` frames has
+        arrived: ``chunks`` are 1-D sample tensors at ``sample_rate``, of any sizes. Concatenated they equal
+        ``log_probs`` of the whole file (the same frames, normalization, steps of ``layer.step`` and head)."""
         if self.model.rnn.bidirectional or self.config.normalize != "global":
             raise ValueError("streaming needs a unidirectional model trained with normalize='global' "
                              "(--no-bidirectional --normalize global); this one is "
@@ -531,27 +538,34 @@ class TrainedASR:
                              f"normalize={self.config.normalize!r}")
         features = StreamingLogMel(self.logmel)
         device = next(self.model.parameters()).device
-        pending = torch.zeros(0, self.config.n_mels)  # normalized frames not yet stacked
-        state, previous = None, ctc.BLANK
+        mean, std = self.model.mean.cpu(), self.model.std.cpu()
+        pending = torch.zeros(0, self.config.n_mels, dtype=mean.dtype)  # normalized frames not yet stacked
+        state = None
         k = self.model.stack
 
-        def run(frames: Tensor, final: bool) -> Iterator[str]:
-            nonlocal pending, state, previous
-            pending = torch.cat([pending, (frames - self.model.mean.cpu()) / self.model.std.cpu()])
-            if final and len(pending) % k:
-                pending = torch.cat([pending, torch.zeros(k - len(pending) % k, self.config.n_mels)])
+        def run(frames: Tensor, final: bool) -> Iterator[Tensor]:
+            nonlocal pending, state
+            pending = torch.cat([pending, (frames - mean) / std])
+            if final and len(pending) % k:  # as ``SpeechRecognizer.stacked``: zero frames fill the last step
+                pending = torch.cat([pending, pending.new_zeros(k - len(pending) % k, self.config.n_mels)])
             while len(pending) >= k:
                 x = pending[:k].reshape(1, k * self.config.n_mels).to(device)  # (1, k M)
                 pending = pending[k:]
-                y, state = self.model.rnn.step(x, state)
-                label = int(self.model.head(y).argmax(-1))
-                if label != previous and label != ctc.BLANK:
-                    yield self.alphabet[label - 1]
-                previous = label
+                y, state = self.model.rnn.step(x, state)  # (1, H)
+                yield self.model.log_probs(y)[0].cpu()  # (1 + A,)
 
         for chunk in chunks:
             yield from run(features.push(chunk), final=False)
         yield from run(features.finish(), final=True)
+
+    def stream(self, chunks: Iterable[Tensor]) -> Iterator[str]:
+        """Greedy text pieces as the audio arrives: ``chunks`` are 1-D sample tensors at ``sample_rate``."""
+        previous = ctc.BLANK
+        for log_probs in self.stream_log_probs(chunks):
+            label = int(log_probs.argmax())
+            if label != previous and label != ctc.BLANK:
+                yield self.alphabet[label - 1]
+            previous = label
 
     def evaluate(self, data: str | None = None, split: str = "test", decoder: Decoder | None = None) -> dict:
         """cer, wer, greedy_wer, empty_wer, most_frequent_wer and n on a manifest, or on a split of the
