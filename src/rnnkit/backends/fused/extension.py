@@ -3,16 +3,26 @@
 ``load()`` compiles the extension with ``torch.utils.cpp_extension.load`` the first time a process
 asks for it, and returns its ops (``torch.ops.rnnkit_fused``: ``lstm_forward``, ``lstm_backward``,
 ``packed_gemm_status``), or None when it cannot: ``RNNKIT_NO_EXTENSION=1`` is set, there is no C++
-compiler, the build fails. ``status()`` says which, in words. Nothing here raises: the fused
-backend then runs its Python loops, and ``_LSTMFamily`` warns once with the reason.
+compiler or no ninja, the build fails. ``status()`` says which, in words; ``details()`` gives the same
+as a dict for ``rnnkit info``. Nothing here raises: the fused backend then runs its Python loops, and
+``_LSTMFamily`` warns once with the reason.
 
-The build takes about 30 s on 2 cores and is cached by torch in ``TORCH_EXTENSIONS_DIR`` (default
-``~/.cache/torch_extensions``); a later process loads the cached library in well under a second, and
-torch rebuilds it when the source or the flags change. The flags do not use ``-march=native``, so a
-cache copied to another machine still runs: on x86 CPUs where torch itself runs AVX2 or AVX-512
-kernels the loops are compiled for AVX2 + FMA (``at::vec::Vectorized`` with 8 floats), elsewhere for
-torch's portable ``Vectorized`` (correct, slower). The capability is part of the module name, so each
-variant has its own cache entry.
+The build uses the environment's own tools whether or not the environment is activated: torch runs
+``ninja`` from PATH, so when PATH has none, the ninja that ``pip install ninja`` put next to this
+Python (the ``ninja`` package's ``BIN_DIR``) goes in front of PATH for the build only (os.environ is
+restored after). While it compiles, one line goes to stderr (``BUILD_MESSAGE``).
+
+The build takes 20-60 s on 2 cores and is cached by torch in ``TORCH_EXTENSIONS_DIR`` (default
+``~/.cache/torch_extensions``); a later process loads the cached library in about a second, and
+torch rebuilds it when the source or the flags change. A failed build is cached too
+(``rnnkit_build_failed.txt`` in the cache folder), so that every process does not recompile just to
+fail again; it is retried as soon as anything it depended on changes (the source, the flags, torch,
+rnnkit, the compiler's or ninja's path or version, PATH), or when that file is deleted.
+
+The flags do not use ``-march=native``, so a cache copied to another machine still runs: on x86 CPUs
+where torch itself runs AVX2 or AVX-512 kernels the loops are compiled for AVX2 + FMA
+(``at::vec::Vectorized`` with 8 floats), elsewhere for torch's portable ``Vectorized`` (correct,
+slower). The variant is part of the module name, so each has its own cache entry.
 
 Separately, ``packed_gemm()`` says whether the recurrent GEMMs can use oneDNN with weights packed
 once per sequence (the private ops ``mkldnn::_reorder_linear_weight`` and
@@ -23,22 +33,30 @@ once per sequence (the private ops ``mkldnn::_reorder_linear_weight`` and
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 ENV_DISABLE = "RNNKIT_NO_EXTENSION"
+BUILD_MESSAGE = "building rnnkit's C++ loops for this CPU, once, under a minute"
+FAILED_FILE = "rnnkit_build_failed.txt"  # in the cache folder: the failed build's key, then its reason
+BUILT_FILE = "rnnkit_build_ok.txt"  # in the cache folder: the build's key, then its seconds
 _SOURCES = [Path(__file__).parent / "csrc" / "lstm.cpp"]
 _STALE_LOCK_S = 600  # a build lock older than this was left by a killed build
+_LIB_SUFFIX = ".pyd" if os.name == "nt" else ".so"
 
 _ops = None  # torch.ops.rnnkit_fused once built
-_reason: str | None = None  # why the extension is unavailable; None before the first attempt
+_reason: str | None = None  # why the extension is unavailable; "" when loaded; None before the first attempt
 _packed_reason: str | None = None  # "" when the packed oneDNN GEMM works
-_build_seconds: float | None = None
+_build_seconds: float | None = None  # how long the build that made the loaded library took
+_built_now = False  # whether this process compiled it (else it came from the cache)
 
 
 def disabled() -> bool:
@@ -63,8 +81,27 @@ def status() -> str:
     if _ops is None:
         return f"unavailable: {_reason}"
     gemm = "packed oneDNN GEMM" if packed_gemm() else f"at::addmm GEMM ({_packed_reason})"
-    built = f", built in {_build_seconds:.0f} s" if _build_seconds and _build_seconds > 5 else ""
+    if _build_seconds is None:
+        built = ""
+    else:
+        built = f", built in {_build_seconds:.0f} s" + ("" if _built_now else " earlier, loaded from the cache")
     return f"loaded ({_capability()}, {gemm}{built})"
+
+
+def details() -> dict:
+    """The C++ loops' state for ``rnnkit info``, building them if not yet tried.
+
+    ``loaded`` (bool), ``status`` (the line of ``status()``), ``variant`` (the instruction set the loops
+    are compiled for), ``build_seconds`` (None when unknown), ``built_now``, ``cache_dir`` (where torch
+    keeps the build), ``compiler`` and ``ninja`` (the executables a build uses; None when missing).
+    """
+    line = status()
+    ninja = find_ninja()
+    cache_dir = _build_dir(_module_name(_capability()))
+    return {"loaded": _ops is not None and not disabled(), "status": line, "variant": _capability(),
+            "build_seconds": _build_seconds, "built_now": _built_now,
+            "cache_dir": None if cache_dir is None else str(cache_dir),
+            "compiler": find_compiler(build_path(ninja)), "ninja": ninja}
 
 
 def packed_gemm() -> bool:
@@ -80,6 +117,62 @@ def packed_gemm() -> bool:
     return _packed_reason == ""
 
 
+def find_ninja(path: str | None = None) -> str | None:
+    """The ninja executable a build runs: the one on ``path`` (default: PATH), else the environment's own.
+
+    The environment's own is the one the ``ninja`` package installed (its ``BIN_DIR``), or one next to
+    ``sys.executable``: both are on PATH only when the environment is activated.
+    """
+    found = shutil.which("ninja", path=path)
+    if found:
+        return found
+    folders = []
+    try:
+        import ninja  # the PyPI package, a dependency of rnnkit
+
+        folders.append(str(ninja.BIN_DIR))
+    except (ImportError, AttributeError):
+        pass
+    folders.append(str(Path(sys.executable).parent))  # not resolved: a venv's python is a symlink
+    for folder in folders:
+        found = shutil.which("ninja", path=folder)
+        if found:
+            return found
+    return None
+
+
+def build_path(ninja: str | None, path: str | None = None) -> str:
+    """The PATH a build runs with: ``path`` (default: PATH) with ninja's folder in front if it is not on it.
+
+    In front, as activating the environment would put it: a compiler installed in the environment
+    (conda's) then wins over the system's, as it does for an activated environment.
+    """
+    path = os.environ.get("PATH", os.defpath) if path is None else path
+    if ninja is None:
+        return path
+    folder = str(Path(ninja).parent)
+    if folder in path.split(os.pathsep):
+        return path
+    return folder + os.pathsep + path if path else folder
+
+
+def find_compiler(path: str | None = None) -> str | None:
+    """The C++ compiler torch's build runs (``$CXX``, default ``c++``), looked up on ``path``; None if absent."""
+    return shutil.which(os.environ.get("CXX", "c++"), path=path)
+
+
+def _tool_version(executable: str | None) -> str:
+    """The first line of ``executable --version``, or why there is none."""
+    if executable is None:
+        return "missing"
+    try:
+        done = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"unknown ({type(e).__name__})"
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else f"unknown (exit status {done.returncode})"
+
+
 def _capability() -> str:
     """The instruction set the loops are compiled for: 'avx2' or 'default'."""
     machine = platform.machine().lower()
@@ -87,6 +180,10 @@ def _capability() -> str:
     if machine in ("x86_64", "amd64") and cap in ("AVX2", "AVX512"):
         return "avx2"
     return "default"
+
+
+def _module_name(capability: str) -> str:
+    return f"rnnkit_fused_{capability}"
 
 
 def _flags(capability: str) -> list[str]:
@@ -110,40 +207,105 @@ def _build_dir(name: str) -> Path | None:
         return None
 
 
-def _build_key(flags: list[str]) -> str:
-    """What a failed build depends on: the source, the flags, torch and the compiler."""
-    digest = hashlib.sha256()
+def build_inputs(flags: list[str], ninja: str | None, path: str) -> dict[str, str]:
+    """Everything a build's outcome depends on; a cached failure is retried when any of it changes."""
+    from rnnkit import __version__
+
+    compiler = find_compiler(path)
+    sources = hashlib.sha256()
     for source in _SOURCES:
-        digest.update(source.read_bytes())
-    digest.update(" ".join([*flags, torch.__version__, os.environ.get("CXX", "c++")]).encode())
-    return digest.hexdigest()
+        sources.update(source.read_bytes())
+    return {"sources": sources.hexdigest(), "flags": " ".join(flags), "torch": torch.__version__,
+            "rnnkit": __version__, "python": sys.version, "compiler": str(compiler),
+            "compiler_version": _tool_version(compiler), "ninja": str(ninja), "ninja_version": _tool_version(ninja),
+            "PATH": path}
+
+
+def build_key(inputs: dict[str, str]) -> str:
+    """A digest of ``build_inputs``: equal keys, equal outcome."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def _compile_key(inputs: dict[str, str]) -> str:
+    """A digest of what the compiled library depends on (not which ninja ran it, nor PATH)."""
+    return build_key({k: v for k, v in inputs.items() if k not in ("ninja", "ninja_version", "PATH")})
+
+
+def _read_record(file: Path | None) -> tuple[str, str] | None:
+    """(key, rest) of a record written by _build, or None."""
+    if file is None or not file.exists():
+        return None
+    try:
+        key, _, rest = file.read_text().partition("\n")
+    except OSError:
+        return None
+    return key, rest
+
+
+def _write_record(file: Path | None, key: str, rest: str) -> None:
+    if file is None:
+        return
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(f"{key}\n{rest}")
+    except OSError:  # a read-only cache folder costs a rebuild next time, nothing more
+        pass
+
+
+def _forget(file: Path | None) -> None:
+    try:
+        if file is not None:
+            file.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _build() -> None:
-    global _ops, _reason, _build_seconds
-    compiler = os.environ.get("CXX", "c++")
-    if shutil.which(compiler) is None:
-        _reason = f"no C++ compiler ({compiler!r} not on PATH)"
+    global _ops, _reason, _build_seconds, _built_now
+    ninja = find_ninja()
+    path = build_path(ninja)
+    compiler = find_compiler(path)
+    if compiler is None:
+        _reason = (f"no C++ compiler ({os.environ.get('CXX', 'c++')!r} is not on PATH; install g++ or clang++, "
+                   f"or set CXX)")
+        return
+    if ninja is None:
+        _reason = (f"no ninja (not on PATH, not in the ninja package, not next to {sys.executable}); "
+                   f"pip install ninja")
         return
     capability = _capability()
-    name = f"rnnkit_fused_{capability}"
+    name = _module_name(capability)
     flags = _flags(capability)
     build_dir = _build_dir(name)
-    failed = build_dir / "rnnkit_build_failed.txt" if build_dir else None
+    failed = build_dir / FAILED_FILE if build_dir else None
+    built = build_dir / BUILT_FILE if build_dir else None
     try:
-        key = _build_key(flags)
-        # a build that failed before fails again: say so at once instead of recompiling in every process
-        if failed is not None and failed.exists():
-            recorded_key, _, recorded_reason = failed.read_text().partition("\n")
-            if recorded_key == key:
-                _reason = f"{recorded_reason} (cached; delete {failed} to retry)"
-                return
-        # a lock left by a killed build would make torch wait forever
-        lock = build_dir / "lock" if build_dir else None
+        inputs = build_inputs(flags, ninja, path)
+    except OSError as e:  # an unreadable source: the build would fail the same way
+        _reason = f"cannot read the C++ source: {e}"
+        return
+    key, compile_key = build_key(inputs), _compile_key(inputs)
+    # a build that failed before fails again: say so at once instead of recompiling in every process
+    record = _read_record(failed)
+    if record is not None and record[0] == key:
+        _reason = (f"{record[1]} (cached from an earlier attempt; it is retried when the compiler, ninja, PATH, "
+                   f"torch, rnnkit or the source change; delete {failed} to retry now)")
+        return
+    # a lock left by a killed build would make torch wait forever
+    lock = build_dir / "lock" if build_dir else None
+    try:
         if lock is not None and lock.exists() and time.time() - lock.stat().st_mtime > _STALE_LOCK_S:
             lock.unlink()
     except OSError:
-        key = ""
+        pass
+    record = _read_record(built)
+    cached = (record is not None and record[0] == compile_key and build_dir is not None
+              and (build_dir / f"{name}{_LIB_SUFFIX}").exists())
+    if not cached:
+        where = "" if build_dir is None else f" (cached in {build_dir})"
+        print(BUILD_MESSAGE + where, file=sys.stderr, flush=True)
+    saved_path = os.environ.get("PATH")
+    os.environ["PATH"] = path  # torch runs `ninja` from PATH, in this process and in its subprocesses
     try:
         from torch.utils import cpp_extension
 
@@ -156,18 +318,27 @@ def _build() -> None:
             is_python_module=False,
             verbose=False,
         )
-        _build_seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
         _ops = torch.ops.rnnkit_fused
         _reason = ""
+        if cached:
+            try:
+                _build_seconds = float(record[1].split()[0])
+            except (IndexError, ValueError):
+                _build_seconds = None
+        else:
+            _build_seconds, _built_now = seconds, True
+            _write_record(built, compile_key, f"{seconds:.1f}")
+        _forget(failed)  # an older failure, under other inputs, must not stop a later process
     except Exception as e:  # the Python loops remain; status() reports this
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         errors = [line for line in lines if "error:" in line]  # the compiler's first complaint
         detail = (errors or lines or [""])[0]
         _reason = f"build failed: {type(e).__name__}: {detail}"[:500]
         _ops = None
-        if failed is not None and key:
-            try:
-                failed.parent.mkdir(parents=True, exist_ok=True)
-                failed.write_text(f"{key}\n{_reason}")
-            except OSError:
-                pass
+        _write_record(failed, key, _reason)
+    finally:
+        if saved_path is None:
+            del os.environ["PATH"]
+        else:
+            os.environ["PATH"] = saved_path
