@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="train a character language model on Shakespeare for a few minutes")
     add_config_flags(demo, DemoConfig)
     commands.add_parser("cells", help="list the registered cells")
+    info = commands.add_parser("info", help="versions, CPU, C++ loops, CUDA and the backend auto picks per cell")
+    info.add_argument("--json", action="store_true", help="print every fact as one JSON object")
     bench.add_arguments(commands.add_parser("bench", help="time every cell against torch.nn, as ratios",
                                             description=bench.__doc__.split("\n\n")[0]))
 
@@ -736,6 +738,12 @@ def dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from .cells import cells
 
         print("\n".join(cells()))
+        return 0
+    if args.command == "info":
+        from .info import collect, format_info
+
+        facts = collect()
+        print(json.dumps(facts, indent=2) if args.json else format_info(facts))
         return 0
     if args.command == "lm":
         return run_lm(args)

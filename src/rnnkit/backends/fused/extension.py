@@ -252,6 +252,13 @@ def _write_record(file: Path | None, key: str, rest: str) -> None:
         pass
 
 
+def _mtime(file: Path | None) -> int | None:
+    try:
+        return None if file is None else file.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def _forget(file: Path | None) -> None:
     try:
         if file is not None:
@@ -299,8 +306,9 @@ def _build() -> None:
     except OSError:
         pass
     record = _read_record(built)
-    cached = (record is not None and record[0] == compile_key and build_dir is not None
-              and (build_dir / f"{name}{_LIB_SUFFIX}").exists())
+    library = build_dir / f"{name}{_LIB_SUFFIX}" if build_dir else None
+    mtime_before = _mtime(library)
+    cached = record is not None and record[0] == compile_key and mtime_before is not None
     if not cached:
         where = "" if build_dir is None else f" (cached in {build_dir})"
         print(BUILD_MESSAGE + where, file=sys.stderr, flush=True)
@@ -321,11 +329,14 @@ def _build() -> None:
         seconds = time.perf_counter() - start
         _ops = torch.ops.rnnkit_fused
         _reason = ""
-        if cached:
-            try:
-                _build_seconds = float(record[1].split()[0])
-            except (IndexError, ValueError):
-                _build_seconds = None
+        if library is not None and _mtime(library) == mtime_before:  # ninja found nothing to compile
+            if record is not None and record[0] == compile_key:
+                try:
+                    _build_seconds = float(record[1].split()[0])
+                except (IndexError, ValueError):
+                    _build_seconds = None
+            else:  # built by an older rnnkit, which kept no record: the time is unknown
+                _write_record(built, compile_key, "unknown")
         else:
             _build_seconds, _built_now = seconds, True
             _write_record(built, compile_key, f"{seconds:.1f}")
