@@ -22,10 +22,13 @@ from rnnkit.tasks.lab import (
     LabTask,
     TrainedLab,
     held_out_set,
+    score,
     train,
     train_defaults,
 )
 from rnnkit.tasks.lab_data import ORDER_SYMBOLS, baseline, make_batch
+from rnnkit.train import checkpoint
+from rnnkit.train.report import read_metrics
 from rnnkit.train.trainer import TrainConfig
 
 
@@ -104,6 +107,33 @@ def test_generators_are_deterministic_and_the_test_set_fixed(problem):
     torch.testing.assert_close(a.y, b.y)
     assert not torch.equal(a.x, c.x)
     torch.testing.assert_close(held_out_set(problem, 12, 16).x, held_out_set(problem, 12, 16).x)
+    torch.testing.assert_close(held_out_set(problem, 12, 16, "dev").x, held_out_set(problem, 12, 16, "dev").x)
+    assert not torch.equal(held_out_set(problem, 12, 16, "dev").x, held_out_set(problem, 12, 16).x)
+
+
+def test_best_checkpoint_and_stop_when_read_the_dev_set_and_test_is_scored_once_on_best(tmp_path):
+    """Every evaluation logged during training is the dev set's score (it picks best/ and decides --stop-when);
+    the test set is read once, on best/. Fails if the Trainer's evaluation scored the test set (the lab did)."""
+    config = LabConfig(length=6, cell="gru", hidden_size=8, batch_size=16, test_size=64)
+    dev, test = held_out_set("adding", 6, 64, "dev"), held_out_set("adding", 6, 64, "test")
+    summary = train("adding", config, TrainConfig(**{**LAB_TRAIN_DEFAULTS, "steps": 12, "lr": 3e-2, "warmup_steps": 1,
+                                                     "eval_every": 3, "checkpoint_every": 3, "log_every": 3}),
+                    tmp_path, progress=False)
+    evals = [r["eval"]["mse"] for r in read_metrics(tmp_path / "metrics.jsonl") if "eval" in r]
+    assert len(evals) == 4
+
+    def weights(name):
+        model = LabModel("adding", config)
+        model.load_state_dict(checkpoint.load(tmp_path / name).model)
+        return model
+
+    last, best = weights("last"), weights("best")
+    on_dev, on_test = score(last, dev)["mse"], score(last, test)["mse"]
+    assert abs(on_dev - on_test) > 1e-3 * on_test  # the two sets tell apart which one was read
+    assert evals[-1] == pytest.approx(on_dev, rel=1e-6) and summary["eval"]["mse"] == pytest.approx(on_dev, rel=1e-6)
+    assert score(best, dev)["mse"] == pytest.approx(min(evals), rel=1e-6)  # best/ is the lowest dev score
+    assert summary["test"]["value"] == pytest.approx(score(best, test)["mse"], rel=1e-6)
+    assert json.loads((tmp_path / "test.json").read_text())["value"] == summary["test"]["value"]
 
 
 @pytest.mark.parametrize("problem,length,message", [("adding", 1, "length of the adding problem"),

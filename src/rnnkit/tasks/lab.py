@@ -35,8 +35,11 @@ one constant bias of 1.0 the LSTM stays at the adding baseline at T = 200 and 40
 
 Training: the Trainer's AdamW with weight decay 0 by default (``LAB_TRAIN_DEFAULTS``); every
 batch is freshly generated from a generator seeded by (seed, batch index), so a run is
-deterministic and resumable; the test set is fixed (seeded by ``TEST_SEED``, the same for every
-run and seed) and never trained on.
+deterministic and resumable. Two fixed held-out sets of ``test_size`` examples each, the same for
+every run and seed, are never trained on: the dev set (``HELD_OUT_SEEDS["dev"]``) is what the
+Trainer's evaluations score, so it picks the ``best/`` checkpoint and decides ``--stop-when``; the
+test set (``HELD_OUT_SEEDS["test"]``) is scored once, at the end, on ``best/``, so the reported
+test number was not selected on test.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ from .lab_data import COPY_RECALL, COPY_SYMBOLS, ORDER_CLASSES, PROBLEMS, LabBat
 
 NAME = "lab"
 TEST_SEED = 2**62 + 7  # the fixed test set's generator; training batches use seeds far below it
+DEV_SEED = 2**62 + 11  # the fixed dev set's, which picks best/ and decides --stop-when (its own: not test's)
+HELD_OUT_SEEDS = {"dev": DEV_SEED, "test": TEST_SEED}
 STREAM_SEED_STRIDE = 1_000_003  # batch i of seed s is drawn with seed s * stride + i
 EVAL_BATCH = 500  # test examples per forward call (memory at T = 400)
 # The primary metric of each problem (the Trainer keeps the best checkpoint by it) and its direction.
@@ -112,7 +117,8 @@ class LabConfig:
                                                           "chrono (per unit log U[1, S - 1], S the longest "
                                                           "sequence; Tallec & Ollivier 2018)"})
     batch_size: int = field(default=64, metadata={"help": "examples per step, freshly generated"})
-    test_size: int = field(default=1000, metadata={"help": "examples in the fixed test set"})
+    test_size: int = field(default=1000, metadata={"help": "examples in the fixed test set, and in the fixed dev "
+                                                         "set that picks best/ and decides --stop-when"})
 
     def validate(self, problem: str) -> None:
         lab_data.check_length(problem, self.length)
@@ -295,9 +301,11 @@ class LabStream:
         self.position, self.seed = int(meta["position"]), int(meta["seed"])
 
 
-def held_out_set(problem: str, length: int, size: int) -> LabBatch:
-    """The fixed held-out examples: the same for every run, seed and cell."""
-    return lab_data.make_batch(problem, length, size, TEST_SEED)
+def held_out_set(problem: str, length: int, size: int, split: str = "test") -> LabBatch:
+    """The fixed held-out examples of ``split`` ("dev" or "test"): the same for every run, seed and cell."""
+    if split not in HELD_OUT_SEEDS:
+        raise ValueError(f"split must be one of {', '.join(HELD_OUT_SEEDS)}, got {split!r}")
+    return lab_data.make_batch(problem, length, size, HELD_OUT_SEEDS[split])
 
 
 class LabTask:
@@ -314,7 +322,8 @@ class LabTask:
         self.metric, self.higher_is_better = METRICS[problem]
         self.model = LabModel(problem, config).to(device)
         self.stream = LabStream(problem, config.length, config.batch_size, seed, device)
-        self.test = held_out_set(problem, config.length, config.test_size)
+        self.dev = held_out_set(problem, config.length, config.test_size, "dev")  # the Trainer's evaluations
+        self.test = held_out_set(problem, config.length, config.test_size, "test")  # once, at the end, on best/
         self._x: Tensor | None = None  # the last batch's input, which autograd gives a gradient
 
     def shard(self, batch: LabBatch, rank: int, world_size: int) -> LabBatch:
@@ -337,7 +346,8 @@ class LabTask:
         return self._x.grad.detach().flatten(1).norm(dim=1)  # (S,)
 
     def evaluate(self) -> dict[str, float]:
-        return score(self.model, self.test)
+        """The dev set's metrics: they pick best/ and decide --stop-when (the test set is kept for the end)."""
+        return score(self.model, self.dev)
 
     def describe(self) -> tuple[dict, None]:
         return {**self.config.model_settings(), "problem": self.problem}, None
@@ -345,8 +355,8 @@ class LabTask:
 
 def train(problem: str, config: LabConfig, train_config: TrainConfig, out: str | Path, resume: bool = False,
           console: Console | None = None, progress: bool = True) -> dict:
-    """Train ``config.cell`` on ``problem`` into the run directory ``out``; returns the Trainer's summary plus
-    ``test`` (``result``'s object for the best checkpoint on the fixed test set)."""
+    """Train ``config.cell`` on ``problem`` into the run directory ``out``; returns the Trainer's summary (its
+    evaluations on the dev set) plus ``test`` (``result``'s object for the best checkpoint on the fixed test set)."""
     lab_data.check_problem(problem)
     config.validate(problem)
     config = config.resolve(problem)  # config.json records the values used
@@ -356,10 +366,11 @@ def train(problem: str, config: LabConfig, train_config: TrainConfig, out: str |
     trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
     params = sum(p.numel() for p in task.model.parameters())
     console.print(f"lab {problem}: T={config.length}, {config.cell} {config.num_layers}x{config.hidden_size}, "
-                  f"{params:,} parameters, batch {config.batch_size}, test set {config.test_size}", highlight=False)
+                  f"{params:,} parameters, batch {config.batch_size}, dev set {config.test_size}, test set "
+                  f"{config.test_size}", highlight=False)
     summary = trainer.fit()
     best = Path(out) / "best"
-    if best.exists():  # the test set also picks the best checkpoint: it is a lab, there is nothing to overfit
+    if best.exists():  # picked on the dev set: the test set is read here, once
         task.model.load_state_dict(checkpoint.load(best).model)
     test = result(problem, config.length, config.cell, score(task.model, task.test), config.test_size)
     (Path(out) / "test.json").write_text(json.dumps(test) + "\n")
