@@ -19,7 +19,7 @@ from types import ModuleType
 
 import torch
 
-from . import fused, native, reference, scan
+from . import fused, native, reference, scan, triton
 
 
 class NotSupported(RuntimeError):
@@ -41,7 +41,8 @@ class Problem:
     autocast: torch.dtype | None = None  # the autocast dtype on this device, None where autocast is off
 
 
-BACKENDS: dict[str, ModuleType] = {"reference": reference, "native": native, "fused": fused, "scan": scan}
+BACKENDS: dict[str, ModuleType] = {"reference": reference, "native": native, "fused": fused, "scan": scan,
+                                   "triton": triton}  # triton: only when named, never by auto
 
 # auto's fixed table: the first backend here that supports the problem runs it. torch's own
 # kernels (oneDNN / cuDNN) are the fastest for the cells they have; the reference loop runs

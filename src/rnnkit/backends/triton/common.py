@@ -1,0 +1,175 @@
+"""Pieces every Triton kernel family shares: dtypes, block sizes, the step bookkeeping, double
+backward, and the CUDA-graph cache of the time loops.
+
+Lengths are a prefix per sequence (step t of sequence b runs while t < lengths[b]), and every
+kernel gets the lengths and the step index, so the whole mask is one compare inside the kernel.
+BPTT uses that prefix: past a sequence's end every gradient is zero, so the gradient that reaches
+h_t from outside the recurrence is, for all steps at once,
+
+    base_t = dout_t [t < len]  +  dh_T [t = len - 1]
+
+and each backward step's GEMM forms dh~_{t-1} = base_{t-1} + da_t W_hh as one ``addmm``: where
+step t does not run, da_t is zero and so is base_{t-1} unless t - 1 is the last step.
+
+This module imports triton; ``triton/__init__.py`` imports the family modules only when a layer
+runs, so rnnkit imports where triton is missing. ``TRITON_INTERPRET=1`` must be set before triton is
+imported for the interpreter to run CPU tensors (the tests set it at the top of their module).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from ...cells import LSTMState, State
+from ..reference import time_loop
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+def compute_type(dtype: torch.dtype):
+    """The type a kernel computes in: float64 for float64 (the tests), float32 otherwise (autocast's bf16 too)."""
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the carried cell state: float32 under bf16/fp16 autocast, else the input's."""
+    return torch.float32 if dtype in HALF else dtype
+
+
+def block(n: int) -> int:
+    """The kernels' block: one program per batch row holds all n units (a power of two, at least 16)."""
+    return max(16, triton.next_power_of_2(n))
+
+
+def full_lengths(lengths: Tensor | None, T: int, B: int, device: torch.device) -> Tensor:
+    """(B,) int64 on ``device``: the lengths, or T for every sequence. The kernels read it per step."""
+    if lengths is None:
+        return torch.full((B,), T, dtype=torch.int64, device=device)
+    return lengths.to(device=device, dtype=torch.int64).contiguous()
+
+
+def step_mask(lengths: Tensor, T: int) -> Tensor:
+    """(T, B, 1) bool, True where step t of sequence b runs."""
+    return (torch.arange(T, device=lengths.device)[:, None] < lengths)[..., None]
+
+
+def base_grad(grad_out: Tensor, grad_h: Tensor, lengths: Tensor) -> Tensor:
+    """base_t = dout_t [t < len] + dh_T [t = len - 1], (T, B, R): the gradient reaching h_t from outside."""
+    T = grad_out.shape[0]
+    t = torch.arange(T, device=lengths.device)[:, None]  # (T, 1)
+    running, last = (t < lengths)[..., None], (t == lengths - 1)[..., None]  # (T, B, 1)
+    zero = grad_out.new_zeros(())
+    return torch.where(running, grad_out, zero) + torch.where(last, grad_h, zero)
+
+
+def gather_final(states: Tensor, lengths: Tensor) -> Tensor:
+    """states[len_b, b] for every b, from a (T + 1, B, N) tensor whose row t is the state after t steps."""
+    index = lengths.view(1, -1, 1).expand(1, states.shape[1], states.shape[2])
+    return states.gather(0, index)[0]
+
+
+def sum_rows(x: Tensor) -> Tensor:
+    """Sum a (T, B, N) tensor over its first two dims: a bias gradient over all steps."""
+    return x.reshape(-1, x.shape[-1]).sum(0)
+
+
+def rows_gemm(a: Tensor, b: Tensor) -> Tensor:
+    """sum_t a_t^T b_t for a (T, B, M) and b (T, B, N) as one (M, N) GEMM over all T*B rows."""
+    return a.reshape(-1, a.shape[-1]).t() @ b.reshape(-1, b.shape[-1])
+
+
+def state_parts(state: State) -> list[Tensor]:
+    return [state] if isinstance(state, Tensor) else list(state)
+
+
+def reference_grads(cell, lengths: Tensor | None, gx: Tensor, state: State, weights: dict[str, Tensor | None],
+                    grads: list[Tensor]) -> tuple[Tensor | None, ...]:
+    """Double backward: the gradients of (gx, *state parts, *weights) recomputed on the reference loop.
+
+    A backward that runs with grad mode on (``create_graph=True``) must itself be differentiable.
+    The hand-derived loops write into preallocated buffers, which autograd cannot record, so the
+    sequence is run again through ``reference.time_loop`` (same math) and differentiated with
+    ``create_graph=True``. ``grads`` are the incoming (dout, *dstate). Weights that are None give None.
+    """
+    names = [k for k, v in weights.items() if v is not None]
+    inputs = [gx, *state_parts(state), *(weights[k] for k in names)]
+    with torch.enable_grad():
+        out, final = time_loop(cell, gx, state, {k: weights[k] for k in names}, lengths)
+        outputs = [out, *state_parts(final)]
+        need = [i for i, x in enumerate(inputs) if x.requires_grad]
+        got = torch.autograd.grad(outputs, [inputs[i] for i in need], grads, allow_unused=True, create_graph=True)
+    result: list[Tensor | None] = [None] * len(inputs)
+    for i, g in zip(need, got):
+        result[i] = g
+    by_name = dict(zip(names, result[len(inputs) - len(names):]))
+    n_state = len(state_parts(state))
+    return (*result[: 1 + n_state], *(by_name.get(k) for k in weights))
+
+
+def make_state(parts: list[Tensor]) -> State:
+    return parts[0] if len(parts) == 1 else LSTMState(*parts)
+
+
+class GraphCache:
+    """CUDA graphs of a time loop, one per key (shapes, dtypes, flags), the least recently used dropped first.
+
+    A loop written into preallocated buffers launches the same kernels with the same arguments on
+    every call of the same shape, so it can be captured once and replayed: one launch per call
+    instead of two or three per step. ``run(key, loop, inputs)`` copies ``inputs`` into the graph's
+    static inputs, replays, and returns clones of the static outputs (the next replay overwrites them).
+    Only for CUDA tensors; on the CPU (and under the interpreter) ``loop`` just runs.
+    """
+
+    def __init__(self, size: int = 16):
+        self.size = size
+        self.graphs: OrderedDict = OrderedDict()
+
+    def run(self, key, loop, inputs: list[Tensor | None]) -> list[Tensor]:
+        if not inputs[0].is_cuda or torch.cuda.is_current_stream_capturing():
+            return loop(*inputs)
+        entry = self.graphs.get(key)
+        if entry is None:
+            static_in = [None if x is None else x.detach().clone() for x in inputs]
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # warm-up: compiles the kernels and settles cuBLAS's workspace
+                loop(*static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = loop(*static_in)
+            entry = (graph, static_in, static_out)
+            self.graphs[key] = entry
+            if len(self.graphs) > self.size:
+                self.graphs.popitem(last=False)
+        else:
+            self.graphs.move_to_end(key)
+        graph, static_in, static_out = entry
+        for dst, src in zip(static_in, inputs):
+            if dst is not None:
+                dst.copy_(src)
+        graph.replay()
+        return [x.clone() for x in static_out]
+
+
+GRAPHS = GraphCache()
+
+
+@triton.jit
+def sigmoid(x):
+    """The logistic function, exact on both tails: exp of a non-positive number only."""
+    e = tl.exp(-tl.abs(x))
+    return tl.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+@triton.jit
+def tanh(x):
+    """tanh through exp(-2|x|), so it neither overflows nor loses digits near 0 beyond a few ulp."""
+    e = tl.exp(-2 * tl.abs(x))
+    y = (1 - e) / (1 + e)
+    return tl.where(x >= 0, y, -y)
