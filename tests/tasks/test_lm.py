@@ -139,10 +139,43 @@ def test_bidirectional_is_refused():
         LMConfig(bidirectional=True).validate()
 
 
-def test_bf16_autocast_trains(text_file, tmp_path):
-    summary = train(LMConfig(data=str(text_file), output_dropout=0.1, **SMALL),
-                    TrainConfig(steps=4, eval_every=4, bf16=True), tmp_path / "bf16", progress=False)
-    assert summary["step"] == 4 and summary["eval"]["nats_per_char"] < 5
+def test_bf16_autocast_trains_as_float32_does(tmp_path):
+    """--bf16 runs the recurrent layer in bfloat16 in training and evaluation (a forward hook on every
+    ``Recurrent`` sees its output's dtype), and its losses track the float32 run's from the same seed: per
+    logged step and at the evaluation within 0.02 nats. Measured (torch 2.13 CPU): at most 1.5e-3 per step and
+    9e-4 at the evaluation, while the loss falls from 4.17 to 3.08, below the unigram baseline (3.18), so
+    a recurrent layer whose bf16 output were wrong (zeros, say: about unigram) would be 0.1 off."""
+    text = tmp_path / "plays.txt"
+    text.write_text(bundled_text()[:15_000])
+    seen: list[tuple[bool, torch.dtype]] = []
+
+    def hook(module, args, output):
+        if isinstance(module, rnnkit.Recurrent):
+            seen.append((module.training, output[0].dtype))
+
+    runs = {}
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        for bf16 in (False, True):
+            seen.clear()
+            out = tmp_path / ("bf16" if bf16 else "float32")
+            summary = train(LMConfig(data=str(text), output_dropout=0.1, **SMALL),
+                            TrainConfig(steps=8, eval_every=8, log_every=1, lr=3e-2, warmup_steps=1, bf16=bf16),
+                            out, progress=False)
+            losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
+                      if '"loss"' in line]
+            runs[bf16] = summary, losses, sorted(set(seen))
+    finally:
+        handle.remove()
+    (summary32, losses32, seen32), (summary16, losses16, seen16) = runs[False], runs[True]
+    assert seen32 == [(False, torch.float32), (True, torch.float32)], f"float32 run: (training, dtype) {seen32}"
+    assert seen16 == [(False, torch.bfloat16), (True, torch.bfloat16)], f"bf16 run: (training, dtype) {seen16}"
+    assert summary16["step"] == 8 and len(losses16) == len(losses32) == 8
+    nats32, nats16 = summary32["eval"]["nats_per_char"], summary16["eval"]["nats_per_char"]
+    assert nats32 < summary32["eval"]["unigram_nats_per_char"] < losses32[0], "float32 learned nothing to compare"
+    for step, (a, b) in enumerate(zip(losses32, losses16), 1):
+        assert abs(a - b) <= 0.02, f"step {step}: bf16 loss {b:.4f}, float32 {a:.4f}"
+    assert abs(nats16 - nats32) <= 0.02, f"evaluation: bf16 {nats16:.4f} nats/char, float32 {nats32:.4f}"
 
 
 def test_cli_reports_a_bad_flag_value_without_a_traceback(tmp_path, capsys):
