@@ -31,6 +31,9 @@ KERNELS = {
     "peephole_lstm": "lstm",
     "layernorm_lstm": "lstm",
     "cifg_lstm": "lstm",
+    "rnn_tanh": "elman",
+    "rnn_relu": "elman",
+    "indrnn": "indrnn",
 }
 
 # regularizers that act inside the time loop; the kernels do not take their masks yet
