@@ -127,7 +127,11 @@ class TensorBoard:
             raise ImportError("--tensorboard needs the tensorboard package: pip install tensorboard") from error
 
     def scalars(self, step: int, values: dict, prefix: str) -> None:
+        """Each finite number of ``values`` as ``prefix/name`` at ``step`` (the record's own "step" is the x axis,
+        not a scalar; nested dicts and text are left to metrics.jsonl)."""
         for name, value in values.items():
+            if name == "step" or isinstance(value, bool):
+                continue
             if isinstance(value, (int, float)) and math.isfinite(value):
                 self._writer.add_scalar(f"{prefix}/{name}", value, step)
 
