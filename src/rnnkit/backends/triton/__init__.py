@@ -34,6 +34,8 @@ KERNELS = {
     "rnn_tanh": "elman",
     "rnn_relu": "elman",
     "indrnn": "indrnn",
+    "gru": "gru",
+    "cho_gru": "gru",
 }
 
 # regularizers that act inside the time loop; the kernels do not take their masks yet
