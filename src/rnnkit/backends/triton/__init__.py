@@ -36,6 +36,8 @@ KERNELS = {
     "indrnn": "indrnn",
     "gru": "gru",
     "cho_gru": "gru",
+    "mingru": "minimal",
+    "minlstm": "minimal",
 }
 
 # regularizers that act inside the time loop; the kernels do not take their masks yet

@@ -1,0 +1,143 @@
+"""Triton BPTT for minGRU and minLSTM (Feng et al. 2024): the whole time loop in one kernel.
+
+Both are a linear recurrence h_t = a_t h_{t-1} + b_t whose coefficients depend on gx alone
+(``fused/minimal.py`` gives the derivatives), so, as IndRNN, one program per batch row runs all T
+steps over its H units with h in registers, forward and backward; there is no GEMM in the loop.
+Backward recomputes the gates from gx (pointwise, cheaper than storing them) and reads h_{t-1}
+from the saved states (T + 1, B, H):
+
+    mingru:  a = 1 - z, b = z h~;   da_z = dh~ (h~ - h_{t-1}) z (1 - z),   da_h = dh~ z g'(a_h)
+    minlstm: a = f', b = i' h~ with f' = sigma(d), i' = sigma(-d), d = log sigma(a_f) - log sigma(a_i);
+             k = (h_{t-1} - h~) f' i';  da_f = dh~ k (1 - f),  da_i = -dh~ k (1 - i),  da_h = dh~ i' g'(a_h)
+
+with g(a) = a + 1/2 (a >= 0), sigma(a) (a < 0), and dh_{t-1} = a_t dh~_t.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .common import block, compute_type, full_lengths, reference_grads, sigmoid
+
+
+@triton.jit
+def _log_sigmoid(x):
+    return tl.minimum(x, 0.0) - tl.log(1 + tl.exp(-tl.abs(x)))
+
+
+@triton.jit
+def _coefficients(gx_ptr, row, k, valid, H, MINLSTM: tl.constexpr, ACC: tl.constexpr):
+    """(a, b, and what backward needs) of one step: decay a, the candidate h~ and the gates."""
+    if MINLSTM:
+        a_f = tl.load(gx_ptr + row + k, mask=valid, other=0.0).to(ACC)
+        a_i = tl.load(gx_ptr + row + H + k, mask=valid, other=0.0).to(ACC)
+        a_h = tl.load(gx_ptr + row + 2 * H + k, mask=valid, other=0.0).to(ACC)
+        d = _log_sigmoid(a_f) - _log_sigmoid(a_i)  # log f - log i: no 0/0 when both underflow
+        decay = sigmoid(d)  # f' = f / (f + i)
+        gate = sigmoid(-d)  # i'
+        f = sigmoid(a_f)
+        i = sigmoid(a_i)
+    else:
+        a_z = tl.load(gx_ptr + row + k, mask=valid, other=0.0).to(ACC)
+        a_h = tl.load(gx_ptr + row + H + k, mask=valid, other=0.0).to(ACC)
+        gate = sigmoid(a_z)  # z
+        decay = 1 - gate
+        f = gate
+        i = gate
+    s = sigmoid(tl.minimum(a_h, 0.0))
+    h_tilde = tl.where(a_h >= 0, a_h + 0.5, s)
+    dg = tl.where(a_h >= 0, 1.0, s * (1 - s))
+    return decay, gate, h_tilde, dg, f, i
+
+
+@triton.jit
+def _forward(gx_ptr, h0_ptr, len_ptr, hs_ptr, out_ptr, T, B, H, NG: tl.constexpr, MINLSTM: tl.constexpr,
+             BLOCK: tl.constexpr, ACC: tl.constexpr):
+    """All T steps of one batch row: hs (T + 1, B, H) with the state kept past the end, out zero there."""
+    b = tl.program_id(0)
+    k = tl.arange(0, BLOCK)
+    valid = k < H
+    n = tl.load(len_ptr + b)
+    h = tl.load(h0_ptr + b * H + k, mask=valid, other=0.0).to(ACC)
+    tl.store(hs_ptr + b * H + k, h, mask=valid)
+    for t in range(0, T):
+        decay, gate, h_tilde, dg, f, i = _coefficients(gx_ptr, (t * B + b) * NG * H, k, valid, H, MINLSTM, ACC)
+        h_new = decay * h + gate * h_tilde
+        running = t < n
+        h = tl.where(running, h_new, h)
+        tl.store(hs_ptr + ((t + 1) * B + b) * H + k, h, mask=valid)
+        tl.store(out_ptr + (t * B + b) * H + k, tl.where(running, h_new, 0.0), mask=valid)
+
+
+@triton.jit
+def _backward(gx_ptr, hs_ptr, dout_ptr, dh_last_ptr, len_ptr, dgx_ptr, dh0_ptr, T, B, H, NG: tl.constexpr,
+              MINLSTM: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    """All T steps of one batch row from the last: d gx (T, B, NG*H) and dh_0."""
+    b = tl.program_id(0)
+    k = tl.arange(0, BLOCK)
+    valid = k < H
+    n = tl.load(len_ptr + b)
+    dh_last = tl.load(dh_last_ptr + b * H + k, mask=valid, other=0.0).to(ACC)
+    dh = tl.zeros([BLOCK], dtype=ACC)
+    for s in range(0, T):
+        t = T - 1 - s
+        row = (t * B + b) * NG * H
+        decay, gate, h_tilde, dg, f, i = _coefficients(gx_ptr, row, k, valid, H, MINLSTM, ACC)
+        h_prev = tl.load(hs_ptr + (t * B + b) * H + k, mask=valid, other=0.0).to(ACC)
+        g = tl.load(dout_ptr + (t * B + b) * H + k, mask=valid, other=0.0).to(ACC) + dh
+        g = tl.where(t == n - 1, g + dh_last, g)  # the final state's gradient enters at the last step
+        g = tl.where(valid & (t < n), g, 0.0)
+        if MINLSTM:
+            kk = (h_prev - h_tilde) * decay * gate
+            tl.store(dgx_ptr + row + k, g * kk * (1 - f), mask=valid)
+            tl.store(dgx_ptr + row + H + k, -g * kk * (1 - i), mask=valid)
+            tl.store(dgx_ptr + row + 2 * H + k, g * gate * dg, mask=valid)
+        else:
+            tl.store(dgx_ptr + row + k, g * (h_tilde - h_prev) * gate * decay, mask=valid)
+            tl.store(dgx_ptr + row + H + k, g * gate * dg, mask=valid)
+        dh = g * decay
+    tl.store(dh0_ptr + b * H + k, dh, mask=valid)
+
+
+def recurrence(cell, gx: Tensor, state: Tensor, w, lengths: Tensor | None, noise=None) -> tuple[Tensor, Tensor]:
+    """The Triton time loop of one minGRU or minLSTM layer and direction (contract in fused/__init__.py)."""
+    if noise is not None:
+        raise ValueError("the triton backend runs no zoneout yet (supports() refuses it)")
+    return _Minimal.apply(cell, lengths, torch.is_grad_enabled(), gx, state)
+
+
+class _Minimal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cell, lengths, grad_enabled, gx, h0):
+        minlstm = cell.name == "minlstm"
+        with torch.autocast(gx.device.type, enabled=False):
+            dtype = gx.dtype  # under autocast the input GEMM already chose it
+            T, B, G = gx.shape
+            H = h0.shape[-1]
+            lens = full_lengths(lengths, T, B, gx.device)
+            gxc, h0c = gx.contiguous(), h0.to(dtype).contiguous()
+            hs, out = gx.new_empty(T + 1, B, H), gx.new_empty(T, B, H)
+            _forward[(B,)](gxc, h0c, lens, hs, out, T, B, H, NG=G // H, MINLSTM=minlstm, BLOCK=block(H),
+                           ACC=compute_type(dtype))
+        ctx.cell, ctx.lengths, ctx.minlstm = cell, lengths, minlstm
+        ctx.dtypes = (gx.dtype, h0.dtype)
+        if grad_enabled:
+            ctx.save_for_backward(gx, h0, gxc, lens, hs)
+        return out, hs[T].clone()
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_h):
+        gx, h0, gxc, lens, hs = ctx.saved_tensors
+        if torch.is_grad_enabled():  # double backward: differentiate the reference loop instead
+            grads = reference_grads(ctx.cell, ctx.lengths, gx, h0, {}, [grad_out, grad_h])
+            return (None, None, None, *grads)
+        with torch.autocast(hs.device.type, enabled=False):
+            T, B, G = gxc.shape
+            H = hs.shape[-1]
+            dgx, dh0 = torch.empty_like(gxc), hs.new_empty(B, H)
+            _backward[(B,)](gxc, hs, grad_out.to(hs.dtype).contiguous(), grad_h.to(hs.dtype).contiguous(), lens, dgx,
+                            dh0, T, B, H, NG=G // H, MINLSTM=ctx.minlstm, BLOCK=block(H), ACC=compute_type(hs.dtype))
+        return (None, None, None, dgx.to(ctx.dtypes[0]), dh0.to(ctx.dtypes[1]))
