@@ -6,15 +6,27 @@ agree within 1e-10 in float64 and 1e-5 (relative to the largest value) in float3
 peephole_lstm, cifg_lstm and layernorm_lstm with and without projection, lengths and bias, at
 shapes that exercise vector tails, the row split and the hidden-unit split over threads (the
 layer-norm kind keeps each row on one thread: its norms reduce over the row). test_fused.py
-checks the same kernels (C++ when available) against the reference backend. Plus: status()
-is a string, the environment variable really forces the Python loops, and an unavailable
-extension warns once and falls back.
+checks the same kernels (C++ when available) against the reference backend. The suite pins one
+intra-op thread (conftest.py); these parity tests also run at 2 and 3, so the code that splits work
+over threads runs too. Plus: status() is a string, the environment variable really forces the
+Python loops, and an unavailable extension warns once and falls back.
+
+Where a C++ compiler exists the loops must load (test_cpp_loops_load_where_a_compiler_exists fails,
+not skips, otherwise): a green run proves the parity tests ran. The build finds the environment's own
+ninja when PATH has none (an environment used without activating it), and a cached failure is retried
+when what it depended on changes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,6 +45,7 @@ SHAPES = [
     ("rows", 3, 80, 5, 130, 40, [3, 1, 2, 3] * 20),  # many rows split over threads
 ]
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+THREADS = [1, 2, 3]  # intra-op threads: 3 splits rows and hidden units unevenly
 GRID = [(cell, shape, lengths, bias, dtype)
         for cell, shape, (lengths, bias), dtype in itertools.product(
             CELLS, SHAPES, [(False, True), (True, True), (True, False)], [torch.float64, torch.float32])
@@ -45,6 +58,18 @@ def grid_id(cell, shape, lengths, bias, dtype):
 
 needs_extension = pytest.mark.skipif(
     extension.disabled() or extension.load() is None, reason=f"C++ loops: {extension.status()}")
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int):
+    """torch's intra-op thread count set to ``n`` inside, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        assert torch.get_num_threads() == n
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class _Spy:
@@ -79,8 +104,14 @@ def run(layer, x, state, lengths, coefs):
 
 
 @needs_extension
+@pytest.mark.parametrize("threads", THREADS, ids=[f"{n}thr" for n in THREADS])
 @pytest.mark.parametrize("cell,shape,lengths,bias,dtype", GRID, ids=[grid_id(*g) for g in GRID])
-def test_cpp_loops_match_python_loops(cell, shape, lengths, bias, dtype, monkeypatch):
+def test_cpp_loops_match_python_loops(cell, shape, lengths, bias, dtype, threads, monkeypatch):
+    with intra_op_threads(threads):
+        check_cpp_loops_match_python_loops(cell, shape, lengths, bias, dtype, monkeypatch)
+
+
+def check_cpp_loops_match_python_loops(cell, shape, lengths, bias, dtype, monkeypatch):
     _, T, B, I, H, P, lens = shape
     torch.manual_seed(0)
     layer = rnnkit.Recurrent(cell, I, H, proj_size=P, bias=bias, backend="fused", dtype=dtype)
@@ -112,9 +143,15 @@ def test_cpp_loops_match_python_loops(cell, shape, lengths, bias, dtype, monkeyp
 
 
 @needs_extension
+@pytest.mark.parametrize("threads", THREADS, ids=[f"{n}thr" for n in THREADS])
 @pytest.mark.parametrize("cell", CELLS)
-def test_cpp_inference_matches_training_forward(cell, monkeypatch):
+def test_cpp_inference_matches_training_forward(cell, threads, monkeypatch):
     """Under no_grad the C++ forward keeps only two states and saves nothing: same output."""
+    with intra_op_threads(threads):
+        check_cpp_inference_matches_training_forward(cell, monkeypatch)
+
+
+def check_cpp_inference_matches_training_forward(cell, monkeypatch):
     torch.manual_seed(0)
     layer = rnnkit.Recurrent(cell, 5, 33, proj_size=9, backend="fused", dtype=torch.float64)
     x = torch.randn(7, 6, 5, dtype=torch.float64)
@@ -200,3 +237,188 @@ def test_layernorm_gradient_sums_over_threads(proj_size, monkeypatch):
         torch.set_num_threads(threads)
     for name in expected:
         assert_close(name, expected[name], got[name], 1e-10)
+
+
+def test_cpp_loops_load_where_a_compiler_exists():
+    """CI's proof that the C++ loops ran: with a compiler, a failed build fails here instead of skipping."""
+    if extension.disabled():
+        pytest.skip(f"{extension.ENV_DISABLE}=1 asks for the Python loops")
+    compiler = extension.find_compiler(extension.build_path(extension.find_ninja()))
+    if compiler is None:
+        pytest.skip("no C++ compiler on PATH: the Python loops are the documented fallback")
+    assert extension.load() is not None, f"a C++ compiler ({compiler}) exists but the C++ loops did not load: " \
+                                         f"{extension.status()}"
+    assert "loaded" in extension.status()
+
+
+def executable(folder: Path, name: str, version: str) -> Path:
+    """A shell script ``folder/name`` that prints ``version`` for ``--version``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(f"#!/bin/sh\necho '{version}'\n")
+    path.chmod(0o755)
+    return path
+
+
+needs_posix = pytest.mark.skipif(os.name != "posix", reason="the fake tools are shell scripts")
+
+
+@needs_posix
+def test_ninja_is_found_off_path_in_the_environment(tmp_path, monkeypatch):
+    """PATH without ninja (an environment not activated): the ninja package's, else the one beside Python."""
+    import ninja
+
+    on_path = executable(tmp_path / "on_path", "ninja", "1.0")
+    package = executable(tmp_path / "package", "ninja", "2.0")
+    beside = executable(tmp_path / "env" / "bin", "ninja", "3.0")
+    monkeypatch.setattr(ninja, "BIN_DIR", str(package.parent))
+    monkeypatch.setattr(sys, "executable", str(beside.parent / "python"))
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert extension.find_ninja() == str(on_path)  # PATH first, as torch would use it
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert extension.find_ninja() == str(package)
+    monkeypatch.setattr(ninja, "BIN_DIR", str(tmp_path / "nothing"))
+    assert extension.find_ninja() == str(beside)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bare" / "python"))
+    assert extension.find_ninja() is None
+    # the build's PATH: ninja's folder in front, once; the user's PATH unchanged
+    assert extension.build_path(str(package), "/usr/bin") == f"{package.parent}{os.pathsep}/usr/bin"
+    assert extension.build_path(str(on_path), f"/usr/bin{os.pathsep}{on_path.parent}") == \
+        f"/usr/bin{os.pathsep}{on_path.parent}"
+    assert extension.build_path(None, "/usr/bin") == "/usr/bin"
+
+
+@needs_posix
+def test_build_key_changes_with_what_the_build_depends_on(tmp_path, monkeypatch):
+    """Each input alone changes the key: the compiler's path ($CXX, same PATH), its version (same path),
+    PATH, the flags, ninja, rnnkit's version. A key that ignored one would keep a stale failure."""
+    monkeypatch.delenv("CXX", raising=False)
+    tools = tmp_path / "tools"
+    compiler = executable(tools, "c++", "g++ 12.2.0")
+    other = executable(tmp_path / "other", "c++", "g++ 12.2.0")
+    ninja = str(executable(tmp_path / "n", "ninja", "1.13.2"))
+    flags, path = extension._flags("avx2"), str(tools)
+
+    def key(flags=flags, ninja=ninja, path=path):
+        return extension.build_key(extension.build_inputs(flags, ninja, path))
+
+    before = key()
+    assert key() == before  # stable
+    monkeypatch.setenv("CXX", str(other))
+    assert key() != before, "the key ignores the compiler's path"
+    monkeypatch.setenv("CXX", str(compiler))
+    assert key() == before  # $CXX naming the same compiler as PATH: same inputs
+    executable(tools, "c++", "g++ 13.1.0")
+    assert key() != before, "the key ignores the compiler's version"
+    executable(tools, "c++", "g++ 12.2.0")
+    assert key(path=f"{tools}{os.pathsep}{tmp_path}") != before, "the key ignores PATH"
+    assert key(flags=extension._flags("default")) != before, "the key ignores the flags"
+    assert key(ninja=str(executable(tmp_path / "m", "ninja", "1.13.2"))) != before, "the key ignores ninja's path"
+    assert key(ninja=str(executable(tmp_path / "n", "ninja", "1.11.0"))) != before, "the key ignores ninja's version"
+    executable(tmp_path / "n", "ninja", "1.13.2")
+    assert key() == before  # everything back as it was
+    monkeypatch.setattr(rnnkit, "__version__", "99.0")
+    assert key() != before, "the key ignores rnnkit's version"
+
+
+@pytest.fixture
+def fresh_extension(tmp_path, monkeypatch):
+    """The extension module as before its first build, with its cache in tmp_path and a fake compiler."""
+    for name, value in [("_ops", None), ("_reason", None), ("_packed_reason", None), ("_build_seconds", None),
+                        ("_built_now", False)]:
+        monkeypatch.setattr(extension, name, value)
+    monkeypatch.delenv(extension.ENV_DISABLE, raising=False)
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    tools = tmp_path / "tools"
+    executable(tools, "c++", "g++ 12.2.0")
+    ninja = executable(tmp_path / "venv" / "bin", "ninja", "1.13.2")  # off PATH, as in an unactivated venv
+    monkeypatch.setenv("PATH", str(tools))
+    monkeypatch.setattr(extension, "find_ninja", lambda path=None: str(ninja))
+    return ninja
+
+
+@needs_posix
+def test_cached_failure_is_retried_only_when_its_inputs_change(fresh_extension, tmp_path, monkeypatch, capsys):
+    from torch.utils import cpp_extension
+
+    builds = []
+
+    def failing_load(**kwargs):
+        builds.append(os.environ["PATH"])
+        raise RuntimeError("error: simulated compiler failure")
+
+    monkeypatch.setattr(cpp_extension, "load", failing_load)
+    assert extension.load() is None
+    assert builds == [f"{fresh_extension.parent}{os.pathsep}{tmp_path / 'tools'}"], "ninja's folder not on PATH"
+    assert os.environ["PATH"] == str(tmp_path / "tools"), "PATH not restored after the build"
+    assert extension.BUILD_MESSAGE in capsys.readouterr().err
+    assert "simulated compiler failure" in extension.status()
+
+    monkeypatch.setattr(extension, "_reason", None)  # a new process, same inputs: the cached failure, no build
+    assert extension.load() is None
+    assert len(builds) == 1
+    assert "simulated compiler failure" in extension.status() and "delete" in extension.status()
+    assert "retried when the compiler" in extension.status()
+
+    executable(tmp_path / "tools", "c++", "g++ 13.1.0")  # a new compiler: built again
+    monkeypatch.setattr(extension, "_reason", None)
+    assert extension.load() is None
+    assert len(builds) == 2
+
+
+@needs_posix
+def test_successful_build_records_its_time_and_says_nothing_next_time(fresh_extension, monkeypatch, capsys):
+    from torch.utils import cpp_extension
+
+    def load_writing_the_library(name, **kwargs):
+        library = Path(os.environ["TORCH_EXTENSIONS_DIR"]) / name / f"{name}.so"
+        if not library.exists():  # the first call compiles; a later one finds it up to date
+            library.write_bytes(b"")
+
+    monkeypatch.setattr(cpp_extension, "load", load_writing_the_library)
+    assert extension.load() is not None
+    assert extension._built_now and extension._build_seconds is not None
+    assert extension.BUILD_MESSAGE in capsys.readouterr().err
+    monkeypatch.setattr(extension, "_reason", None)  # a new process
+    monkeypatch.setattr(extension, "_built_now", False)
+    assert extension.load() is not None
+    assert not extension._built_now and extension._build_seconds is not None  # from the record
+    assert extension.BUILD_MESSAGE not in capsys.readouterr().err
+
+
+def path_without_ninja(folder: Path) -> str:
+    """A folder of links to every program on PATH but ninja and the venv's: PATH of a bare shell."""
+    folder.mkdir()
+    venv_bin = Path(sys.executable).parent
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not directory or Path(directory) == venv_bin or not Path(directory).is_dir():
+            continue
+        for program in Path(directory).iterdir():
+            if program.name != "ninja" and not (folder / program.name).exists() and os.access(program, os.X_OK):
+                (folder / program.name).symlink_to(program)
+    return str(folder)
+
+
+@pytest.mark.slow
+@needs_posix
+def test_build_in_an_environment_that_is_not_activated(tmp_path):
+    """The whole build (~50 s on 2 cores) with no ninja on PATH and a fresh cache: it loads, and says so."""
+    if extension.disabled():
+        pytest.skip(f"{extension.ENV_DISABLE}=1 asks for the Python loops")
+    if extension.find_ninja() is None or extension.find_compiler() is None:
+        pytest.skip("no ninja in this environment or no C++ compiler")
+    env = {"HOME": os.environ.get("HOME", str(tmp_path)), "PATH": path_without_ninja(tmp_path / "bin"),
+           "TORCH_EXTENSIONS_DIR": str(tmp_path / "cache")}
+    script = textwrap.dedent("""
+        import os
+        from rnnkit.backends.fused import extension
+        path = os.environ["PATH"]
+        print(extension.status())
+        assert os.environ["PATH"] == path, "PATH not restored"
+    """)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("loaded"), done.stdout
+    assert extension.BUILD_MESSAGE in done.stderr
+    assert list((tmp_path / "cache").glob("rnnkit_fused_*/rnnkit_fused_*.so")), "no library in the fresh cache"
