@@ -113,3 +113,19 @@ def test_cli_info_text_and_json(capsys):
     assert main(["info", "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
     assert {"rnnkit", "torch", "python", "cpu", "cpp_loops", "cuda", "auto"} <= facts.keys()
+
+
+def test_cuda_devices_and_their_auto_table_are_shown(facts):
+    """The CUDA branch, on any machine: a device line, and auto's picks for cuda (scan for mingru at T >= 32)."""
+    picks = info.auto_picks(["cuda"])
+    mingru = next(r for r in picks if r["cell"] == "mingru" and r["shape"][:2] == [32, 100])
+    problem = Problem(cell="mingru", cell_options=(), device="cuda", dtype=torch.float32, batch=32, steps=100,
+                      training=True)
+    assert mingru["training"] == select("auto", problem).NAME
+    cuda = {"cuda": "12.8", "devices": [{"name": "NVIDIA H100 80GB HBM3", "capability": "9.0", "memory_gib": 79.1}],
+            "triton": "imports (triton 3.5.0)"}
+    text = info.format_info({**facts, "cuda": cuda, "auto": facts["auto"] + picks})
+    assert "CUDA 12.8: 1 device(s): NVIDIA H100 80GB HBM3 (sm 9.0, 79.1 GiB)" in text
+    cuda_table = text.split("cuda cell")[1]
+    line = next(line for line in cuda_table.splitlines() if line.split()[:1] == ["mingru"])
+    assert line.split()[1:4] == [mingru["training"], "/", mingru["inference"]], line
