@@ -19,6 +19,11 @@ Implementation notes, where this differs from the papers' code:
 - Variable lengths: past a sequence's end, ``a = 1`` and ``b = 0`` (log b a large negative
   finite number, never -inf, so neither values nor gradients meet ``inf - inf``), so the state
   stays at its last value; those outputs are then set to zero, as ``reference.time_loop`` does.
+- Double backward: torch's own backward of ``logcumsumexp`` takes log|grad|, which is -inf where
+  an incoming gradient is exactly zero (every output past a sequence's end, or all of ``out`` when
+  a loss reads only the final state), and differentiating it again gives 0 * inf = NaN. The scan
+  therefore calls ``logcumsumexp`` below: the same forward, the same first-order arithmetic (log
+  space, split by the gradient's sign), and a backward whose own derivatives are written out.
 - Half-precision projections (autocast) are scanned in float32: ``a*`` is a running sum over
   T steps, and its rounding error becomes the relative error of h. Even in float32 that error
   grows as ``eps * |a*_t|``: with a ~ 1/2, 6e-5 to 1e-4 of max |h| after 2000 steps, where the
@@ -92,10 +97,66 @@ def supports(problem) -> str | None:
     return None
 
 
+class _LogCumSumExp(torch.autograd.Function):
+    """``torch.logcumsumexp`` over dim 0, whose backward can be differentiated again (module notes)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        result = torch.logcumsumexp(x, dim=0)
+        ctx.save_for_backward(x, result)
+        return result
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        x, result = ctx.saved_tensors
+        # d x_t = sum_{s >= t} grad_s e^{x_t - r_s}, r = the result; r depends on x, autograd follows it
+        return _ExpWeightedCumsum.apply(grad, -result, x, True)
+
+
+class _ExpWeightedCumsum(torch.autograd.Function):
+    r"""y_t = \sum_{s <= t} w_s e^{inner_s + outer_t} over dim 0 (s >= t with ``reverse``), in log space.
+
+    logcumsumexp's backward is such a sum, and so are this sum's derivatives (with v the gradient
+    of y: dw = the same sum of v with inner and outer swapped and the direction reversed,
+    d inner = w dw, d outer = v y), so it is differentiable any number of times and never
+    differentiates the log of a zero weight.
+    """
+
+    @staticmethod
+    def forward(ctx, w: Tensor, inner: Tensor, outer: Tensor, reverse: bool) -> Tensor:
+        y = exp_weighted_cumsum(w, inner, outer, reverse)
+        ctx.reverse = reverse
+        ctx.save_for_backward(w, inner, outer, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, v: Tensor):
+        w, inner, outer, y = ctx.saved_tensors
+        dw = _ExpWeightedCumsum.apply(v, outer, inner, not ctx.reverse)
+        return dw, w * dw, v * y, None
+
+
+def exp_weighted_cumsum(w: Tensor, inner: Tensor, outer: Tensor, reverse: bool) -> Tensor:
+    """``_ExpWeightedCumsum``'s value: split by the sign of w, each part a logcumsumexp, as torch's backward does."""
+    log_abs = w.abs().log()  # -inf where w = 0: that term is e^{-inf} = 0
+
+    def cumulative(v: Tensor) -> Tensor:  # log sum over s <= t (s >= t with reverse) of e^{v_s}
+        return torch.logcumsumexp(v.flip(0), dim=0).flip(0) if reverse else torch.logcumsumexp(v, dim=0)
+
+    positive = cumulative(torch.where(w > 0, log_abs + inner, float("-inf")))
+    negative = cumulative(torch.where(w < 0, log_abs + inner, float("-inf")))
+    return (positive + outer).exp() - (negative + outer).exp()
+
+
+def logcumsumexp(x: Tensor) -> Tensor:
+    """``torch.logcumsumexp(x, dim=0)``, differentiable twice where gradients are zero (module notes)."""
+    return _LogCumSumExp.apply(x)
+
+
 def linear_scan(log_a: Tensor, log_b: Tensor, h0: Tensor) -> Tensor:
     """Every h_t of h_t = a_t h_(t-1) + b_t, from log a, log b (T, B, H) and any real h0 (B, H)."""
     a_star = torch.cumsum(log_a, dim=0)  # log prod_{s<=t} a_s, (T, B, H)
-    log_h = a_star + torch.logcumsumexp(log_b - a_star, dim=0)  # log of the part from b, (T, B, H)
+    log_h = a_star + logcumsumexp(log_b - a_star)  # log of the part from b, (T, B, H)
     return torch.exp(a_star) * h0 + torch.exp(log_h)
 
 

@@ -4,15 +4,31 @@ Zoneout and lengths are one select: a step past a sequence's end keeps the whole
 zoned-out unit keeps its own, so ``keep = zoneout | ~running`` and s_t = where(keep, s_{t-1}, s~_t),
 with the output zeroed where the step does not run. Its BPTT, with g = dout_t + ds_t (dout_t
 zero where step t does not run): ds~_t = g * (1 - keep), and g * keep passes to s_{t-1} unchanged.
+
+Double backward (``torch.autograd.grad(..., create_graph=True)``: gradient penalties, MAML,
+Hessian-vector products). A hand-written backward writes into preallocated buffers with ``out=``
+ops, which autograd cannot record, and deriving the second-order BPTT of every cell by hand would
+double the code for a rare use. So each family's backward asks ``double_backward_needed()``
+(grad mode is on inside a backward only under ``create_graph=True``) and then hands over to
+``differentiable_grads``: it reruns the layer-direction's time loop on the reference path
+(``reference.time_loop``, the cells' own steps) from the inputs the forward saved (gx, the initial
+state, the weights, the step mask, the hidden-dropout and zoneout masks: the same masks, so the same
+function) with autograd on, and returns autograd's gradients of that with ``create_graph=True``.
+The first-order backward is untouched: the forward saves its inputs by reference (no copy; the C++
+loops read them without writing), and the hand BPTT runs whenever grad mode is off. The price of a
+double backward is one more forward through the loop, as with activation checkpointing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import Tensor
 
-from ...cells import State, map_state
+from ...cells import Cell, State, map_state
 from ...regularize import StepNoise
+from ..reference import time_loop
 
 
 def step_mask(lengths: Tensor | None, T: int, device: torch.device) -> Tensor | None:
@@ -139,3 +155,61 @@ def activation_forward(gxb: Tensor, h: Tensor, mask: Tensor | None, keep: Tensor
             torch.where(mask[t], h_new, h_new.new_zeros(()), out=out[t])
             h = torch.where(mask[t], h_new, h)
     return out, h, h_tilde
+
+
+def double_backward_needed() -> bool:
+    """True inside a backward that autograd records, i.e. one run under ``create_graph=True``.
+
+    The engine runs a backward with grad mode on exactly when ``create_graph`` is set; then the
+    fused kernels' hand BPTT (``out=`` ops) cannot serve, and ``differentiable_grads`` does.
+    """
+    return torch.is_grad_enabled()
+
+
+def reference_loop(cell: Cell, gx: Tensor, state: State, weights: dict[str, Tensor | None], mask: Tensor | None,
+                   hidden: Tensor | None, keep: State | None) -> tuple[Tensor, State]:
+    """The function a fused kernel computes, on the reference path: ``reference.time_loop``.
+
+    Takes the kernels' own arguments: ``mask`` (T, B, 1) from ``step_mask`` (turned back into
+    lengths), ``hidden`` and ``keep`` from ``loop_masks`` (keep already holds the steps past each
+    end, which ``time_loop`` also keeps; it then zeroes their outputs). Everything is cast to gx's
+    dtype, as the kernels do under autocast, so the outputs have the kernels' dtype.
+    """
+    dtype = gx.dtype
+    state = map_state(lambda s: s.to(dtype), state)
+    weights = {name: w.to(dtype) for name, w in weights.items() if w is not None}
+    lengths = None if mask is None else mask[:, :, 0].sum(0)  # (B,) int64
+    noise = None
+    if hidden is not None or keep is not None:
+        noise = StepNoise(None if hidden is None else hidden.to(dtype), keep)
+    return time_loop(cell, gx, state, weights, lengths, noise)
+
+
+def differentiable_grads(run: Callable[..., Sequence[Tensor]], inputs: Sequence[Tensor | None],
+                         grad_outputs: Sequence[Tensor]) -> list[Tensor | None]:
+    """The gradients of ``inputs``, recorded by autograd so that they can be differentiated again.
+
+    Reruns ``outputs = run(*inputs)`` with autograd on and returns ``autograd.grad(outputs, inputs,
+    grad_outputs, create_graph=True)``, None for an input that is None or needs no gradient. A
+    fused backward calls this when ``double_backward_needed()``, with ``run`` its reference loop
+    and ``inputs`` the tensors its forward received (saved by reference, so the rerun depends on
+    them and second-order gradients reach everything upstream).
+    """
+    # one alias per input: were one tensor passed in two places, autograd.grad would give each
+    # place the gradient of both uses, and the engine would add them twice
+    aliases = [None if x is None else x.view_as(x) for x in inputs]
+    wanted = [i for i, x in enumerate(inputs) if x is not None and x.requires_grad]
+    grads: list[Tensor | None] = [None] * len(inputs)
+    if not wanted:
+        return grads
+    device = next(x for x in inputs if x is not None).device.type
+    with torch.enable_grad(), torch.autocast(device, enabled=False):
+        outputs = run(*aliases)
+    pairs = [(out, grad) for out, grad in zip(outputs, grad_outputs) if out.requires_grad and grad is not None]
+    if not pairs:
+        return grads
+    found = torch.autograd.grad([out for out, _ in pairs], [aliases[i] for i in wanted],
+                                [grad.to(out.dtype) for out, grad in pairs], create_graph=True, allow_unused=True)
+    for i, grad in zip(wanted, found):
+        grads[i] = grad
+    return grads

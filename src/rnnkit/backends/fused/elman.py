@@ -20,6 +20,9 @@ Zoneout, h_t = where(keep_t, h_{t-1}, h~_t) with h~_t = act(a_t) (saved, as out 
 keep_t also True past a sequence's end (``common.loop_masks``); with g = dout_t + dh_t:
 
     da_t = g * (1 - keep_t) * act'(h~_t),   dh_{t-1} = da_t W_hh (* m) + g * keep_t
+
+Double backward: forward also saves gx (by reference), and a backward under ``create_graph=True``
+differentiates the cell's reference loop instead (``common.differentiable_grads``).
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ from ...regularize import StepNoise
 from .common import (
     activation_backward,
     activation_forward,
+    differentiable_grads,
+    double_backward_needed,
     h_prev_all,
     loop_masks,
+    reference_loop,
     rows_gemm,
     step_mask,
     sum_rows,
@@ -46,12 +52,13 @@ def recurrence(cell, gx: Tensor, state: Tensor, w, lengths: Tensor | None,
     """The fused time loop of one Elman layer and direction (contract in fused/__init__.py)."""
     mask = step_mask(lengths, gx.shape[0], gx.device)
     hidden, keep = loop_masks(noise, mask)
-    return _Elman.apply(cell.nonlinearity, mask, hidden, keep, gx, state, w["weight_hh"], w.get("bias_hh"))
+    return _Elman.apply(cell, mask, hidden, keep, gx, state, w["weight_hh"], w.get("bias_hh"))
 
 
 class _Elman(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, nonlinearity, mask, hidden, keep, gx, h0, weight_hh, bias_hh):
+    def forward(ctx, cell, mask, hidden, keep, gx, h0, weight_hh, bias_hh):
+        nonlinearity = cell.nonlinearity
         with torch.autocast(gx.device.type, enabled=False):
             dtype = gx.dtype  # under autocast the input GEMM already chose it
             W = weight_hh.to(dtype)  # (H, H)
@@ -67,15 +74,22 @@ class _Elman(torch.autograd.Function):
 
             out, h, h_tilde = activation_forward(gxb, h, mask, keep, step)
 
-        ctx.nonlinearity, ctx.mask, ctx.keep = nonlinearity, mask, keep
+        ctx.cell, ctx.nonlinearity, ctx.mask, ctx.keep = cell, nonlinearity, mask, keep
         ctx.dtypes = (gx.dtype, h0.dtype, weight_hh.dtype, None if bias_hh is None else bias_hh.dtype)
-        ctx.save_for_backward(out, h0.to(dtype), W, m, h_tilde)
+        # the inputs last, by reference, for a double backward
+        ctx.save_for_backward(out, h0.to(dtype), W, m, h_tilde, gx, h0, weight_hh, bias_hh)
         # a view of out would tie the state to out
         return out, h.clone() if mask is None and keep is None else h
 
     @staticmethod
     def backward(ctx, grad_out, grad_h):
-        out, h0, W, m, h_tilde = ctx.saved_tensors
+        out, h0, W, m, h_tilde, *inputs = ctx.saved_tensors
+        if double_backward_needed():
+            def run(gx, h0, weight_hh, bias_hh):
+                weights = {"weight_hh": weight_hh, "bias_hh": bias_hh}
+                return reference_loop(ctx.cell, gx, h0, weights, ctx.mask, m, ctx.keep)
+
+            return (None,) * 4 + tuple(differentiable_grads(run, inputs, (grad_out, grad_h)))
         mask = ctx.mask
         need_gx, need_h0, need_W, need_b = ctx.needs_input_grad[4:]
         with torch.autocast(out.device.type, enabled=False):

@@ -25,6 +25,9 @@ while da_z and dh~ z keep the undropped h_{t-1} of the interpolation:
 Zoneout, h_t = where(keep_t, h_{t-1}, h~_t), with keep_t also True past a sequence's end
 (``common.loop_masks``): with g = dout_t + dh_t, dh~ = g (1 - keep_t) enters the step as above
 and g keep_t passes to dh_{t-1} unchanged.
+
+Double backward: forward also saves gx (by reference; h_0 and W_hh it saves anyway), and a backward
+under ``create_graph=True`` differentiates the cell's reference loop instead (``common.differentiable_grads``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,17 @@ import torch
 from torch import Tensor
 
 from ...regularize import StepNoise
-from .common import h_prev_all, loop_masks, rows_gemm, step_mask, sum_rows, zoneout_grads
+from .common import (
+    differentiable_grads,
+    double_backward_needed,
+    h_prev_all,
+    loop_masks,
+    reference_loop,
+    rows_gemm,
+    step_mask,
+    sum_rows,
+    zoneout_grads,
+)
 
 
 def recurrence(
@@ -43,7 +56,18 @@ def recurrence(
     mask = step_mask(lengths, gx.shape[0], gx.device)
     hidden, keep = loop_masks(noise, mask)
     function = _ChoGRU if cell.name == "cho_gru" else _GRU
-    return function.apply(mask, hidden, keep, gx, state, w["weight_hh"], w.get("bias_hh"))
+    return function.apply(cell, mask, hidden, keep, gx, state, w["weight_hh"], w.get("bias_hh"))
+
+
+def _double_backward(ctx, grad_out: Tensor, grad_h: Tensor) -> tuple:
+    """Both GRU Functions' backward under ``create_graph=True``: autograd through the reference loop."""
+    *_, m, gx, h0, weight_hh, bias_hh = ctx.saved_tensors
+
+    def run(gx, h0, weight_hh, bias_hh):
+        weights = {"weight_hh": weight_hh, "bias_hh": bias_hh}
+        return reference_loop(ctx.cell, gx, h0, weights, ctx.mask, m, ctx.keep)
+
+    return (None,) * 4 + tuple(differentiable_grads(run, (gx, h0, weight_hh, bias_hh), (grad_out, grad_h)))
 
 
 def _dtypes(*tensors: Tensor | None) -> tuple:
@@ -96,7 +120,7 @@ def _masked_grad(
 
 class _GRU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, mask, hidden, keep, gx, h0, weight_hh, bias_hh):
+    def forward(ctx, cell, mask, hidden, keep, gx, h0, weight_hh, bias_hh):
         with torch.autocast(gx.device.type, enabled=False):
             dtype = gx.dtype  # under autocast the input GEMM already chose it
             T, B, G = gx.shape
@@ -121,17 +145,20 @@ class _GRU(torch.autograd.Function):
                 n = torch.tanh(torch.addcmul(gx_t[:, 2 * H :], r, gh_n), out=ns[t])  # (B, H)
                 h = _blend(mask, keep, t, n, z, h, out)
 
-        ctx.mask, ctx.keep = mask, keep
+        ctx.cell, ctx.mask, ctx.keep = cell, mask, keep
         ctx.dtypes = _dtypes(gx, h0, weight_hh, bias_hh)
-        ctx.save_for_backward(gates, ns, out, h0.to(dtype), W, m)
+        # the inputs last, by reference, for a double backward
+        ctx.save_for_backward(gates, ns, out, h0.to(dtype), W, m, gx, h0, weight_hh, bias_hh)
         # a view of out would tie the state to out
         return out, h.clone() if mask is None and keep is None else h
 
     @staticmethod
     def backward(ctx, grad_out, grad_h):
-        gates, n, out, h0, W, m = ctx.saved_tensors
+        if double_backward_needed():
+            return _double_backward(ctx, grad_out, grad_h)
+        gates, n, out, h0, W, m = ctx.saved_tensors[:6]
         mask = ctx.mask
-        need_gx, need_h0, need_W, need_b = ctx.needs_input_grad[3:]
+        need_gx, need_h0, need_W, need_b = ctx.needs_input_grad[4:]
         with torch.autocast(out.device.type, enabled=False):
             dtype = out.dtype
             T, B, G = gates.shape
@@ -163,12 +190,12 @@ class _GRU(torch.autograd.Function):
                 grad_gx = dgh.clone() if (need_W or need_b) else dgh
                 torch.mul(dh_tilde, c_n, out=grad_gx[..., 2 * H :])
 
-        return (None, None, None, *_cast_grads(ctx, (grad_gx, dh if need_h0 else None, grad_W, grad_b)))
+        return (None, None, None, None, *_cast_grads(ctx, (grad_gx, dh if need_h0 else None, grad_W, grad_b)))
 
 
 class _ChoGRU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, mask, hidden, keep, gx, h0, weight_hh, bias_hh):
+    def forward(ctx, cell, mask, hidden, keep, gx, h0, weight_hh, bias_hh):
         with torch.autocast(gx.device.type, enabled=False):
             dtype = gx.dtype
             T, B, G = gx.shape
@@ -190,16 +217,18 @@ class _ChoGRU(torch.autograd.Function):
                 n = torch.addmm(gx_t[:, 2 * H :], s, W_n_t, out=gt[:, 2 * H :]).tanh_()
                 h = _blend(mask, keep, t, n, z, h, out)
 
-        ctx.mask, ctx.keep = mask, keep
+        ctx.cell, ctx.mask, ctx.keep = cell, mask, keep
         ctx.dtypes = _dtypes(gx, h0, weight_hh, bias_hh)
-        ctx.save_for_backward(gates, s_all, out, h0.to(dtype), W, m)
+        ctx.save_for_backward(gates, s_all, out, h0.to(dtype), W, m, gx, h0, weight_hh, bias_hh)
         return out, h.clone() if mask is None and keep is None else h
 
     @staticmethod
     def backward(ctx, grad_out, grad_h):
-        gates, s, out, h0, W, m = ctx.saved_tensors
+        if double_backward_needed():
+            return _double_backward(ctx, grad_out, grad_h)
+        gates, s, out, h0, W, m = ctx.saved_tensors[:6]
         mask = ctx.mask
-        need_gx, need_h0, need_W, need_b = ctx.needs_input_grad[3:]
+        need_gx, need_h0, need_W, need_b = ctx.needs_input_grad[4:]
         with torch.autocast(out.device.type, enabled=False):
             dtype = out.dtype
             T, B, G = gates.shape
@@ -235,4 +264,5 @@ class _ChoGRU(torch.autograd.Function):
                 grad_W = torch.cat([rows_gemm(da[..., : 2 * H], h_in), rows_gemm(da[..., 2 * H :], s)])  # (3H, H)
             grad_b = sum_rows(da) if need_b else None
 
-        return (None, None, None, *_cast_grads(ctx, (da if need_gx else None, dh if need_h0 else None, grad_W, grad_b)))
+        return (None, None, None, None,
+                *_cast_grads(ctx, (da if need_gx else None, dh if need_h0 else None, grad_W, grad_b)))

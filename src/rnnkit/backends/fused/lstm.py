@@ -31,6 +31,10 @@ not run):
 
 A call with hidden dropout or zoneout runs the Python loops; the C++ loops run the plain cell, for all
 four kinds (layernorm_lstm saves and returns the same tensors as its Python loop).
+
+Double backward: forward also saves its inputs (by reference), and a backward under
+``create_graph=True`` differentiates the cell's reference loop instead (``common.differentiable_grads``),
+whichever loop, C++ or Python, ran the forward.
 """
 
 from __future__ import annotations
@@ -43,7 +47,16 @@ from torch import Tensor
 from ...cells import LSTMState
 from ...regularize import StepNoise
 from . import extension
-from .common import loop_masks, rows_gemm, step_mask, sum_rows, zoneout_grads
+from .common import (
+    differentiable_grads,
+    double_backward_needed,
+    loop_masks,
+    reference_loop,
+    rows_gemm,
+    step_mask,
+    sum_rows,
+    zoneout_grads,
+)
 
 
 def recurrence(cell, gx: Tensor, state: LSTMState, w, lengths: Tensor | None,
@@ -53,7 +66,7 @@ def recurrence(cell, gx: Tensor, state: LSTMState, w, lengths: Tensor | None,
     hidden, keep = loop_masks(noise, mask)
     eps = getattr(cell, "eps", 0.0)
     out, h, c = _LSTMFamily.apply(
-        cell.name, eps, mask, hidden, keep, torch.is_grad_enabled(), gx, state.h, state.c, w["weight_hh"],
+        cell, eps, mask, hidden, keep, torch.is_grad_enabled(), gx, state.h, state.c, w["weight_hh"],
         w.get("bias_hh"), w.get("weight_hr"), w.get("weight_peephole"), w.get("ln_hh_weight"), w.get("ln_hh_bias"),
         w.get("ln_c_weight"), w.get("ln_c_bias"),
     )
@@ -72,6 +85,17 @@ def _layer_norm_backward(dy_weighted: Tensor, x_hat: Tensor, rstd: Tensor) -> Te
     """dx of LayerNorm given dy * weight: rstd * (g - mean(g) - x_hat * mean(g * x_hat))."""
     g = dy_weighted
     return rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True))
+
+
+# the weights _LSTMFamily takes after gx, h0, c0, in its argument order, under the cells' names
+_WEIGHTS = ("weight_hh", "bias_hh", "weight_hr", "weight_peephole", "ln_hh_weight", "ln_hh_bias", "ln_c_weight",
+            "ln_c_bias")
+
+
+def _reference(cell, mask, hidden, keep, gx, h0, c0, *weights) -> tuple[Tensor, Tensor, Tensor]:
+    """_LSTMFamily's function on the reference path: (out, h, c), for the double backward."""
+    out, state = reference_loop(cell, gx, LSTMState(h0, c0), dict(zip(_WEIGHTS, weights)), mask, hidden, keep)
+    return out, state.h, state.c
 
 
 def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -100,8 +124,13 @@ def _cpp_loops(kind: str, gx: Tensor):
 
 class _LSTMFamily(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kind, eps, mask, hidden, keep, grad_enabled, gx, h0, c0, weight_hh, bias_hh, weight_hr,
+    def forward(ctx, cell, eps, mask, hidden, keep, grad_enabled, gx, h0, c0, weight_hh, bias_hh, weight_hr,
                 weight_peephole, ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias):
+        kind = cell.name
+        # saved last, by reference, for a double backward (``common.differentiable_grads``)
+        inputs = [gx, h0, c0, weight_hh, bias_hh, weight_hr, weight_peephole, ln_hh_weight, ln_hh_bias, ln_c_weight,
+                  ln_c_bias]
+        ctx.cell = cell
         ops = _cpp_loops(kind, gx) if hidden is None and keep is None else None
         ctx.cpp = ops is not None
         if ops is not None:  # the same loop in C++, saving the same tensors
@@ -121,7 +150,7 @@ class _LSTMFamily(torch.autograd.Function):
                 None if mask is None else mask[..., 0], training, extension.packed_gemm(), ln, eps)
             if training:  # layer norm: x_hat_hh, rstd_hh, mean_c, rstd_c, and the two gains
                 ctx.save_for_backward(W, acts, tcs, hs, cs, W_hr, ms if W_hr is not None else None, peep,
-                                      None, None, *(ln_saved + [ln[0], ln[2]] if ln else []))
+                                      None, None, *(ln_saved + [ln[0], ln[2]] if ln else []), *inputs)
             return out, h, c
 
         with torch.autocast(gx.device.type, enabled=False):
@@ -219,7 +248,7 @@ class _LSTMFamily(torch.autograd.Function):
         saved = [W, acts, tcs, hs, cs, W_hr, ms, peep, h_mask, c_tilde]
         if ln:
             saved += [xhat_hh, rstd_hh, xhat_c, rstd_c, ln_hh[0], ln_c[0]]
-        ctx.save_for_backward(*saved)
+        ctx.save_for_backward(*saved, *inputs)
         return out, hs[T].clone(), cs[T].clone()
 
     @staticmethod
@@ -227,6 +256,12 @@ class _LSTMFamily(torch.autograd.Function):
         kind, mask = ctx.kind, ctx.mask
         ln = kind == "layernorm_lstm"
         saved = ctx.saved_tensors
+        saved, inputs = saved[:-len(_WEIGHTS) - 3], saved[-len(_WEIGHTS) - 3:]
+        if double_backward_needed():
+            def run(*args):
+                return _reference(ctx.cell, mask, saved[8], ctx.keep, *args)
+
+            return (None,) * 6 + tuple(differentiable_grads(run, inputs, (grad_out, grad_h, grad_c)))
         W, acts, tcs, hs, cs, W_hr, ms, peep = saved[:8]
         h_mask, c_tilde = saved[8:10]  # None on the C++ path
         if ln:
@@ -236,8 +271,7 @@ class _LSTMFamily(torch.autograd.Function):
             T, B, G = acts.shape
             grad_out = grad_out.to(dtype)
             dh, dc = grad_h.to(dtype), grad_c.to(dtype)
-            # the C++ loop, unless a double backward needs this backward to be differentiable
-            ops = extension.load() if ctx.cpp and not torch.is_grad_enabled() else None
+            ops = extension.load() if ctx.cpp else None
             if ops is not None:
                 # xhat_c holds mean_c here: the C++ backward recomputes LN_c's x_hat from c_t
                 ln_saved = [xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c] if ln else []

@@ -23,6 +23,9 @@ past a sequence's end (``common.loop_masks``), the recurrence runs a free + (1 -
 and the gate coefficients are multiplied by free; backward is unchanged, dh_{t-1} = a_t dh~_t:
 
     dh_{t-1} = dh~_t (1 - keep_t) a_t + dh~_t keep_t,   da_* = dh~_t (1 - keep_t) (coefficient above)
+
+Double backward: forward also saves gx and h_0 (by reference), and a backward under
+``create_graph=True`` differentiates the cell's reference loop instead (``common.differentiable_grads``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...regularize import StepNoise
-from .common import loop_masks, step_mask
+from .common import differentiable_grads, double_backward_needed, loop_masks, reference_loop, step_mask
 
 
 def recurrence(
@@ -44,7 +47,7 @@ def recurrence(
     if hidden is not None:
         raise ValueError(f"hidden dropout needs a recurrent product, but cell {cell.name!r} has none")
     need_grad = torch.is_grad_enabled() and (gx.requires_grad or state.requires_grad)
-    return _Minimal.apply(cell.name, mask, keep, need_grad, gx, state)
+    return _Minimal.apply(cell, mask, keep, need_grad, gx, state)
 
 
 def _candidate(a: Tensor) -> tuple[Tensor, Tensor]:
@@ -67,7 +70,8 @@ def _prev_minus(a: Tensor, out: Tensor, h0: Tensor, result: Tensor) -> Tensor:
 
 class _Minimal(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, kind, mask, keep, need_grad, gx, h0):
+    def forward(ctx, cell, mask, keep, need_grad, gx, h0):
+        kind = cell.name
         with torch.autocast(gx.device.type, enabled=False):
             T, B, G = gx.shape
             H = h0.shape[-1]
@@ -109,18 +113,24 @@ class _Minimal(torch.autograd.Function):
                     coef.view(T, B, -1, H).mul_(free[:, :, None])  # free (T, B, H), per unit of every gate
                 elif free is not None:
                     coef.mul_(free)
-                ctx.save_for_backward(decay_run, coef)
+                # the inputs last, by reference, for a double backward
+                ctx.save_for_backward(decay_run, coef, gx, h0)
             if mf is not None:
                 out.mul_(mf)  # outputs past each sequence's end are zero
 
-        ctx.mask = mask
+        ctx.cell, ctx.mask, ctx.keep = cell, mask, keep
         ctx.dtypes = (gx.dtype, h0.dtype)
         return out, h
 
     @staticmethod
     def backward(ctx, grad_out, grad_h):
-        decay, coef = ctx.saved_tensors
+        decay, coef, *inputs = ctx.saved_tensors
         mask = ctx.mask
+        if double_backward_needed():
+            def run(gx, h0):
+                return reference_loop(ctx.cell, gx, h0, {}, mask, None, ctx.keep)
+
+            return (None,) * 4 + tuple(differentiable_grads(run, inputs, (grad_out, grad_h)))
         with torch.autocast(coef.device.type, enabled=False):
             dtype = coef.dtype
             T, B, G = coef.shape
