@@ -40,8 +40,9 @@ KERNELS = {
     "minlstm": "minimal",
 }
 
-# regularizers that act inside the time loop; the kernels do not take their masks yet
+# regularizers that act inside the time loop, and the cells whose kernels take their masks
 IN_LOOP = ("hidden_dropout", "zoneout")
+IN_LOOP_CELLS = ("indrnn", "mingru", "minlstm")
 
 
 def interpreter_on() -> bool:
@@ -57,10 +58,10 @@ def supports(problem) -> str | None:
     if problem.device != "cuda" and not (problem.device == "cpu" and interpreter_on()):
         return (f"triton runs CUDA tensors, or CPU tensors under its interpreter (TRITON_INTERPRET=1 set before "
                 f"triton is imported); got device {problem.device!r}")
-    refused = [r for r in problem.regularizers if r in IN_LOOP]
+    refused = [r for r in problem.regularizers if r in IN_LOOP and problem.cell not in IN_LOOP_CELLS]
     if refused:
-        return (f"the triton kernels do not take {' or '.join(refused)} masks yet; use backend='fused' for "
-                "hidden dropout and zoneout")
+        return (f"the triton kernels of cell {problem.cell!r} do not take {' or '.join(refused)} masks yet; use "
+                "backend='fused' for hidden dropout and zoneout")
     return None
 
 

@@ -26,6 +26,7 @@ import triton.language as tl
 from torch import Tensor
 
 from ...cells import LSTMState, State
+from ...regularize import StepNoise
 from ..reference import time_loop
 
 HALF = (torch.float16, torch.bfloat16)
@@ -58,6 +59,24 @@ def step_mask(lengths: Tensor, T: int) -> Tensor:
     return (torch.arange(T, device=lengths.device)[:, None] < lengths)[..., None]
 
 
+def noise_masks(noise: StepNoise | None, lens: Tensor, dtype: torch.dtype) -> tuple[Tensor | None, list[Tensor] | None]:
+    """The in-loop regularizers' masks as the kernels read them: (hidden, keep).
+
+    hidden  (B, R) hidden-dropout mask on h_{t-1} in the recurrent products, in ``dtype``, or None
+    keep    one uint8 (T, B, size) per state part, 1 where s_t = s_{t-1}: a zoned-out unit, or any unit of
+            a step past the sequence's end; None without zoneout (the kernels then keep by the lengths)
+    """
+    if noise is None:
+        return None, None
+    hidden = None if noise.hidden is None else noise.hidden.to(dtype).contiguous()
+    keep = None
+    if noise.zoneout is not None:
+        parts = state_parts(noise.zoneout)
+        running = step_mask(lens, parts[0].shape[0])  # (T, B, 1)
+        keep = [(k | ~running).to(torch.uint8).contiguous() for k in parts]
+    return hidden, keep
+
+
 def base_grad(grad_out: Tensor, grad_h: Tensor, lengths: Tensor) -> Tensor:
     """base_t = dout_t [t < len] + dh_T [t = len - 1], (T, B, R): the gradient reaching h_t from outside."""
     T = grad_out.shape[0]
@@ -88,18 +107,19 @@ def state_parts(state: State) -> list[Tensor]:
 
 
 def reference_grads(cell, lengths: Tensor | None, gx: Tensor, state: State, weights: dict[str, Tensor | None],
-                    grads: list[Tensor]) -> tuple[Tensor | None, ...]:
+                    grads: list[Tensor], noise: StepNoise | None = None) -> tuple[Tensor | None, ...]:
     """Double backward: the gradients of (gx, *state parts, *weights) recomputed on the reference loop.
 
     A backward that runs with grad mode on (``create_graph=True``) must itself be differentiable.
     The hand-derived loops write into preallocated buffers, which autograd cannot record, so the
     sequence is run again through ``reference.time_loop`` (same math) and differentiated with
-    ``create_graph=True``. ``grads`` are the incoming (dout, *dstate). Weights that are None give None.
+    ``create_graph=True``. ``grads`` are the incoming (dout, *dstate), ``noise`` the forward's in-loop
+    masks (the same masks, so the same function). Weights that are None give None.
     """
     names = [k for k, v in weights.items() if v is not None]
     inputs = [gx, *state_parts(state), *(weights[k] for k in names)]
     with torch.enable_grad():
-        out, final = time_loop(cell, gx, state, {k: weights[k] for k in names}, lengths)
+        out, final = time_loop(cell, gx, state, {k: weights[k] for k in names}, lengths, noise)
         outputs = [out, *state_parts(final)]
         need = [i for i, x in enumerate(inputs) if x.requires_grad]
         got = torch.autograd.grad(outputs, [inputs[i] for i in need], grads, allow_unused=True, create_graph=True)

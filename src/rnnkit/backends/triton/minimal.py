@@ -10,7 +10,9 @@ from the saved states (T + 1, B, H):
     minlstm: a = f', b = i' h~ with f' = sigma(d), i' = sigma(-d), d = log sigma(a_f) - log sigma(a_i);
              k = (h_{t-1} - h~) f' i';  da_f = dh~ k (1 - f),  da_i = -dh~ k (1 - i),  da_h = dh~ i' g'(a_h)
 
-with g(a) = a + 1/2 (a >= 0), sigma(a) (a < 0), and dh_{t-1} = a_t dh~_t.
+with g(a) = a + 1/2 (a >= 0), sigma(a) (a < 0), and dh_{t-1} = a_t dh~_t. Backward carries dh_t from the
+last step: dh~_t = dh_t + dout_t [t < len] enters the update where the unit updates; where it keeps
+its state (past its sequence's end, or zoned out), dh~_t passes to dh_{t-1} whole and its gates get 0.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .common import block, compute_type, full_lengths, reference_grads, sigmoid
+from .common import block, compute_type, full_lengths, noise_masks, reference_grads, sigmoid
 
 
 @triton.jit
@@ -54,9 +56,9 @@ def _coefficients(gx_ptr, row, k, valid, H, MINLSTM: tl.constexpr, ACC: tl.const
 
 
 @triton.jit
-def _forward(gx_ptr, h0_ptr, len_ptr, hs_ptr, out_ptr, T, B, H, NG: tl.constexpr, MINLSTM: tl.constexpr,
-             BLOCK: tl.constexpr, ACC: tl.constexpr):
-    """All T steps of one batch row: hs (T + 1, B, H) with the state kept past the end, out zero there."""
+def _forward(gx_ptr, h0_ptr, len_ptr, keep_ptr, hs_ptr, out_ptr, T, B, H, NG: tl.constexpr, MINLSTM: tl.constexpr,
+             ZONE: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    """All T steps of one batch row: hs (T + 1, B, H) with kept units kept, out zero past the end."""
     b = tl.program_id(0)
     k = tl.arange(0, BLOCK)
     valid = k < H
@@ -67,77 +69,85 @@ def _forward(gx_ptr, h0_ptr, len_ptr, hs_ptr, out_ptr, T, B, H, NG: tl.constexpr
         decay, gate, h_tilde, dg, f, i = _coefficients(gx_ptr, (t * B + b) * NG * H, k, valid, H, MINLSTM, ACC)
         h_new = decay * h + gate * h_tilde
         running = t < n
-        h = tl.where(running, h_new, h)
+        if ZONE:
+            keep = tl.load(keep_ptr + (t * B + b) * H + k, mask=valid, other=1) != 0
+        else:
+            keep = (k < 0) | (t >= n)
+        h = tl.where(keep, h, h_new)
         tl.store(hs_ptr + ((t + 1) * B + b) * H + k, h, mask=valid)
-        tl.store(out_ptr + (t * B + b) * H + k, tl.where(running, h_new, 0.0), mask=valid)
+        tl.store(out_ptr + (t * B + b) * H + k, tl.where(running, h, 0.0), mask=valid)
 
 
 @triton.jit
-def _backward(gx_ptr, hs_ptr, dout_ptr, dh_last_ptr, len_ptr, dgx_ptr, dh0_ptr, T, B, H, NG: tl.constexpr,
-              MINLSTM: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+def _backward(gx_ptr, hs_ptr, dout_ptr, dh_last_ptr, len_ptr, keep_ptr, dgx_ptr, dh0_ptr, T, B, H, NG: tl.constexpr,
+              MINLSTM: tl.constexpr, ZONE: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """All T steps of one batch row from the last: d gx (T, B, NG*H) and dh_0."""
     b = tl.program_id(0)
     k = tl.arange(0, BLOCK)
     valid = k < H
     n = tl.load(len_ptr + b)
-    dh_last = tl.load(dh_last_ptr + b * H + k, mask=valid, other=0.0).to(ACC)
-    dh = tl.zeros([BLOCK], dtype=ACC)
+    dh = tl.load(dh_last_ptr + b * H + k, mask=valid, other=0.0).to(ACC)
     for s in range(0, T):
         t = T - 1 - s
         row = (t * B + b) * NG * H
         decay, gate, h_tilde, dg, f, i = _coefficients(gx_ptr, row, k, valid, H, MINLSTM, ACC)
         h_prev = tl.load(hs_ptr + (t * B + b) * H + k, mask=valid, other=0.0).to(ACC)
-        g = tl.load(dout_ptr + (t * B + b) * H + k, mask=valid, other=0.0).to(ACC) + dh
-        g = tl.where(t == n - 1, g + dh_last, g)  # the final state's gradient enters at the last step
-        g = tl.where(valid & (t < n), g, 0.0)
+        g = dh + tl.where(t < n, tl.load(dout_ptr + (t * B + b) * H + k, mask=valid, other=0.0).to(ACC), 0.0)
+        if ZONE:
+            keep = tl.load(keep_ptr + (t * B + b) * H + k, mask=valid, other=1) != 0
+        else:
+            keep = (k < 0) | (t >= n)
+        gu = tl.where(keep | (k >= H), 0.0, g)  # the part of g that enters the update
         if MINLSTM:
             kk = (h_prev - h_tilde) * decay * gate
-            tl.store(dgx_ptr + row + k, g * kk * (1 - f), mask=valid)
-            tl.store(dgx_ptr + row + H + k, -g * kk * (1 - i), mask=valid)
-            tl.store(dgx_ptr + row + 2 * H + k, g * gate * dg, mask=valid)
+            tl.store(dgx_ptr + row + k, gu * kk * (1 - f), mask=valid)
+            tl.store(dgx_ptr + row + H + k, -gu * kk * (1 - i), mask=valid)
+            tl.store(dgx_ptr + row + 2 * H + k, gu * gate * dg, mask=valid)
         else:
-            tl.store(dgx_ptr + row + k, g * (h_tilde - h_prev) * gate * decay, mask=valid)
-            tl.store(dgx_ptr + row + H + k, g * gate * dg, mask=valid)
-        dh = g * decay
+            tl.store(dgx_ptr + row + k, gu * (h_tilde - h_prev) * gate * decay, mask=valid)
+            tl.store(dgx_ptr + row + H + k, gu * gate * dg, mask=valid)
+        dh = gu * decay + tl.where(keep, g, 0.0)
     tl.store(dh0_ptr + b * H + k, dh, mask=valid)
 
 
 def recurrence(cell, gx: Tensor, state: Tensor, w, lengths: Tensor | None, noise=None) -> tuple[Tensor, Tensor]:
     """The Triton time loop of one minGRU or minLSTM layer and direction (contract in fused/__init__.py)."""
-    if noise is not None:
-        raise ValueError("the triton backend runs no zoneout yet (supports() refuses it)")
-    return _Minimal.apply(cell, lengths, torch.is_grad_enabled(), gx, state)
+    if noise is not None and noise.hidden is not None:
+        raise ValueError(f"hidden dropout needs a recurrent product, but cell {cell.name!r} has none")
+    return _Minimal.apply(cell, lengths, noise, torch.is_grad_enabled(), gx, state)
 
 
 class _Minimal(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, cell, lengths, grad_enabled, gx, h0):
+    def forward(ctx, cell, lengths, noise, grad_enabled, gx, h0):
         minlstm = cell.name == "minlstm"
         with torch.autocast(gx.device.type, enabled=False):
             dtype = gx.dtype  # under autocast the input GEMM already chose it
             T, B, G = gx.shape
             H = h0.shape[-1]
             lens = full_lengths(lengths, T, B, gx.device)
+            keep = noise_masks(noise, lens, dtype)[1]
+            keep = None if keep is None else keep[0]
             gxc, h0c = gx.contiguous(), h0.to(dtype).contiguous()
             hs, out = gx.new_empty(T + 1, B, H), gx.new_empty(T, B, H)
-            _forward[(B,)](gxc, h0c, lens, hs, out, T, B, H, NG=G // H, MINLSTM=minlstm, BLOCK=block(H),
-                           ACC=compute_type(dtype))
-        ctx.cell, ctx.lengths, ctx.minlstm = cell, lengths, minlstm
+            flags = dict(NG=G // H, MINLSTM=minlstm, ZONE=keep is not None, BLOCK=block(H), ACC=compute_type(dtype))
+            _forward[(B,)](gxc, h0c, lens, gxc if keep is None else keep, hs, out, T, B, H, **flags)
+        ctx.cell, ctx.lengths, ctx.noise, ctx.flags = cell, lengths, noise, flags
         ctx.dtypes = (gx.dtype, h0.dtype)
         if grad_enabled:
-            ctx.save_for_backward(gx, h0, gxc, lens, hs)
+            ctx.save_for_backward(gx, h0, gxc, lens, hs, keep)
         return out, hs[T].clone()
 
     @staticmethod
     def backward(ctx, grad_out, grad_h):
-        gx, h0, gxc, lens, hs = ctx.saved_tensors
+        gx, h0, gxc, lens, hs, keep = ctx.saved_tensors
         if torch.is_grad_enabled():  # double backward: differentiate the reference loop instead
-            grads = reference_grads(ctx.cell, ctx.lengths, gx, h0, {}, [grad_out, grad_h])
-            return (None, None, None, *grads)
+            grads = reference_grads(ctx.cell, ctx.lengths, gx, h0, {}, [grad_out, grad_h], ctx.noise)
+            return (None, None, None, None, *grads)
         with torch.autocast(hs.device.type, enabled=False):
             T, B, G = gxc.shape
             H = hs.shape[-1]
             dgx, dh0 = torch.empty_like(gxc), hs.new_empty(B, H)
-            _backward[(B,)](gxc, hs, grad_out.to(hs.dtype).contiguous(), grad_h.to(hs.dtype).contiguous(), lens, dgx,
-                            dh0, T, B, H, NG=G // H, MINLSTM=ctx.minlstm, BLOCK=block(H), ACC=compute_type(hs.dtype))
-        return (None, None, None, dgx.to(ctx.dtypes[0]), dh0.to(ctx.dtypes[1]))
+            _backward[(B,)](gxc, hs, grad_out.to(hs.dtype).contiguous(), grad_h.to(hs.dtype).contiguous(), lens,
+                            gxc if keep is None else keep, dgx, dh0, T, B, H, **ctx.flags)
+        return (None, None, None, None, dgx.to(ctx.dtypes[0]), dh0.to(ctx.dtypes[1]))
