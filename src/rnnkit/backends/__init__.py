@@ -10,6 +10,26 @@ Every backend is a module with ``NAME``, ``supports(problem) -> reason | None`` 
 A backend asked for by name that cannot run the problem raises ``NotSupported`` with its
 reason; nothing falls back silently. ``auto`` takes the first backend of ``AUTO_ORDER``
 that supports the problem; the order is fixed from benchmarks, nothing is timed at run time.
+
+Program transforms (``torch.compile``, ``torch.export``) see the same table, with two rules:
+
+- ``torch.compile``: the backends whose loops are hand-written ``autograd.Function``s over C++ or
+  Triton kernels (``OPAQUE``: fused, triton) run eagerly behind one graph break (``run``); the rest of
+  the model compiles. Dynamo cannot trace them correctly: it fails on the C++ LSTM loops' private
+  oneDNN ops and, through fused ``cho_gru``'s in-place ``out=`` writes, ``aot_eager`` returned outputs
+  0.17 away from eager (torch 2.13, before this rule). Running them eagerly keeps auto's choice, so a compiled model is
+  as fast as the eager one where these loops win, and nothing recompiles per sequence length; the
+  alternative, compiling the reference loop, unrolls T steps per layer and direction (seconds to
+  minutes of compile per length) for no gain (design section 4: compiling the step gave 0.85x to
+  1.6x). ``torch.compile(fullgraph=True)`` cannot hold a graph break: pass ``backend="reference"``
+  (or ``"native"``, ``"scan"``) there.
+- ``torch.export`` (``Problem.exporting``): an exported program must hold the computation as a graph,
+  so only the traceable backends run (``EXPORT_ORDER``: native, scan, reference; auto takes the first
+  that supports the problem and records it in ``last_backend``), and one named outside them raises
+  ``NotSupported``. Native and reference run their time loop in Python, unrolled to the example's
+  length: the program is specialized to that time length (the batch may stay dynamic), and a dynamic
+  time axis raises ``NotSupported`` naming ``rnnkit export``, which writes ONNX / TorchScript with the
+  loop intact. The scan (mingru, minlstm) keeps the time axis dynamic.
 """
 
 from __future__ import annotations
@@ -39,6 +59,7 @@ class Problem:
     training: bool  # autograd will record the call (grad enabled and something requires grad)
     regularizers: tuple[str, ...] = ()  # rnnkit.regularize's regularizers active in this call
     autocast: torch.dtype | None = None  # the autocast dtype on this device, None where autocast is off
+    exporting: bool = False  # under torch.export (torch.compiler.is_exporting()): only EXPORT_ORDER's backends run
 
 
 BACKENDS: dict[str, ModuleType] = {"reference": reference, "native": native, "fused": fused, "scan": scan,
@@ -48,6 +69,18 @@ BACKENDS: dict[str, ModuleType] = {"reference": reference, "native": native, "fu
 # kernels (oneDNN / cuDNN) are the fastest for the cells they have; the reference loop runs
 # everything. The fused and scan backends slot in here, where benchmarks/ shows them faster.
 AUTO_ORDER: tuple[str, ...] = ("native", "fused", "reference")
+
+# Backends torch.compile runs eagerly, behind a graph break (module notes); torch.export refuses them.
+OPAQUE: frozenset[str] = frozenset({"fused", "triton"})
+
+# auto's table under torch.export: the backends whose computation an exported program can hold.
+# torch's kernels first, as in AUTO_ORDER; the scan before the loop, for its dynamic time axis.
+EXPORT_ORDER: tuple[str, ...] = ("native", "scan", "reference")
+
+# For a program with every sequence length: what rnnkit.export writes (its loop is TorchScript).
+EXPORT_ALTERNATIVE = ("For a model that runs at any sequence length, and with lengths, use `rnnkit export` (in "
+                      "Python rnnkit.export.export_layer(layer, path, format='onnx' or 'torchscript')), which keeps "
+                      "the time loop.")
 
 # The log-space scan replaces T sequential steps by a few whole-sequence kernels. On CPU the
 # loop is faster at every shape measured (benchmarks/scan.py: the scan 1.0x-7.6x slower at 2
@@ -81,6 +114,8 @@ def backend_names() -> list[str]:
 
 def select(requested: str, problem: Problem) -> ModuleType:
     """The backend module that runs ``problem``: the one named, or auto's choice."""
+    if problem.exporting:
+        return _select_for_export(requested, problem)
     if requested != "auto":
         backend = BACKENDS[requested]
         reason = backend.supports(problem)
@@ -94,4 +129,47 @@ def select(requested: str, problem: Problem) -> ModuleType:
     raise NotSupported(f"no backend supports {problem}")  # unreachable: reference runs everything
 
 
-__all__ = ["AUTO_ORDER", "BACKENDS", "auto_order", "NotSupported", "Problem", "backend_names", "select"]
+def _select_for_export(requested: str, problem: Problem) -> ModuleType:
+    """Under torch.export: the named backend or auto's first of EXPORT_ORDER, if it can be exported."""
+    reasons = {}
+    for name in EXPORT_ORDER if requested == "auto" else (requested,):
+        reason = _export_reason(name, problem)
+        if reason is None:
+            return BACKENDS[name]
+        reasons[name] = reason
+    why = "; ".join(f"{name}: {reason}" for name, reason in reasons.items())
+    hint = "" if requested == "auto" else " Under torch.export backend='auto' picks an exportable backend."
+    raise NotSupported(f"torch.export cannot export this {problem.cell} layer with backend={requested!r}: {why}."
+                       f"{hint} {EXPORT_ALTERNATIVE}")
+
+
+def _export_reason(name: str, problem: Problem) -> str | None:
+    """Why backend ``name`` cannot run ``problem`` under torch.export, or None."""
+    if name not in EXPORT_ORDER:
+        return (f"its loops are autograd.Functions over {'C++' if name == 'fused' else name} kernels, which an "
+                f"exported program cannot hold (exportable: {', '.join(EXPORT_ORDER)})")
+    reason = BACKENDS[name].supports(problem)
+    if reason is not None:
+        return reason
+    if name != "scan" and not isinstance(problem.steps, int):  # a SymInt: the export asked for a dynamic time axis
+        return ("its loop over time steps is unrolled to the example's length, so the time axis of x cannot be "
+                "dynamic (export with a static time axis; the batch may stay dynamic)")
+    return None
+
+
+def run(backend: ModuleType, layer, x, lengths, state):
+    """``backend.run(layer, x, lengths, state)``; under torch.compile an OPAQUE backend runs eagerly."""
+    if backend.NAME in OPAQUE and torch.compiler.is_compiling():
+        return _run_eagerly(backend, layer, x, lengths, state)
+    return backend.run(layer, x, lengths, state)
+
+
+# torch.compiler.disable, lazily: torch._disable_dynamo imports dynamo (seconds) on the first call, not
+# when rnnkit is imported, and dynamo skips it, so a compiled model breaks its graph once here.
+@torch._disable_dynamo
+def _run_eagerly(backend: ModuleType, layer, x, lengths, state):
+    return backend.run(layer, x, lengths, state)
+
+
+__all__ = ["AUTO_ORDER", "BACKENDS", "EXPORT_ORDER", "OPAQUE", "auto_order", "NotSupported", "Problem", "backend_names",
+           "run", "select"]
