@@ -1,11 +1,18 @@
 """Triton BPTT for the Elman RNN: ``rnn_tanh`` and ``rnn_relu``.
 
 The same loop as ``fused/elman.py`` (its docstring gives the derivatives). Forward, per step,
-``raw = h_{t-1} W_hh^T`` (cuBLAS) and one kernel: h_t = act(gx_t + b_hh + raw), the state kept
-and the output zeroed past each sequence's end. Backward, per step, one kernel
-(da_t = dh~_t act'(h_t), zero where step t does not run) and ``dh~_{t-1} = base_{t-1} + da_t W_hh``
-as one ``addmm`` (``common.base_grad``); then dW_hh and db_hh as one GEMM and one reduction over
-all steps. Saved: every state h_t (T + 1, B, H), so act'(h_t) and h_{t-1} are both at hand.
+``raw = h_{t-1} W_hh^T`` (cuBLAS) and one kernel: h~_t = act(gx_t + b_hh + raw), the state kept
+where a unit keeps it, the output zeroed past each sequence's end. Backward carries dh_t from the
+last step; per step one kernel and one GEMM:
+
+    dh_t = (da_{t+1} W_hh) (* m) + pass_{t+1},      g = dh_t + dout_t [t < len]
+    da_t = g act'(h~_t) where the unit updates, else 0;   pass_t = g where the unit keeps its state
+
+then dW_hh and db_hh as one GEMM and one reduction over all steps. A unit keeps its state past its
+sequence's end and, under zoneout, where its mask says so. Hidden dropout's mask m (B, H) multiplies
+h_{t-1} in the product: the forward kernel also writes h_t m, the next GEMM's input, and the
+backward kernel multiplies the GEMM's result by m. Saved: every state h_t (T + 1, B, H) and, under
+zoneout, h~_t (T, B, H).
 """
 
 from __future__ import annotations
@@ -15,15 +22,24 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .common import GRAPHS, base_grad, block, compute_type, full_lengths, reference_grads, rows_gemm, sum_rows, tanh
+from .common import GRAPHS, block, compute_type, full_lengths, noise_masks, reference_grads, rows_gemm, sum_rows, tanh
 
 WEIGHTS = ("weight_hh", "bias_hh")
 
 
 @triton.jit
-def _forward_step(gx_ptr, raw_ptr, h_ptr, len_ptr, t, h_out_ptr, out_ptr, H, RELU: tl.constexpr,
-                  BLOCK: tl.constexpr, ACC: tl.constexpr):
-    """h_t = act(gx_t + raw) for one batch row; past the sequence's end the state stays and the output is 0."""
+def _keeps(keep_ptr, offs, valid, running, ZONE: tl.constexpr):
+    """Where a unit keeps its state: its zoneout mask (which includes the steps past the end), or past the end."""
+    if ZONE:
+        return tl.load(keep_ptr + offs, mask=valid, other=1) != 0
+    return valid & (running == 0)
+
+
+@triton.jit
+def _forward_step(gx_ptr, raw_ptr, h_ptr, len_ptr, t, keep_ptr, m_ptr, h_out_ptr, out_ptr, h_tilde_ptr, h_in_ptr, H,
+                  RELU: tl.constexpr, ZONE: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr,
+                  ACC: tl.constexpr):
+    """h~_t = act(gx_t + raw) for one batch row, the select of kept units, the output, and h_t m for the next GEMM."""
     b = tl.program_id(0)
     k = tl.arange(0, BLOCK)
     valid = k < H
@@ -36,94 +52,106 @@ def _forward_step(gx_ptr, raw_ptr, h_ptr, len_ptr, t, h_out_ptr, out_ptr, H, REL
     else:
         y = tanh(a)
     h = tl.load(h_ptr + row + k, mask=valid, other=0.0).to(ACC)
-    tl.store(h_out_ptr + row + k, tl.where(running, y, h), mask=valid)
-    tl.store(out_ptr + row + k, tl.where(running, y, 0.0), mask=valid)
+    h = tl.where(_keeps(keep_ptr, row + k, valid, running, ZONE), h, y)
+    tl.store(h_out_ptr + row + k, h, mask=valid)
+    tl.store(out_ptr + row + k, tl.where(running, h, 0.0), mask=valid)
+    if ZONE:
+        tl.store(h_tilde_ptr + row + k, y, mask=valid)
+    if HIDDEN:
+        tl.store(h_in_ptr + row + k, h * tl.load(m_ptr + row + k, mask=valid, other=0.0).to(ACC), mask=valid)
 
 
 @triton.jit
-def _backward_step(dh_ptr, h_ptr, len_ptr, t, da_ptr, H, RELU: tl.constexpr, BLOCK: tl.constexpr,
-                   ACC: tl.constexpr):
-    """da_t = dh~_t act'(h_t) for one batch row, zero where step t does not run."""
+def _backward_step(dhw_ptr, pass_ptr, dout_ptr, y_ptr, len_ptr, t, keep_ptr, m_ptr, da_ptr, H, RELU: tl.constexpr,
+                   ZONE: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
+    """da_t and pass_t of one batch row from da_{t+1} W_hh (dhw), pass_{t+1} and dout_t."""
     b = tl.program_id(0)
     k = tl.arange(0, BLOCK)
     valid = k < H
     row = b * H
-    live = valid & (t < tl.load(len_ptr + b))
-    g = tl.load(dh_ptr + row + k, mask=valid, other=0.0).to(ACC)
-    y = tl.load(h_ptr + row + k, mask=valid, other=0.0).to(ACC)
+    running = t < tl.load(len_ptr + b)
+    dh = tl.load(dhw_ptr + row + k, mask=valid, other=0.0).to(ACC)
+    if HIDDEN:
+        dh = dh * tl.load(m_ptr + row + k, mask=valid, other=0.0).to(ACC)
+    dh += tl.load(pass_ptr + row + k, mask=valid, other=0.0).to(ACC)
+    g = dh + tl.where(running, tl.load(dout_ptr + row + k, mask=valid, other=0.0).to(ACC), 0.0)
+    keep = _keeps(keep_ptr, row + k, valid, running, ZONE)
+    y = tl.load(y_ptr + row + k, mask=valid, other=0.0).to(ACC)
     if RELU:
         d = tl.where(y > 0, g, 0.0)  # as torch's threshold_backward
     else:
         d = g * (1 - y * y)
-    tl.store(da_ptr + row + k, tl.where(live, d, 0.0), mask=valid)
+    tl.store(da_ptr + row + k, tl.where(keep, 0.0, d), mask=valid)
+    tl.store(pass_ptr + row + k, tl.where(keep, g, 0.0), mask=valid)
 
 
 def recurrence(cell, gx: Tensor, state: Tensor, w, lengths: Tensor | None, noise=None) -> tuple[Tensor, Tensor]:
     """The Triton time loop of one Elman layer and direction (contract in fused/__init__.py)."""
-    if noise is not None:
-        raise ValueError("the triton backend runs no hidden dropout or zoneout yet (supports() refuses them)")
-    return _Elman.apply(cell, lengths, torch.is_grad_enabled(), gx, state, *(w.get(k) for k in WEIGHTS))
+    return _Elman.apply(cell, lengths, noise, torch.is_grad_enabled(), gx, state, *(w.get(k) for k in WEIGHTS))
 
 
-def _forward_loop(relu: bool, gx, h0, lens, W, bias_hh):
+def _forward_loop(flags: dict, gx, h0, lens, W, bias_hh, m, keep):
     T, B, H = gx.shape
     W_t = W.t()
     hs = gx.new_empty(T + 1, B, H)  # hs[t] = h_{t-1}
     hs[0] = h0
+    h_in = None if m is None else h0 * m  # the next GEMM's input under hidden dropout
+    h_tilde = None if keep is None else gx.new_empty(T, B, H)
     raw = gx.new_empty(B, H)
     out = gx.new_empty(T, B, H)
-    gx = gx.contiguous()
     for t in range(T):
+        x = hs[t] if m is None else h_in
         if bias_hh is None:
-            torch.mm(hs[t], W_t, out=raw)
+            torch.mm(x, W_t, out=raw)
         else:
-            torch.addmm(bias_hh, hs[t], W_t, out=raw)
-        _forward_step[(B,)](gx[t], raw, hs[t], lens, t, hs[t + 1], out[t], H, RELU=relu, BLOCK=block(H),
-                            ACC=compute_type(gx.dtype))
-    return [out, hs[T].clone(), hs]
-
-
-def _backward_loop(relu: bool, grad_out, grad_h, lens, W, hs):
-    T = hs.shape[0] - 1
-    B, H = hs.shape[1:]
-    dh = hs.new_zeros(T + 1, B, H)  # dh[t + 1] = dh~_t, dh[0] = dh_0
-    dh[1:] = base_grad(grad_out.to(hs.dtype), grad_h.to(hs.dtype), lens)
-    da = torch.empty_like(hs[1:])  # (T, B, H) = d gx
-    for t in range(T - 1, -1, -1):
-        _backward_step[(B,)](dh[t + 1], hs[t + 1], lens, t, da[t], H, RELU=relu, BLOCK=block(H),
-                             ACC=compute_type(hs.dtype))
-        dh[t].addmm_(da[t], W)
-    return da, dh[0]
+            torch.addmm(bias_hh, x, W_t, out=raw)
+        _forward_step[(B,)](gx[t], raw, hs[t], lens, t, raw if keep is None else keep[t], raw if m is None else m,
+                            hs[t + 1], out[t], raw if keep is None else h_tilde[t], raw if m is None else h_in, H,
+                            **flags)
+    return [out, hs[T].clone(), hs, h_tilde]
 
 
 class _Elman(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, cell, lengths, grad_enabled, gx, h0, weight_hh, bias_hh):
-        relu = cell.nonlinearity == "relu"
+    def forward(ctx, cell, lengths, noise, grad_enabled, gx, h0, weight_hh, bias_hh):
         with torch.autocast(gx.device.type, enabled=False):
             dtype = gx.dtype  # under autocast the input GEMM already chose it
-            T, B, _ = gx.shape
+            T, B, H = gx.shape
             lens = full_lengths(lengths, T, B, gx.device)
+            m, keep = noise_masks(noise, lens, dtype)
+            keep = None if keep is None else keep[0]
+            flags = dict(RELU=cell.nonlinearity == "relu", ZONE=keep is not None, HIDDEN=m is not None,
+                         BLOCK=block(H), ACC=compute_type(dtype))
             W, b = weight_hh.to(dtype), None if bias_hh is None else bias_hh.to(dtype)
-            inputs = [gx, h0.to(dtype), lens, W, b]
-            key = ("elman", relu, tuple(gx.shape), dtype, b is None)
-            out, h, hs = GRAPHS.run(key, lambda *a: _forward_loop(relu, *a), inputs)
-        ctx.cell, ctx.lengths, ctx.relu = cell, lengths, relu
+            inputs = [gx.contiguous(), h0.to(dtype), lens, W, b, m, keep]
+            key = ("elman", tuple(flags.items()), tuple(gx.shape), dtype, b is None)
+            out, h, hs, h_tilde = GRAPHS.run(key, lambda *a: _forward_loop(flags, *a), inputs)
+        ctx.cell, ctx.lengths, ctx.noise, ctx.flags = cell, lengths, noise, flags
         ctx.dtypes = [None if x is None else x.dtype for x in (gx, h0, weight_hh, bias_hh)]
         if grad_enabled:
-            ctx.save_for_backward(gx, h0, weight_hh, bias_hh, lens, W, hs)
+            ctx.save_for_backward(gx, h0, weight_hh, bias_hh, lens, W, hs, h_tilde, m, keep)
         return out, h
 
     @staticmethod
     def backward(ctx, grad_out, grad_h):
-        gx, h0, weight_hh, bias_hh, lens, W, hs = ctx.saved_tensors
+        gx, h0, weight_hh, bias_hh, lens, W, hs, h_tilde, m, keep = ctx.saved_tensors
         if torch.is_grad_enabled():  # double backward: differentiate the reference loop instead
             grads = reference_grads(ctx.cell, ctx.lengths, gx, h0, {"weight_hh": weight_hh, "bias_hh": bias_hh},
-                                    [grad_out, grad_h])
-            return (None, None, None, *grads)
+                                    [grad_out, grad_h], ctx.noise)
+            return (None, None, None, None, *grads)
         with torch.autocast(hs.device.type, enabled=False):
-            da, dh0 = _backward_loop(ctx.relu, grad_out, grad_h, lens, W, hs)
-            grad_W = rows_gemm(da, hs[:-1])  # (H, H)
+            T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+            grad_out = grad_out.to(hs.dtype).contiguous()
+            dhw = hs.new_zeros(B, H)  # da_{t+1} W_hh
+            passed = grad_h.to(hs.dtype).clone()  # the part of dh_t that skips step t + 1
+            da = hs.new_empty(T, B, H)  # d gx
+            for t in range(T - 1, -1, -1):
+                _backward_step[(B,)](dhw, passed, grad_out[t], hs[t + 1] if keep is None else h_tilde[t], lens, t,
+                                     dhw if keep is None else keep[t], dhw if m is None else m, da[t], H, **ctx.flags)
+                torch.mm(da[t], W, out=dhw)
+            dh0 = (dhw if m is None else dhw * m) + passed
+            h_in = hs[:T] if m is None else hs[:T] * m  # what the products read
+            grad_W = rows_gemm(da, h_in)  # (H, H)
             grad_b = sum_rows(da) if bias_hh is not None else None
         grads = [da, dh0, grad_W, grad_b]
-        return (None, None, None, *[None if g is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes)])
+        return (None, None, None, None, *[None if g is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes)])
