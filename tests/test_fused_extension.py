@@ -264,28 +264,33 @@ needs_posix = pytest.mark.skipif(os.name != "posix", reason="the fake tools are 
 
 
 @needs_posix
-def test_ninja_is_found_off_path_in_the_environment(tmp_path, monkeypatch):
-    """PATH without ninja (an environment not activated): the ninja package's, else the one beside Python."""
+def test_ninja_is_the_environments_own_activated_or_not(tmp_path, monkeypatch):
+    """The ninja package's ninja, else the one beside Python, else PATH's: the same one whether or not
+    the environment's bin folder is on PATH; the build's PATH puts its folder in front when needed."""
     import ninja
 
-    on_path = executable(tmp_path / "on_path", "ninja", "1.0")
+    on_path = executable(tmp_path / "usr_bin", "ninja", "1.0")
     package = executable(tmp_path / "package", "ninja", "2.0")
     beside = executable(tmp_path / "env" / "bin", "ninja", "3.0")
     monkeypatch.setattr(ninja, "BIN_DIR", str(package.parent))
     monkeypatch.setattr(sys, "executable", str(beside.parent / "python"))
-    monkeypatch.setenv("PATH", str(on_path.parent))
-    assert extension.find_ninja() == str(on_path)  # PATH first, as torch would use it
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # not activated, no system ninja
+    assert extension.find_ninja() == str(package)
+    monkeypatch.setenv("PATH", str(on_path.parent))  # not activated, a system ninja on PATH
     assert extension.find_ninja() == str(package)
     monkeypatch.setattr(ninja, "BIN_DIR", str(tmp_path / "nothing"))
     assert extension.find_ninja() == str(beside)
     monkeypatch.setattr(sys, "executable", str(tmp_path / "bare" / "python"))
+    assert extension.find_ninja() == str(on_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert extension.find_ninja() is None
-    # the build's PATH: ninja's folder in front, once; the user's PATH unchanged
-    assert extension.build_path(str(package), "/usr/bin") == f"{package.parent}{os.pathsep}/usr/bin"
-    assert extension.build_path(str(on_path), f"/usr/bin{os.pathsep}{on_path.parent}") == \
-        f"/usr/bin{os.pathsep}{on_path.parent}"
-    assert extension.build_path(None, "/usr/bin") == "/usr/bin"
+    # the build's PATH: ninja's folder in front unless PATH already finds that ninja first
+    usr_bin, env_bin = str(on_path.parent), str(package.parent)
+    assert extension.build_path(str(package), usr_bin) == f"{env_bin}{os.pathsep}{usr_bin}"
+    assert extension.build_path(str(package), f"{env_bin}{os.pathsep}{usr_bin}") == f"{env_bin}{os.pathsep}{usr_bin}"
+    assert extension.build_path(str(package), f"{usr_bin}{os.pathsep}{env_bin}") == \
+        f"{env_bin}{os.pathsep}{usr_bin}{os.pathsep}{env_bin}"  # PATH's first ninja is another one
+    assert extension.build_path(None, usr_bin) == usr_bin
 
 
 @needs_posix

@@ -10,7 +10,8 @@ as a dict for ``rnnkit info``. Nothing here raises: the fused backend then runs 
 The build uses the environment's own tools whether or not the environment is activated: torch runs
 ``ninja`` from PATH, so when PATH has none, the ninja that ``pip install ninja`` put next to this
 Python (the ``ninja`` package's ``BIN_DIR``) goes in front of PATH for the build only (os.environ is
-restored after). While it compiles, one line goes to stderr (``BUILD_MESSAGE``).
+restored after). That ninja is used even where PATH has another (see ``find_ninja``). While it
+compiles, one line goes to stderr (``BUILD_MESSAGE``).
 
 The build takes 20-60 s on 2 cores and is cached by torch in ``TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``); a later process loads the cached library in about a second, and
@@ -45,7 +46,7 @@ from pathlib import Path
 import torch
 
 ENV_DISABLE = "RNNKIT_NO_EXTENSION"
-BUILD_MESSAGE = "building rnnkit's C++ loops for this CPU, once, under a minute"
+BUILD_MESSAGE = "building rnnkit's C++ loops for this CPU, once (about a minute on 2 cores)"
 FAILED_FILE = "rnnkit_build_failed.txt"  # in the cache folder: the failed build's key, then its reason
 BUILT_FILE = "rnnkit_build_ok.txt"  # in the cache folder: the build's key, then its seconds
 _SOURCES = [Path(__file__).parent / "csrc" / "lstm.cpp"]
@@ -118,14 +119,13 @@ def packed_gemm() -> bool:
 
 
 def find_ninja(path: str | None = None) -> str | None:
-    """The ninja executable a build runs: the one on ``path`` (default: PATH), else the environment's own.
+    """The ninja executable a build runs: the environment's own, else the one on ``path`` (default: PATH).
 
     The environment's own is the one the ``ninja`` package installed (its ``BIN_DIR``), or one next to
-    ``sys.executable``: both are on PATH only when the environment is activated.
+    ``sys.executable``; both are on PATH only when the environment is activated. Taking it first makes
+    an activated and a bare shell run the same ninja: ninja versions keep their logs in different
+    formats, and each switch between a system ninja and the environment's recompiled everything.
     """
-    found = shutil.which("ninja", path=path)
-    if found:
-        return found
     folders = []
     try:
         import ninja  # the PyPI package, a dependency of rnnkit
@@ -138,21 +138,20 @@ def find_ninja(path: str | None = None) -> str | None:
         found = shutil.which("ninja", path=folder)
         if found:
             return found
-    return None
+    return shutil.which("ninja", path=path)
 
 
 def build_path(ninja: str | None, path: str | None = None) -> str:
-    """The PATH a build runs with: ``path`` (default: PATH) with ninja's folder in front if it is not on it.
+    """The PATH a build runs with: ``path`` (default: PATH), with ninja's folder in front unless ``ninja``
+    is already the one PATH finds (torch runs the ``ninja`` that PATH finds).
 
     In front, as activating the environment would put it: a compiler installed in the environment
     (conda's) then wins over the system's, as it does for an activated environment.
     """
     path = os.environ.get("PATH", os.defpath) if path is None else path
-    if ninja is None:
+    if ninja is None or shutil.which("ninja", path=path) == ninja:
         return path
     folder = str(Path(ninja).parent)
-    if folder in path.split(os.pathsep):
-        return path
     return folder + os.pathsep + path if path else folder
 
 
@@ -227,8 +226,12 @@ def build_key(inputs: dict[str, str]) -> str:
 
 
 def _compile_key(inputs: dict[str, str]) -> str:
-    """A digest of what the compiled library depends on (not which ninja ran it, nor PATH)."""
-    return build_key({k: v for k, v in inputs.items() if k not in ("ninja", "ninja_version", "PATH")})
+    """A digest of what makes torch and ninja compile again: the source, the flags, torch, Python.
+
+    Not the compiler (torch's build file names ``c++``, not its path), ninja, PATH or rnnkit's version.
+    Only for the message and the recorded build time: whether ninja compiled is read off the library.
+    """
+    return build_key({k: inputs[k] for k in ("sources", "flags", "torch", "python")})
 
 
 def _read_record(file: Path | None) -> tuple[str, str] | None:
@@ -310,7 +313,7 @@ def _build() -> None:
     mtime_before = _mtime(library)
     cached = record is not None and record[0] == compile_key and mtime_before is not None
     if not cached:
-        where = "" if build_dir is None else f" (cached in {build_dir})"
+        where = "" if build_dir is None else f", into {build_dir}"
         print(BUILD_MESSAGE + where, file=sys.stderr, flush=True)
     saved_path = os.environ.get("PATH")
     os.environ["PATH"] = path  # torch runs `ninja` from PATH, in this process and in its subprocesses
