@@ -42,7 +42,7 @@ KERNELS = {
 
 # regularizers that act inside the time loop, and the cells whose kernels take their masks
 IN_LOOP = ("hidden_dropout", "zoneout")
-IN_LOOP_CELLS = ("indrnn", "mingru", "minlstm", "rnn_tanh", "rnn_relu")
+IN_LOOP_CELLS = ("indrnn", "mingru", "minlstm", "rnn_tanh", "rnn_relu", "gru", "cho_gru")
 
 
 def interpreter_on() -> bool:
