@@ -1,10 +1,11 @@
 """Property tests (hypothesis) over random cells, sizes, lengths and directions, in float64.
 
-- every backend that runs a configuration equals ``reference``: outputs, final state, and the
-  gradients of the input, the initial state and every parameter;
-- a PackedSequence gives what the padded input with ``lengths`` gives;
+- every backend that should run a configuration (``EXPECTED_BACKENDS``, written out here rather than
+  read from the backends' ``supports``) runs it, says so in ``last_backend``, and equals ``reference``:
+  outputs, final state, and the gradients of the input, the initial state and every parameter;
+- a PackedSequence gives what the padded input with ``lengths`` gives, and both equal ``reference``;
 - running a sequence in chunks, carrying the state, equals running it whole (and ``step`` T
-  times equals it too).
+  times, through the stepper's own code, equals it too).
 
 ``derandomize=True``: the examples are a function of the test, so CI sees the same ones every
 run. The non-slow tests draw 5 examples per cell for each property; the ``slow`` copies draw 50.
@@ -27,6 +28,11 @@ from rnnkit.cells import LSTMState  # noqa: E402
 CELLS = rnnkit.cells()
 PROJ_CELLS = ("lstm", "peephole_lstm", "layernorm_lstm", "cifg_lstm")
 BACKENDS = ("native", "fused", "scan")
+# Which backends must run each cell in these tests (CPU, float64, no cell options, no regularizers): fused
+# runs every cell; torch's kernels (native) the four torch has; the log-space scan the two minimal cells.
+TORCH_CELLS, MINIMAL_CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru"), ("mingru", "minlstm")
+EXPECTED_BACKENDS = {cell: {"fused"} | ({"native"} if cell in TORCH_CELLS else set())
+                     | ({"scan"} if cell in MINIMAL_CELLS else set()) for cell in CELLS}
 FEW, MANY = 5, 50  # examples per cell
 
 
@@ -84,11 +90,13 @@ def parts(state) -> list[torch.Tensor]:
 def run_with_grads(layer: Recurrent, backend: str, x, state, lengths):
     """Outputs, final state and the gradients of a fixed random function of them, under ``backend``."""
     layer.backend = backend
+    layer.last_backend = None
     layer.zero_grad(set_to_none=True)
     x = x.detach().clone().requires_grad_()
     state = None if state is None else type(state)(*[s.detach().clone().requires_grad_() for s in parts(state)]) \
         if isinstance(state, tuple) else state.detach().clone().requires_grad_()
     out, final = layer(x, state, lengths=lengths)
+    assert layer.last_backend == backend, f"asked for {backend}, last_backend says {layer.last_backend}"
     g = torch.Generator().manual_seed(7)
     loss = (out * torch.randn(out.shape, generator=g, dtype=out.dtype)).sum()
     for s in parts(final):
@@ -111,13 +119,14 @@ def check_backends_agree(example) -> None:
     x, state = inputs(layer, T, B, seed, initial=seed % 2 == 0)
     lengths = None if lens is None else torch.tensor(lens)
     ref_out, ref_state, ref_grads = run_with_grads(layer, "reference", x, state, lengths)
-    ran = 0
+    ran = set()
     for backend in BACKENDS:
         try:
             out, final, grads = run_with_grads(layer, backend, x, state, lengths)
-        except NotSupported:
+        except NotSupported as refusal:
+            assert backend not in EXPECTED_BACKENDS[config["cell"]], f"{backend} refused {config}: {refusal}"
             continue
-        ran += 1
+        ran.add(backend)
         assert_close(f"{backend} output", ref_out, out)
         for i, (a, b) in enumerate(zip(ref_state, final)):
             assert_close(f"{backend} final state part {i}", a, b)
@@ -126,7 +135,7 @@ def check_backends_agree(example) -> None:
                 assert grads[name] is None or not grads[name].any(), f"{backend}: {name} has a gradient, ref none"
             else:
                 assert_close(f"{backend} d{name}", grad, grads[name])
-    assert ran >= 1 or config["cell"] not in ("lstm", "gru", "mingru"), "no backend ran a standard cell"
+    assert ran == EXPECTED_BACKENDS[config["cell"]], f"{config['cell']}: ran {sorted(ran)}"
 
 
 def check_packed_equals_padded(example) -> None:
@@ -135,6 +144,13 @@ def check_packed_equals_padded(example) -> None:
     x, state = inputs(layer, T, B, seed, initial=seed % 2 == 0)
     lengths = torch.tensor(lens)
     padded_out, padded_state = layer(x, state, lengths=lengths)
+    assert layer.last_backend in EXPECTED_BACKENDS[config["cell"]], f"auto ran {layer.last_backend}"
+    layer.backend = "reference"  # an independent computation: auto's backend returning zeros would fail
+    ref_out, ref_state = layer(x, state, lengths=lengths)
+    layer.backend = "auto"
+    assert_close("padded output against reference", ref_out, padded_out)
+    for i, (a, b) in enumerate(zip(parts(ref_state), parts(padded_state))):
+        assert_close(f"padded final state part {i} against reference", a, b)
     packed = pack_padded_sequence(x, lengths, batch_first=layer.batch_first, enforce_sorted=False)
     packed_out, packed_state = layer(packed, state)
     out, out_lengths = pad_packed_sequence(packed_out, batch_first=layer.batch_first, total_length=T)
@@ -149,6 +165,7 @@ def check_chunks_equal_whole(example, cuts: list[int]) -> None:
     layer = build(config, seed).eval()
     x, state = inputs(layer, T, B, seed, initial=seed % 2 == 0)
     whole, whole_state = layer(x, state)
+    assert layer.last_backend in EXPECTED_BACKENDS[config["cell"]], f"auto ran {layer.last_backend}"
     dim = 1 if layer.batch_first else 0
     bounds = sorted({c for c in cuts if 0 < c < T})
     outs, carried = [], state
