@@ -60,11 +60,14 @@ class _Spy:
         return call
 
 
-def make_layer(cell: str, backend: str, dtype=torch.float64, **regularizers) -> rnnkit.Recurrent:
-    """The test layer, with the same weights for every backend and dtype (drawn in float64, then cast)."""
+def make_layer(cell: str, backend: str, dtype=torch.float64, **options) -> rnnkit.Recurrent:
+    """The test layer, with the same weights for every backend and dtype (drawn in float64, then cast).
+
+    ``options``: Recurrent's keyword arguments (regularizers, proj_size, bias) and cell options.
+    """
     torch.manual_seed(0)
     layer = rnnkit.Recurrent(cell, I, H, num_layers=2, bidirectional=True, backend=backend, dtype=torch.float64,
-                             **regularizers)
+                             **options)
     with torch.no_grad():  # IndRNN starts with zero biases; random ones reach every branch
         for p in layer.parameters():
             p.uniform_(-0.8, 0.8)
@@ -74,7 +77,7 @@ def make_layer(cell: str, backend: str, dtype=torch.float64, **regularizers) -> 
 def make_inputs(layer: rnnkit.Recurrent, dtype=torch.float64) -> list[torch.Tensor]:
     """x (T, B, I) and the initial state's tensors (4, B, H), all needing a gradient."""
     generator = torch.Generator().manual_seed(1)
-    shapes = [(T, B, I), (4, B, H)] + ([(4, B, H)] if layer.cell.state_type is LSTMState else [])
+    shapes = [(T, B, I), (4, B, layer.proj_size or H)] + ([(4, B, H)] if layer.cell.state_type is LSTMState else [])
     # drawn in float64 and cast, so that both dtypes see the same numbers
     return [torch.randn(*shape, generator=generator, dtype=torch.float64).to(dtype).requires_grad_()
             for shape in shapes]
@@ -187,6 +190,36 @@ def test_float32_matches_float64(case):
             assert_close(f"{kind}-order grad {name}", expected, got, 1e-4 * scale)
 
 
+# options that change a kernel's path: the projection (C++ and Python loops), no bias, IndRNN's
+# clamp of u and its tanh
+VARIANTS = [
+    ("lstm", "fused", {"proj_size": 2}),
+    ("peephole_lstm", "fused", {"proj_size": 2}),
+    ("layernorm_lstm", "fused", {"proj_size": 2}),
+    ("cifg_lstm", "fused", {"proj_size": 2, "bias": False}),
+    ("lstm", "native", {"proj_size": 2}),
+    ("gru", "fused", {"bias": False}),
+    ("cho_gru", "fused", {"bias": False}),
+    ("rnn_relu", "fused", {"bias": False}),
+    ("indrnn", "fused", {"nonlinearity": "tanh", "recurrent_max": 0.5}),
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v[0]}-{v[1]}-{'-'.join(map(str, v[2].items()))}")
+def test_variants_match_reference(variant):
+    """Second-order gradients equal the reference backend's with a projection, without bias, with IndRNN's options."""
+    cell, backend, options = variant
+    layer = make_layer(cell, backend, **options)
+    first, second = first_and_second(layer, make_inputs(layer))
+    assert layer.last_backend == backend
+    ref = make_layer(cell, "reference", **options)
+    first_ref, second_ref = first_and_second(ref, make_inputs(ref))
+    for name, expected, got in zip(names(layer), first_ref, first):
+        assert_close(f"first-order grad {name}", expected, got, 1e-8)
+    for name, expected, got in zip(names(layer), second_ref, second):
+        assert_close(f"second-order grad {name}", expected, got, 1e-8)
+
+
 @pytest.mark.parametrize("cell", rnnkit.cells())
 def test_regularized_matches_reference(cell):
     """Hidden dropout and zoneout: the same seed gives the same masks, so fused equals reference.
@@ -196,7 +229,7 @@ def test_regularized_matches_reference(cell):
     # zoneout on every state part; hidden dropout where the cell has a recurrent product
     regularizers = {"zoneout": (0.3, 0.4) if cell in LSTM_FAMILY else 0.3}
     if cell not in ("mingru", "minlstm"):  # they have no recurrent product to drop
-        regularizers["hidden_dropout"] = 0.4
+        regularizers.update(hidden_dropout=0.4, weight_drop=0.3)
     layer = make_layer(cell, "fused", **regularizers)
     first, second = first_and_second(layer, make_inputs(layer), seed=5)
     assert layer.last_backend == "fused"

@@ -15,8 +15,10 @@ double the code for a rare use. So each family's backward asks ``double_backward
 state, the weights, the step mask, the hidden-dropout and zoneout masks: the same masks, so the same
 function) with autograd on, and returns autograd's gradients of that with ``create_graph=True``.
 The first-order backward is untouched: the forward saves its inputs by reference (no copy; the C++
-loops read them without writing), and the hand BPTT runs whenever grad mode is off. The price of a
-double backward is one more forward through the loop, as with activation checkpointing.
+loops read them without writing), and the hand BPTT runs whenever grad mode is off. What it costs:
+gx (T, B, G) now stays alive until the backward (memory the size of the gate buffer the kernels save
+anyway; a forward cannot know whether a double backward will follow), and a double backward runs
+the loop once more, as activation checkpointing does.
 """
 
 from __future__ import annotations
