@@ -13,7 +13,8 @@ language model trained by ``rnnkit lm train`` (``--lm DIR``, ``--lm-weight``,
 ``--insertion-bonus``) and/or a word list (``--words FILE``). A unidirectional model trained with
 ``normalize="global"`` transcribes a stream chunk by chunk with ``layer.step``
 (``transcribe --stream``): features, steps and greedy labels come out as the audio arrives,
-the same as decoding the whole file.
+the same as decoding the whole file (``TrainedASR.stream_log_probs`` gives each step's log-probabilities,
+equal to the whole file's within float32 rounding).
 
 Data: ``--data MANIFEST`` (``rnnkit.data.manifest``: CSV/TSV/JSONL with ``path`` and ``text``)
 with ``--test-data MANIFEST``; ``--data synth``: the synthesized corpus (``rnnkit.data.synth_speech``,
