@@ -150,27 +150,45 @@ def _check_scripted_matches_eager(rnn: nn.Module, x: torch.Tensor) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_jit_script(family):
-    """torch's cells script as torch.nn's module on the same weights; the others refuse, naming rnnkit export."""
+    """Every cell scripts on the layer's own parameters, inside a model, with the eager outputs and gradients:
+    torch's cells as torch.nn's module, the others as rnnkit export's loop (rnnkit.script)."""
     torch.manual_seed(0)
     x = torch.randn(6, 2, 3, dtype=torch.double)
-    scriptable = {
+    layers = {
         "elman": [rnnkit.RNN(3, 4, 2, nonlinearity="relu", bidirectional=True), rnnkit.RNN(3, 4),
                   rnnkit.Recurrent("rnn_tanh", 3, 4, batch_first=True)],
-        "lstm": [rnnkit.LSTM(3, 5, 2, proj_size=2, bidirectional=True), rnnkit.Recurrent("lstm", 3, 4)],
-        "gru": [rnnkit.GRU(3, 4, 2, bidirectional=True), rnnkit.GRU(3, 4, batch_first=True)],
-    }.get(family, [])
-    for rnn in scriptable:
+        "lstm": [rnnkit.LSTM(3, 5, 2, proj_size=2, bidirectional=True), rnnkit.Recurrent("lstm", 3, 4),
+                 rnnkit.Recurrent("peephole_lstm", 3, 5, 2, proj_size=2, bidirectional=True),
+                 rnnkit.Recurrent("layernorm_lstm", 3, 4, batch_first=True), rnnkit.Recurrent("cifg_lstm", 3, 4)],
+        "gru": [rnnkit.GRU(3, 4, 2, bidirectional=True), rnnkit.GRU(3, 4, batch_first=True),
+                rnnkit.Recurrent("cho_gru", 3, 4, 2, bidirectional=True)],
+        "minimal": [rnnkit.Recurrent("mingru", 3, 4, 2, bidirectional=True), rnnkit.Recurrent("minlstm", 3, 4)],
+        "indrnn": [rnnkit.Recurrent("indrnn", 3, 4, 2, bidirectional=True),
+                   rnnkit.Recurrent("indrnn", 3, 4, nonlinearity="tanh")],
+    }[family]
+    assert {layer.cell.name for layer in layers} == set(FAMILIES[family])
+    for rnn in layers:
         _check_scripted_matches_eager(rnn.double(), x.transpose(0, 1) if rnn.batch_first else x)
-    for cell in FAMILIES[family]:
-        if cell not in ("rnn_tanh", "rnn_relu", "lstm", "gru"):
-            with pytest.raises(NotSupported, match=rf"Recurrent\('{cell}'\).*`rnnkit export`"):
-                _scripted(_Model(rnnkit.Recurrent(cell, 3, 4)))
 
 
-def test_jit_script_refuses_a_regularized_layer():
-    """torch.nn has no zoneout: a clear error, not a scripted module that silently drops it."""
+@pytest.mark.parametrize("cell", ["peephole_lstm", "mingru"])
+def test_jit_scripted_loop_takes_lengths_and_a_state(cell):
+    """The scripted loop called directly: another batch and length, lengths, an initial state."""
+    layer = _layer(cell).eval()
+    scripted = _scripted(layer)
+    x = torch.randn(7, 3, 3, dtype=torch.double)
+    lengths = torch.tensor([7, 2, 5])
+    state = layer(torch.randn(2, 3, 3, dtype=torch.double))[1]
+    hx = tuple(state) if isinstance(state, tuple) else state
+    _assert_same(f"scripted {cell}", layer(x, state, lengths), scripted(x, hx, lengths))
+
+
+def test_jit_script_refuses_what_its_loop_lacks():
+    """Regularizers and dropout between layers: a clear error, not a scripted module that silently drops them."""
     with pytest.raises(NotSupported, match=r"no zoneout.*`rnnkit export`"):
         _scripted(_Model(rnnkit.Recurrent("lstm", 3, 4, zoneout=0.1)))
+    with pytest.raises(NotSupported, match=r"no dropout between layers.*`rnnkit export`"):
+        _scripted(_Model(rnnkit.Recurrent("peephole_lstm", 3, 4, 2, dropout=0.2)))
 
 
 # ---------------------------------------------------------------------- torch.func.functional_call

@@ -179,27 +179,15 @@ class Recurrent(nn.Module):
                     self.proj_size, self.num_layers, self.batch_first, self.bidirectional)
 
     def __prepare_scriptable__(self) -> nn.Module:
-        """What ``torch.jit.script`` compiles in this layer's place: torch.nn's RNN, LSTM or GRU on its parameters.
+        """What ``torch.jit.script`` compiles in this layer's place, on its own parameters (``rnnkit.script``).
 
-        TorchScript cannot compile this layer itself (its backends are chosen per call by Python code, and
-        its cells are objects). For the layers that are torch.nn's own function (cells ``rnn_tanh``,
-        ``rnn_relu``, ``lstm``, ``gru``, no cell options, no rnnkit regularizers, as ``rnnkit.RNN``,
-        ``LSTM`` and ``GRU`` always are), torch.nn's module computes exactly that and is scriptable, so
-        script compiles it instead, built on this layer's own Parameter objects: the scripted module and
-        this layer share their weights. Its call is then torch.nn's: ``forward(input, hx)``, the LSTM's
-        state a plain ``(h, c)`` tuple (``LSTMState`` is one too, so it can be passed in), no ``lengths``
-        (pack the input, as with torch.nn), and torch's kernels run whatever ``backend`` says.
-
-        Every other layer raises ``NotSupported`` naming ``rnnkit export``, whose TorchScript file holds
-        the layer's own loop for every cell (``rnnkit.export.export_layer(layer, path, "torchscript")``).
+        torch.nn's RNN / LSTM / GRU for torch's cells; for the others the loop ``rnnkit export`` writes,
+        ``forward(input, hx=None, lengths=None)``. A layer neither can compute (regularizers, dropout
+        between layers in that loop) raises ``NotSupported`` naming the alternatives.
         """
-        module = _torch_equivalent(self)
-        if isinstance(module, str):
-            raise NotSupported(f"torch.jit.script cannot compile rnnkit.Recurrent({self.cell.name!r}): {module}. "
-                               "For a TorchScript file of this layer use `rnnkit export` (in Python "
-                               "rnnkit.export.export_layer(layer, path, format='torchscript')), or use torch.compile "
-                               "or torch.export, which run every cell")
-        return module
+        from .script import scriptable  # script imports export, which imports this module
+
+        return scriptable(self)
 
     def _apply(self, fn, recurse=True):
         result = super()._apply(fn, recurse)
@@ -365,32 +353,6 @@ class Recurrent(nn.Module):
         for name, value in self.cell_options.items():
             s += f", {name}={value!r}"
         return s
-
-
-def _torch_equivalent(layer: Recurrent) -> nn.Module | str:
-    """torch.nn's module computing ``layer``'s function on its Parameter objects, or why there is none."""
-    if layer.cell.name not in _CUDNN_MODES:
-        return f"torch.nn has no {layer.cell.name} cell (it has {', '.join(_CUDNN_MODES)})"
-    if layer.cell_options:
-        return f"torch.nn's {layer.cell.name} takes no cell options, got {layer.cell_options}"
-    if layer.regularizers.active():
-        return f"torch.nn's modules have no {', '.join(layer.regularizers.active())}"
-    first = layer.weight_ih_l0
-    common = {"num_layers": layer.num_layers, "bias": layer.bias, "batch_first": layer.batch_first,
-              "dropout": layer.dropout, "bidirectional": layer.bidirectional, "device": "meta",
-              "dtype": first.dtype}  # meta: torch's own parameters are replaced at once, so never allocated
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # dropout with one layer: the layer itself warned when it was built
-        if layer.cell.name == "lstm":
-            module = nn.LSTM(layer.input_size, layer.hidden_size, proj_size=layer.proj_size, **common)
-        elif layer.cell.name == "gru":
-            module = nn.GRU(layer.input_size, layer.hidden_size, **common)
-        else:
-            module = nn.RNN(layer.input_size, layer.hidden_size, nonlinearity=layer.cell.name[4:], **common)
-    for name in module._flat_weights_names:  # RNNBase.__setattr__ keeps _flat_weights in step
-        setattr(module, name, getattr(layer, name))
-    module.flatten_parameters()  # on CUDA, as torch.nn keeps its weights; a no-op on the CPU
-    return module.train(layer.training)
 
 
 def _as_state(state, state_type: type) -> State:
