@@ -14,22 +14,25 @@ that supports the problem; the order is fixed from benchmarks, nothing is timed 
 Program transforms (``torch.compile``, ``torch.export``) see the same table, with two rules:
 
 - ``torch.compile``: the backends whose loops are hand-written ``autograd.Function``s over C++ or
-  Triton kernels (``OPAQUE``: fused, triton) run eagerly behind one graph break (``run``); the rest of
-  the model compiles. Dynamo cannot trace them correctly: it fails on the C++ LSTM loops' private
-  oneDNN ops and, through fused ``cho_gru``'s in-place ``out=`` writes, ``aot_eager`` returned outputs
-  0.17 away from eager (torch 2.13, before this rule). Running them eagerly keeps auto's choice, so a compiled model is
-  as fast as the eager one where these loops win, and nothing recompiles per sequence length; the
-  alternative, compiling the reference loop, unrolls T steps per layer and direction (seconds to
-  minutes of compile per length) for no gain (design section 4: compiling the step gave 0.85x to
-  1.6x). ``torch.compile(fullgraph=True)`` cannot hold a graph break: pass ``backend="reference"``
-  (or ``"native"``, ``"scan"``) there.
-- ``torch.export`` (``Problem.exporting``): an exported program must hold the computation as a graph,
-  so only the traceable backends run (``EXPORT_ORDER``: native, scan, reference; auto takes the first
-  that supports the problem and records it in ``last_backend``), and one named outside them raises
-  ``NotSupported``. Native and reference run their time loop in Python, unrolled to the example's
-  length: the program is specialized to that time length (the batch may stay dynamic), and a dynamic
-  time axis raises ``NotSupported`` naming ``rnnkit export``, which writes ONNX / TorchScript with the
-  loop intact. The scan (mingru, minlstm) keeps the time axis dynamic.
+  Triton kernels (``OPAQUE``: fused, triton) run eagerly behind one graph break (``run``); the rest
+  of the model compiles. Dynamo cannot trace them correctly: it failed on the C++ LSTM loops'
+  private oneDNN ops and, through fused ``cho_gru``'s in-place ``out=`` writes, ``aot_eager``
+  returned outputs 0.17 away from eager (torch 2.13, before this rule). Running them eagerly keeps
+  auto's choice, so a compiled model is as fast as the eager one where these loops win, and nothing
+  recompiles per sequence length. The alternative, compiling the reference loop, unrolls T steps per
+  layer and direction (the slow inductor test of a 2-layer LSTM at T = 7 takes about two minutes on
+  a shared 2-core machine) for no gain (design section 4: compiling the step gave 0.85x to 1.6x).
+  ``torch.compile(fullgraph=True)`` cannot hold a graph break: name ``backend="reference"`` (or
+  ``"native"``, ``"scan"``) there.
+- ``torch.export`` (``Problem.exporting``): an exported program must hold the computation as a
+  graph, so only the traceable backends run (``EXPORT_ORDER``: native, scan, reference; auto takes
+  the first that supports the problem) and one named outside them raises ``NotSupported``.
+  torch.export puts module attributes back after tracing, so ``last_backend`` does not show what
+  ran; the exported graph does. With native and reference the program is specialized to the
+  example's time length (the reference loop is unrolled; torch's RNN ops specialize it too), the
+  batch may stay dynamic, and a dynamic time axis raises ``NotSupported`` naming ``rnnkit export``,
+  which writes ONNX / TorchScript with the loop intact. The scan (mingru, minlstm) keeps the time
+  axis dynamic.
 """
 
 from __future__ import annotations
