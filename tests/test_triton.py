@@ -6,7 +6,8 @@ float64, within 1e-10: outputs, final states, and the gradients of the input, th
 and every parameter, for every cell x 1-2 layers x both directions x lengths x proj_size, at tiny
 shapes (the interpreter runs each kernel launch in Python). One case per family runs in the fast
 suite; the rest of the grid is marked slow. Plus: double backward against the reference's second
-derivatives, no-grad inference, bf16 autocast, and the reasons ``supports`` gives.
+derivatives, no-grad inference, bf16 autocast, and the reasons ``supports`` gives. Under hidden
+dropout and zoneout the same comparison runs with the masks both backends draw from one seed.
 """
 
 from __future__ import annotations
@@ -179,18 +180,12 @@ def problem(**changes):
 
 
 def test_supports_reasons(monkeypatch):
-    """Named and refused with a reason: an in-loop regularizer, a CPU tensor without the interpreter."""
-    assert triton_backend.supports(problem()) is None
-    reason = triton_backend.supports(problem(regularizers=("zoneout",)))
-    assert reason is not None and "zoneout" in reason and "fused" in reason
-    layer = rnnkit.Recurrent("gru", I, H, backend="triton", hidden_dropout=0.3)
-    with pytest.raises(NotSupported, match="hidden_dropout"):
-        layer(torch.randn(T, B, I))
-    layer.eval()  # no regularizer acts in evaluation: it runs
-    layer(torch.randn(T, B, I))
-    assert layer.last_backend == "triton"
+    """Refused with a reason: a CPU tensor without the interpreter; a CUDA tensor needs no interpreter."""
+    assert triton_backend.supports(problem(regularizers=("hidden_dropout", "zoneout"))) is None
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert "TRITON_INTERPRET=1" in triton_backend.supports(problem())
+    with pytest.raises(NotSupported, match="TRITON_INTERPRET=1"):
+        rnnkit.Recurrent("gru", I, H, backend="triton")(torch.randn(T, B, I))
     assert triton_backend.supports(problem(device="cuda")) is None
 
 
@@ -200,3 +195,73 @@ def test_auto_never_picks_triton():
     layer = rnnkit.Recurrent("peephole_lstm", I, H)
     layer(torch.randn(T, B, I))
     assert layer.last_backend != "triton"
+
+
+def regularizer_cases(cell: str) -> list[tuple[str, dict]]:
+    """(id, regularizers) for a cell: hidden dropout, zoneout (a pair for the LSTM family), both."""
+    is_lstm = rnnkit.make_cell(cell).state_type is LSTMState
+    if cell in ("mingru", "minlstm"):  # no W_hh: zoneout only
+        return [("zoneout", {"zoneout": 0.4})]
+    cases = [("hidden", {"hidden_dropout": 0.4}), ("zoneout", {"zoneout": 0.4})]
+    if is_lstm:
+        cases.append(("zoneout-pair", {"zoneout": (0.3, 0.6)}))
+    cases.append(("both", {"hidden_dropout": 0.4, "zoneout": (0.3, 0.6) if is_lstm else 0.4}))
+    return cases
+
+
+REG_FAST = {("peephole_lstm-proj", "both", 2, True, True), ("layernorm_lstm", "zoneout-pair", 1, False, True),
+            ("cifg_lstm", "hidden", 1, False, False), ("gru", "both", 2, True, True),
+            ("cho_gru", "hidden", 1, False, True), ("rnn_tanh", "both", 1, True, True),
+            ("indrnn", "both", 1, False, True), ("minlstm", "zoneout", 2, True, True)}
+SEED = 9
+
+
+def reg_params():
+    for case in CASES:
+        for regs in regularizer_cases(case[1]):
+            for layers, bidir, lengths in itertools.product([1, 2], [False, True], [False, True]):
+                fast = (case[0], regs[0], layers, bidir, lengths) in REG_FAST
+                name = f"{case[0]}-{regs[0]}-L{layers}-{'bi' if bidir else 'uni'}-{'len' if lengths else 'full'}"
+                marks = () if fast else (pytest.mark.slow,)
+                yield pytest.param(case, regs, layers, bidir, lengths, id=name, marks=marks)
+
+
+@pytest.mark.parametrize("case,regs,layers,bidir,lengths", list(reg_params()))
+def test_triton_matches_reference_under_the_same_masks(case, regs, layers, bidir, lengths):
+    _, cell, options, proj_size = case
+    torch.manual_seed(0)
+    kwargs = dict(num_layers=layers, bidirectional=bidir, proj_size=proj_size, dtype=torch.float64, **regs[1])
+    ref = rnnkit.Recurrent(cell, I, H, backend="reference", **kwargs, **options)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    ours = rnnkit.Recurrent(cell, I, H, backend="triton", **kwargs, **options)
+    ours.load_state_dict(ref.state_dict())
+    gen = torch.Generator().manual_seed(1)
+    x_ref = torch.randn(T, B, I, dtype=torch.float64, generator=gen, requires_grad=True)
+    x_ours = x_ref.detach().clone().requires_grad_()
+    s_ref = random_state(ref, gen)
+    s_ours = clone_state(s_ref)
+    lens = torch.tensor(LENGTHS) if lengths else None
+
+    torch.manual_seed(SEED)  # the driver draws the masks: the same seed gives both backends the same masks
+    out_ref, final_ref = ref(x_ref, s_ref, lengths=lens)
+    torch.manual_seed(SEED)
+    out_ours, final_ours = ours(x_ours, s_ours, lengths=lens)
+    assert ours.last_backend == "triton"
+    with torch.no_grad():  # the masks changed the result, so the comparison below tests them
+        plain, _ = ref.eval()(x_ref, s_ref, lengths=lens)
+    assert not torch.allclose(plain, out_ref), "the regularizers changed nothing"
+    assert_close("output", out_ref, out_ours, TOL)
+    for i, (a, b) in enumerate(zip(state_tensors(final_ref), state_tensors(final_ours))):
+        assert_close(f"final state[{i}]", a, b, TOL)
+    weights = torch.Generator().manual_seed(2)
+    coefs = [torch.randn(p.shape, dtype=p.dtype, generator=weights) for p in [out_ref, *state_tensors(final_ref)]]
+    loss_of(out_ref, final_ref, coefs).backward()
+    loss_of(out_ours, final_ours, coefs).backward()
+    assert_close("grad input", x_ref.grad, x_ours.grad, TOL)
+    for i, (a, b) in enumerate(zip(state_tensors(s_ref), state_tensors(s_ours))):
+        assert_close(f"grad initial state[{i}]", a.grad, b.grad, TOL)
+    ours_params = dict(ours.named_parameters())
+    for name, p in ref.named_parameters():
+        assert_close(f"grad {name}", p.grad, ours_params[name].grad, TOL)

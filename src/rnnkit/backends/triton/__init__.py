@@ -2,8 +2,9 @@
 per step, the recurrent GEMM on torch (cuBLAS on a GPU) into preallocated buffers and ONE Triton
 kernel for all of the step's pointwise work, forward and backward; the weight gradients are one
 GEMM each over all steps, as in ``fused`` (whose contract, in ``fused/__init__.py``, each family's
-``recurrence`` follows; the layer's driver is ``reference.run_stack``). On CUDA the loop of each
-shape and dtype is captured in a CUDA graph (``common.GraphCache``).
+``recurrence`` follows; the layer's driver is ``reference.run_stack``). The kernels also take the
+hidden-dropout and zoneout masks and the lengths. On CUDA the loop of each shape and dtype is
+captured in a CUDA graph (``common.GraphCache``).
 
 It runs CUDA tensors, and CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1`` set
 before triton is imported), which is how the tests check it on machines without a GPU.
@@ -40,11 +41,6 @@ KERNELS = {
     "minlstm": "minimal",
 }
 
-# regularizers that act inside the time loop, and the cells whose kernels take their masks
-IN_LOOP = ("hidden_dropout", "zoneout")
-IN_LOOP_CELLS = ("indrnn", "mingru", "minlstm", "rnn_tanh", "rnn_relu", "gru", "cho_gru")
-
-
 def interpreter_on() -> bool:
     """Whether Triton's interpreter runs the kernels (on CPU tensors): TRITON_INTERPRET=1."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -58,11 +54,7 @@ def supports(problem) -> str | None:
     if problem.device != "cuda" and not (problem.device == "cpu" and interpreter_on()):
         return (f"triton runs CUDA tensors, or CPU tensors under its interpreter (TRITON_INTERPRET=1 set before "
                 f"triton is imported); got device {problem.device!r}")
-    refused = [r for r in problem.regularizers if r in IN_LOOP and problem.cell not in IN_LOOP_CELLS]
-    if refused:
-        return (f"the triton kernels of cell {problem.cell!r} do not take {' or '.join(refused)} masks yet; use "
-                "backend='fused' for hidden dropout and zoneout")
-    return None
+    return None  # every regularizer: the driver applies the rest, the kernels hidden dropout and zoneout
 
 
 def run(layer, x: Tensor, lengths: Tensor | None, state: State) -> tuple[Tensor, State]:
