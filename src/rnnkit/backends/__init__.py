@@ -155,8 +155,9 @@ def _export_reason(name: str, problem: Problem) -> str | None:
     if reason is not None:
         return reason
     if name != "scan" and not isinstance(problem.steps, int):  # a SymInt: the export asked for a dynamic time axis
-        return ("its loop over time steps is unrolled to the example's length, so the time axis of x cannot be "
-                "dynamic (export with a static time axis; the batch may stay dynamic)")
+        return ("its program is fixed to the example's number of steps (its loop is unrolled, or torch's RNN op "
+                "specializes it), so the time axis of x cannot be dynamic (export with a static time axis; the batch "
+                "may stay dynamic)")
     return None
 
 
