@@ -32,6 +32,7 @@ pytestmark = pytest.mark.triton
 TOL = 1e-10
 I, H, P, T, B = 2, 3, 2, 4, 2
 LENGTHS = [2, 4]  # the longer sequence second: any order works
+SEED = 9  # seeds the hidden-dropout and zoneout masks the driver draws
 
 
 def cell_cases():
@@ -126,15 +127,20 @@ def test_triton_matches_reference(case, layers, bidir, lengths):
 FAMILY_CASES = [c for c in CASES if c[0] in ("peephole_lstm-proj", "rnn_tanh", "indrnn", "cho_gru", "minlstm")]
 
 
-@pytest.mark.parametrize("case", FAMILY_CASES, ids=[c[0] for c in FAMILY_CASES])
-def test_double_backward_matches_reference(case):
-    """Second derivatives (create_graph=True) equal the reference's within 1e-8, lengths included."""
+DOUBLE_CASES = [(c, {}) for c in FAMILY_CASES] + [(c, {"hidden_dropout": 0.4, "zoneout": 0.3}) for c in CASES
+                                                  if c[0] in ("cifg_lstm-proj", "gru")]
+
+
+@pytest.mark.parametrize("case,regs", DOUBLE_CASES, ids=[c[0] + ("-masks" if r else "") for c, r in DOUBLE_CASES])
+def test_double_backward_matches_reference(case, regs):
+    """Second derivatives (create_graph=True) equal the reference's within 1e-8, lengths and masks included."""
     _, cell, options, proj_size = case
-    ref, ours = make_layers(cell, options, proj_size, layers=2, bidir=True)
+    ref, ours = make_layers(cell, {**options, **regs}, proj_size, layers=2, bidir=True)
     lens = torch.tensor(LENGTHS)
     results = []
     for layer in (ref, ours):
         x = torch.randn(T, B, I, dtype=torch.float64, generator=torch.Generator().manual_seed(3), requires_grad=True)
+        torch.manual_seed(SEED)  # the same hidden-dropout and zoneout masks in both
         out, _ = layer(x, lengths=lens)
         params = list(layer.parameters())
         grads = torch.autograd.grad((out * out).sum(), [x, *params], create_graph=True)
@@ -213,9 +219,6 @@ REG_FAST = {("peephole_lstm-proj", "both", 2, True, True), ("layernorm_lstm", "z
             ("cifg_lstm", "hidden", 1, False, False), ("gru", "both", 2, True, True),
             ("cho_gru", "hidden", 1, False, True), ("rnn_tanh", "both", 1, True, True),
             ("indrnn", "both", 1, False, True), ("minlstm", "zoneout", 2, True, True)}
-SEED = 9
-
-
 def reg_params():
     for case in CASES:
         for regs in regularizer_cases(case[1]):

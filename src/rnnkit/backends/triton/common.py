@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ...cells import LSTMState, State
 from ...regularize import StepNoise
+from ..fused.common import differentiable_grads
 from ..reference import time_loop
 
 HALF = (torch.float16, torch.bfloat16)
@@ -111,24 +112,25 @@ def reference_grads(cell, lengths: Tensor | None, gx: Tensor, state: State, weig
     """Double backward: the gradients of (gx, *state parts, *weights) recomputed on the reference loop.
 
     A backward that runs with grad mode on (``create_graph=True``) must itself be differentiable.
-    The hand-derived loops write into preallocated buffers, which autograd cannot record, so the
-    sequence is run again through ``reference.time_loop`` (same math) and differentiated with
-    ``create_graph=True``. ``grads`` are the incoming (dout, *dstate), ``noise`` the forward's in-loop
-    masks (the same masks, so the same function). Weights that are None give None.
+    The kernels write into preallocated buffers, which autograd cannot record, so, as the fused
+    backend does (``fused.common.differentiable_grads``, whose docstring says what it costs), the
+    sequence runs again through ``reference.time_loop`` with the same lengths and masks (so the same
+    function), in gx's dtype as the kernels run under autocast, and autograd differentiates that with
+    ``create_graph=True``. ``grads`` are the incoming (dout, *dstate). Weights that are None give None.
     """
-    names = [k for k, v in weights.items() if v is not None]
-    inputs = [gx, *state_parts(state), *(weights[k] for k in names)]
-    with torch.enable_grad():
-        out, final = time_loop(cell, gx, state, {k: weights[k] for k in names}, lengths, noise)
-        outputs = [out, *state_parts(final)]
-        need = [i for i, x in enumerate(inputs) if x.requires_grad]
-        got = torch.autograd.grad(outputs, [inputs[i] for i in need], grads, allow_unused=True, create_graph=True)
-    result: list[Tensor | None] = [None] * len(inputs)
-    for i, g in zip(need, got):
-        result[i] = g
-    by_name = dict(zip(names, result[len(inputs) - len(names):]))
-    n_state = len(state_parts(state))
-    return (*result[: 1 + n_state], *(by_name.get(k) for k in weights))
+    names, n = list(weights), len(state_parts(state))
+
+    def run(gx, *rest):
+        dtype = gx.dtype
+        parts = [s.to(dtype) for s in rest[:n]]
+        ws = {k: w.to(dtype) for k, w in zip(names, rest[n:]) if w is not None}
+        masks = None
+        if noise is not None:
+            masks = StepNoise(None if noise.hidden is None else noise.hidden.to(dtype), noise.zoneout)
+        out, final = time_loop(cell, gx, make_state(parts), ws, lengths, masks)
+        return [out, *state_parts(final)]
+
+    return tuple(differentiable_grads(run, [gx, *state_parts(state), *weights.values()], grads))
 
 
 def make_state(parts: list[Tensor]) -> State:
