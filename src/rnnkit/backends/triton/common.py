@@ -48,6 +48,11 @@ def block(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
 
+def warps(n: int) -> int:
+    """Warps per program for rows of n units: 4 up to 512, more above, so a program's registers stay few."""
+    return min(16, max(4, block(n) // 128))
+
+
 def full_lengths(lengths: Tensor | None, T: int, B: int, device: torch.device) -> Tensor:
     """(B,) int64 on ``device``: the lengths, or T for every sequence. The kernels read it per step."""
     if lengths is None:
@@ -154,6 +159,7 @@ class GraphCache:
     def run(self, key, loop, inputs: list[Tensor | None]) -> list[Tensor]:
         if not inputs[0].is_cuda or torch.cuda.is_current_stream_capturing():
             return loop(*inputs)
+        key = (key, inputs[0].device)
         entry = self.graphs.get(key)
         if entry is None:
             static_in = [None if x is None else x.detach().clone() for x in inputs]

@@ -22,7 +22,18 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .common import GRAPHS, block, compute_type, full_lengths, noise_masks, reference_grads, rows_gemm, sum_rows, tanh
+from .common import (
+    GRAPHS,
+    block,
+    compute_type,
+    full_lengths,
+    noise_masks,
+    reference_grads,
+    rows_gemm,
+    sum_rows,
+    tanh,
+    warps,
+)
 
 WEIGHTS = ("weight_hh", "bias_hh")
 
@@ -35,7 +46,7 @@ def _keeps(keep_ptr, offs, valid, running, ZONE: tl.constexpr):
     return valid & (running == 0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
 def _forward_step(gx_ptr, raw_ptr, h_ptr, len_ptr, t, keep_ptr, m_ptr, h_out_ptr, out_ptr, h_tilde_ptr, h_in_ptr, H,
                   RELU: tl.constexpr, ZONE: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr,
                   ACC: tl.constexpr):
@@ -61,7 +72,7 @@ def _forward_step(gx_ptr, raw_ptr, h_ptr, len_ptr, t, keep_ptr, m_ptr, h_out_ptr
         tl.store(h_in_ptr + row + k, h * tl.load(m_ptr + row + k, mask=valid, other=0.0).to(ACC), mask=valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
 def _backward_step(dhw_ptr, pass_ptr, dout_ptr, y_ptr, len_ptr, t, keep_ptr, m_ptr, da_ptr, H, RELU: tl.constexpr,
                    ZONE: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """da_t and pass_t of one batch row from da_{t+1} W_hh (dhw), pass_{t+1} and dout_t."""
@@ -121,7 +132,7 @@ class _Elman(torch.autograd.Function):
             m, keep = noise_masks(noise, lens, dtype)
             keep = None if keep is None else keep[0]
             flags = dict(RELU=cell.nonlinearity == "relu", ZONE=keep is not None, HIDDEN=m is not None,
-                         BLOCK=block(H), ACC=compute_type(dtype))
+                         BLOCK=block(H), num_warps=warps(H), ACC=compute_type(dtype))
             W, b = weight_hh.to(dtype), None if bias_hh is None else bias_hh.to(dtype)
             inputs = [gx.contiguous(), h0.to(dtype), lens, W, b, m, keep]
             key = ("elman", tuple(flags.items()), tuple(gx.shape), dtype, b is None)

@@ -36,6 +36,7 @@ from .common import (
     sigmoid,
     sum_rows,
     tanh,
+    warps,
 )
 
 WEIGHTS = ("weight_hh", "bias_hh")
@@ -78,7 +79,7 @@ def _enter(dhw_ptr, pass_ptr, dout_ptr, keep_ptr, m_ptr, running, row, k, valid,
     return tl.where(keep, 0.0, g), tl.where(keep, g, 0.0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
 def _gru_forward_step(gx_ptr, raw_ptr, h_ptr, len_ptr, t, keep_ptr, m_ptr, gates_ptr, n_ptr, h_out_ptr, out_ptr,
                       h_in_ptr, H, ZONE: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """torch's GRU step of one batch row; saves r | z | gh_n and n."""
@@ -99,7 +100,7 @@ def _gru_forward_step(gx_ptr, raw_ptr, h_ptr, len_ptr, t, keep_ptr, m_ptr, gates
                  ACC)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
 def _gru_backward_step(dhw_ptr, pass_ptr, dout_ptr, gates_ptr, n_ptr, hp_ptr, len_ptr, t, keep_ptr, m_ptr, dgh_ptr,
                        dgx_ptr, H, ZONE: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """d gh_t (r | z | n), d gx_t, and pass_t (the kept part and dh~ z) for one batch row."""
@@ -144,7 +145,7 @@ def _cho_gates(gx_ptr, raw_ptr, h_ptr, m_ptr, gates_ptr, s_ptr, H, HIDDEN: tl.co
     tl.store(s_ptr + row + k, r * h_in, mask=valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
 def _cho_candidate(gx_ptr, raw_ptr, h_ptr, len_ptr, t, keep_ptr, m_ptr, gates_ptr, h_out_ptr, out_ptr, h_in_ptr, H,
                    ZONE: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """Cho's GRU, second half: n = tanh(gx_n + raw) (raw = W_hn s, (B, H)) and the blend."""
@@ -160,7 +161,7 @@ def _cho_candidate(gx_ptr, raw_ptr, h_ptr, len_ptr, t, keep_ptr, m_ptr, gates_pt
                  ACC)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
 def _cho_backward_nz(dhw_ptr, pass_ptr, dout_ptr, gates_ptr, hp_ptr, len_ptr, t, keep_ptr, m_ptr, da_ptr, H,
                      ZONE: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """Cho's GRU backward, first half: da_n, da_z, and pass_t (the kept part and dh~ z)."""
@@ -193,6 +194,11 @@ def _cho_backward_r(ds_ptr, hp_ptr, m_ptr, gates_ptr, da_ptr, dhw_ptr, H, HIDDEN
         h_in = h_in * _load(m_ptr, row + k, valid, ACC)
     tl.store(da_ptr + g3 + k, ds * h_in * r * (1 - r), mask=valid)
     tl.store(dhw_ptr + row + k, ds * r, mask=valid)
+
+
+def _without_zone(flags: dict) -> dict:
+    """The flags of the kernels that never read a zoneout mask."""
+    return {k: v for k, v in flags.items() if k != "ZONE"}
 
 
 def recurrence(cell, gx: Tensor, state: Tensor, w, lengths: Tensor | None, noise=None) -> tuple[Tensor, Tensor]:
@@ -237,7 +243,7 @@ def _cho_forward(flags: dict, gx, h0, lens, W, bias_hh, m, keep):
     for t in range(T):
         torch.mm(hs[t] if m is None else h_in, W_rz_t, out=raw_rz)
         _cho_gates[(B,)](gxb[t], raw_rz, hs[t], raw_n if m is None else m, gates[t], s_all[t], H,
-                         HIDDEN=flags["HIDDEN"], BLOCK=flags["BLOCK"], ACC=flags["ACC"])
+                         **_without_zone(flags))
         torch.mm(s_all[t], W_n_t, out=raw_n)
         _cho_candidate[(B,)](gxb[t], raw_n, hs[t], lens, t, raw_n if keep is None else keep[t],
                              raw_n if m is None else m, gates[t], hs[t + 1], out[t], raw_n if m is None else h_in, H,
@@ -255,7 +261,8 @@ class _GRUFamily(torch.autograd.Function):
             lens = full_lengths(lengths, T, B, gx.device)
             m, keep = noise_masks(noise, lens, dtype)
             keep = None if keep is None else keep[0]
-            flags = dict(ZONE=keep is not None, HIDDEN=m is not None, BLOCK=block(G // 3), ACC=compute_type(dtype))
+            flags = dict(ZONE=keep is not None, HIDDEN=m is not None, BLOCK=block(G // 3), num_warps=warps(G // 3),
+                         ACC=compute_type(dtype))
             W, b = weight_hh.to(dtype), None if bias_hh is None else bias_hh.to(dtype)
             inputs = [gx.contiguous(), h0.to(dtype), lens, W, b, m, keep]
             key = (cell.name, tuple(flags.items()), tuple(gx.shape), dtype, b is None)
@@ -302,7 +309,7 @@ class _GRUFamily(torch.autograd.Function):
                                            **flags)
                     torch.mm(dgx[t, :, 2 * H :], W_n, out=ds)
                     _cho_backward_r[(B,)](ds, hs[t], any_ if m is None else m, gates[t], dgx[t], dhw, H,
-                                          HIDDEN=flags["HIDDEN"], BLOCK=flags["BLOCK"], ACC=flags["ACC"])
+                                          **_without_zone(flags))
                     dhw.addmm_(dgx[t, :, : 2 * H], W_rz)
                 grad_W = torch.cat([rows_gemm(dgx[..., : 2 * H], h_in), rows_gemm(dgx[..., 2 * H :], extra)])
                 grad_b = sum_rows(dgx) if bias_hh is not None else None

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .common import block, compute_type, full_lengths, noise_masks, reference_grads, sum_rows, tanh
+from .common import block, compute_type, full_lengths, noise_masks, reference_grads, sum_rows, tanh, warps
 
 WEIGHTS = ("weight_hh", "bias_hh")
 
@@ -106,7 +106,7 @@ class _IndRNN(torch.autograd.Function):
             h0c = h0.to(dtype).contiguous()
             out, h = torch.empty_like(gxb), torch.empty_like(h0c)
             h_tilde = torch.empty_like(gxb) if keep is not None else None
-            flags = dict(RELU=relu, U_ROWS=m is not None, ZONE=keep is not None, BLOCK=block(H),
+            flags = dict(RELU=relu, U_ROWS=m is not None, ZONE=keep is not None, BLOCK=block(H), num_warps=warps(H),
                          ACC=compute_type(dtype))
             _forward[(B,)](gxb, um, h0c, lens, gxb if keep is None else keep[0], out, out if keep is None else h_tilde,
                            h, T, B, H, **flags)

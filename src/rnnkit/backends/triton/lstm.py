@@ -49,6 +49,7 @@ from .common import (
     step_mask,
     sum_rows,
     tanh,
+    warps,
 )
 from .common import full_lengths as _full_lengths
 
@@ -100,7 +101,7 @@ def _keeps(keep_ptr, offs, valid, running, ZONE: tl.constexpr):
     return valid & (running == 0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
 def _forward_step(gx_ptr, raw_ptr, h_ptr, c_ptr, len_ptr, t, peep_ptr, lnh_w_ptr, lnh_b_ptr, lnc_w_ptr, lnc_b_ptr,
                   eps_ptr, keep_h_ptr, keep_c_ptr, mh_ptr, act_ptr, tc_ptr, c_out_ptr, c_tilde_ptr, m_ptr, h_out_ptr,
                   out_ptr, h_in_ptr, xhh_ptr, rhh_ptr, xc_ptr, rc_ptr, H, KIND: tl.constexpr, NG: tl.constexpr,
@@ -176,7 +177,7 @@ def _forward_step(gx_ptr, raw_ptr, h_ptr, c_ptr, len_ptr, t, peep_ptr, lnh_w_ptr
             tl.store(h_in_ptr + hrow + k, h * tl.load(mh_ptr + hrow + k, mask=valid, other=0.0).to(ACC), mask=valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
 def _select_h(h_tilde_ptr, h_ptr, len_ptr, t, keep_ptr, mh_ptr, h_out_ptr, out_ptr, h_in_ptr, R, ZONE: tl.constexpr,
               HIDDEN: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """With projection and an in-loop regularizer, after h~_t = m W_hr^T: the kept units, the output, h_t m."""
@@ -194,7 +195,7 @@ def _select_h(h_tilde_ptr, h_ptr, len_ptr, t, keep_ptr, mh_ptr, h_out_ptr, out_p
         tl.store(h_in_ptr + row + k, h * tl.load(mh_ptr + row + k, mask=valid, other=0.0).to(ACC), mask=valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
 def _enter_h(dhw_ptr, pass_ptr, dout_ptr, len_ptr, t, keep_ptr, mh_ptr, g_ptr, R, ZONE: tl.constexpr,
              HIDDEN: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """dh~_t of one row: g = dhw (* m) + pass + dout_t [t < len], split into the updating part and the kept part."""
@@ -213,7 +214,7 @@ def _enter_h(dhw_ptr, pass_ptr, dout_ptr, len_ptr, t, keep_ptr, mh_ptr, g_ptr, R
     tl.store(pass_ptr + row + k, tl.where(keep, g, 0.0), mask=valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
 def _backward_step(dm_ptr, dhw_ptr, pass_ptr, dout_ptr, keep_h_ptr, mh_ptr, dc_ptr, keep_c_ptr, len_ptr, t, act_ptr,
                    tc_ptr, cp_ptr, peep_ptr, lnh_w_ptr, lnc_w_ptr, xhh_ptr, rhh_ptr, xc_ptr, rc_ptr, dpre_ptr,
                    draw_ptr, dcn_ptr, H, KIND: tl.constexpr, NG: tl.constexpr, PROJ: tl.constexpr,
@@ -355,7 +356,8 @@ def _forward_loop(kind: str, eps: float, flags: dict, gx, h0, c0, lens, W, bias_
         elif proj:
             torch.mm(ms[t], W_hr.t(), out=h_tilde)
             _select_h[(B,)](h_tilde, hs[t], lens, t, keep_h[t] if zone else raw, opt(mh), hs[t + 1], out[t],
-                            opt(h_in), R, ZONE=zone, HIDDEN=hidden, BLOCK=block(R), ACC=flags["ACC"])
+                            opt(h_in), R, ZONE=zone, HIDDEN=hidden, BLOCK=block(R), num_warps=warps(R),
+                            ACC=flags["ACC"])
     if proj and h_tilde is None:  # outputs past each end are zero; the final h is the one after each last step
         out = torch.where(step_mask(lens, T), hs[1:], hs.new_zeros(()))
         h_T = gather_final(hs, lens)
@@ -395,7 +397,7 @@ def _backward_loop(kind: str, flags: dict, grad_out, grad_h, grad_c, lens, W, ac
         if proj:
             if not base:
                 _enter_h[(B,)](dhw, passed, grad_out[t], lens, t, keep_h[t] if zone else dhw, opt(mh), dh_tilde[t], R,
-                               ZONE=zone, HIDDEN=hidden, BLOCK=block(R), ACC=flags["ACC"])
+                               ZONE=zone, HIDDEN=hidden, BLOCK=block(R), num_warps=warps(R), ACC=flags["ACC"])
             torch.mm(dh_tilde[t], W_hr, out=dm)
         _backward_step[(B,)](
             opt(dm), dhw, passed, grad_out[t], keep_h[t] if zone else dhw, opt(mh), dc, keep_c[t] if zone else dhw,
@@ -427,7 +429,7 @@ class _LSTMFamily(torch.autograd.Function):
             peep = _cast(weight_peephole, dtype)
             ln = [_cast(x, dtype) for x in (ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias)]
             flags = dict(KIND=KIND[kind], NG=G // H, PROJ=W_hr is not None, ZONE=keep is not None,
-                         HIDDEN=mh is not None, BLOCK=block(H), ACC=compute_type(dtype))
+                         HIDDEN=mh is not None, BLOCK=block(H), num_warps=warps(H), ACC=compute_type(dtype))
             inputs = [gx.contiguous(), h0.to(dtype), c0.to(state_dtype(dtype)), lens, W, b, W_hr, peep, *ln, mh,
                       keep_h, keep_c]
             key = ("lstm", kind, tuple(gx.shape), h0.shape[-1], H, dtype, tuple(x is None for x in inputs))

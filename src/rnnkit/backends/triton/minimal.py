@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .common import block, compute_type, full_lengths, noise_masks, reference_grads, sigmoid
+from .common import block, compute_type, full_lengths, noise_masks, reference_grads, sigmoid, warps
 
 
 @triton.jit
@@ -130,7 +130,8 @@ class _Minimal(torch.autograd.Function):
             keep = None if keep is None else keep[0]
             gxc, h0c = gx.contiguous(), h0.to(dtype).contiguous()
             hs, out = gx.new_empty(T + 1, B, H), gx.new_empty(T, B, H)
-            flags = dict(NG=G // H, MINLSTM=minlstm, ZONE=keep is not None, BLOCK=block(H), ACC=compute_type(dtype))
+            flags = dict(NG=G // H, MINLSTM=minlstm, ZONE=keep is not None, BLOCK=block(H), num_warps=warps(H),
+                         ACC=compute_type(dtype))
             _forward[(B,)](gxc, h0c, lens, gxc if keep is None else keep, hs, out, T, B, H, **flags)
         ctx.cell, ctx.lengths, ctx.noise, ctx.flags = cell, lengths, noise, flags
         ctx.dtypes = (gx.dtype, h0.dtype)
