@@ -18,6 +18,7 @@ imported for the interpreter to run CPU tensors (the tests set it at the top of 
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 
 import torch
@@ -149,7 +150,8 @@ class GraphCache:
     every call of the same shape, so it can be captured once and replayed: one launch per call
     instead of two or three per step. ``run(key, loop, inputs)`` copies ``inputs`` into the graph's
     static inputs, replays, and returns clones of the static outputs (the next replay overwrites them).
-    Only for CUDA tensors; on the CPU (and under the interpreter) ``loop`` just runs.
+    Only for CUDA tensors, and not under the interpreter or inside a graph the caller captures; there
+    ``loop`` just runs.
     """
 
     def __init__(self, size: int = 16):
@@ -157,7 +159,8 @@ class GraphCache:
         self.graphs: OrderedDict = OrderedDict()
 
     def run(self, key, loop, inputs: list[Tensor | None]) -> list[Tensor]:
-        if not inputs[0].is_cuda or torch.cuda.is_current_stream_capturing():
+        interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")  # runs on host copies: no graph
+        if not inputs[0].is_cuda or interpreted or torch.cuda.is_current_stream_capturing():
             return loop(*inputs)
         key = (key, inputs[0].device)
         entry = self.graphs.get(key)
