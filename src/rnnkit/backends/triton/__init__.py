@@ -41,6 +41,7 @@ KERNELS = {
     "minlstm": "minimal",
 }
 
+
 def interpreter_on() -> bool:
     """Whether Triton's interpreter runs the kernels (on CPU tensors): TRITON_INTERPRET=1."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
