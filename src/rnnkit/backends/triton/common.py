@@ -45,13 +45,25 @@ def state_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def block(n: int) -> int:
-    """The kernels' block: one program per batch row holds all n units (a power of two, at least 16)."""
+    """The smallest block that holds n units: a power of two, at least 16."""
     return max(16, triton.next_power_of_2(n))
 
 
-def warps(n: int) -> int:
-    """Warps per program for rows of n units: 4 up to 512, more above, so a program's registers stay few."""
-    return min(16, max(4, block(n) // 128))
+# units per program for kernels without a reduction over a row: a (B, H / COLUMNS) grid keeps a GPU's
+# multiprocessors busy at small batches (one program per batch row would leave most of them idle)
+COLUMNS = 128
+
+
+def tiles(n: int, whole_row: bool = False) -> dict:
+    """A kernel's block and warps for rows of n units: COLUMNS units per program, or the whole row in one
+    program where the kernel reduces over it (the layer norms). Launch over ``grid(B, n, BLOCK)``."""
+    size = block(n) if whole_row else min(block(n), COLUMNS)
+    return dict(BLOCK=size, num_warps=min(16, max(4, size // 128)))
+
+
+def grid(B: int, n: int, size: int) -> tuple[int, int]:
+    """Programs (batch row, block of units) for rows of n units in blocks of ``size``."""
+    return (B, triton.cdiv(n, size))
 
 
 def full_lengths(lengths: Tensor | None, T: int, B: int, device: torch.device) -> Tensor:

@@ -24,15 +24,15 @@ from torch import Tensor
 
 from .common import (
     GRAPHS,
-    block,
     compute_type,
     full_lengths,
+    grid,
     noise_masks,
     reference_grads,
     rows_gemm,
     sum_rows,
     tanh,
-    warps,
+    tiles,
 )
 
 WEIGHTS = ("weight_hh", "bias_hh")
@@ -52,7 +52,7 @@ def _forward_step(gx_ptr, raw_ptr, h_ptr, len_ptr, t, keep_ptr, m_ptr, h_out_ptr
                   ACC: tl.constexpr):
     """h~_t = act(gx_t + raw) for one batch row, the select of kept units, the output, and h_t m for the next GEMM."""
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < H
     row = b * H
     running = t < tl.load(len_ptr + b)
@@ -77,7 +77,7 @@ def _backward_step(dhw_ptr, pass_ptr, dout_ptr, y_ptr, len_ptr, t, keep_ptr, m_p
                    ZONE: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """da_t and pass_t of one batch row from da_{t+1} W_hh (dhw), pass_{t+1} and dout_t."""
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < H
     row = b * H
     running = t < tl.load(len_ptr + b)
@@ -110,13 +110,14 @@ def _forward_loop(flags: dict, gx, h0, lens, W, bias_hh, m, keep):
     h_tilde = None if keep is None else gx.new_empty(T, B, H)
     raw = gx.new_empty(B, H)
     out = gx.new_empty(T, B, H)
+    cols = grid(B, H, flags["BLOCK"])
     for t in range(T):
         x = hs[t] if m is None else h_in
         if bias_hh is None:
             torch.mm(x, W_t, out=raw)
         else:
             torch.addmm(bias_hh, x, W_t, out=raw)
-        _forward_step[(B,)](gx[t], raw, hs[t], lens, t, raw if keep is None else keep[t], raw if m is None else m,
+        _forward_step[cols](gx[t], raw, hs[t], lens, t, raw if keep is None else keep[t], raw if m is None else m,
                             hs[t + 1], out[t], raw if keep is None else h_tilde[t], raw if m is None else h_in, H,
                             **flags)
     return [out, hs[T].clone(), hs, h_tilde]
@@ -132,7 +133,7 @@ class _Elman(torch.autograd.Function):
             m, keep = noise_masks(noise, lens, dtype)
             keep = None if keep is None else keep[0]
             flags = dict(RELU=cell.nonlinearity == "relu", ZONE=keep is not None, HIDDEN=m is not None,
-                         BLOCK=block(H), num_warps=warps(H), ACC=compute_type(dtype))
+                         **tiles(H), ACC=compute_type(dtype))
             W, b = weight_hh.to(dtype), None if bias_hh is None else bias_hh.to(dtype)
             inputs = [gx.contiguous(), h0.to(dtype), lens, W, b, m, keep]
             key = ("elman", tuple(flags.items()), tuple(gx.shape), dtype, b is None)
@@ -156,8 +157,9 @@ class _Elman(torch.autograd.Function):
             dhw = hs.new_zeros(B, H)  # da_{t+1} W_hh
             passed = grad_h.to(hs.dtype).clone()  # the part of dh_t that skips step t + 1
             da = hs.new_empty(T, B, H)  # d gx
+            cols = grid(B, H, ctx.flags["BLOCK"])
             for t in range(T - 1, -1, -1):
-                _backward_step[(B,)](dhw, passed, grad_out[t], hs[t + 1] if keep is None else h_tilde[t], lens, t,
+                _backward_step[cols](dhw, passed, grad_out[t], hs[t + 1] if keep is None else h_tilde[t], lens, t,
                                      dhw if keep is None else keep[t], dhw if m is None else m, da[t], H, **ctx.flags)
                 torch.mm(da[t], W, out=dhw)
             dh0 = (dhw if m is None else dhw * m) + passed

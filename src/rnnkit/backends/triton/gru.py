@@ -27,16 +27,16 @@ from torch import Tensor
 
 from .common import (
     GRAPHS,
-    block,
     compute_type,
     full_lengths,
+    grid,
     noise_masks,
     reference_grads,
     rows_gemm,
     sigmoid,
     sum_rows,
     tanh,
-    warps,
+    tiles,
 )
 
 WEIGHTS = ("weight_hh", "bias_hh")
@@ -84,7 +84,7 @@ def _gru_forward_step(gx_ptr, raw_ptr, h_ptr, len_ptr, t, keep_ptr, m_ptr, gates
                       h_in_ptr, H, ZONE: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """torch's GRU step of one batch row; saves r | z | gh_n and n."""
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < H
     g3, row = b * 3 * H, b * H
     running = t < tl.load(len_ptr + b)
@@ -105,7 +105,7 @@ def _gru_backward_step(dhw_ptr, pass_ptr, dout_ptr, gates_ptr, n_ptr, hp_ptr, le
                        dgx_ptr, H, ZONE: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """d gh_t (r | z | n), d gx_t, and pass_t (the kept part and dh~ z) for one batch row."""
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < H
     g3, row = b * 3 * H, b * H
     running = t < tl.load(len_ptr + b)
@@ -132,7 +132,7 @@ def _cho_gates(gx_ptr, raw_ptr, h_ptr, m_ptr, gates_ptr, s_ptr, H, HIDDEN: tl.co
                ACC: tl.constexpr):
     """Cho's GRU, first half of a step: r, z from gx_t + raw (r | z, (B, 2H)) and s = r h_{t-1} (* m)."""
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < H
     g3, g2, row = b * 3 * H, b * 2 * H, b * H
     r = sigmoid(_load(gx_ptr, g3 + k, valid, ACC) + _load(raw_ptr, g2 + k, valid, ACC))
@@ -150,7 +150,7 @@ def _cho_candidate(gx_ptr, raw_ptr, h_ptr, len_ptr, t, keep_ptr, m_ptr, gates_pt
                    ZONE: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """Cho's GRU, second half: n = tanh(gx_n + raw) (raw = W_hn s, (B, H)) and the blend."""
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < H
     g3, row = b * 3 * H, b * H
     running = t < tl.load(len_ptr + b)
@@ -166,7 +166,7 @@ def _cho_backward_nz(dhw_ptr, pass_ptr, dout_ptr, gates_ptr, hp_ptr, len_ptr, t,
                      ZONE: tl.constexpr, HIDDEN: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """Cho's GRU backward, first half: da_n, da_z, and pass_t (the kept part and dh~ z)."""
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < H
     g3, row = b * 3 * H, b * H
     running = t < tl.load(len_ptr + b)
@@ -184,7 +184,7 @@ def _cho_backward_r(ds_ptr, hp_ptr, m_ptr, gates_ptr, da_ptr, dhw_ptr, H, HIDDEN
                     ACC: tl.constexpr):
     """Cho's GRU backward, second half, with ds = da_n W_hn: da_r = ds h_in r (1 - r); dhw = ds r (the GEMM adds)."""
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < H
     g3, row = b * 3 * H, b * H
     ds = _load(ds_ptr, row + k, valid, ACC)  # zero where step t does not update, as da_n is
@@ -217,13 +217,14 @@ def _gru_forward(flags: dict, gx, h0, lens, W, bias_hh, m, keep):
     out = gx.new_empty(T, B, H)
     raw = gx.new_empty(B, G)
     W_t = W.t()
+    cols = grid(B, H, flags["BLOCK"])
     for t in range(T):
         x = hs[t] if m is None else h_in
         if bias_hh is None:
             torch.mm(x, W_t, out=raw)
         else:
             torch.addmm(bias_hh, x, W_t, out=raw)
-        _gru_forward_step[(B,)](gx[t], raw, hs[t], lens, t, raw if keep is None else keep[t], raw if m is None else m,
+        _gru_forward_step[cols](gx[t], raw, hs[t], lens, t, raw if keep is None else keep[t], raw if m is None else m,
                                 gates[t], ns[t], hs[t + 1], out[t], raw if m is None else h_in, H, **flags)
     return [out, hs[T].clone(), hs, gates, ns]
 
@@ -240,12 +241,13 @@ def _cho_forward(flags: dict, gx, h0, lens, W, bias_hh, m, keep):
     s_all = gx.new_empty(T, B, H)  # r * h_{t-1} (* m), the input of the second GEMM
     out = gx.new_empty(T, B, H)
     raw_rz, raw_n = gx.new_empty(B, 2 * H), gx.new_empty(B, H)
+    cols = grid(B, H, flags["BLOCK"])
     for t in range(T):
         torch.mm(hs[t] if m is None else h_in, W_rz_t, out=raw_rz)
-        _cho_gates[(B,)](gxb[t], raw_rz, hs[t], raw_n if m is None else m, gates[t], s_all[t], H,
+        _cho_gates[cols](gxb[t], raw_rz, hs[t], raw_n if m is None else m, gates[t], s_all[t], H,
                          **_without_zone(flags))
         torch.mm(s_all[t], W_n_t, out=raw_n)
-        _cho_candidate[(B,)](gxb[t], raw_n, hs[t], lens, t, raw_n if keep is None else keep[t],
+        _cho_candidate[cols](gxb[t], raw_n, hs[t], lens, t, raw_n if keep is None else keep[t],
                              raw_n if m is None else m, gates[t], hs[t + 1], out[t], raw_n if m is None else h_in, H,
                              **flags)
     return [out, hs[T].clone(), hs, gates, s_all]
@@ -261,7 +263,7 @@ class _GRUFamily(torch.autograd.Function):
             lens = full_lengths(lengths, T, B, gx.device)
             m, keep = noise_masks(noise, lens, dtype)
             keep = None if keep is None else keep[0]
-            flags = dict(ZONE=keep is not None, HIDDEN=m is not None, BLOCK=block(G // 3), num_warps=warps(G // 3),
+            flags = dict(ZONE=keep is not None, HIDDEN=m is not None, **tiles(G // 3),
                          ACC=compute_type(dtype))
             W, b = weight_hh.to(dtype), None if bias_hh is None else bias_hh.to(dtype)
             inputs = [gx.contiguous(), h0.to(dtype), lens, W, b, m, keep]
@@ -290,10 +292,11 @@ class _GRUFamily(torch.autograd.Function):
             passed = grad_h.to(hs.dtype).clone()  # the rest of dh_t
             h_in = hs[:T] if m is None else hs[:T] * m  # what the products read
             any_ = dhw  # a placeholder for pointers a configuration does not read
+            cols = grid(B, H, flags["BLOCK"])
             if ctx.cell.name == "gru":
                 dgh, dgx = torch.empty_like(gates), torch.empty_like(gates)  # d gh_t, d gx_t
                 for t in range(T - 1, -1, -1):
-                    _gru_backward_step[(B,)](dhw, passed, grad_out[t], gates[t], extra[t], hs[t], lens, t,
+                    _gru_backward_step[cols](dhw, passed, grad_out[t], gates[t], extra[t], hs[t], lens, t,
                                              any_ if keep is None else keep[t], any_ if m is None else m, dgh[t],
                                              dgx[t], H, **flags)
                     torch.mm(dgh[t], W, out=dhw)
@@ -304,11 +307,11 @@ class _GRUFamily(torch.autograd.Function):
                 dgx = torch.empty_like(gates)  # da_r | da_z | da_n
                 ds = hs.new_empty(B, H)
                 for t in range(T - 1, -1, -1):
-                    _cho_backward_nz[(B,)](dhw, passed, grad_out[t], gates[t], hs[t], lens, t,
+                    _cho_backward_nz[cols](dhw, passed, grad_out[t], gates[t], hs[t], lens, t,
                                            any_ if keep is None else keep[t], any_ if m is None else m, dgx[t], H,
                                            **flags)
                     torch.mm(dgx[t, :, 2 * H :], W_n, out=ds)
-                    _cho_backward_r[(B,)](ds, hs[t], any_ if m is None else m, gates[t], dgx[t], dhw, H,
+                    _cho_backward_r[cols](ds, hs[t], any_ if m is None else m, gates[t], dgx[t], dhw, H,
                                           **_without_zone(flags))
                     dhw.addmm_(dgx[t, :, : 2 * H], W_rz)
                 grad_W = torch.cat([rows_gemm(dgx[..., : 2 * H], h_in), rows_gemm(dgx[..., 2 * H :], extra)])

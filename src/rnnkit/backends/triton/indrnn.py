@@ -22,7 +22,16 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .common import block, compute_type, full_lengths, noise_masks, reference_grads, sum_rows, tanh, warps
+from .common import (
+    compute_type,
+    full_lengths,
+    grid,
+    noise_masks,
+    reference_grads,
+    sum_rows,
+    tanh,
+    tiles,
+)
 
 WEIGHTS = ("weight_hh", "bias_hh")
 
@@ -32,7 +41,7 @@ def _forward(gx_ptr, u_ptr, h0_ptr, len_ptr, keep_ptr, out_ptr, h_tilde_ptr, h_l
              RELU: tl.constexpr, U_ROWS: tl.constexpr, ZONE: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """All T steps of one batch row: out (T, B, H), zero past the row's end, and its last state."""
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < H
     n = tl.load(len_ptr + b)
     u = tl.load(u_ptr + (b * H if U_ROWS else 0) + k, mask=valid, other=0.0).to(ACC)  # u' or u' m
@@ -60,7 +69,7 @@ def _backward(dout_ptr, dh_last_ptr, y_ptr, u_ptr, len_ptr, keep_ptr, da_ptr, dh
               U_ROWS: tl.constexpr, ZONE: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """All T steps of one batch row from the last: da (T, B, H) = d gx, and dh_0. y: act(a_t) per step."""
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < H
     n = tl.load(len_ptr + b)
     u = tl.load(u_ptr + (b * H if U_ROWS else 0) + k, mask=valid, other=0.0).to(ACC)
@@ -106,10 +115,10 @@ class _IndRNN(torch.autograd.Function):
             h0c = h0.to(dtype).contiguous()
             out, h = torch.empty_like(gxb), torch.empty_like(h0c)
             h_tilde = torch.empty_like(gxb) if keep is not None else None
-            flags = dict(RELU=relu, U_ROWS=m is not None, ZONE=keep is not None, BLOCK=block(H), num_warps=warps(H),
+            flags = dict(RELU=relu, U_ROWS=m is not None, ZONE=keep is not None, **tiles(H),
                          ACC=compute_type(dtype))
-            _forward[(B,)](gxb, um, h0c, lens, gxb if keep is None else keep[0], out, out if keep is None else h_tilde,
-                           h, T, B, H, **flags)
+            _forward[grid(B, H, flags["BLOCK"])](gxb, um, h0c, lens, gxb if keep is None else keep[0], out,
+                                                 out if keep is None else h_tilde, h, T, B, H, **flags)
         ctx.cell, ctx.lengths, ctx.noise, ctx.flags = cell, lengths, noise, flags
         ctx.dtypes = [None if x is None else x.dtype for x in (gx, h0, weight_hh, bias_hh)]
         if grad_enabled:
@@ -127,7 +136,8 @@ class _IndRNN(torch.autograd.Function):
         with torch.autocast(out.device.type, enabled=False):
             T, B, H = out.shape
             da, dh0 = torch.empty_like(out), torch.empty_like(h0c)
-            _backward[(B,)](grad_out.to(out.dtype).contiguous(), grad_h.to(out.dtype).contiguous(),
+            BLOCK = ctx.flags["BLOCK"]
+            _backward[grid(B, H, BLOCK)](grad_out.to(out.dtype).contiguous(), grad_h.to(out.dtype).contiguous(),
                             out if h_tilde is None else h_tilde, um, lens, out if keep is None else keep, da, dh0,
                             T, B, H, **ctx.flags)
             h_prev = torch.cat([h0c[None], out[:-1]])  # (T, B, H), exact wherever step t runs

@@ -38,9 +38,9 @@ from ...cells import LSTMState
 from .common import (
     GRAPHS,
     base_grad,
-    block,
     compute_type,
     gather_final,
+    grid,
     noise_masks,
     reference_grads,
     rows_gemm,
@@ -49,7 +49,7 @@ from .common import (
     step_mask,
     sum_rows,
     tanh,
-    warps,
+    tiles,
 )
 from .common import full_lengths as _full_lengths
 
@@ -109,7 +109,7 @@ def _forward_step(gx_ptr, raw_ptr, h_ptr, c_ptr, len_ptr, t, peep_ptr, lnh_w_ptr
                   ACC: tl.constexpr):
     """One step of one batch row: gates from gx_t + (LN of) raw, c_t, tanh, m; kept units keep their state."""
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < H
     row = b * NG * H
     hrow = b * H
@@ -182,7 +182,7 @@ def _select_h(h_tilde_ptr, h_ptr, len_ptr, t, keep_ptr, mh_ptr, h_out_ptr, out_p
               HIDDEN: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """With projection and an in-loop regularizer, after h~_t = m W_hr^T: the kept units, the output, h_t m."""
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < R
     row = b * R
     running = t < tl.load(len_ptr + b)
@@ -200,7 +200,7 @@ def _enter_h(dhw_ptr, pass_ptr, dout_ptr, len_ptr, t, keep_ptr, mh_ptr, g_ptr, R
              HIDDEN: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """dh~_t of one row: g = dhw (* m) + pass + dout_t [t < len], split into the updating part and the kept part."""
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < R
     row = b * R
     running = t < tl.load(len_ptr + b)
@@ -224,7 +224,7 @@ def _backward_step(dm_ptr, dhw_ptr, pass_ptr, dout_ptr, keep_h_ptr, mh_ptr, dc_p
     With projection dm (= dh~_t W_hr) comes in; without, dh~_t is formed here as in ``_enter_h``.
     """
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < H
     row = b * NG * H
     hrow = b * H
@@ -344,9 +344,11 @@ def _forward_loop(kind: str, eps: float, flags: dict, gx, h0, c0, lens, W, bias_
     def opt(x):  # a placeholder for pointers a configuration does not read
         return raw if x is None else x
 
+    cols, cols_r = grid(B, H, flags["BLOCK"]), grid(B, R, tiles(R)["BLOCK"])
+
     for t in range(T):
         torch.mm(hs[t] if h_in is None else h_in, W_t, out=raw)
-        _forward_step[(B,)](
+        _forward_step[cols](
             gxb[t], raw, hs[t], cs[t], lens, t, opt(peep), opt(lnh_w), opt(lnh_b), opt(lnc_w), opt(lnc_b), eps_t,
             keep_h[t] if zone else raw, keep_c[t] if zone else raw, opt(mh), acts[t], tcs[t], cs[t + 1],
             c_tilde[t] if c_tilde is not None else raw, ms[t] if proj else raw, hs[t + 1], out[t], opt(h_in),
@@ -355,8 +357,8 @@ def _forward_loop(kind: str, eps: float, flags: dict, gx, h0, c0, lens, W, bias_
             torch.mm(ms[t], W_hr.t(), out=hs[t + 1])
         elif proj:
             torch.mm(ms[t], W_hr.t(), out=h_tilde)
-            _select_h[(B,)](h_tilde, hs[t], lens, t, keep_h[t] if zone else raw, opt(mh), hs[t + 1], out[t],
-                            opt(h_in), R, ZONE=zone, HIDDEN=hidden, BLOCK=block(R), num_warps=warps(R),
+            _select_h[cols_r](h_tilde, hs[t], lens, t, keep_h[t] if zone else raw, opt(mh), hs[t + 1], out[t],
+                            opt(h_in), R, ZONE=zone, HIDDEN=hidden, **tiles(R),
                             ACC=flags["ACC"])
     if proj and h_tilde is None:  # outputs past each end are zero; the final h is the one after each last step
         out = torch.where(step_mask(lens, T), hs[1:], hs.new_zeros(()))
@@ -393,13 +395,15 @@ def _backward_loop(kind: str, flags: dict, grad_out, grad_h, grad_c, lens, W, ac
     def opt(x):  # a placeholder for pointers a configuration does not read
         return dhw if x is None else x
 
+    cols, cols_r = grid(B, H, flags["BLOCK"]), grid(B, R, tiles(R)["BLOCK"])
+
     for t in range(T - 1, -1, -1):
         if proj:
             if not base:
-                _enter_h[(B,)](dhw, passed, grad_out[t], lens, t, keep_h[t] if zone else dhw, opt(mh), dh_tilde[t], R,
-                               ZONE=zone, HIDDEN=hidden, BLOCK=block(R), num_warps=warps(R), ACC=flags["ACC"])
+                _enter_h[cols_r](dhw, passed, grad_out[t], lens, t, keep_h[t] if zone else dhw, opt(mh), dh_tilde[t], R,
+                               ZONE=zone, HIDDEN=hidden, **tiles(R), ACC=flags["ACC"])
             torch.mm(dh_tilde[t], W_hr, out=dm)
-        _backward_step[(B,)](
+        _backward_step[cols](
             opt(dm), dhw, passed, grad_out[t], keep_h[t] if zone else dhw, opt(mh), dc, keep_c[t] if zone else dhw,
             lens, t, acts[t], tcs[t], cs[t], opt(peep), lnh_w if ln else dhw, lnc_w if ln else dhw,
             xhh[t] if ln else dhw, rhh[t] if ln else dhw, xc[t] if ln else dhw, rc[t] if ln else dhw, dpre[t],
@@ -429,7 +433,7 @@ class _LSTMFamily(torch.autograd.Function):
             peep = _cast(weight_peephole, dtype)
             ln = [_cast(x, dtype) for x in (ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias)]
             flags = dict(KIND=KIND[kind], NG=G // H, PROJ=W_hr is not None, ZONE=keep is not None,
-                         HIDDEN=mh is not None, BLOCK=block(H), num_warps=warps(H), ACC=compute_type(dtype))
+                         HIDDEN=mh is not None, **tiles(H, whole_row=kind == "layernorm_lstm"), ACC=compute_type(dtype))
             inputs = [gx.contiguous(), h0.to(dtype), c0.to(state_dtype(dtype)), lens, W, b, W_hr, peep, *ln, mh,
                       keep_h, keep_c]
             key = ("lstm", kind, tuple(gx.shape), h0.shape[-1], H, dtype, tuple(x is None for x in inputs))

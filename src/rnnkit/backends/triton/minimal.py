@@ -22,7 +22,15 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .common import block, compute_type, full_lengths, noise_masks, reference_grads, sigmoid, warps
+from .common import (
+    compute_type,
+    full_lengths,
+    grid,
+    noise_masks,
+    reference_grads,
+    sigmoid,
+    tiles,
+)
 
 
 @triton.jit
@@ -60,7 +68,7 @@ def _forward(gx_ptr, h0_ptr, len_ptr, keep_ptr, hs_ptr, out_ptr, T, B, H, NG: tl
              ZONE: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """All T steps of one batch row: hs (T + 1, B, H) with kept units kept, out zero past the end."""
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < H
     n = tl.load(len_ptr + b)
     h = tl.load(h0_ptr + b * H + k, mask=valid, other=0.0).to(ACC)
@@ -83,7 +91,7 @@ def _backward(gx_ptr, hs_ptr, dout_ptr, dh_last_ptr, len_ptr, keep_ptr, dgx_ptr,
               MINLSTM: tl.constexpr, ZONE: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr):
     """All T steps of one batch row from the last: d gx (T, B, NG*H) and dh_0."""
     b = tl.program_id(0)
-    k = tl.arange(0, BLOCK)
+    k = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     valid = k < H
     n = tl.load(len_ptr + b)
     dh = tl.load(dh_last_ptr + b * H + k, mask=valid, other=0.0).to(ACC)
@@ -130,9 +138,10 @@ class _Minimal(torch.autograd.Function):
             keep = None if keep is None else keep[0]
             gxc, h0c = gx.contiguous(), h0.to(dtype).contiguous()
             hs, out = gx.new_empty(T + 1, B, H), gx.new_empty(T, B, H)
-            flags = dict(NG=G // H, MINLSTM=minlstm, ZONE=keep is not None, BLOCK=block(H), num_warps=warps(H),
+            flags = dict(NG=G // H, MINLSTM=minlstm, ZONE=keep is not None, **tiles(H),
                          ACC=compute_type(dtype))
-            _forward[(B,)](gxc, h0c, lens, gxc if keep is None else keep, hs, out, T, B, H, **flags)
+            BLOCK = flags["BLOCK"]
+            _forward[grid(B, H, BLOCK)](gxc, h0c, lens, gxc if keep is None else keep, hs, out, T, B, H, **flags)
         ctx.cell, ctx.lengths, ctx.noise, ctx.flags = cell, lengths, noise, flags
         ctx.dtypes = (gx.dtype, h0.dtype)
         if grad_enabled:
@@ -149,6 +158,7 @@ class _Minimal(torch.autograd.Function):
             T, B, G = gxc.shape
             H = hs.shape[-1]
             dgx, dh0 = torch.empty_like(gxc), hs.new_empty(B, H)
-            _backward[(B,)](gxc, hs, grad_out.to(hs.dtype).contiguous(), grad_h.to(hs.dtype).contiguous(), lens,
-                            gxc if keep is None else keep, dgx, dh0, T, B, H, **ctx.flags)
+            dout, dh_last = grad_out.to(hs.dtype).contiguous(), grad_h.to(hs.dtype).contiguous()
+            _backward[grid(B, H, ctx.flags["BLOCK"])](gxc, hs, dout, dh_last, lens, gxc if keep is None else keep, dgx,
+                                                      dh0, T, B, H, **ctx.flags)
         return (None, None, None, None, dgx.to(ctx.dtypes[0]), dh0.to(ctx.dtypes[1]))
