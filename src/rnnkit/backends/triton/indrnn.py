@@ -2,8 +2,8 @@
 
 IndRNN's recurrence is diagonal, h_t = act(gx_t + b_hh + u' h_{t-1}) with u' = clamp(u, -M, M)
 (``fused/indrnn.py`` gives the derivatives), so there is no GEMM in the loop and each unit's
-recurrence is independent: one program per batch row runs all T steps over its H units, holding
-h in registers (FlashRNN's fused form, which needs no on-chip matrix here). Backward runs the
+recurrence is independent: one program per batch row and block of units (``common.tiles``) runs
+all T steps, holding h in registers (FlashRNN's fused form, which needs no on-chip matrix here). Backward runs the
 same way from the last step, carrying dh_t:
 
     g = dh_t + dout_t [t < len],   da_t = g act'(h~_t) where the unit updates, else 0,

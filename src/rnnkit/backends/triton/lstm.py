@@ -8,8 +8,9 @@ projection ``dm = dh~_t W_hr`` (cuBLAS), the kernel (every gate's gradient, both
 backward, dc_{t-1}, the mask), and ``dh~_{t-1} = base_{t-1} + da_t W_hh`` as one ``addmm``
 (``common.base_grad``). Weight gradients are one GEMM or one reduction each over all T*B rows.
 
-One program per batch row holds the row's H units of every gate, so the layer norms over the
-4H gates and over c_t reduce inside the program. Saved for backward: the activated gates,
+Each program holds one block of units of one batch row, of every gate (``common.tiles``); for
+the layer-norm cell the block is the whole row, so the layer norms over the 4H gates and over
+c_t reduce inside the program. Saved for backward: the activated gates,
 tanh(c~), every h_{t-1} and c_{t-1}, m (with projection), and for the layer-norm cell the
 normalized values and inverse deviations, as ``fused``.
 

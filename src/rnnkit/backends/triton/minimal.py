@@ -1,8 +1,8 @@
 """Triton BPTT for minGRU and minLSTM (Feng et al. 2024): the whole time loop in one kernel.
 
 Both are a linear recurrence h_t = a_t h_{t-1} + b_t whose coefficients depend on gx alone
-(``fused/minimal.py`` gives the derivatives), so, as IndRNN, one program per batch row runs all T
-steps over its H units with h in registers, forward and backward; there is no GEMM in the loop.
+(``fused/minimal.py`` gives the derivatives), so, as IndRNN, one program per batch row and block of
+units runs all T steps with h in registers, forward and backward; there is no GEMM in the loop.
 Backward recomputes the gates from gx (pointwise, cheaper than storing them) and reads h_{t-1}
 from the saved states (T + 1, B, H):
 
