@@ -25,3 +25,19 @@ def state_tensors(state) -> list[Tensor]:
 
 def named_grads(module: torch.nn.Module) -> dict[str, Tensor]:
     return {name: p.grad for name, p in module.named_parameters()}
+
+
+class OpSpy:
+    """Stands in for an op namespace (``torch.ops.rnnkit_fused``) and records the name of each op called."""
+
+    def __init__(self, ops):
+        self.ops, self.calls = ops, []
+
+    def __getattr__(self, name):
+        op = getattr(self.ops, name)
+
+        def call(*args):
+            self.calls.append(name)
+            return op(*args)
+
+        return call

@@ -25,7 +25,7 @@ import torch
 import rnnkit
 from rnnkit.backends.fused import extension
 from rnnkit.cells import LSTMState
-from tests.helpers import assert_close
+from tests.helpers import OpSpy, assert_close
 
 I, H, T, B = 2, 3, 4, 2
 LENGTHS = [4, 2]
@@ -42,22 +42,6 @@ def case_id(case) -> str:
 
 def cpp_loops_load() -> bool:
     return not extension.disabled() and extension.load() is not None
-
-
-class _Spy:
-    """Stands in for torch.ops.rnnkit_fused and records which ops were called."""
-
-    def __init__(self, ops):
-        self.ops, self.calls = ops, []
-
-    def __getattr__(self, name):
-        op = getattr(self.ops, name)
-
-        def call(*args):
-            self.calls.append(name)
-            return op(*args)
-
-        return call
 
 
 def make_layer(cell: str, backend: str, dtype=torch.float64, **options) -> rnnkit.Recurrent:
@@ -153,7 +137,7 @@ def test_second_order_matches_reference(case, monkeypatch):
     cell, backend = case
     spy = None
     if backend == "fused" and cell in LSTM_FAMILY and cpp_loops_load():
-        spy = _Spy(extension.load())
+        spy = OpSpy(extension.load())
         monkeypatch.setattr(extension, "_ops", spy)
     layer = make_layer(cell, backend)
     first, second = first_and_second(layer, make_inputs(layer))

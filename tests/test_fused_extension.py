@@ -35,7 +35,7 @@ import rnnkit
 from rnnkit.backends.fused import extension
 from rnnkit.backends.fused import lstm as fused_lstm
 from rnnkit.cells import LSTMState
-from tests.helpers import assert_close
+from tests.helpers import OpSpy, assert_close
 
 CELLS = ["lstm", "peephole_lstm", "cifg_lstm", "layernorm_lstm"]
 # (id, T, B, I, H, proj_size, lengths or None)
@@ -70,22 +70,6 @@ def intra_op_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-class _Spy:
-    """Wraps torch.ops.rnnkit_fused and counts the calls of each op."""
-
-    def __init__(self, ops):
-        self.ops, self.calls = ops, []
-
-    def __getattr__(self, name):
-        op = getattr(self.ops, name)
-
-        def call(*args):
-            self.calls.append(name)
-            return op(*args)
-
-        return call
 
 
 def run(layer, x, state, lengths, coefs):
@@ -127,7 +111,7 @@ def check_cpp_loops_match_python_loops(cell, shape, lengths, bias, dtype, monkey
     coefs = [torch.randn(T, B, R, dtype=dtype, generator=gen), torch.randn(1, B, R, dtype=dtype, generator=gen),
              torch.randn(1, B, H, dtype=dtype, generator=gen)]
 
-    spy = _Spy(extension.load())
+    spy = OpSpy(extension.load())
     monkeypatch.setattr(extension, "_ops", spy)
     got = run(layer, x, state, lengths, coefs)
     assert spy.calls == ["lstm_forward", "lstm_backward"], f"the C++ loops did not run: {spy.calls}"
@@ -227,7 +211,7 @@ def test_layernorm_gradient_sums_over_threads(proj_size, monkeypatch):
         coefs = [torch.randn(4, 40, R, dtype=torch.float64, generator=gen),
                  torch.randn(1, 40, R, dtype=torch.float64, generator=gen),
                  torch.randn(1, 40, 300, dtype=torch.float64, generator=gen)]
-        spy = _Spy(extension.load())
+        spy = OpSpy(extension.load())
         monkeypatch.setattr(extension, "_ops", spy)
         got = run(layer, x, state, lengths, coefs)
         assert spy.calls == ["lstm_forward", "lstm_backward"], f"the C++ loops did not run: {spy.calls}"
