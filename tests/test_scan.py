@@ -248,7 +248,8 @@ def test_a_layer_under_bf16_autocast_scans_a_bf16_projection_close_to_float32(ce
     assert not torch.equal(out.float(), expected), "bf16 output equals float32 bit for bit: autocast did not apply"
 
     def relative(expected, got):
-        return float((got.detach().double() - expected.double()).abs().max() / expected.abs().max())
+        expected, got = expected.detach().double(), got.detach().double()
+        return float((got - expected).abs().max() / expected.abs().max())
 
     assert relative(expected, out) <= 1e-2, f"output {relative(expected, out):.2e} (relative) from float32"
     for n, p in layer.named_parameters():
