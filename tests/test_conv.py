@@ -24,8 +24,8 @@ from torch.func import functional_call
 
 import rnnkit
 from rnnkit import LSTMState
-from rnnkit.backends.reference import reverse_padded
 from rnnkit.cells.conv import conv_same
+from rnnkit.driver import reverse_padded
 
 from .helpers import assert_close, state_tensors
 

@@ -11,8 +11,8 @@ import torch
 
 import rnnkit
 from rnnkit.backends.fused import elman, gru, indrnn, minimal
-from rnnkit.backends.reference import time_loop
 from rnnkit.cells import make_cell
+from rnnkit.driver import time_loop
 
 from .helpers import assert_close
 

@@ -1,6 +1,6 @@
 """The fused kernels under hidden dropout and zoneout, against the reference loop under the same masks.
 
-Masks are drawn by the shared driver (``reference.run_stack``) inside forward, so seeding before
+Masks are drawn by the shared driver (``rnnkit.driver.run_stack``) inside forward, so seeding before
 each call gives both backends the same masks. float64, within 1e-10: outputs, final states, and
 the gradients of the input, the initial state and every parameter, over every fused cell x
 {hidden dropout, zoneout, both} x layers x directions x lengths. Plus gradcheck of the fused

@@ -3,7 +3,7 @@
 - whole layers, scan == reference in float64 for output, final state and the gradients of the
   input, the initial state and every parameter, across layers, directions, lengths and initial
   states (zero, or random with negative entries: the scan must not take a log of h0);
-- ``recurrence`` == ``reference.time_loop`` where -inf arithmetic could make NaNs: a length of 0,
+- ``recurrence`` == ``driver.time_loop`` where -inf arithmetic could make NaNs: a length of 0,
   huge values in the padding, saturated gates, g's kink at exactly 0; and ``gradcheck``;
 - a long sequence, T=2000: float64 to 1e-8; float32 to the tolerance the module's notes state;
 - ``supports`` names the cells it runs and says why it cannot run the others.
@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit import backends
-from rnnkit.backends import Problem, reference, scan
+from rnnkit import backends, driver
+from rnnkit.backends import Problem, scan
 from rnnkit.cells import make_cell
 
 from .helpers import assert_close
@@ -102,7 +102,7 @@ def both(cell_name: str, gx, h0, lengths):
     w_out = torch.randn(gx.shape[:2] + (H,), generator=gen, dtype=gx.dtype)
     w_h = torch.randn(h0.shape, generator=gen, dtype=gx.dtype)
     results = []
-    for fn in (reference.time_loop, scan.recurrence):
+    for fn in (driver.time_loop, scan.recurrence):
         g, h = gx.detach().clone().requires_grad_(), h0.detach().clone().requires_grad_()
         out, hN = fn(cell, g, h, {}, lengths)
         ((out * w_out).sum() + (hN * w_h).sum()).backward()
@@ -210,7 +210,7 @@ def test_half_precision_projection_is_scanned_in_float32():
     gx = torch.randn(50, 2, 2 * H).bfloat16()
     h0 = torch.randn(2, H)
     out, hN = scan.recurrence(cell, gx, h0, {}, None)
-    ref_out, ref_h = reference.time_loop(cell, gx.float(), h0, {}, None)
+    ref_out, ref_h = driver.time_loop(cell, gx.float(), h0, {}, None)
     assert out.dtype == hN.dtype == torch.float32
     assert_close("out", ref_out, out, 1e-5)
     assert_close("h_n", ref_h, hN, 1e-5)

@@ -2,9 +2,10 @@
 
 The counterpart of ``rnnkit.Recurrent`` for inputs with a spatial layout, (T, B, C, *S) with
 S = (L,), (H, W) or (D, H, W). The layer owns the parameters under torch's names, validates
-every argument up front, and runs the loop of ``rnnkit.backends.reference`` (the only
-backend for these cells): per layer and direction one input convolution over all T*B
-frames, then the cell's hidden-to-hidden convolution and gates per step. Variable lengths
+every argument up front, and runs the reference loop of ``rnnkit.driver`` (the only
+backend for these cells), as ``Recurrent``'s reference backend does: per layer and direction
+one input convolution over all T*B frames, then the cell's hidden-to-hidden convolution and
+gates per step. Variable lengths
 are handled as in ``Recurrent``: a finished clip keeps its state and outputs zeros, and the
 reverse direction starts at each clip's own last frame.
 """
@@ -15,13 +16,13 @@ import warnings
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backends.reference import reverse_padded
-from .cells.base import LSTMState, State, map_state
+from .cells.base import LSTMState, State
 from .cells.conv import ConvCell, make_conv_cell
+from .driver import run_stack, step_layers, time_loop
 from .recurrent import check_lengths, check_matches_parameters, register_layer_parameters
+from .regularize import Regularizers
 
 _SPATIAL = {1: "L", 2: "H, W", 3: "D, H, W"}
 
@@ -105,6 +106,7 @@ class ConvRecurrent(nn.Module):
         self.dropout = float(dropout)
         # as Recurrent's, for code that logs it; these cells have one backend, the reference loop
         self.last_backend: str | None = None
+        self.regularizers = Regularizers()  # none: the driver reads them; these cells take dropout between layers
 
         factory = {"device": device, "dtype": dtype}
         # _names[l][d] maps the cell's parameter names to this module's attribute names.
@@ -147,25 +149,9 @@ class ConvRecurrent(nn.Module):
         spatial = tuple(x.shape[3:])
         state = self._check_state(state, B, spatial, x)
 
-        D = self.num_directions
-        finals = []
-        layer_input = x  # (T, B, C_l, *S)
-        for k in range(self.num_layers):
-            outputs = []
-            for d in range(D):
-                w = self.weights(k, d)
-                s0 = map_state(lambda s, i=k * D + d: s[i], state)
-                xin = layer_input if d == 0 else reverse_padded(layer_input, lengths)  # each clip within its length
-                gx = self.cell.input_projection(xin, w)  # (T, B, G*Hc, *S), all frames in one conv
-                out, s = _time_loop(self.cell, gx, s0, w, lengths)  # (T, B, Hc, *S)
-                outputs.append(out if d == 0 else reverse_padded(out, lengths))
-                finals.append(s)
-            layer_input = outputs[0] if D == 1 else torch.cat(outputs, dim=2)  # (T, B, D*Hc, *S)
-            if k < self.num_layers - 1 and self.dropout > 0 and self.training:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
-        state = map_state(lambda *s: torch.stack(s), *finals)
+        out, state = run_stack(self, x, lengths, state, time_loop)  # (T, B, D*Hc, *S)
         self.last_backend = "reference"
-        return (layer_input.transpose(0, 1) if self.batch_first else layer_input), state
+        return (out.transpose(0, 1) if self.batch_first else out), state
 
     def step(self, x_t: Tensor, state: State | Sequence[Tensor] | None = None) -> tuple[Tensor, State]:
         """One time step through every layer: x_t (B, C, *S) -> y_t (B, Hc, *S) and the new state.
@@ -184,16 +170,7 @@ class ConvRecurrent(nn.Module):
             raise ValueError(f"x_t has a batch of 0 clips, shape {tuple(x_t.shape)}; expected at least 1")
         self._check_input(x_t, x_t.shape[1], name="x_t")
         state = self._check_state(state, x_t.shape[0], tuple(x_t.shape[2:]), x_t)
-        finals = []
-        y = x_t
-        for k in range(self.num_layers):
-            w = self.weights(k, 0)
-            gx = self.cell.input_projection(y.unsqueeze(0), w).squeeze(0)  # (B, G*Hc, *S)
-            y, s = self.cell.step(gx, map_state(lambda s, k=k: s[k], state), w)
-            finals.append(s)
-            if k < self.num_layers - 1 and self.dropout > 0 and self.training:
-                y = F.dropout(y, self.dropout, training=True)
-        return y, map_state(lambda *s: torch.stack(s), *finals)
+        return step_layers(self, x_t, state)
 
     # ------------------------------------------------------------------ validation
 
@@ -244,21 +221,6 @@ class ConvRecurrent(nn.Module):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)!r}"
         return s
-
-
-def _time_loop(cell: ConvCell, gx: Tensor, state: State, w, lengths: Tensor | None) -> tuple[Tensor, State]:
-    """Run ``cell.step`` over gx (T, B, G*Hc, *S): outputs (T, B, Hc, *S) and the state after each clip's end."""
-    running = None if lengths is None else torch.arange(gx.shape[0], device=gx.device)[:, None] < lengths  # (T, B)
-    outputs = []
-    for t, gx_t in enumerate(gx.unbind(0)):
-        h, new_state = cell.step(gx_t, state, w)
-        if running is not None:
-            m = running[t].view(-1, *([1] * (h.dim() - 1)))  # (B, 1, ..., 1)
-            new_state = map_state(lambda new, old, m=m: torch.where(m, new, old), new_state, state)
-            h = torch.where(m, h, torch.zeros_like(h))
-        state = new_state
-        outputs.append(h)
-    return torch.stack(outputs), state
 
 
 def _check_positive_int(name: str, value) -> None:

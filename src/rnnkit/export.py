@@ -56,6 +56,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from .backends import NotSupported
 from .cells import LSTMState
+from .driver import reverse_within, running_mask
 from .extras import require
 from .recurrent import Recurrent
 
@@ -111,12 +112,8 @@ class _Step(_Projection):
 
 
 def _reverse(x: Tensor, lengths: Tensor, masked: bool) -> Tensor:
-    """Each sequence of x (T, B, F) reversed within its own length (``backends.reference.reverse_padded``)."""
-    if not masked:
-        return x.flip(0)
-    t = torch.arange(x.shape[0], device=x.device).unsqueeze(1)  # (T, 1)
-    index = torch.where(t < lengths.unsqueeze(0), lengths.unsqueeze(0) - 1 - t, t)  # (T, B)
-    return x.gather(0, index.unsqueeze(2).expand(x.shape[0], x.shape[1], x.shape[2]))
+    """Each sequence of x (T, B, F) reversed within its own length (``driver.reverse_within``), or all of it."""
+    return reverse_within(x, lengths) if masked else x.flip(0)
 
 
 class _Direction(nn.Module):
@@ -137,11 +134,12 @@ class _Direction(nn.Module):
         if self.reverse:
             x = _reverse(x, lengths, self.masked)
         gx = self.projection(x)  # (T, B, G*H)
+        steps = running_mask(lengths, gx.shape[0]) if self.masked else lengths  # (T, B); unread unless masked
         outputs: list[Tensor] = []
         for t in range(gx.shape[0]):
             h_new, c_new = self.step(gx[t], h, c)
             if self.masked:
-                running = (lengths > t).unsqueeze(1)  # (B, 1): a finished sequence keeps its state
+                running = steps[t].unsqueeze(1)  # (B, 1): a finished sequence keeps its state
                 h = torch.where(running, h_new, h)
                 c = torch.where(running, c_new, c)
                 outputs.append(torch.where(running, h_new, torch.zeros_like(h_new)))
@@ -155,7 +153,7 @@ class _Direction(nn.Module):
 
 
 class _Stack(nn.Module):
-    """Layers and directions, as ``backends.reference.run_stack`` in eval mode. Scripted.
+    """Layers and directions, as ``driver.run_stack`` in eval mode. Scripted.
 
     forward(x (T, B, I), lengths (B,), h0 (L*D, B, R), c0 (L*D, B, H)) -> out (T, B, D*R),
     h (L*D, B, R), c (L*D, B, H) (c is h for cells whose state is one tensor). lengths is read only
@@ -454,10 +452,6 @@ def checkpoint_spec(directory: str | Path) -> Spec:
     trained = load(path)
     model = trained.model.eval()
     return _TASK_SPECS[task](model, trained, f"the {task} model of {path}")
-
-
-def _first_layer(model: nn.Module) -> Recurrent:
-    return next(m for m in model.modules() if isinstance(m, Recurrent))
 
 
 def _ids_lengths(vocab_size: int) -> Callable[[int, int], tuple[Tensor, ...]]:

@@ -17,8 +17,8 @@ the probe measures how much of the gradient reaches each earlier step:
   after. Clipping multiplies every gradient by the same factor min(1, clip / norm), so it caps
   an exploding gradient but leaves the ratio between steps, the vanishing, unchanged.
 
-How dL/dh_t is obtained: the layer is run step by step with the cell's own ``step`` (what the
-reference backend does), keeping every layer's state h_t at every step as a node of the graph;
+How dL/dh_t is obtained: the layer is run on the reference loop (``rnnkit.driver``, the cell's own
+``step`` per step), keeping every layer's state h_t at every step as a node of the graph;
 ``torch.autograd.grad`` then gives their gradients. The loss is the same number as the layer's
 fast forward gives (tests/test_gradients.py checks both). The probe runs in float64 by default,
 so that a gradient that vanishes below float32's range (1e-38) still shows on the plot.
@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .cells import LSTMState, map_state
+from .cells import LSTMState
+from .driver import run_stack, time_loop
 from .recurrent import Recurrent
 from .tasks import lab_data
 from .tasks.lab import LabConfig, LabModel
@@ -51,7 +52,7 @@ NO_SQUARE_W_HH = {
 
 
 def run_stepwise(rnn: Recurrent, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, object, list[list[Tensor]]]:
-    """``rnn(x, lengths=lengths)`` computed step by step, keeping each layer's hidden state at each step.
+    """``rnn(x, lengths=lengths)`` on the reference loop (``rnnkit.driver``), keeping each layer's h at each step.
 
     x (S, N, I) time-major -> out (S, N, R), final state as ``forward``'s, and ``hidden[k][t]``,
     the (N, R) tensor that is layer k's h_t in the graph (its gradient is dL/dh_t). Past a
@@ -62,27 +63,18 @@ def run_stepwise(rnn: Recurrent, x: Tensor, lengths: Tensor | None = None) -> tu
     if rnn.batch_first:
         raise ValueError("the gradient probe takes a time-major layer (batch_first=False)")
     S, N, _ = x.shape
-    running = None if lengths is None else torch.arange(S, device=x.device)[:, None] < lengths.to(x.device)  # (S, N)
+    if lengths is not None:
+        lengths = lengths.to(x.device)
     initial = rnn.cell.zero_state((rnn.num_layers, N), rnn.hidden_size, rnn.proj_size, x)
-    layer_input, finals, hidden = x, [], []
-    for k in range(rnn.num_layers):
-        w = rnn.weights(k, 0)
-        gx = rnn.cell.input_projection(layer_input, w)  # (S, N, G*H)
-        state = map_state(lambda s, k=k: s[k], initial)
-        outputs, states_h = [], []
-        for t, gx_t in enumerate(gx.unbind(0)):
-            _, new_state = rnn.cell.step(gx_t, state, w)
-            if running is not None:
-                m = running[t][:, None]  # (N, 1)
-                new_state = map_state(lambda new, old, m=m: torch.where(m, new, old), new_state, state)
-            state = new_state
-            h = state.h if isinstance(state, LSTMState) else state  # (N, R): the node whose gradient is dL/dh_t
-            states_h.append(h)
-            outputs.append(h if running is None else torch.where(running[t][:, None], h, torch.zeros_like(h)))
-        hidden.append(states_h)
-        finals.append(state)
-        layer_input = torch.stack(outputs)  # (S, N, R)
-    return layer_input, map_state(lambda *s: torch.stack(s), *finals), hidden
+    states: list[list] = []  # states[k][t]: layer k's state after step t
+
+    def keeping_states(cell, gx, state, weights, lengths, noise=None):
+        states.append([])
+        return time_loop(cell, gx, state, weights, lengths, noise, states=states[-1])
+
+    out, final = run_stack(rnn, x, lengths, initial, keeping_states)
+    hidden = [[s.h if isinstance(s, LSTMState) else s for s in layer] for layer in states]  # (N, R) each
+    return out, final, hidden
 
 
 def last_step_loss(model: LabModel, prediction: Tensor, batch: LabBatch) -> Tensor:

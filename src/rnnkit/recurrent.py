@@ -17,6 +17,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import backends
 from .backends import EXPORT_ALTERNATIVE, NotSupported, Problem
 from .cells import Cell, LSTMState, State, make_cell, map_state
+from .driver import step_layers
 from .regularize import Regularizers
 from .stepper import Stepper
 
@@ -275,20 +276,10 @@ class Recurrent(nn.Module):
         self._check_input(x_t, x_t.shape[1], name="x_t")
         state = self._check_state(state, x_t.shape[0], x_t)
         if not torch.is_autocast_enabled(x_t.device.type) and not self._step_needs_grad(x_t, state):
-            stepper = getattr(self, "_stepper", None)  # absent on layers pickled before it existed
-            if stepper is None:
-                stepper = self._stepper = Stepper()
-            return stepper.step(self, x_t, state, self.dropout if self.training else 0.0)
-        finals = []
-        y = x_t
-        for k in range(self.num_layers):
-            w = self.weights(k, 0)
-            gx = self.cell.input_projection(y.unsqueeze(0), w).squeeze(0)  # (B, G*H)
-            y, s = self.cell.step(gx, map_state(lambda s, k=k: s[k], state), w)
-            finals.append(s)
-            if k < self.num_layers - 1 and self.dropout > 0 and self.training:
-                y = nn.functional.dropout(y, self.dropout, training=True)
-        return y, map_state(lambda *s: torch.stack(s), *finals)
+            if self._stepper is None:
+                self._stepper = Stepper()
+            return self._stepper.step(self, x_t, state, self.dropout if self.training else 0.0)
+        return step_layers(self, x_t, state)
 
     def _step_needs_grad(self, x_t: Tensor, state: State) -> bool:
         """Whether step() must record autograd history: grad mode on and anything requiring grad."""

@@ -25,7 +25,7 @@ in evaluation mode every one is the identity, so an evaluated layer is the plain
     steps: W_hh -> W_hh * M / (1 - p). Cells without W_hh (``mingru``, ``minlstm``) refuse it.
 
 Masks are sampled in a fixed order by the driver every loop-running backend shares
-(``reference.run_stack``), so the same seed gives the same masks in every backend.
+(``rnnkit.driver.run_stack``), so the same seed gives the same masks in every backend.
 """
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .cells import Cell, LSTMState, State
+from .driver import dropout_between
 
 _MAX_SCRATCH = 16  # scratch sets kept per layer (batch size x thread x inference mode)
 
@@ -451,8 +452,6 @@ class Stepper:
         for k, plan in enumerate(self._plans):
             plan.refresh(parameters)
             plan.step(inp, prev_layers[k], new_layers[k])
-            inp = new_layers[k][0]  # (B, R)
-            if dropout > 0 and k < len(new_layers) - 1:
-                inp = F.dropout(inp, dropout, training=True)
+            inp = dropout_between(new_layers[k][0], k, len(new_layers), dropout, training=True)  # (B, R)
         y = inp.clone()  # its own tensor, as the autograd step returns, not a view of the state
         return y, (new[0] if isinstance(state, Tensor) else LSTMState(*new))

@@ -18,7 +18,7 @@ Implementation notes, where this differs from the papers' code:
   negative included, gives exactly the sequential loop's function.
 - Variable lengths: past a sequence's end, ``a = 1`` and ``b = 0`` (log b a large negative
   finite number, never -inf, so neither values nor gradients meet ``inf - inf``), so the state
-  stays at its last value; those outputs are then set to zero, as ``reference.time_loop`` does.
+  stays at its last value; those outputs are then set to zero, as ``driver.time_loop`` does.
 - Double backward: torch's own backward of ``logcumsumexp`` takes log|grad|, which is -inf where
   an incoming gradient is exactly zero (every output past a sequence's end, or all of ``out`` when
   a loss reads only the final state), and differentiating it again gives 0 * inf = NaN. The scan
@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..cells import Cell, State
-from .reference import run_stack
+from ..driver import run_stack
 
 NAME = "scan"
 
@@ -161,7 +161,7 @@ def linear_scan(log_a: Tensor, log_b: Tensor, h0: Tensor) -> Tensor:
 
 
 def recurrence(cell: Cell, gx: Tensor, state: Tensor, weights, lengths: Tensor | None) -> tuple[Tensor, State]:
-    """``reference.time_loop``'s contract for mingru / minlstm: gx (T, B, G), state (B, H).
+    """``driver.time_loop``'s contract for mingru / minlstm: gx (T, B, G), state (B, H).
 
     Returns out (T, B, H), zero past each sequence's end, and the state after its last step.
     """

@@ -1,10 +1,10 @@
 """The fused backend: one ``torch.autograd.Function`` per cell family, with a hand-derived BPTT.
 
-The layer's driver (``reference.run_stack``) still does, with autograd, what is one large
+The layer's driver (``rnnkit.driver.run_stack``) still does, with autograd, what is one large
 operation per layer and direction: the input projection ``W_ih x + b_ih`` for all steps (so
 dW_ih is one GEMM), the reversal of the reverse direction, dropout between layers. Each
 family's ``recurrence(cell, gx, state, weights, lengths, noise=None) -> (out, state)`` replaces
-only the time loop, with the same contract as ``reference.time_loop``:
+only the time loop, with the same contract as ``driver.time_loop``:
 
     gx       (T, B, G)   the input projection, G = gates * H
     state    the initial state of this layer and direction: (B, R) or LSTMState((B, R), (B, H))
@@ -28,7 +28,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ...cells import State
-from ..reference import run_stack
+from ...driver import run_stack
 from . import elman, gru, indrnn, lstm, minimal
 
 NAME = "fused"

@@ -11,7 +11,7 @@ ops, which autograd cannot record, and deriving the second-order BPTT of every c
 double the code for a rare use. So each family's backward asks ``double_backward_needed()``
 (grad mode is on inside a backward only under ``create_graph=True``) and then hands over to
 ``differentiable_grads``: it reruns the layer-direction's time loop on the reference path
-(``reference.time_loop``, the cells' own steps) from the inputs the forward saved (gx, the initial
+(``driver.time_loop``, the cells' own steps) from the inputs the forward saved (gx, the initial
 state, the weights, the step mask, the hidden-dropout and zoneout masks: the same masks, so the same
 function) with autograd on, and returns autograd's gradients of that with ``create_graph=True``.
 The first-order backward is untouched: the forward saves its inputs by reference (no copy; the C++
@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ...cells import Cell, State, map_state
 from ...regularize import StepNoise
-from ..reference import time_loop
+from ...driver import time_loop
 
 
 def step_mask(lengths: Tensor | None, T: int, device: torch.device) -> Tensor | None:
@@ -170,7 +170,7 @@ def double_backward_needed() -> bool:
 
 def reference_loop(cell: Cell, gx: Tensor, state: State, weights: dict[str, Tensor | None], mask: Tensor | None,
                    hidden: Tensor | None, keep: State | None) -> tuple[Tensor, State]:
-    """The function a fused kernel computes, on the reference path: ``reference.time_loop``.
+    """The function a fused kernel computes, on the reference path: ``driver.time_loop``.
 
     Takes the kernels' own arguments: ``mask`` (T, B, 1) from ``step_mask`` (turned back into
     lengths), ``hidden`` and ``keep`` from ``loop_masks`` (keep already holds the steps past each

@@ -5,7 +5,7 @@ asks for it, and returns its ops (``torch.ops.rnnkit_fused``: ``lstm_forward``, 
 ``packed_gemm_status``), or None when it cannot: ``RNNKIT_NO_EXTENSION=1`` is set, there is no C++
 compiler or no ninja, the build fails. ``status()`` says which, in words; ``details()`` gives the same
 as a dict for ``rnnkit info``. Nothing here raises: the fused backend then runs its Python loops, and
-``_LSTMFamily`` warns once with the reason.
+``_LSTMLoop`` warns once with the reason.
 
 The build uses the environment's own tools whether or not the environment is activated: torch runs
 ``ninja`` from PATH, so when PATH has none, the ninja that ``pip install ninja`` put next to this

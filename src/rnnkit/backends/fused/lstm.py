@@ -65,7 +65,7 @@ def recurrence(cell, gx: Tensor, state: LSTMState, w, lengths: Tensor | None,
     mask = step_mask(lengths, gx.shape[0], gx.device)
     hidden, keep = loop_masks(noise, mask)
     eps = getattr(cell, "eps", 0.0)
-    out, h, c = _LSTMFamily.apply(
+    out, h, c = _LSTMLoop.apply(
         cell, eps, mask, hidden, keep, torch.is_grad_enabled(), gx, state.h, state.c, w["weight_hh"],
         w.get("bias_hh"), w.get("weight_hr"), w.get("weight_peephole"), w.get("ln_hh_weight"), w.get("ln_hh_bias"),
         w.get("ln_c_weight"), w.get("ln_c_bias"),
@@ -87,13 +87,13 @@ def _layer_norm_backward(dy_weighted: Tensor, x_hat: Tensor, rstd: Tensor) -> Te
     return rstd * (g - g.mean(-1, keepdim=True) - x_hat * (g * x_hat).mean(-1, keepdim=True))
 
 
-# the weights _LSTMFamily takes after gx, h0, c0, in its argument order, under the cells' names
+# the weights _LSTMLoop takes after gx, h0, c0, in its argument order, under the cells' names
 _WEIGHTS = ("weight_hh", "bias_hh", "weight_hr", "weight_peephole", "ln_hh_weight", "ln_hh_bias", "ln_c_weight",
             "ln_c_bias")
 
 
 def _reference(cell, mask, hidden, keep, gx, h0, c0, *weights) -> tuple[Tensor, Tensor, Tensor]:
-    """_LSTMFamily's function on the reference path: (out, h, c), for the double backward."""
+    """_LSTMLoop's function on the reference path: (out, h, c), for the double backward."""
     out, state = reference_loop(cell, gx, LSTMState(h0, c0), dict(zip(_WEIGHTS, weights)), mask, hidden, keep)
     return out, state.h, state.c
 
@@ -122,7 +122,7 @@ def _cpp_loops(kind: str, gx: Tensor):
     return ops
 
 
-class _LSTMFamily(torch.autograd.Function):
+class _LSTMLoop(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cell, eps, mask, hidden, keep, grad_enabled, gx, h0, c0, weight_hh, bias_hh, weight_hr,
                 weight_peephole, ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias):

@@ -2,7 +2,7 @@
 per step, the recurrent GEMM on torch (cuBLAS on a GPU) into preallocated buffers and ONE Triton
 kernel for all of the step's pointwise work, forward and backward; the weight gradients are one
 GEMM each over all steps, as in ``fused`` (whose contract, in ``fused/__init__.py``, each family's
-``recurrence`` follows; the layer's driver is ``reference.run_stack``). The kernels also take the
+``recurrence`` follows; the layer's driver is ``rnnkit.driver.run_stack``). The kernels also take the
 hidden-dropout and zoneout masks and the lengths. On CUDA the loop of each shape and dtype is
 captured in a CUDA graph (``common.GraphCache``).
 
@@ -22,7 +22,7 @@ import os
 from torch import Tensor
 
 from ...cells import State
-from ..reference import run_stack
+from ...driver import run_stack
 
 NAME = "triton"
 

@@ -29,7 +29,7 @@ from torch import Tensor
 from ...cells import LSTMState, State
 from ...regularize import StepNoise
 from ..fused.common import differentiable_grads
-from ..reference import time_loop
+from ...driver import time_loop
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -132,7 +132,7 @@ def reference_grads(cell, lengths: Tensor | None, gx: Tensor, state: State, weig
     A backward that runs with grad mode on (``create_graph=True``) must itself be differentiable.
     The kernels write into preallocated buffers, which autograd cannot record, so, as the fused
     backend does (``fused.common.differentiable_grads``, whose docstring says what it costs), the
-    sequence runs again through ``reference.time_loop`` with the same lengths and masks (so the same
+    sequence runs again through ``driver.time_loop`` with the same lengths and masks (so the same
     function), in gx's dtype as the kernels run under autocast, and autograd differentiates that with
     ``create_graph=True``. ``grads`` are the incoming (dout, *dstate). Weights that are None give None.
     """

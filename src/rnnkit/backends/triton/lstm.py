@@ -308,7 +308,7 @@ def _backward_step(dm_ptr, dhw_ptr, pass_ptr, dout_ptr, keep_h_ptr, mh_ptr, dc_p
 
 def recurrence(cell, gx: Tensor, state: LSTMState, w, lengths: Tensor | None, noise=None) -> tuple[Tensor, LSTMState]:
     """The Triton time loop of one LSTM-family layer and direction (contract in fused/__init__.py)."""
-    out, h, c = _LSTMFamily.apply(cell, lengths, noise, torch.is_grad_enabled(), gx, state.h, state.c,
+    out, h, c = _LSTMLoop.apply(cell, lengths, noise, torch.is_grad_enabled(), gx, state.h, state.c,
                                   *(w.get(k) for k in WEIGHTS))
     return out, LSTMState(h, c)
 
@@ -418,7 +418,7 @@ def _backward_loop(kind: str, flags: dict, grad_out, grad_h, grad_c, lens, W, ac
     return [dpre, dh0, dc, draw, dh_tilde, dcn]
 
 
-class _LSTMFamily(torch.autograd.Function):
+class _LSTMLoop(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cell, lengths, noise, grad_enabled, gx, h0, c0, weight_hh, bias_hh, weight_hr, weight_peephole,
                 ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias):
