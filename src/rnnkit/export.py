@@ -1,6 +1,6 @@
 """Export a ``Recurrent`` layer or a trained task model to ONNX or TorchScript, with a dynamic time axis.
 
-``export_layer(layer, "m.onnx")`` and ``export_checkpoint("runs/lm-...", "m.onnx")`` (``rnnkit export``)
+``export_layer(layer, "m.onnx")`` and ``export_checkpoint("runs/RUN", "m.onnx")`` (``rnnkit export``)
 write a file that runs at any batch size and any sequence length, then run that file at a second
 batch size and length and report its largest difference to the PyTorch model (``Export.max_abs_diff``;
 a difference beyond ``TOLERANCE`` raises ``ExportMismatch``).
@@ -33,8 +33,7 @@ exported: with ``lengths=True`` the file takes ``lengths`` (B,) int64 and masks 
 (state frozen and outputs zero past each sequence's end, the reverse direction starting at each
 sequence's last element). What is refused, with a ``NotSupported`` that names it: PackedSequence
 inputs (pass ``lengths``), a layer in training mode with active regularizers, the tasks whose forward
-is not a tensor function of fixed inputs (``tag``: CRF decoding; ``translate``: attention decoder
-loop; ``asr``: frame stacking fixed in Python).
+is not a tensor function of fixed inputs (each task's ``SPEC.export`` in rnnkit.tasks says why).
 
 torch 2.13 deprecates torch.jit and the legacy exporter in favour of ``torch.export``, which cannot keep
 a custom cell's loop; they still work, ``_quiet`` silences their deprecation warnings inside this
@@ -65,14 +64,6 @@ OPSET = 17  # ONNX opset: LayerNormalization is native from 17; onnxruntime 1.16
 EXAMPLE = (2, 5)  # (B, T) the file is traced at
 TOLERANCE = 1e-4  # relative to the outputs' size: float32 rounding is ~1e-7, a traced-in length is O(1)
 CHECK = (3, 11)  # (B, T) the file is run at afterwards: both differ from EXAMPLE
-SUPPORTED_TASKS = ("lab", "classify", "lm", "speech", "forecast")
-REFUSED_TASKS = {
-    "tag": "its prediction is CRF Viterbi decoding over a character model, not one tensor function; "
-           "export its Recurrent layer with rnnkit.export.export_layer",
-    "translate": "its decoder runs a data-dependent loop of attention steps (greedy or beam search) in Python",
-    "asr": "its frame stacking pads the time axis by an amount computed in Python from T, which a file "
-           "traced at one length would keep",
-}
 
 
 # ---------------------------------------------------------------------- the scripted layer
@@ -437,21 +428,24 @@ def layer_spec(layer: Recurrent, lengths: bool = False, initial_state: bool = Fa
 
 
 def checkpoint_spec(directory: str | Path) -> Spec:
-    """The export of the model a checkpoint's task builds (``rnnkit.load``); see ``SUPPORTED_TASKS``."""
-    from .tasks import TRAINED, load
+    """The export of the model a checkpoint's task builds (``rnnkit.load``): its ``TaskSpec.export``, a
+    function of (model, trained object, description), or the sentence that says why the task cannot export."""
+    from .tasks import load
+    from .tasks.registry import specs
     from .train import checkpoint
 
     path = checkpoint.resolve(directory)
     task = checkpoint.load(path).config.get("task")
-    if task in REFUSED_TASKS:
+    known = specs()
+    exportable = ", ".join(name for name, spec in known.items() if callable(spec.export))
+    if task not in known:
+        raise NotSupported(f"{path}: config.json names task {task!r}; rnnkit export supports {exportable} "
+                           f"(rnnkit knows {', '.join(known)})")
+    if not callable(known[task].export):
         raise NotSupported(f"{path} holds a {task!r} model, which rnnkit export does not support: "
-                           f"{REFUSED_TASKS[task]}. Exportable tasks: {', '.join(SUPPORTED_TASKS)}")
-    if task not in SUPPORTED_TASKS:
-        raise NotSupported(f"{path}: config.json names task {task!r}; rnnkit export supports "
-                           f"{', '.join(SUPPORTED_TASKS)} (rnnkit knows {', '.join(TRAINED)})")
+                           f"{known[task].export}. Exportable tasks: {exportable}")
     trained = load(path)
-    model = trained.model.eval()
-    return _TASK_SPECS[task](model, trained, f"the {task} model of {path}")
+    return known[task].export(trained.model.eval(), trained, f"the {task} model of {path}")
 
 
 def _ids_lengths(vocab_size: int) -> Callable[[int, int], tuple[Tensor, ...]]:
@@ -474,91 +468,6 @@ def _features_lengths(features: int, lengths: bool) -> Callable[[int, int], tupl
         return x * (torch.arange(T)[:, None] < n)[..., None], n  # zeros past each length, as the tasks pad
     return make
 
-
-def _classify_spec(model, trained, what) -> Spec:
-    call = lambda m, ids, lengths: (m(ids, lengths),)  # noqa: E731
-    inputs = [Port("ids", ("time", "batch"), torch.int64), Port("lengths", ("batch",), torch.int64)]
-    outputs = [Port("logits", ("batch", str(len(trained.labels))))]
-    return Spec(_Flat(swap_layers(model, lengths=True), call), _Flat(model, call),
-                _ids_lengths(model.embedding.num_embeddings), inputs, outputs, what,
-                notes=[f"labels in logit order: {', '.join(trained.labels)}",
-                       "ids: the checkpoint's vocab.json; lengths: tokens per text"])
-
-
-def _speech_spec(model, trained, what) -> Spec:
-    call = lambda m, x, lengths: (m(x, lengths),)  # noqa: E731
-    F = model.mean.shape[0]
-    inputs = [Port("x", ("time", "batch", str(F))), Port("lengths", ("batch",), torch.int64)]
-    outputs = [Port("logits", ("batch", str(len(trained.labels))))]
-    return Spec(_Flat(swap_layers(model, lengths=True), call), _Flat(model, call), _features_lengths(F, True),
-                inputs, outputs, what, notes=[f"labels in logit order: {', '.join(trained.labels)}",
-                             "x: raw frames (the model standardizes them with the training statistics)"])
-
-
-def _lm_spec(model, trained, what) -> Spec:
-    layer = model.rnn
-    lstm = layer.cell.state_type is LSTMState
-    L, R, H = layer.num_layers, layer.proj_size or layer.hidden_size, layer.hidden_size
-
-    def call(m, ids, h0, *c0):
-        logits, state = m(ids, LSTMState(h0, c0[0]) if lstm else h0)
-        return (logits, *_state_outputs(state))
-
-    vocab = model.embedding.num_embeddings
-
-    def make(B: int, T: int) -> tuple[Tensor, ...]:
-        g = torch.Generator().manual_seed(B * 1000 + T)
-        made = [torch.randint(0, vocab, (T, B), generator=g), torch.randn(L, B, R, generator=g) * 0.5]
-        if lstm:
-            made.append(torch.randn(L, B, H, generator=g) * 0.5)
-        return tuple(made)
-
-    inputs = [Port("ids", ("time", "batch"), torch.int64), Port("h0", (str(L), "batch", str(R)))]
-    outputs = [Port("logits", ("time", "batch", str(vocab))), Port("h_n", (str(L), "batch", str(R)))]
-    if lstm:
-        inputs.append(Port("c0", (str(L), "batch", str(H))))
-        outputs.append(Port("c_n", (str(L), "batch", str(H))))
-    return Spec(_Flat(swap_layers(model, initial_state=True), call), _Flat(model, call), make, inputs, outputs, what,
-                notes=["ids: the checkpoint's vocab.json; start from zero states and feed h_n/c_n back in to stream"])
-
-
-def _lab_spec(model, trained, what) -> Spec:
-    problem, I = trained.problem, model.rnn.input_size
-    with_lengths = problem == "order"
-    call = (lambda m, x, lengths: (m(x, lengths),)) if with_lengths else (lambda m, x: (m(x),))  # noqa: E731
-    inputs = [Port("x", ("time", "batch", str(I)))]
-    if with_lengths:
-        inputs.append(Port("lengths", ("batch",), torch.int64))
-    out_axes = {"adding": ("batch",), "copy": ("time", "batch", "10"), "order": ("batch", "4")}[problem]
-    outputs = [Port("y", out_axes)]
-    return Spec(_Flat(swap_layers(model), call), _Flat(model, call), _features_lengths(I, with_lengths), inputs,
-                outputs, what.replace("lab model", f"lab {problem} model"))
-
-
-def _forecast_spec(model, trained, what) -> Spec:
-    c = model.config
-    F = model.scale_mean.shape[0]
-    call = lambda m, z: (m(z),)  # noqa: E731
-    K, Q = c.ensemble, len(c.quantiles())
-    direct = c.strategy == "direct"
-    fixed = c.lookback if direct and c.skip else None
-    time = str(c.lookback) if fixed else "time"
-    outputs = [Port("y", (str(K), "batch", str(c.horizon), str(Q)) if direct
-                    else (str(K), time, "batch", str(F), str(Q)))]
-    notes = ["z: the window as the task feeds it: each column scaled by the checkpoint's scaler (log where "
-             "scale_log, then minus scale_mean, over scale_std) and minus the window's mean per column"]
-    if c.interval == "mc_dropout":
-        notes.append("interval mc_dropout: the file gives the point forecast only; the intervals need dropout at "
-                     "inference (Forecaster(z, sample=True)), which the exported model does not have")
-    if fixed:
-        notes.append(f"the time axis is fixed at lookback = {fixed}: the direct strategy's skip connection is a "
-                     "linear map of exactly that many inputs")
-    return Spec(_Flat(swap_layers(model), call), _Flat(model, call), _features_lengths(F, False),
-                [Port("z", (time, "batch", str(F)))], outputs, what, fixed_time=fixed, notes=notes)
-
-
-_TASK_SPECS = {"classify": _classify_spec, "speech": _speech_spec, "lm": _lm_spec, "lab": _lab_spec,
-               "forecast": _forecast_spec}
 
 
 # ---------------------------------------------------------------------- writing and checking files

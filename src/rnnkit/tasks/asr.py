@@ -34,6 +34,7 @@ import collections
 import io
 import json
 import random
+import sys
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -55,6 +56,7 @@ from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig, Trainer, seed_everything
 from .classify import BatchStream as _BatchStream
+from .registry import TaskSpec, Verb
 
 NAME = "asr"
 BUNDLED_FILE = "fsdd_subset.tar"  # in rnnkit/data: FLAC files and manifest.tsv with a split column; SOURCES.md
@@ -589,3 +591,79 @@ class TrainedASR:
     def _seed(self) -> int:
         train = checkpoint.load(self.path).config.get("train") or {}
         return int(train.get("seed", 0))
+
+
+# ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
+
+@dataclass
+class DecoderArgs:
+    decoder: str | None = field(default=None, metadata={"help": "greedy, or CTC prefix beam search (default: beam "
+                                                                "when --lm or --words is given)",
+                                                        "choices": ("greedy", "beam")})
+    beam: int = field(default=16, metadata={"help": "beam width"})
+    lm: str | None = field(default=None, metadata={"help": "a character language model's run or checkpoint "
+                                                           "directory (rnnkit lm train) for shallow fusion"})
+    lm_weight: float = field(default=0.5, metadata={"help": "weight of the LM's log-probability"})
+    insertion_bonus: float = field(default=0.0, metadata={"help": "added to the score per character, against the "
+                                                                  "LM's bias to short texts"})
+    words: str | None = field(default=None, metadata={"help": "a word list (whitespace-separated words; a run's "
+                                                              "transcripts.txt works): only its words are spelled"})
+
+    def build(self, trained: TrainedASR) -> Decoder:
+        kind = self.decoder or ("beam" if self.lm or self.words else "greedy")
+        return trained.decoder(kind, self.beam, self.lm, self.lm_weight, self.insertion_bonus, self.words)
+
+
+@dataclass
+class EvaluateArgs(DecoderArgs):
+    data: str | None = field(default=None, metadata={"help": "a manifest to score (default: --split of the training "
+                                                             "data)"})
+    split: str = field(default="test", metadata={"help": "train, dev or test"})
+
+
+@dataclass
+class TranscribeArgs(DecoderArgs):
+    audio: list | None = field(default=None, metadata={"help": "audio files", "nargs": "+"})
+    stream: bool = field(default=False, metadata={"help": "read each file in chunks and print the text as it is "
+                                                          "decoded (a unidirectional model trained with --normalize "
+                                                          "global)"})
+    chunk_ms: float = field(default=100.0, metadata={"help": "chunk length with --stream"})
+    alignment: str | None = field(default=None, metadata={"help": "write a PNG of the first file's spectrogram and "
+                                                                  "CTC alignment here"})
+
+
+def run_evaluate(trained: TrainedASR, args: EvaluateArgs, as_json: bool) -> dict:
+    """``rnnkit asr evaluate``: ``evaluate`` with the decoder the flags build."""
+    return trained.evaluate(args.data, args.split, args.build(trained))
+
+
+def run_transcribe(trained: TrainedASR, args: TranscribeArgs, as_json: bool) -> None:
+    """``rnnkit asr transcribe``: path and text, one line per file (streamed piece by piece with --stream)."""
+    decoder = args.build(trained)
+    for number, path in enumerate(args.audio):
+        if args.stream:
+            wave, rate = read_audio(path, trained.config.sample_rate)
+            size = max(1, round(rate * args.chunk_ms / 1000))
+            print(f"{path}\t", end="", flush=True)
+            for piece in trained.stream(wave.split(size)):
+                print(piece, end="", flush=True)
+            print()
+            continue
+        features, log_probs = trained.log_probs(path)
+        print(f"{path}\t{decoder(log_probs)}")
+        if number == 0 and args.alignment:
+            from ..plots import ctc_alignment
+
+            plot = ctc_alignment(features, log_probs, trained.alphabet, trained.model.stack, args.alignment)
+            print(f"alignment: {plot}", file=sys.stderr)
+
+
+SPEC = TaskSpec(NAME, "speech recognition with a bidirectional RNN and CTC: train, evaluate, transcribe", ASRConfig,
+                train, TrainedASR.load, train_help="train a recognizer (default: the bundled spoken-digit subset)",
+                train_defaults=ASR_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES,
+                export="its frame stacking pads the time axis by an amount computed in Python from T, which a file "
+                       "traced at one length would keep",
+                verbs={"evaluate": Verb("CER and WER beside the empty-output and most-frequent-transcript baselines",
+                                        EvaluateArgs, run_evaluate),
+                       "transcribe": Verb("the text of audio files (WAV, FLAC, OGG)", TranscribeArgs, run_transcribe,
+                                          json=False)})

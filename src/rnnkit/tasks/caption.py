@@ -73,6 +73,7 @@ from ..extras import require
 from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig, Trainer, seed_everything
+from .registry import TaskSpec, Verb
 from .seq2seq import ATTENTIONS, Decoder, beam_search, greedy
 
 NAME = "caption"
@@ -554,3 +555,42 @@ class TrainedCaptioner:
         hypotheses = describe_clips(self.model, clips, decoder, beam_size)
         return {"task": NAME, "split": split, **caption_scores(hypotheses, captions),
                 "constant_bleu": constant_bleu(self.constant, captions), "decoder": decoder}
+
+
+# ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
+
+@dataclass
+class SearchArgs:
+    decoder: str = field(default="beam", metadata={"help": "greedy or beam search", "choices": ("greedy", "beam")})
+    beam_size: int | None = field(default=None, metadata={"help": "beams (default: the training run's)"})
+
+
+@dataclass
+class EvaluateArgs(SearchArgs):
+    split: str = field(default="test", metadata={"help": "test (unseen glyphs) or dev (training glyphs)"})
+    n: int | None = field(default=None, metadata={"help": "clips to score (default: the training run's test or dev "
+                                                          "size)"})
+
+
+@dataclass
+class PredictArgs(SearchArgs):
+    files: list | None = field(default=None, metadata={"help": ".npy files, each (N, T, 32, 32) or one clip "
+                                                               "(T, 32, 32), float in [0, 1] or uint8", "nargs": "*"})
+    seed: int = field(default=0, metadata={"help": "without files: the seed of the generated test clips"})
+    n: int = field(default=5, metadata={"help": "without files: how many generated test clips"})
+
+
+def run_predict(trained: TrainedCaptioner, args: PredictArgs, as_json: bool) -> None:
+    """``rnnkit caption predict``: name and caption, one line per clip."""
+    for name, text in trained.predict_cli(args.files or [], args.seed, args.n, args.decoder, args.beam_size):
+        print(f"{name}\t{text}")
+
+
+SPEC = TaskSpec(NAME, "video captioning (moving digits): train, evaluate, predict", CaptionConfig, train,
+                TrainedCaptioner.load, train_help="train a captioner on generated moving-digit clips",
+                train_defaults=CAPTION_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES,
+                export="its decoder runs a data-dependent loop of attention steps (greedy or beam search) in Python",
+                verbs={"evaluate": Verb("exact match and slot accuracy, then BLEU beside a constant caption's",
+                                        EvaluateArgs),
+                       "predict": Verb("captions for generated test clips, or for the clips of .npy files",
+                                       PredictArgs, run_predict, json=False)})

@@ -50,6 +50,7 @@ from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig, Trainer, seed_everything
+from .registry import TaskSpec, Verb
 
 NAME = "classify"
 BUNDLED_FILE = "polarity.tsv.gz"  # in rnnkit/data; see SOURCES.md
@@ -551,3 +552,62 @@ class TrainedClassifier:
         matrix = confusion(torch.tensor([index[y] for y in gold]), predictions, len(self.labels))
         return {"task": NAME, "split": name, **scores(matrix, index[self.majority])}, matrix
 
+
+# ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
+
+@dataclass
+class EvaluateArgs:
+    data: str | None = field(default=None, metadata={"help": "a CSV, TSV or JSONL file (default: the training "
+                                                             "data); without a split column, a file other than the "
+                                                             "training data is scored whole"})
+    split: str = field(default="test", metadata={"help": "train, dev or test"})
+    format: str | None = field(default=None, metadata={"help": "csv, tsv or jsonl (default: from the extension)"})
+    text_column: str | None = field(default=None, metadata={"help": "default: the training run's"})
+    label_column: str | None = field(default=None, metadata={"help": "default: the training run's"})
+
+
+@dataclass
+class PredictArgs:
+    text: str | None = field(default=None, metadata={"help": "the text to classify", "nargs": "?"})
+    file: str | None = field(default=None, metadata={"help": "a UTF-8 text file: one text per line (blank lines "
+                                                             "are skipped)"})
+
+
+def text_lines(text: str | None, file: str | None) -> list[str]:
+    """The texts of a predict verb: ``text``, or the non-blank lines of ``file`` (exactly one of them given)."""
+    if (text is None) == (file is None):
+        raise ValueError("give either a text or --file FILE, not both or neither")
+    if text is not None:
+        return [text]
+    lines = [line for line in read_text(file).split("\n") if line.strip()]
+    if not lines:
+        raise ValueError(f"{file} has no text lines")
+    return lines
+
+
+def run_predict(trained: TrainedClassifier, args: PredictArgs, as_json: bool) -> None:
+    """``rnnkit classify predict``: label and probability, one line per text (the text after it for --file)."""
+    lines = text_lines(args.text, args.file)
+    for line, prediction in zip(lines, trained.predict(lines)):
+        print(f"{prediction.label}\t{prediction.probability:.4f}" + (f"\t{line}" if args.file else ""))
+
+
+def export_spec(model, trained: TrainedClassifier, what: str):
+    """``rnnkit export``: (ids, lengths) -> logits."""
+    from ..export import Port, Spec, _Flat, _ids_lengths, swap_layers
+
+    call = lambda m, ids, lengths: (m(ids, lengths),)  # noqa: E731
+    inputs = [Port("ids", ("time", "batch"), torch.int64), Port("lengths", ("batch",), torch.int64)]
+    outputs = [Port("logits", ("batch", str(len(trained.labels))))]
+    return Spec(_Flat(swap_layers(model, lengths=True), call), _Flat(model, call),
+                _ids_lengths(model.embedding.num_embeddings), inputs, outputs, what,
+                notes=[f"labels in logit order: {', '.join(trained.labels)}",
+                       "ids: the checkpoint's vocab.json; lengths: tokens per text"])
+
+
+SPEC = TaskSpec(NAME, "text classification: train, evaluate, predict", ClassifyConfig, train,
+                TrainedClassifier.load, train_help="train a text classifier (default: movie-review polarity)",
+                train_defaults=CLASSIFY_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES, export=export_spec,
+                verbs={"evaluate": Verb("accuracy and macro-F1 beside the majority-class baseline", EvaluateArgs),
+                       "predict": Verb("the label and its probability for a text, or for every line of a file",
+                                       PredictArgs, run_predict, json=False)})

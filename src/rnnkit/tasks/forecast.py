@@ -61,6 +61,7 @@ from ..train import checkpoint
 from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig, Trainer, seed_everything
 from .classify import BatchStream as _IndexBatchStream
+from .registry import TaskSpec, Verb
 from .series import (
     BUNDLED,
     Scaler,
@@ -98,7 +99,8 @@ class ForecastConfig:
                                                                     + ", ".join(BUNDLED)})
     column: str | None = field(default=None, metadata={"help": "the column(s) to read, repeatable or comma-"
                                                                "separated; the first is the target (default: the "
-                                                               "file's only column besides the time column)"})
+                                                               "file's only column besides the time column)",
+                                                       "repeatable": True})
     time_column: str | None = field(default=None, metadata={"help": "the time stamps (ISO 8601 or 1949-01); "
                                                                     "they give the season"})
     format: str | None = field(default=None, metadata={"help": "csv or tsv (default: from the extension)"})
@@ -586,3 +588,72 @@ class TrainedForecaster:
         check_length(series, self.config)
         season = self.config.season or infer_season(series.times)
         return score(self.model, series, season, self.config)[0]
+
+
+# ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
+
+@dataclass
+class SeriesArgs:
+    data: str | None = field(default=None, metadata={"help": "a CSV or TSV file (default: the training run's "
+                                                             "series)"})
+    column: str | None = field(default=None, metadata={"help": "repeatable or comma-separated (default: the training "
+                                                               "run's)", "repeatable": True})
+    time_column: str | None = field(default=None, metadata={"help": "default: the training run's"})
+    format: str | None = field(default=None, metadata={"help": "csv or tsv (default: from the extension)"})
+
+
+@dataclass
+class EvaluateArgs(SeriesArgs):
+    pass
+
+
+@dataclass
+class PredictArgs(SeriesArgs):
+    steps: int | None = field(default=None, metadata={"help": "steps ahead, at most the trained horizon (default: "
+                                                              "it)"})
+
+
+def run_predict(trained: TrainedForecaster, args: PredictArgs, as_json: bool) -> list | None:
+    """``rnnkit forecast predict``: a header and one row per step, or the rows as JSON."""
+    rows = trained.predict(**asdict(args))
+    if as_json:
+        print(json.dumps(rows))
+        return None
+    print("\t".join(rows[0]))  # step, time (with a time column), forecast, lower, upper
+    for row in rows:
+        print("\t".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+    return None
+
+
+def export_spec(model, trained: TrainedForecaster, what: str):
+    """``rnnkit export``: the scaled window z -> the ensemble's quantiles."""
+    from ..export import Port, Spec, _features_lengths, _Flat, swap_layers
+
+    c = model.config
+    F = model.scale_mean.shape[0]
+    call = lambda m, z: (m(z),)  # noqa: E731
+    K, Q = c.ensemble, len(c.quantiles())
+    direct = c.strategy == "direct"
+    fixed = c.lookback if direct and c.skip else None
+    time = str(c.lookback) if fixed else "time"
+    outputs = [Port("y", (str(K), "batch", str(c.horizon), str(Q)) if direct
+                    else (str(K), time, "batch", str(F), str(Q)))]
+    notes = ["z: the window as the task feeds it: each column scaled by the checkpoint's scaler (log where "
+             "scale_log, then minus scale_mean, over scale_std) and minus the window's mean per column"]
+    if c.interval == "mc_dropout":
+        notes.append("interval mc_dropout: the file gives the point forecast only; the intervals need dropout at "
+                     "inference (Forecaster(z, sample=True)), which the exported model does not have")
+    if fixed:
+        notes.append(f"the time axis is fixed at lookback = {fixed}: the direct strategy's skip connection is a "
+                     "linear map of exactly that many inputs")
+    return Spec(_Flat(swap_layers(model), call), _Flat(model, call), _features_lengths(F, False),
+                [Port("z", (time, "batch", str(F)))], outputs, what, fixed_time=fixed, notes=notes)
+
+
+SPEC = TaskSpec(NAME, "time-series forecasting: train, evaluate, predict", ForecastConfig, train,
+                TrainedForecaster.load, train_help="train a forecaster (default: the bundled air passengers)",
+                train_defaults=FORECAST_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES, export=export_spec,
+                verbs={"evaluate": Verb("MASE, sMAPE and interval coverage on the last horizon points, beside "
+                                        "seasonal naive and ETS, with the rolling-origin figures", EvaluateArgs),
+                       "predict": Verb("the next horizon values after the end of the series, with the interval",
+                                       PredictArgs, run_predict)})

@@ -60,6 +60,7 @@ from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig, Trainer, seed_everything
 from . import lab_data
 from .lab_data import COPY_RECALL, COPY_SYMBOLS, ORDER_CLASSES, PROBLEMS, LabBatch
+from .registry import TaskSpec, Verb
 
 NAME = "lab"
 TEST_SEED = 2**62 + 7  # the fixed test set's generator; training batches use seeds far below it
@@ -413,3 +414,54 @@ class TrainedLab:
         lab_data.check_length(self.problem, length)
         metrics = score(self.model, held_out_set(self.problem, length, size))
         return result(self.problem, length, self.config.cell, metrics, size)
+
+
+# ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
+
+def train_problem(config: LabConfig, train_config: TrainConfig, out: str | Path, variant: str, resume: bool = False,
+                  console: Console | None = None, progress: bool = True) -> dict:
+    """``rnnkit lab PROBLEM``: ``train`` on the problem ``variant``; a resumed run must hold the same problem."""
+    last = Path(out) / "last"
+    if resume and checkpoint.recover(last):
+        saved = checkpoint.load(last).config.get("problem")
+        if saved != variant:
+            raise ValueError(f"--resume: {out} holds a {saved!r} run, not {variant!r}")
+    return train(variant, config, train_config, out, resume=resume, console=console, progress=progress)
+
+
+def run_evaluate(trained: TrainedLab, args, as_json: bool) -> dict | None:
+    """``rnnkit lab PROBLEM --checkpoint DIR``: the test result, at --length and --test-size if given."""
+    if trained.problem != args.variant:
+        raise ValueError(f"--checkpoint {args.checkpoint} holds a {trained.problem!r} run, not {args.variant!r}")
+    result = trained.evaluate(getattr(args, "length", None), getattr(args, "test_size", None))
+    if as_json:
+        return result
+    print(describe_result(result))
+    return None
+
+
+def export_spec(model, trained: TrainedLab, what: str):
+    """``rnnkit export``: x (and lengths for order) -> y."""
+    from ..export import Port, Spec, _features_lengths, _Flat, swap_layers
+
+    problem, I = trained.problem, model.rnn.input_size
+    with_lengths = problem == "order"
+    call = (lambda m, x, lengths: (m(x, lengths),)) if with_lengths else (lambda m, x: (m(x),))  # noqa: E731
+    inputs = [Port("x", ("time", "batch", str(I)))]
+    if with_lengths:
+        inputs.append(Port("lengths", ("batch",), torch.int64))
+    out_axes = {"adding": ("batch",), "copy": ("time", "batch", "10"), "order": ("batch", "4")}[problem]
+    outputs = [Port("y", out_axes)]
+    return Spec(_Flat(swap_layers(model), call), _Flat(model, call), _features_lengths(I, with_lengths), inputs,
+                outputs, what.replace("lab model", f"lab {problem} model"))
+
+
+SPEC = TaskSpec(NAME, "long-range dependency lab: adding, copy, order (generated data)", LabConfig, train_problem,
+                TrainedLab.load, train_help="train on a long-range problem", export=export_spec,
+                variants={"adding": "train on the adding problem (Le et al. 2015): MSE beside always-1's 0.167",
+                          "copy": "train on copy memory (Arjovsky et al. 2016): cross-entropy and recall accuracy "
+                                  "beside the memoryless baseline",
+                          "order": "train on temporal order (Hochreiter & Schmidhuber 1997, 6a): accuracy beside "
+                                   "chance"},
+                variant_defaults=train_defaults,
+                verbs={"evaluate": Verb("the test result of a trained run", None, run_evaluate)})

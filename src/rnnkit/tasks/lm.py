@@ -16,6 +16,7 @@ training split, with add-one smoothing.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -34,6 +35,7 @@ from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig, Trainer, seed_everything
+from .registry import TaskSpec, Verb
 
 NAME = "lm"
 DEFAULT_MINUTES = 5.0  # the budget of `rnnkit lm train` when neither --steps nor --max-minutes is given
@@ -378,3 +380,68 @@ class TrainedLM:
                     before = self.vocab.decode(produced[:-1])
                     yield self.vocab.decode(produced)[len(before):]
                 logits, state = self.model.step(token, state)
+
+
+# ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
+
+@dataclass
+class EvaluateArgs:
+    data: str | None = field(default=None, metadata={"help": "a UTF-8 text file (default: the validation split of "
+                                                             "the training text)"})
+
+
+@dataclass
+class GenerateArgs:
+    prompt: str = field(default="", metadata={"help": "text to continue"})
+    length: int = field(default=500, metadata={"help": "tokens to generate"})
+    temperature: float = field(default=0.8, metadata={"help": "0: always the most likely token"})
+    top_k: int = field(default=0, metadata={"help": "sample among the k most likely (0: all)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass (1: all)"})
+    seed: int = field(default=0, metadata={"help": "seed of the sampling"})
+
+
+def run_generate(trained: TrainedLM, args: GenerateArgs, as_json: bool) -> None:
+    """``rnnkit lm generate``: the prompt, then each piece as it is sampled."""
+    sys.stdout.write(args.prompt)
+    for piece in trained.generate(**asdict(args)):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+def export_spec(model, trained: TrainedLM, what: str):
+    """``rnnkit export``: (ids, h0[, c0]) -> (logits, h_n[, c_n]), so a runtime can stream by feeding the state."""
+    from ..cells import LSTMState
+    from ..export import Port, Spec, _Flat, _state_outputs, swap_layers
+
+    layer = model.rnn
+    lstm = layer.cell.state_type is LSTMState
+    L, R, H = layer.num_layers, layer.proj_size or layer.hidden_size, layer.hidden_size
+
+    def call(m, ids, h0, *c0):
+        logits, state = m(ids, LSTMState(h0, c0[0]) if lstm else h0)
+        return (logits, *_state_outputs(state))
+
+    vocab = model.embedding.num_embeddings
+
+    def make(B: int, T: int) -> tuple[Tensor, ...]:
+        g = torch.Generator().manual_seed(B * 1000 + T)
+        made = [torch.randint(0, vocab, (T, B), generator=g), torch.randn(L, B, R, generator=g) * 0.5]
+        if lstm:
+            made.append(torch.randn(L, B, H, generator=g) * 0.5)
+        return tuple(made)
+
+    inputs = [Port("ids", ("time", "batch"), torch.int64), Port("h0", (str(L), "batch", str(R)))]
+    outputs = [Port("logits", ("time", "batch", str(vocab))), Port("h_n", (str(L), "batch", str(R)))]
+    if lstm:
+        inputs.append(Port("c0", (str(L), "batch", str(H))))
+        outputs.append(Port("c_n", (str(L), "batch", str(H))))
+    return Spec(_Flat(swap_layers(model, initial_state=True), call), _Flat(model, call), make, inputs, outputs, what,
+                notes=["ids: the checkpoint's vocab.json; start from zero states and feed h_n/c_n back in to stream"])
+
+
+SPEC = TaskSpec(NAME, "language model: train, generate, evaluate", LMConfig, train, TrainedLM.load,
+                train_help="train a character (or word) language model", train_defaults=LM_TRAIN_DEFAULTS,
+                default_minutes=DEFAULT_MINUTES, export=export_spec,
+                verbs={"generate": Verb("stream text from a trained model", GenerateArgs, run_generate, json=False),
+                       "evaluate": Verb("nats and bits per character beside the unigram baseline", EvaluateArgs)})

@@ -46,6 +46,7 @@ for a few test clips.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -59,6 +60,7 @@ from ..conv_recurrent import ConvRecurrent
 from ..data import moving_digits as md
 from ..train import checkpoint
 from ..train.trainer import TrainConfig, Trainer, seed_everything
+from .registry import TaskSpec, Verb
 
 NAME = "nextframe"
 CELLS = ("convlstm", "peephole_convlstm", "convgru")
@@ -77,7 +79,8 @@ class NextFrameConfig:
     """The encoder-forecaster and its generated data; defaults sized for a few minutes on 2 CPU cores."""
 
     cell: str = field(default="convlstm", metadata={"help": "convlstm, peephole_convlstm or convgru"})
-    hidden_channels: int = field(default=32, metadata={"help": "Hc: channels of the recurrent state (8 x 8)"})
+    hidden_channels: int = field(default=32, metadata={"help": "Hc: channels of the recurrent state (8 x 8)",
+                                                       "flag": "--hidden-size", "aliases": ("--hidden-channels",)})
     num_layers: int = field(default=1, metadata={"help": "stacked ConvLSTM layers"})
     kernel_size: int = field(default=3, metadata={"help": "odd kernel of the recurrent convolutions"})
     channels: int = field(default=32, metadata={"help": "c: channels of the stem's 8 x 8 map"})
@@ -394,3 +397,31 @@ class TrainedForecaster:
 
     def plot_rollout(self, path: str | Path, split: str = "test", count: int = 3) -> Path:
         return plot_rollout(self.model, clips_of(split, self.config, count), path, count)
+
+
+# ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
+
+@dataclass
+class EvaluateArgs:
+    split: str = field(default="test", metadata={"help": "test (unseen glyphs) or dev (training glyphs)"})
+    n: int | None = field(default=None, metadata={"help": "clips to score (default: the training run's test or dev "
+                                                          "size)"})
+    plot: str | None = field(default=None, metadata={"help": "also write a strip of true and predicted frames here",
+                                                     "metavar": "PNG"})
+
+
+def run_evaluate(trained: TrainedForecaster, args: EvaluateArgs, as_json: bool) -> dict:
+    """``rnnkit nextframe evaluate``: ``evaluate``, and the rollout strip with --plot."""
+    result = trained.evaluate(args.split, args.n)
+    if args.plot:
+        print(f"rollout strip: {trained.plot_rollout(args.plot, args.split)}", file=sys.stderr)
+    return result
+
+
+SPEC = TaskSpec(NAME, "next-frame prediction with a ConvLSTM (bouncing digits): train, evaluate", NextFrameConfig,
+                train, TrainedForecaster.load,
+                train_help="train a ConvLSTM encoder-forecaster on generated bouncing digits",
+                train_defaults=NEXTFRAME_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES,
+                export="its ConvLSTM runs over frames of a size fixed at training and rolls out in Python",
+                verbs={"evaluate": Verb("one-step and 5-to-5 rollout MSE beside copy-last-frame and mean-image "
+                                        "baselines", EvaluateArgs, run_evaluate)})

@@ -50,6 +50,7 @@ from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig, Trainer, seed_everything
 from .classify import POOLINGS, confusion, scores
 from .classify import BatchStream as _TokenBatchStream
+from .registry import TaskSpec, Verb
 
 NAME = "speech"
 # name -> (the set's own name, its train and test files in rnnkit.data); see SOURCES.md
@@ -444,3 +445,31 @@ class TrainedSpeech:
         predictions = predict_series(self.model, cases.series).argmax(-1)
         matrix = confusion(torch.tensor([index[y] for y in cases.labels]), predictions, len(self.labels))
         return {"task": NAME, "split": split, **scores(matrix, index[self.majority])}
+
+
+# ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
+
+@dataclass
+class EvaluateArgs:
+    data: str | None = field(default=None, metadata={"help": "japanese_vowels, basicmotions or a NAME_TRAIN.ts file "
+                                                             "(default: the data the model was trained on)"})
+    split: str = field(default="test", metadata={"help": "train, dev or test"})
+
+
+def export_spec(model, trained: TrainedSpeech, what: str):
+    """``rnnkit export``: (x, lengths) -> logits, x the raw frames."""
+    from ..export import Port, Spec, _features_lengths, _Flat, swap_layers
+
+    call = lambda m, x, lengths: (m(x, lengths),)  # noqa: E731
+    F = model.mean.shape[0]
+    inputs = [Port("x", ("time", "batch", str(F))), Port("lengths", ("batch",), torch.int64)]
+    outputs = [Port("logits", ("batch", str(len(trained.labels))))]
+    return Spec(_Flat(swap_layers(model, lengths=True), call), _Flat(model, call), _features_lengths(F, True),
+                inputs, outputs, what, notes=[f"labels in logit order: {', '.join(trained.labels)}",
+                             "x: raw frames (the model standardizes them with the training statistics)"])
+
+
+SPEC = TaskSpec(NAME, "multivariate sequence classification (JapaneseVowels): train, evaluate", SpeechConfig, train,
+                TrainedSpeech.load, train_help="train a sequence classifier (default: the bundled JapaneseVowels)",
+                train_defaults=SPEECH_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES, export=export_spec,
+                verbs={"evaluate": Verb("accuracy and macro-F1 beside the majority-class baseline", EvaluateArgs)})

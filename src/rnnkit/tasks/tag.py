@@ -48,6 +48,7 @@ from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig, Trainer, seed_everything
 from .classify import BatchStream as _ExampleBatchStream
+from .registry import TaskSpec, Verb
 
 NAME = "tag"
 BUNDLED_FILE = "wnut16.conll.gz"  # in rnnkit/data; see SOURCES.md
@@ -511,3 +512,36 @@ class TrainedTagger:
             raise ValueError(f"{sentences.source} has no {split} sentences to score")
         check_tags(sentences, self.vocab.tags)
         return {"task": NAME, "split": name, **score_sentences(self.model, self.vocab, sentences, self.baseline)}
+
+
+# ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
+
+@dataclass
+class EvaluateArgs:
+    data: str | None = field(default=None, metadata={"help": "a CoNLL-style file (default: the training data); a "
+                                                             "file other than the training data is scored whole"})
+    split: str = field(default="test", metadata={"help": "train, dev or test"})
+
+
+@dataclass
+class PredictArgs:
+    text: str = field(default="", metadata={"help": "the text to tag", "nargs": None})
+
+
+def run_predict(trained: TrainedTagger, args: PredictArgs, as_json: bool) -> None:
+    """``rnnkit tag predict``: type and text of each entity found, one a line."""
+    entities = trained.predict(args.text)[0]
+    for entity in entities:
+        print(f"{entity.type}\t{entity.text}")
+    if not entities:
+        print("(no entities)")
+
+
+SPEC = TaskSpec(NAME, "named-entity tagging with a BiLSTM-CRF: train, evaluate, predict", TagConfig, train,
+                TrainedTagger.load, train_help="train a tagger (default: the bundled WNUT-16 tweets)",
+                train_defaults=TAG_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES,
+                export="its prediction is CRF Viterbi decoding over a character model, not one tensor function; "
+                       "export its Recurrent layer with rnnkit.export.export_layer",
+                verbs={"evaluate": Verb("entity F1, precision and recall beside the most-frequent-tag baseline",
+                                        EvaluateArgs),
+                       "predict": Verb("the entities found in a text", PredictArgs, run_predict, json=False)})

@@ -34,6 +34,7 @@ import collections
 import gzip
 import json
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
@@ -52,6 +53,8 @@ from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig, Trainer, seed_everything
 from .classify import BatchStream as _ExampleBatchStream
+from .classify import text_lines
+from .registry import TaskSpec, Verb
 from .seq2seq import ATTENTIONS, Decoder, beam_search, greedy, sequence_log_probs
 
 NAME = "translate"
@@ -581,3 +584,52 @@ class TrainedTranslator:
         config = self._search_config(beam_size, length_penalty)
         return {"task": NAME, "split": name, **score_pairs(self.model, self.source_vocab, self.target_vocab, pairs,
                                                            config, self._decoder(decoder))}
+
+
+# ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
+
+@dataclass
+class SearchArgs:
+    decoder: str = field(default="beam", metadata={"help": "greedy or beam search", "choices": ("greedy", "beam")})
+    beam_size: int | None = field(default=None, metadata={"help": "beams (default: the training run's)"})
+    length_penalty: float | None = field(default=None, metadata={"help": "alpha of the length normalization "
+                                                                         "(default: the training run's)"})
+
+
+@dataclass
+class EvaluateArgs(SearchArgs):
+    data: str | None = field(default=None, metadata={"help": "a pair file, source<TAB>target per line (default: the "
+                                                             "training data); a file other than the training data "
+                                                             "is scored whole"})
+    split: str = field(default="test", metadata={"help": "train, dev or test"})
+
+
+@dataclass
+class PredictArgs(SearchArgs):
+    text: str | None = field(default=None, metadata={"help": "the text to translate", "nargs": "?"})
+    file: str | None = field(default=None, metadata={"help": "a UTF-8 text file: one text per line (blank lines "
+                                                             "are skipped)"})
+    attention_plot: str | None = field(default=None, metadata={"help": "write the attention heat map of the text "
+                                                                       "(with --file: of its first line) to this PNG",
+                                                               "metavar": "PNG"})
+
+
+def run_predict(trained: TrainedTranslator, args: PredictArgs, as_json: bool) -> None:
+    """``rnnkit translate predict``: one translation a line; the attention heat map with --attention-plot."""
+    lines = text_lines(args.text, args.file)
+    for translation in trained.predict(lines, args.decoder, args.beam_size, args.length_penalty):
+        print(translation)
+    if args.attention_plot:
+        path = trained.plot_attention(lines[0], args.attention_plot, args.decoder, args.beam_size,
+                                      args.length_penalty)
+        print(f"attention heat map: {path}", file=sys.stderr)
+
+
+SPEC = TaskSpec(NAME, "translation with an attention decoder: train, evaluate, predict", TranslateConfig, train,
+                TrainedTranslator.load, train_help="train a translator (default: the bundled English-Spanish Bible "
+                "verses)", train_defaults=TRANSLATE_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES,
+                export="its decoder runs a data-dependent loop of attention steps (greedy or beam search) in Python",
+                verbs={"evaluate": Verb("BLEU and chrF (sacrebleu) beside the copy-the-source baseline",
+                                        EvaluateArgs),
+                       "predict": Verb("the translation of a text, or of every line of a file", PredictArgs,
+                                       run_predict, json=False)})

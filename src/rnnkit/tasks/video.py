@@ -74,6 +74,7 @@ from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig, Trainer, seed_everything
 from .classify import BatchStream as _ExampleBatchStream
 from .classify import confusion, scores
+from .registry import TaskSpec, Verb
 
 NAME = "video"
 MODEL_NAMES = ("cnn-lstm", "convlstm", "mean-frame")
@@ -793,3 +794,62 @@ class TrainedVideo:
         probs = predict_clips(self.model, clips.clips)
         result = report([index[y] for y in clips.labels], probs, self.labels, index[self.majority])
         return {"task": NAME, "split": split, "model": self.config.model, **result}
+
+
+# ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
+
+@dataclass
+class EvaluateArgs:
+    data: str | None = field(default=None, metadata={"help": "a folder of clips to score (default: the moving "
+                                                             "digits' test clips, or the dev clips of the folder the "
+                                                             "model was trained on)"})
+    labels: str | None = field(default=None, metadata={"help": "the CSV of clip,label for --data (default: "
+                                                               "DATA/labels.csv)"})
+    split: str | None = field(default=None, metadata={"help": "without --data: test (default) or dev for moving "
+                                                              "digits; dev (default) or train for a model trained on "
+                                                              "a folder"})
+    reference: str | None = field(default=None, metadata={"help": "also score this run (e.g. the order-blind "
+                                                                  "mean-frame) on the same clips: reference_model, "
+                                                                  "reference_accuracy", "metavar": "DIR"})
+
+
+@dataclass
+class PredictArgs:
+    clips: list | None = field(default=None, metadata={"help": "clips to classify", "nargs": "+",
+                                                       "metavar": "CLIP"})
+
+
+def run_evaluate(trained: TrainedVideo, args: EvaluateArgs, as_json: bool) -> dict:
+    """``rnnkit video evaluate``: ``evaluate``, beside the --reference run's accuracy; the per-class accuracies one
+    a line, the confusion matrix only in JSON."""
+    result = trained.evaluate(args.data, args.labels, args.split)
+    if args.reference:
+        reference = TrainedVideo.load(args.reference, str(next(trained.model.parameters()).device))
+        if reference.labels != trained.labels:
+            raise ValueError(f"--reference {args.reference} knows the labels {reference.labels}, the checkpoint "
+                             f"{trained.labels}: they must be the same")
+        other = reference.evaluate(args.data, args.labels, args.split)
+        result.update(reference_model=other["model"], reference_accuracy=other["accuracy"])
+    if not as_json:
+        per_class = result.pop("per_class_accuracy")
+        result = {k: v for k, v in result.items() if k not in ("confusion", "labels")}
+        result.update({f"accuracy[{label}]": value for label, value in per_class.items()})
+    return result
+
+
+def run_predict(trained: TrainedVideo, args: PredictArgs, as_json: bool) -> None:
+    """``rnnkit video predict``: label, probability and clip, one line per clip."""
+    for clip, prediction in zip(args.clips, trained.predict(args.clips)):
+        print(f"{prediction.label}\t{prediction.probability:.4f}\t{clip}")
+
+
+SPEC = TaskSpec(NAME, "video classification (moving digits; cnn-lstm, convlstm or the order-blind mean-frame): "
+                "train, evaluate, predict", VideoConfig, train, TrainedVideo.load,
+                train_help="train a video classifier (default: moving digits)", train_defaults=VIDEO_TRAIN_DEFAULTS,
+                default_minutes=DEFAULT_MINUTES,
+                export="a clip is read by a CNN and a ConvLSTM over frames of a size fixed at training; export its "
+                       "Recurrent layer with rnnkit.export.export_layer",
+                verbs={"evaluate": Verb("accuracy, macro-F1, per-class accuracy and the confusion matrix beside "
+                                        "chance and the majority class", EvaluateArgs, run_evaluate),
+                       "predict": Verb("the label of each clip (.npy, a folder of frames, a video file)", PredictArgs,
+                                       run_predict, json=False)})

@@ -150,7 +150,7 @@ class BatchStream(Protocol):
 class TrainingTask(Protocol):
     """What a task gives the Trainer."""
 
-    name: str  # the task's CLI name, "lm", "classify", ...
+    name: str  # the task's registry name (its TaskSpec.name): config.json's "task"
     model: nn.Module
     stream: BatchStream
     metric: str  # the key of evaluate() that picks the best checkpoint
