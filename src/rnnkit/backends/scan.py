@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..cells import Cell, State
-from ..driver import run_stack
+from ..driver import run_stack, running_mask
 
 NAME = "scan"
 
@@ -171,7 +171,7 @@ def recurrence(cell: Cell, gx: Tensor, state: Tensor, weights, lengths: Tensor |
     log_a, log_b = LOG_COEFFICIENTS[cell.name](gx)  # (T, B, H) each
     if lengths is not None:
         T = gx.shape[0]
-        running = (torch.arange(T, device=gx.device)[:, None] < lengths)[..., None]  # (T, B, 1)
+        running = running_mask(lengths, T)[..., None]  # (T, B, 1)
         log_a = torch.where(running, log_a, 0.0)  # a = 1: the state stays
         log_b = torch.where(running, log_b, _LOG_ZERO)  # b = 0
     h = linear_scan(log_a, log_b, state.to(log_a.dtype))  # (T, B, H)

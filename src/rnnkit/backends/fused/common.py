@@ -29,15 +29,18 @@ import torch
 from torch import Tensor
 
 from ...cells import Cell, State, map_state
+from ...driver import running_mask, time_loop
 from ...regularize import StepNoise
-from ...driver import time_loop
 
 
 def step_mask(lengths: Tensor | None, T: int, device: torch.device) -> Tensor | None:
-    """(T, B, 1) bool: True where step t of sequence b is inside the sequence; None for all-full."""
+    """(T, B, 1) bool: True where step t of sequence b is inside the sequence; None for all-full.
+
+    ``driver.running_mask``, the reference loop's; lengths are already on ``device`` (gx's).
+    """
     if lengths is None:
         return None
-    return (torch.arange(T, device=device)[:, None] < lengths)[..., None]
+    return running_mask(lengths, T)[..., None]
 
 
 def loop_masks(noise: StepNoise | None, mask: Tensor | None) -> tuple[Tensor | None, State | None]:

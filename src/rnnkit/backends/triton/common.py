@@ -27,9 +27,9 @@ import triton.language as tl
 from torch import Tensor
 
 from ...cells import LSTMState, State
+from ...driver import running_mask, time_loop
 from ...regularize import StepNoise
 from ..fused.common import differentiable_grads
-from ...driver import time_loop
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -74,8 +74,8 @@ def full_lengths(lengths: Tensor | None, T: int, B: int, device: torch.device) -
 
 
 def step_mask(lengths: Tensor, T: int) -> Tensor:
-    """(T, B, 1) bool, True where step t of sequence b runs."""
-    return (torch.arange(T, device=lengths.device)[:, None] < lengths)[..., None]
+    """(T, B, 1) bool, True where step t of sequence b runs (``driver.running_mask``)."""
+    return running_mask(lengths, T)[..., None]
 
 
 def noise_masks(noise: StepNoise | None, lens: Tensor, dtype: torch.dtype) -> tuple[Tensor | None, list[Tensor] | None]:
