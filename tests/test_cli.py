@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -63,3 +64,34 @@ def test_every_command_has_help(capsys):
         except SystemExit as stop:
             assert stop.code == 0, argv
     assert "--max-minutes" in capsys.readouterr().out
+
+
+RUNS = ROOT / "tests" / "data" / "runs"  # tiny committed runs of every task (tests/test_reference_runs.py)
+
+
+def test_verbs_with_their_own_printing_run_through_the_registry(tmp_path, capsys):
+    """The verbs whose spec names a run function: what they print, and the error of a wrong call. Catches a verb
+    wired to the wrong method, a positional argument that lost its place, or flags not reaching the method."""
+    run = str(RUNS / "classify")
+    assert main(["classify", "predict", "--checkpoint", run, "a fine film"]) == 0
+    label, probability = capsys.readouterr().out.strip().split("\t")
+    assert label == rnnkit.load(run).predict("a fine film")[0].label and 0 < float(probability) <= 1
+    texts = tmp_path / "texts.txt"
+    texts.write_text("one\n\ntwo\n")
+    assert main(["classify", "predict", "--checkpoint", run, "--file", str(texts)]) == 0
+    assert [line.split("\t")[2] for line in capsys.readouterr().out.splitlines()] == ["one", "two"]
+    assert main(["classify", "predict", "--checkpoint", run]) == 2
+    assert "give either a text or --file FILE" in capsys.readouterr().err
+
+    lab = str(RUNS / "lab")
+    assert main(["lab", "adding", "--checkpoint", lab, "--json", "--test-size", "8"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["problem"], result["n"]) == ("adding", 8)
+    assert main(["lab", "copy", "--checkpoint", lab]) == 2
+    assert "holds a 'adding' run, not 'copy'" in capsys.readouterr().err
+
+    forecast = str(RUNS / "forecast")
+    assert main(["forecast", "predict", "--checkpoint", forecast, "--steps", "2", "--json"]) == 0
+    assert [row["step"] for row in json.loads(capsys.readouterr().out)] == [1, 2]
+    assert main(["classify", "evaluate", "--checkpoint", run, "--split", "dev", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == rnnkit.load(run).evaluate(split="dev")

@@ -162,3 +162,18 @@ def test_nextframe_hidden_size_keeps_hidden_channels_as_an_alias():
     parser = build_parser()
     for flag in ("--hidden-size", "--hidden-channels"):
         assert parser.parse_args(["nextframe", "train", flag, "7"]).hidden_channels == 7
+
+
+def test_every_verb_without_a_run_function_matches_its_methods_keywords():
+    """The CLI calls ``trained.<verb>(**fields)``: every field of the verb's dataclass must be a keyword of the
+    trained object's method (a renamed flag or parameter fails here, not in a user's shell)."""
+    import inspect
+
+    for spec in registry.specs().values():
+        trained_cls = spec.load.__self__  # the Trained* class whose classmethod loads it
+        for name, verb in spec.verbs.items():
+            if verb.run is not None or verb.args is None:
+                continue
+            keywords = set(inspect.signature(getattr(trained_cls, name)).parameters) - {"self"}
+            fields = {f.name for f in dataclasses.fields(verb.args)}
+            assert fields <= keywords, f"{spec.name} {name}: flags {fields - keywords} are not keywords of {name}()"
