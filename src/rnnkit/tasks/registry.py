@@ -10,14 +10,15 @@ The Python API has one shape for every task::
 
     trained = rnnkit.load(run_dir, device="cpu")     # the task's Trained* object, from config.json's task
     trained.evaluate(**options) -> dict              # options: the fields of SPEC.verbs["evaluate"].args
-    trained.predict(**options) -> list               # options: the fields of SPEC.verbs["predict"].args
+    trained.predict(inputs, **options) -> list       # one result per input
 
-``evaluate`` and ``predict`` take their options by keyword, named as the verb's flags (``--beam-size``
-is ``beam_size``), each with the verb's default, so ``rnnkit TASK evaluate --split dev`` is
-``rnnkit.load(DIR).evaluate(split="dev")``; the CLI calls exactly these methods. A verb whose
-output is more than a dict of metrics (``lm generate``, ``asr transcribe``, the predict verbs'
-one line per input) names a ``run`` function in its task module that calls the method and prints
-what it returned.
+``evaluate`` takes its options by keyword, named as the verb's flags (``--beam-size`` is ``beam_size``),
+each with the verb's default, so ``rnnkit TASK evaluate --split dev`` is
+``rnnkit.load(DIR).evaluate(split="dev")``; the CLI calls exactly this method with those keywords
+(tests/test_registry.py checks that every field is a keyword of the method). A verb whose output is more
+than a dict of metrics (``lm generate``, ``asr transcribe``, the predict verbs' one line per input,
+video's ``--reference`` run) names a ``run`` function in its task module that reads its flags (a file of
+texts, a list of clips), calls the same public method and prints what it returned.
 """
 
 from __future__ import annotations
