@@ -13,7 +13,6 @@ import torch
 import rnnkit
 from rnnkit.cli import main
 from rnnkit.tasks.classify import (
-    BatchStream,
     Classifier,
     ClassifyConfig,
     TrainedClassifier,
@@ -100,18 +99,6 @@ def test_padding_does_not_change_the_prediction(pooling, cell, bidirectional, la
     padded[:, 0], padded[:3, 1], padded[3:, 1] = long, short, 7  # junk past the short example's end
     batch = model(padded, torch.tensor([7, 3]))  # (2, C)
     torch.testing.assert_close(batch[1], alone[0], rtol=1e-10, atol=1e-10)
-
-
-def test_the_stream_resumes_exactly():
-    examples, labels = [[i] for i in range(10)], [i % 2 for i in range(10)]
-    stream = BatchStream(examples, labels, batch_size=4, seed=3, device=torch.device("cpu"))
-    seen = [stream.next().ids[0].tolist() for _ in range(3)]
-    assert stream.epoch == 1 and sorted(seen[0] + seen[1]) == sorted(set(seen[0] + seen[1]))  # no repeats in a pass
-    meta, tensors = stream.state()
-    again = BatchStream(examples, labels, 4, seed=0, device=torch.device("cpu"))
-    again.load_state(meta, tensors)
-    for _ in range(4):
-        assert torch.equal(again.next().ids, stream.next().ids)
 
 
 def test_cli_resume_continues_bit_identically(data_file, tmp_path):

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import collections
 import io
-import json
 import random
 import sys
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -49,13 +49,13 @@ from torch import Tensor, nn
 
 from .. import ctc
 from ..audio import LogMel, StreamingLogMel, read_audio, spec_augment
-from ..console import make_console
+from ..data.batching import BatchStream, pad
 from ..data.manifest import read_manifest
 from ..extras import require
 from ..recurrent import Recurrent
 from ..train import checkpoint
-from ..train.trainer import TrainConfig, Trainer, seed_everything
-from .classify import BatchStream as _BatchStream
+from ..train.trainer import TrainConfig
+from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
 from .registry import TaskSpec, Verb
 
 NAME = "asr"
@@ -248,19 +248,9 @@ class Batch(NamedTuple):
 
 
 def collate(features: Sequence[Tensor], targets: Sequence[list[int]], device: torch.device) -> Batch:
-    lengths = torch.tensor([len(f) for f in features])
-    x = torch.zeros(int(lengths.max()), len(features), features[0].shape[1])  # (T, B, M)
-    for j, f in enumerate(features):
-        x[: len(f), j] = f
+    x, lengths = pad(features)  # (T, B, M), (B,)
     flat = torch.tensor([c for t in targets for c in t], dtype=torch.long)
     return Batch(x.to(device), lengths.to(device), flat.to(device), torch.tensor([len(t) for t in targets]).to(device))
-
-
-class BatchStream(_BatchStream):
-    """Shuffled batches of the training utterances, endlessly; the classify task's resumable stream."""
-
-    def collate(self, chosen: list[int]) -> Batch:
-        return collate([self.examples[i] for i in chosen], [self.labels[i] for i in chosen], self.device)
 
 
 # ---------------------------------------------------------------------- the model
@@ -388,7 +378,8 @@ class ASRTask:
         frames = torch.cat(splits["train"].features)  # (sum T, M)
         self.model.mean.copy_(frames.mean(0))
         self.model.std.copy_(frames.std(0).clamp(min=1e-3))
-        self.stream = BatchStream(splits["train"].features, self.targets["train"], config.batch_size, seed, device)
+        self.stream = BatchStream(splits["train"].features, config.batch_size, seed, partial(collate, device=device),
+                                  self.targets["train"])
         self.eval_split = "dev" if splits["dev"].texts else "train"
         counts = collections.Counter(splits["train"].texts)
         self.most_frequent = min(counts, key=lambda t: (-counts[t], t))
@@ -433,28 +424,22 @@ def train(config: ASRConfig, train_config: TrainConfig, out: str | Path, resume:
     split, greedy). Writes ``transcripts.txt`` (the training transcripts, one per line in a seeded
     random order: a text for ``rnnkit lm train`` or a word list) and ``plots/alignment.png``."""
     config.validate()
-    console = console or make_console()
-    seed_everything(train_config.seed)
+    console, saved = begin(train_config, out, resume, console)
     splits = load_splits(config, train_config.seed)
     alphabet = alphabet_of(splits["train"].texts)
-    if resume and (Path(out) / "last").exists():
-        alphabet = list(checkpoint.load(Path(out) / "last").config.get("alphabet", alphabet))
+    if saved is not None:
+        alphabet = list(saved.config.get("alphabet", alphabet))
     task = ASRTask(config, splits, alphabet, train_config.seed, torch.device(train_config.device))
-    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
-    params = sum(p.numel() for p in task.model.parameters())
     sizes = ", ".join(f"{len(splits[s].texts):,} {s}" for s in SPLITS)
-    console.print(f"asr: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x"
-                  f"{config.hidden_size}, {config.n_mels} mel bands x {config.frame_stack} frames, {params:,} "
-                  f"parameters, alphabet {''.join(alphabet)!r}; {sizes} utterances", highlight=False)
     lines = list(splits["train"].texts)
     random.Random(train_config.seed).shuffle(lines)  # an LM's validation split is the file's tail: mix it
-    (Path(out) / "transcripts.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    summary = trainer.fit()
-    best = Path(out) / "best"
-    if best.exists():
-        task.model.load_state_dict(checkpoint.load(best).model)
+    summary = fit(task, train_config, out, resume, console, progress, lambda params: (
+        f"asr: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x{config.hidden_size}, "
+        f"{config.n_mels} mel bands x {config.frame_stack} frames, {params:,} parameters, alphabet "
+        f"{''.join(alphabet)!r}; {sizes} utterances"),
+        on_start=lambda: (Path(out) / "transcripts.txt").write_text("\n".join(lines) + "\n", encoding="utf-8"))
     result = task.score("test")
-    (Path(out) / "test.json").write_text(json.dumps({"task": NAME, "split": "test", **result}) + "\n")
+    write_report(out, NAME, "test", result)
     if splits["test"].texts:
         from ..plots import ctc_alignment
 
@@ -463,8 +448,7 @@ def train(config: ASRConfig, train_config: TrainConfig, out: str | Path, resume:
                       "alignment.png", title=f"{splits['test'].names[0]}: {splits['test'].texts[0]!r}")
     console.print(f"test: CER {result['cer']:.4f}, WER {result['wer']:.4f} (greedy; empty output WER "
                   f"{result['empty_wer']:.2f}, most frequent transcript WER {result['most_frequent_wer']:.4f}), "
-                  f"n {result['n']}, after {summary['step']} steps, {summary['elapsed_s'] / 60:.1f} min; run "
-                  f"directory {out}", highlight=False)
+                  f"n {result['n']}, {finished(summary, out)}", highlight=False)
     return {**summary, "test": {"split": "test", **result}}
 
 
@@ -499,19 +483,10 @@ class TrainedASR:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> TrainedASR:
-        path = checkpoint.resolve(directory)
-        ckpt = checkpoint.load(path, map_location=device)
-        if "alphabet" not in ckpt.config:
-            raise checkpoint.CheckpointError(f"{path}: config.json lacks the alphabet of a speech recognizer")
-        names = {f.name for f in fields(ASRConfig)}
-        config = ASRConfig(**{k: v for k, v in ckpt.config.items() if k in names})
+        path, ckpt, config = open_checkpoint(directory, ASRConfig, device, what="a speech recognizer",
+                                             needs=("alphabet",))
         alphabet = list(ckpt.config["alphabet"])
-        model = SpeechRecognizer(len(alphabet), config).to(device)
-        try:
-            model.load_state_dict(ckpt.model)
-        except RuntimeError as error:
-            raise checkpoint.CheckpointError(f"{path}: the weights do not fit the model its config.json "
-                                             f"describes: {str(error).splitlines()[0]}") from None
+        model = load_weights(SpeechRecognizer(len(alphabet), config).to(device), ckpt, path)
         return cls(model, alphabet, ckpt.config.get("most_frequent", ""), config, path)
 
     def decoder(self, decoder: str = "greedy", beam: int = 16, lm: str | None = None, lm_weight: float = 0.5,

@@ -55,9 +55,8 @@ Needs the ``tasks`` extra: ``pip install 'rnnkit[tasks]'`` (sacrebleu, scikit-le
 from __future__ import annotations
 
 import collections
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -67,12 +66,12 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
-from ..console import make_console
 from ..data import moving_digits as md
 from ..extras import require
 from ..recurrent import Recurrent
 from ..train import checkpoint
-from ..train.trainer import TrainConfig, Trainer, seed_everything
+from ..train.trainer import TrainConfig
+from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
 from .registry import TaskSpec, Verb
 from .seq2seq import ATTENTIONS, Decoder, beam_search, greedy
 
@@ -456,31 +455,25 @@ def train(config: CaptionConfig, train_config: TrainConfig, out: str | Path, res
     checkpoint, chosen by dev exact match with greedy search, scored on the test clips, greedy and beam)."""
     config.validate()
     _require()
-    console = console or make_console()
-    seed_everything(train_config.seed)
+    console, _ = begin(train_config, out, resume, console)
     task = CaptionTask(config, train_config.seed, torch.device(train_config.device))
-    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
-    params = sum(p.numel() for p in task.model.parameters())
     encoder = (f"{'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x{config.hidden_size}"
                if config.encoder == "recurrent" else "order-blind (mean of the frames)")
-    console.print(f"caption: frame CNN ({config.cnn_channels} channels -> {config.frame_features}), {encoder} "
-                  f"encoder, {config.attention} attention decoder, {params:,} parameters; per-frame digit loss "
-                  f"x{config.aux_weight}, {config.pretrain_steps} pretraining steps; {config.dev_size} dev clips, "
-                  f"{config.test_size} test clips (unseen glyphs)", highlight=False)
-    summary = trainer.fit()
-    best = Path(out) / "best"
-    if best.exists():
-        task.model.load_state_dict(checkpoint.load(best).model)
+    summary = fit(task, train_config, out, resume, console, progress, lambda params: (
+        f"caption: frame CNN ({config.cnn_channels} channels -> {config.frame_features}), {encoder} encoder, "
+        f"{config.attention} attention decoder, {params:,} parameters; per-frame digit loss x{config.aux_weight}, "
+        f"{config.pretrain_steps} pretraining steps; {config.dev_size} dev clips, {config.test_size} test clips "
+        f"(unseen glyphs)"))
     clips, captions, _ = generated_split("test", config)
-    results = {d: {"task": NAME, "split": "test", **task.score(clips, captions, d)} for d in DECODERS}
-    (Path(out) / "test.json").write_text("".join(json.dumps(r) + "\n" for r in results.values()))
+    results = {d: task.score(clips, captions, d) for d in DECODERS}
+    write_report(out, NAME, "test", *results.values())
+    results = {d: {"task": NAME, "split": "test", **r} for d, r in results.items()}
     task.model.train()
     for d, r in results.items():
         slots = ", ".join(f"{k} {v:.3f}" for k, v in r["slots"].items())
         console.print(f"test ({d}): exact match {r['exact_match']:.3f}, slots {slots}; BLEU {r['bleu']:.2f} "
                       f"(constant caption {r['constant_bleu']:.2f}), n {r['n']}", highlight=False)
-    console.print(f"after {summary['step']} steps, {summary['elapsed_s'] / 60:.1f} min; run directory {out}",
-                  highlight=False)
+    console.print(finished(summary, out), highlight=False)
     return {**summary, "test": results}
 
 
@@ -495,22 +488,14 @@ class TrainedCaptioner:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> TrainedCaptioner:
-        path = checkpoint.resolve(directory)
-        ckpt = checkpoint.load(path, map_location=device)
+        path, ckpt, config = open_checkpoint(directory, CaptionConfig, device, what="a caption model")
         if ckpt.config.get("task") != NAME or "constant_caption" not in ckpt.config:
             raise checkpoint.CheckpointError(f"{path}: config.json is not a caption model's (task "
                                              f"{ckpt.config.get('task')!r}, or no constant_caption)")
         if ckpt.vocab is not None and list(ckpt.vocab.get("words", WORDS)) != list(WORDS):
             raise checkpoint.CheckpointError(f"{path}: vocab.json's words differ from this rnnkit's caption "
                                              "template")
-        names = {f.name for f in fields(CaptionConfig)}
-        config = CaptionConfig(**{k: v for k, v in ckpt.config.items() if k in names})
-        model = Captioner(config).to(device)
-        try:
-            model.load_state_dict(ckpt.model)
-        except RuntimeError as error:
-            raise checkpoint.CheckpointError(f"{path}: the weights do not fit the model its config.json "
-                                             f"describes: {str(error).splitlines()[0]}") from None
+        model = load_weights(Captioner(config).to(device), ckpt, path)
         return cls(model, config, ckpt.config["constant_caption"], path)
 
     def _search(self, decoder: str | None, beam_size: int | None) -> tuple[str, int]:

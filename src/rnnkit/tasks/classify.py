@@ -27,30 +27,35 @@ checkpoint, and ``train`` ends by scoring ``best/`` on the test split.
 
 from __future__ import annotations
 
-import collections
 import csv
 import gzip
 import io
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
-from ..console import make_console
 from ..data import Vocab, read_text
 from ..recurrent import Recurrent
-from ..train import checkpoint
-from ..train.distributed import split_batch
-from ..train.trainer import TrainConfig, Trainer, seed_everything
+from ..train.trainer import TrainConfig
+from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
 from .registry import TaskSpec, Verb
+from .sequence_classification import (
+    POOLINGS,
+    SequenceClassificationTask,
+    confusion,
+    majority,
+    pool,
+    predict_probs,
+    scores,
+)
 
 NAME = "classify"
 BUNDLED_FILE = "polarity.tsv.gz"  # in rnnkit/data; see SOURCES.md
@@ -60,7 +65,6 @@ SPLIT_COLUMN = "split"
 SPLIT_SEED = 0  # the 80/10/10 split of a user's file without a split column
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 UNK_CHAR = "\x00"  # char level: the id of every character not seen in training
-POOLINGS = ("last", "mean", "max", "attention")
 DEFAULT_MINUTES = 5.0  # the budget of `rnnkit classify train` when neither --steps nor --max-minutes is given
 CLASSIFY_TRAIN_DEFAULTS = {"lr": 3e-3, "eval_every": 100, "checkpoint_every": 100, "warmup_steps": 50,
                            "weight_decay": 0.05}
@@ -139,27 +143,14 @@ class Classifier(nn.Module):
             output_dropout=config.output_dropout, zoneout=config.zoneout, weight_drop=config.weight_drop,
         )
         features = config.hidden_size * self.rnn.num_directions
-        if config.pooling == "attention":
-            self.query = nn.Linear(features, 1, bias=False)  # the learned query: score_t = q . y_t
+        # the learned query of attention pooling, score_t = q . y_t
+        self.query = nn.Linear(features, 1, bias=False) if config.pooling == "attention" else None
         self.head_dropout = nn.Dropout(config.head_dropout)
         self.head = nn.Linear(features, num_labels)
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
-        T = ids.shape[0]
         out, state = self.rnn(self.embedding_dropout(self.embedding(ids)), lengths=lengths)  # (T, B, D*H)
-        valid = torch.arange(T, device=ids.device)[:, None] < lengths.to(ids.device)[None, :]  # (T, B)
-        if self.pooling == "last":
-            h = state.h if isinstance(state, tuple) else state  # (L*D, B, H), layer-major as torch
-            D = self.rnn.num_directions
-            pooled = h[-D:].transpose(0, 1).reshape(h.shape[1], -1)  # (B, D*H): the top layer's directions
-        elif self.pooling == "mean":
-            pooled = (out * valid[..., None]).sum(0) / lengths.to(out.device, out.dtype)[:, None]  # (B, D*H)
-        elif self.pooling == "max":
-            pooled = out.masked_fill(~valid[..., None], float("-inf")).amax(0)  # (B, D*H)
-        else:
-            scores = self.query(out).squeeze(-1).masked_fill(~valid, float("-inf"))  # (T, B)
-            weights = scores.float().softmax(0).to(out.dtype)  # (T, B), zero on padding
-            pooled = (weights[..., None] * out).sum(0)  # (B, D*H)
+        pooled = pool(self.pooling, out, state, lengths, self.rnn.num_directions, self.query)  # (B, D*H)
         return self.head(self.head_dropout(pooled))  # (B, C)
 
 
@@ -297,134 +288,31 @@ class Encoder:
         return [self.stoi.get(t, 0) for t in tokens] or [0]  # an empty text reads as one unknown token
 
 
-class Batch(NamedTuple):
-    ids: Tensor  # (T, B) token ids, 0 past each length
-    lengths: Tensor  # (B,)
-    labels: Tensor  # (B,) label ids
-
-
-def collate(examples: Sequence[list[int]], labels: Sequence[int], device: torch.device) -> Batch:
-    lengths = torch.tensor([len(e) for e in examples])
-    ids = torch.zeros(int(lengths.max()), len(examples), dtype=torch.long)  # (T, B)
-    for j, e in enumerate(examples):
-        ids[: len(e), j] = torch.tensor(e)
-    return Batch(ids.to(device), lengths.to(device), torch.tensor(list(labels)).to(device))
-
-
-class BatchStream:
-    """Shuffled batches of the training examples, endlessly; a partial last batch is dropped.
-
-    Epoch e reads a permutation drawn from a generator seeded by (seed, e), so (epoch,
-    position, seed) is the stream's whole state and a resumed run reads the same batches.
-    """
-
-    def __init__(self, examples: list[list[int]], labels: list[int], batch_size: int, seed: int,
-                 device: torch.device) -> None:
-        self.examples, self.labels = examples, labels
-        self.batch_size = min(batch_size, len(examples))
-        self.seed, self.device = seed, device
-        self.epoch, self.pos = 0, 0
-        self._order = self._permutation(0)
-
-    def _permutation(self, epoch: int) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.examples), generator=generator).tolist()
-
-    def next(self) -> Batch:
-        if self.pos + self.batch_size > len(self.examples):
-            self.epoch += 1
-            self.pos = 0
-            self._order = self._permutation(self.epoch)
-        chosen = self._order[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return self.collate(chosen)
-
-    def collate(self, chosen: list[int]) -> Batch:
-        """The batch of the examples at ``chosen``; the one part a task's stream changes."""
-        return collate([self.examples[i] for i in chosen], [self.labels[i] for i in chosen], self.device)
-
-    def state(self) -> tuple[dict, dict[str, Tensor]]:
-        return {"epoch": self.epoch, "pos": self.pos, "seed": self.seed}, {}
-
-    def load_state(self, meta: dict, tensors: dict[str, Tensor]) -> None:
-        self.epoch, self.pos, self.seed = int(meta["epoch"]), int(meta["pos"]), int(meta["seed"])
-        self._order = self._permutation(self.epoch)
-
-
 # ---------------------------------------------------------------------- metrics
 
 
 @torch.no_grad()
 def predict_ids(model: Classifier, examples: Sequence[list[int]], batch_size: int = 256) -> Tensor:
-    """Label probabilities (N, C), in the order of ``examples`` (batched by length for speed)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i]))
-    probs = torch.empty(len(examples), model.head.out_features)
-    for start in range(0, len(order), batch_size):
-        chosen = order[start : start + batch_size]
-        batch = collate([examples[i] for i in chosen], [0] * len(chosen), device)
-        probs[chosen] = model(batch.ids, batch.lengths).float().softmax(-1).cpu()
-    model.train(was_training)
-    return probs
-
-
-def confusion(targets: Tensor, predictions: Tensor, num_labels: int) -> Tensor:
-    """(C, C) counts: row = true label, column = predicted."""
-    return torch.bincount(targets * num_labels + predictions, minlength=num_labels**2).view(num_labels, num_labels)
-
-
-def scores(matrix: Tensor, majority: int) -> dict:
-    """accuracy, macro-F1 (over every training label; 0 for a label never predicted nor present) and the
-    majority-class baseline's accuracy, from a confusion matrix."""
-    matrix = matrix.double()
-    n = matrix.sum()
-    tp = matrix.diag()
-    f1 = 2 * tp / (matrix.sum(0) + matrix.sum(1)).clamp(min=1)
-    return {"accuracy": float(tp.sum() / n), "macro_f1": float(f1.mean()),
-            "majority_accuracy": float(matrix[majority].sum() / n), "n": int(n)}
+    """Label probabilities (N, C) of token-id examples, in their order."""
+    return predict_probs(model, examples, batch_size)
 
 
 # ---------------------------------------------------------------------- training
 
 
-class ClassifyTask:
-    """The Trainer's view of the classifier (``rnnkit.train.trainer.TrainingTask``)."""
+class ClassifyTask(SequenceClassificationTask):
+    """The Trainer's view of the classifier: sequences of token ids."""
 
     name = NAME
-    metric = "accuracy"
-    higher_is_better = True
 
     def __init__(self, config: ClassifyConfig, table: Table, vocab: Vocab, labels: list[str], seed: int,
                  device: torch.device) -> None:
-        self.config, self.table, self.vocab, self.labels = config, table, vocab, labels
+        self.config, self.table, self.vocab = config, table, vocab
         self.encode = Encoder(vocab, config)
-        index = {label: i for i, label in enumerate(labels)}
-        self.data = {s: ([self.encode(t) for t in table.texts[s]], [index[y] for y in table.labels[s]])
-                     for s in SPLITS}
-        counts = collections.Counter(self.data["train"][1])
-        self.majority = min(counts, key=lambda i: (-counts[i], i))
+        self.set_data({s: [self.encode(t) for t in table.texts[s]] for s in SPLITS}, table.labels, labels)
+        self.majority = majority(self.data["train"][1])
         self.model = Classifier(len(vocab), len(labels), config).to(device)
-        self.stream = BatchStream(*self.data["train"], config.batch_size, seed, device)
-        self.eval_split = "dev" if self.data["dev"][0] else "train"
-
-    def shard(self, batch: Batch, rank: int, world_size: int) -> Batch:
-        """This rank's examples of a batch under torchrun (the padding stays: lengths mark it)."""
-        return Batch(*(split_batch(t, rank, world_size, dim) for t, dim in zip(batch, (1, 0, 0))))
-
-    def loss(self, batch: Batch, carry):
-        logits = self.model(batch.ids, batch.lengths)  # (B, C)
-        return F.cross_entropy(logits.float(), batch.labels), None, int(batch.lengths.sum())
-
-    def score(self, split: str) -> tuple[dict, Tensor]:
-        examples, targets = self.data[split]
-        predictions = predict_ids(self.model, examples).argmax(-1)
-        matrix = confusion(torch.tensor(targets), predictions, len(self.labels))
-        return scores(matrix, self.majority), matrix
-
-    def evaluate(self) -> dict:
-        return self.score(self.eval_split)[0]
+        self.stream = self.shuffled_stream(config.batch_size, seed, device)
 
     def describe(self) -> tuple[dict, dict]:
         return {**self.config.model_settings(), "labels": self.labels, "majority": self.labels[self.majority]}, \
@@ -437,12 +325,10 @@ def train(config: ClassifyConfig, train_config: TrainConfig, out: str | Path, re
     from ..plots import confusion_matrix
 
     config.validate()
-    console = console or make_console()
-    seed_everything(train_config.seed)
+    console, saved = begin(train_config, out, resume, console)
     table = load_table(config.data, config.text_column, config.label_column, config.format)
     vocab, labels = None, sorted(set(table.labels["train"]))
-    if resume and (Path(out) / "last" / "vocab.json").exists():
-        saved = checkpoint.load(Path(out) / "last")
+    if saved is not None and saved.vocab is not None:
         vocab, labels = Vocab.from_json(saved.vocab), saved.config["labels"]
     if len(labels) < 2:
         raise ValueError(f"{table.source}: the training split has a single label ({labels[0]!r}); "
@@ -450,26 +336,20 @@ def train(config: ClassifyConfig, train_config: TrainConfig, out: str | Path, re
     check_labels(table, labels, ("dev", "test"))
     vocab = vocab or build_vocab(table.texts["train"], config)
     task = ClassifyTask(config, table, vocab, labels, train_config.seed, torch.device(train_config.device))
-    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
-    params = sum(p.numel() for p in task.model.parameters())
     sizes = ", ".join(f"{len(table.texts[s]):,} {s}" for s in SPLITS)
-    console.print(f"classify: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x"
-                  f"{config.hidden_size}, {config.pooling} pooling, {params:,} parameters, vocabulary "
-                  f"{len(vocab):,} ({config.level}), labels {', '.join(labels)}; {sizes} examples from "
-                  f"{table.source}", highlight=False)
-    summary = trainer.fit()
+    summary = fit(task, train_config, out, resume, console, progress, lambda params: (
+        f"classify: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x{config.hidden_size}, "
+        f"{config.pooling} pooling, {params:,} parameters, vocabulary {len(vocab):,} ({config.level}), labels "
+        f"{', '.join(labels)}; {sizes} examples from {table.source}"))
     # the test split scored by the best checkpoint (dev accuracy chose it)
-    best = Path(out) / "best"
-    if best.exists():
-        task.model.load_state_dict(checkpoint.load(best).model)
     split = "test" if task.data["test"][0] else task.eval_split
     result, matrix = task.score(split)
     confusion_matrix(matrix.tolist(), labels, Path(out) / "plots" / f"confusion_{split}.png",
                      title=f"classify: {split} split, accuracy {result['accuracy']:.3f}")
-    (Path(out) / f"{split}.json").write_text(json.dumps({"task": NAME, "split": split, **result}) + "\n")
+    write_report(out, NAME, split, result)
     console.print(f"{split}: accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} "
-                  f"(majority class {result['majority_accuracy']:.4f}), n {result['n']}, after {summary['step']} "
-                  f"steps, {summary['elapsed_s'] / 60:.1f} min; run directory {out}", highlight=False)
+                  f"(majority class {result['majority_accuracy']:.4f}), n {result['n']}, {finished(summary, out)}",
+                  highlight=False)
     return {**summary, "test": {"split": split, **result}}
 
 
@@ -493,23 +373,10 @@ class TrainedClassifier:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> TrainedClassifier:
-        path = checkpoint.resolve(directory)
-        ckpt = checkpoint.load(path, map_location=device)
-        names = {f.name for f in fields(ClassifyConfig)}
-        config = ClassifyConfig(**{k: v for k, v in ckpt.config.items() if k in names})
-        if ckpt.vocab is None or "labels" not in ckpt.config:
-            raise checkpoint.CheckpointError(f"{path} lacks vocab.json or the labels in config.json; "
-                                             "a classifier needs both")
+        path, ckpt, config = open_checkpoint(directory, ClassifyConfig, device, what="a classifier",
+                                             needs=("labels",), vocab=())
         vocab, labels = Vocab.from_json(ckpt.vocab), list(ckpt.config["labels"])
-        model = Classifier(len(vocab), len(labels), config).to(device)
-        expected = model.state_dict()
-        mismatched = [k for k, v in ckpt.model.items() if k in expected and v.shape != expected[k].shape]
-        if mismatched or set(expected) != set(ckpt.model):
-            raise checkpoint.CheckpointError(
-                f"{path}: the weights do not fit the model its config.json and vocab.json describe "
-                f"(shape differs: {mismatched[:3]}, missing: {sorted(set(expected) - set(ckpt.model))[:3]}, "
-                f"unexpected: {sorted(set(ckpt.model) - set(expected))[:3]})")
-        model.load_state_dict(ckpt.model)
+        model = load_weights(Classifier(len(vocab), len(labels), config).to(device), ckpt, path)
         return cls(model, vocab, labels, ckpt.config.get("majority", labels[0]), config, path)
 
     def predict(self, texts: str | Sequence[str]) -> list[Prediction]:

@@ -46,7 +46,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -55,12 +56,11 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
-from ..console import make_console
+from ..data.batching import BatchStream
 from ..recurrent import Recurrent
-from ..train import checkpoint
 from ..train.distributed import split_batch
-from ..train.trainer import TrainConfig, Trainer, seed_everything
-from .classify import BatchStream as _IndexBatchStream
+from ..train.trainer import TrainConfig
+from .base import begin, fit, load_weights, open_checkpoint
 from .registry import TaskSpec, Verb
 from .series import (
     BUNDLED,
@@ -270,19 +270,10 @@ def make_windows(z: Tensor, starts: Sequence[int], lookback: int, horizon: int, 
     return Window(w[:-1], w[1:])  # (L+H-1, B, F) each
 
 
-class WindowStream(_IndexBatchStream):
-    """Shuffled batches of training windows, endlessly; the classify task's resumable stream (epoch e reads a
-    permutation seeded by (seed, e)) over window starts."""
-
-    def __init__(self, z: Tensor, starts: list[int], config: ForecastConfig, seed: int, device: torch.device):
-        super().__init__(starts, [0] * len(starts), config.batch_size, seed, device)
-        self.z, self.config = z, config
-
-    def collate(self, chosen: list[int]) -> Window:
-        c = self.config
-        x, y = make_windows(self.z, [self.examples[i] for i in chosen], c.lookback, c.horizon,
-                            c.strategy == "direct", c.input_noise)
-        return Window(x.to(self.device), y.to(self.device))
+def window_batch(starts: list[int], z: Tensor, config: ForecastConfig, device: torch.device) -> Window:
+    """The training windows at ``starts`` (with the input noise), on ``device``: a batch of the window stream."""
+    x, y = make_windows(z, starts, config.lookback, config.horizon, config.strategy == "direct", config.input_noise)
+    return Window(x.to(device), y.to(device))
 
 
 def window_loss(model: Forecaster, batch: Window) -> Tensor:
@@ -472,7 +463,8 @@ class ForecastTask:
         self.starts = window_starts(len(train_part), config.lookback, config.horizon).tolist()
         self.model = Forecaster(train_part.shape[1], config).to(device)
         self.model.set_scaler(scaler)
-        self.stream = WindowStream(self.z, self.starts, config, seed, device)
+        self.stream = BatchStream(self.starts, config.batch_size, seed,
+                                  partial(window_batch, z=self.z, config=config, device=device))
         self.device = device
 
     def shard(self, batch: Window, rank: int, world_size: int) -> Window:
@@ -505,24 +497,17 @@ def train(config: ForecastConfig, train_config: TrainConfig, out: str | Path, re
     """Train on the training part into the run directory ``out``; returns the Trainer's summary plus ``test``
     (the held-out metrics beside the baselines, also in ``test.json``) and writes ``plots/forecast.png``."""
     config.validate()
-    console = console or make_console()
-    seed_everything(train_config.seed)
+    console, _ = begin(train_config, out, resume, console)
     series = load_series(config)
     season = resolve_season(config, series)
     task = ForecastTask(config, series, season, train_config.seed, torch.device(train_config.device))
-    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
-    params = sum(p.numel() for p in task.model.parameters())
-    console.print(f"forecast: {config.ensemble} x {'bi' if config.bidirectional else ''}{config.cell} "
-                  f"{config.num_layers}x{config.hidden_size}, {config.strategy}, {config.interval} intervals, "
-                  f"{params:,} parameters; {series.source}: {len(series.values)} points of "
-                  f"{', '.join(series.columns)}, season {season}, {len(task.starts)} training windows "
-                  f"(lookback {config.lookback}, horizon {config.horizon})", highlight=False)
     started = time.perf_counter()
-    summary = trainer.fit()
+    summary = fit(task, train_config, out, resume, console, progress, lambda params: (
+        f"forecast: {config.ensemble} x {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x"
+        f"{config.hidden_size}, {config.strategy}, {config.interval} intervals, {params:,} parameters; "
+        f"{series.source}: {len(series.values)} points of {', '.join(series.columns)}, season {season}, "
+        f"{len(task.starts)} training windows (lookback {config.lookback}, horizon {config.horizon})"))
     train_s = time.perf_counter() - started
-    best = Path(out) / "best"
-    if best.exists():
-        task.model.load_state_dict(checkpoint.load(best).model)
     result, curves = score(task.model, series, season, config)
     (Path(out) / "test.json").write_text(json.dumps({**result, "train_s": round(train_s, 1)}) + "\n")
     plot_forecast(series, curves, result, Path(out) / "plots" / "forecast.png", history_points=4 * config.lookback)
@@ -542,19 +527,9 @@ class TrainedForecaster:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> TrainedForecaster:
-        path = checkpoint.resolve(directory)
-        ckpt = checkpoint.load(path, map_location=device)
-        if "columns" not in ckpt.config or "num_features" not in ckpt.config:
-            raise checkpoint.CheckpointError(f"{path}: config.json lacks the columns or num_features of a "
-                                             "forecast model")
-        names = {f.name for f in fields(ForecastConfig)}
-        config = ForecastConfig(**{k: v for k, v in ckpt.config.items() if k in names})
-        model = Forecaster(int(ckpt.config["num_features"]), config).to(device)
-        try:
-            model.load_state_dict(ckpt.model)
-        except RuntimeError as error:
-            raise checkpoint.CheckpointError(f"{path}: the weights do not fit the model its config.json "
-                                             f"describes: {str(error).splitlines()[0]}") from None
+        path, ckpt, config = open_checkpoint(directory, ForecastConfig, device, what="a forecast model",
+                                             needs=("columns", "num_features"))
+        model = load_weights(Forecaster(int(ckpt.config["num_features"]), config).to(device), ckpt, path)
         return cls(model, config, list(ckpt.config["columns"]), path)
 
     def _series(self, data: str | None, column: str | list[str] | None, time_column: str | None,

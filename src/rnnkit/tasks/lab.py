@@ -45,7 +45,7 @@ test number was not selected on test.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -53,12 +53,12 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
-from ..console import make_console
 from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.distributed import split_batch
-from ..train.trainer import TrainConfig, Trainer, seed_everything
+from ..train.trainer import TrainConfig
 from . import lab_data
+from .base import begin, finished, fit, load_weights, open_checkpoint
 from .lab_data import COPY_RECALL, COPY_SYMBOLS, ORDER_CLASSES, PROBLEMS, LabBatch
 from .registry import TaskSpec, Verb
 
@@ -361,22 +361,15 @@ def train(problem: str, config: LabConfig, train_config: TrainConfig, out: str |
     lab_data.check_problem(problem)
     config.validate(problem)
     config = config.resolve(problem)  # config.json records the values used
-    console = console or make_console()
-    seed_everything(train_config.seed)
+    console, _ = begin(train_config, out, resume, console)
     task = LabTask(problem, config, train_config.seed, torch.device(train_config.device))
-    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
-    params = sum(p.numel() for p in task.model.parameters())
-    console.print(f"lab {problem}: T={config.length}, {config.cell} {config.num_layers}x{config.hidden_size}, "
-                  f"{params:,} parameters, batch {config.batch_size}, dev set {config.test_size}, test set "
-                  f"{config.test_size}", highlight=False)
-    summary = trainer.fit()
-    best = Path(out) / "best"
-    if best.exists():  # picked on the dev set: the test set is read here, once
-        task.model.load_state_dict(checkpoint.load(best).model)
+    summary = fit(task, train_config, out, resume, console, progress, lambda params: (
+        f"lab {problem}: T={config.length}, {config.cell} {config.num_layers}x{config.hidden_size}, {params:,} "
+        f"parameters, batch {config.batch_size}, dev set {config.test_size}, test set {config.test_size}"))
+    # best/ was picked on the dev set: the test set is read here, once
     test = result(problem, config.length, config.cell, score(task.model, task.test), config.test_size)
     (Path(out) / "test.json").write_text(json.dumps(test) + "\n")
-    console.print(describe_result(test) + f", after {summary['step']} steps, {summary['elapsed_s'] / 60:.1f} min; "
-                  f"run directory {out}", highlight=False)
+    console.print(f"{describe_result(test)}, {finished(summary, out)}", highlight=False)
     return {**summary, "test": test}
 
 
@@ -391,20 +384,12 @@ class TrainedLab:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> TrainedLab:
-        path = checkpoint.resolve(directory)
-        ckpt = checkpoint.load(path, map_location=device)
+        path, ckpt, config = open_checkpoint(directory, LabConfig, device, what="a lab model")
         problem = ckpt.config.get("problem")
         if problem not in PROBLEMS:
             raise checkpoint.CheckpointError(f"{path}: config.json names lab problem {problem!r}, expected one of "
                                              f"{', '.join(PROBLEMS)}")
-        names = {f.name for f in fields(LabConfig)}
-        config = LabConfig(**{k: v for k, v in ckpt.config.items() if k in names})
-        model = LabModel(problem, config).to(device)
-        try:
-            model.load_state_dict(ckpt.model)
-        except RuntimeError as error:
-            raise checkpoint.CheckpointError(f"{path}: the weights do not fit the model its config.json describes: "
-                                             f"{str(error).splitlines()[0]}") from None
+        model = load_weights(LabModel(problem, config).to(device), ckpt, path)
         return cls(model, problem, config, path)
 
     def evaluate(self, length: int | None = None, size: int | None = None) -> dict:

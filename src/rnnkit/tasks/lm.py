@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,13 +28,12 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from ..cells import State
-from ..console import make_console
 from ..data import Vocab, bundled_text, read_text
 from ..generate import check_sampling, sample
 from ..recurrent import Recurrent
-from ..train import checkpoint
 from ..train.distributed import split_batch
-from ..train.trainer import TrainConfig, Trainer, seed_everything
+from ..train.trainer import TrainConfig
+from .base import begin, finished, fit, load_weights, open_checkpoint
 from .registry import TaskSpec, Verb
 
 NAME = "lm"
@@ -281,27 +280,19 @@ def train(config: LMConfig, train_config: TrainConfig, out: str | Path, resume: 
           console: Console | None = None, progress: bool = True) -> dict:
     """Train a language model into the run directory ``out``; returns the Trainer's summary."""
     config.validate()
-    console = console or make_console()
-    seed_everything(train_config.seed)
-    vocab = None
-    if resume:
-        last = Path(out) / "last"
-        if (last / "vocab.json").exists():
-            vocab = Vocab.from_json(checkpoint.load(last).vocab)
+    console, saved = begin(train_config, out, resume, console)
+    vocab = Vocab.from_json(saved.vocab) if saved is not None and saved.vocab is not None else None
     corpus = build_corpus(config, vocab)
     task = LMTask(config, corpus, train_config.seed, torch.device(train_config.device))
-    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
-    params = sum(p.numel() for p in task.model.parameters())
-    console.print(f"lm: {config.cell} {config.num_layers}x{config.hidden_size}, {params:,} parameters, "
-                  f"vocabulary {len(corpus.vocab)} ({config.level}), {len(corpus.train):,} training and "
-                  f"{len(corpus.val):,} validation tokens, data: {config.data or 'bundled Shakespeare'}",
-                  highlight=False)
-    summary = trainer.fit()
+    # no test split: the validation numbers of the last evaluation are the report, and the model stays the last
+    summary = fit(task, train_config, out, resume, console, progress, lambda params: (
+        f"lm: {config.cell} {config.num_layers}x{config.hidden_size}, {params:,} parameters, vocabulary "
+        f"{len(corpus.vocab)} ({config.level}), {len(corpus.train):,} training and {len(corpus.val):,} validation "
+        f"tokens, data: {config.data or 'bundled Shakespeare'}"), reload_best=False)
     result = summary["eval"]
     unit = "char" if config.level == "char" else "token"
     console.print(f"validation: {result[task.metric]:.4f} nats/{unit} "
-                  f"(unigram baseline {task.unigram:.4f}) after {summary['step']} steps, "
-                  f"{summary['elapsed_s'] / 60:.1f} min; run directory {out}", highlight=False)
+                  f"(unigram baseline {task.unigram:.4f}) {finished(summary, out)}", highlight=False)
     return summary
 
 
@@ -316,22 +307,9 @@ class TrainedLM:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> TrainedLM:
-        path = checkpoint.resolve(directory)
-        ckpt = checkpoint.load(path, map_location=device)
-        names = {f.name for f in fields(LMConfig)}
-        config = LMConfig(**{k: v for k, v in ckpt.config.items() if k in names})
-        if ckpt.vocab is None:
-            raise checkpoint.CheckpointError(f"{path} has no vocab.json; a language model needs its vocabulary")
+        path, ckpt, config = open_checkpoint(directory, LMConfig, device, what="a language model", vocab=())
         vocab = Vocab.from_json(ckpt.vocab)
-        model = LanguageModel(len(vocab), config).to(device)
-        expected = model.state_dict()
-        mismatched = [k for k, v in ckpt.model.items() if k in expected and v.shape != expected[k].shape]
-        if mismatched or set(expected) != set(ckpt.model):
-            raise checkpoint.CheckpointError(
-                f"{path}: the weights do not fit the model its config.json and vocab.json describe "
-                f"(shape differs: {mismatched[:3]}, missing: {sorted(set(expected) - set(ckpt.model))[:3]}, "
-                f"unexpected: {sorted(set(ckpt.model) - set(expected))[:3]})")
-        model.load_state_dict(ckpt.model)
+        model = load_weights(LanguageModel(len(vocab), config).to(device), ckpt, path)
         return cls(model, vocab, config, path)
 
     def evaluate(self, data: str | None = None) -> dict:

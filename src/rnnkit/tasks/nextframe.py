@@ -45,9 +45,8 @@ for a few test clips.
 
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -55,11 +54,11 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
-from ..console import make_console
 from ..conv_recurrent import ConvRecurrent
 from ..data import moving_digits as md
 from ..train import checkpoint
-from ..train.trainer import TrainConfig, Trainer, seed_everything
+from ..train.trainer import TrainConfig
+from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
 from .registry import TaskSpec, Verb
 
 NAME = "nextframe"
@@ -329,29 +328,22 @@ def train(config: NextFrameConfig, train_config: TrainConfig, out: str | Path, r
     """Train a forecaster into the run directory ``out``; returns the Trainer's summary plus ``test`` (the best
     checkpoint, chosen by dev one-step MSE, scored on the test clips) and writes ``plots/rollout.png``."""
     config.validate()
-    console = console or make_console()
-    seed_everything(train_config.seed)
+    console, _ = begin(train_config, out, resume, console)
     task = NextFrameTask(config, train_config.seed, torch.device(train_config.device))
-    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
-    params = sum(p.numel() for p in task.model.parameters())
-    console.print(f"nextframe: stem to 8x8 ({config.channels} channels), {config.cell} {config.num_layers}x"
-                  f"{config.hidden_channels} channels, decoder with skips, {params:,} parameters; {config.digits} "
-                  f"digits up to {config.max_speed} px/frame, T={config.length}; {config.dev_size} dev clips, "
-                  f"{config.test_size} test clips (unseen glyphs)", highlight=False)
-    summary = trainer.fit()
-    best = Path(out) / "best"
-    if best.exists():
-        task.model.load_state_dict(checkpoint.load(best).model)
+    summary = fit(task, train_config, out, resume, console, progress, lambda params: (
+        f"nextframe: stem to 8x8 ({config.channels} channels), {config.cell} {config.num_layers}x"
+        f"{config.hidden_channels} channels, decoder with skips, {params:,} parameters; {config.digits} digits up "
+        f"to {config.max_speed} px/frame, T={config.length}; {config.dev_size} dev clips, {config.test_size} test "
+        f"clips (unseen glyphs)"))
     clips = clips_of("test", config)
     result = {"task": NAME, "split": "test", **scores(task.model, clips)}
-    (Path(out) / "test.json").write_text(json.dumps(result) + "\n")
+    write_report(out, NAME, "test", result)
     plot_rollout(task.model, clips, Path(out) / "plots" / "rollout.png")
     task.model.train()
     console.print(f"test: one-step MSE {result['mse']:.4f} (copy last {result['copy_last_mse']:.4f}, mean image "
                   f"{result['mean_image_mse']:.4f}); 5-to-5 rollout MSE {result['rollout_mse']:.4f} (copy last "
                   f"{result['rollout_copy_last_mse']:.4f}, mean image {result['rollout_mean_image_mse']:.4f}), n "
-                  f"{result['n']}; after {summary['step']} steps, {summary['elapsed_s'] / 60:.1f} min; run "
-                  f"directory {out}", highlight=False)
+                  f"{result['n']}; {finished(summary, out)}", highlight=False)
     return {**summary, "test": result}
 
 
@@ -366,19 +358,11 @@ class TrainedForecaster:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> TrainedForecaster:
-        path = checkpoint.resolve(directory)
-        ckpt = checkpoint.load(path, map_location=device)
+        path, ckpt, config = open_checkpoint(directory, NextFrameConfig, device, what="a next-frame model")
         if ckpt.config.get("task") != NAME:
             raise checkpoint.CheckpointError(f"{path}: config.json names task {ckpt.config.get('task')!r}, not "
                                              f"{NAME!r}")
-        names = {f.name for f in fields(NextFrameConfig)}
-        config = NextFrameConfig(**{k: v for k, v in ckpt.config.items() if k in names})
-        model = Forecaster(config).to(device)
-        try:
-            model.load_state_dict(ckpt.model)
-        except RuntimeError as error:
-            raise checkpoint.CheckpointError(f"{path}: the weights do not fit the model its config.json "
-                                             f"describes: {str(error).splitlines()[0]}") from None
+        model = load_weights(Forecaster(config).to(device), ckpt, path)
         return cls(model, config, path)
 
     def predict(self, clips: Tensor, ahead: int = AHEAD) -> Tensor:

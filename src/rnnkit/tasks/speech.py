@@ -28,29 +28,31 @@ series, the class label last.
 
 from __future__ import annotations
 
-import collections
 import gzip
-import json
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
-from ..console import make_console
 from ..recurrent import Recurrent
-from ..train import checkpoint
-from ..train.distributed import split_batch
-from ..train.trainer import TrainConfig, Trainer, seed_everything
-from .classify import POOLINGS, confusion, scores
-from .classify import BatchStream as _TokenBatchStream
+from ..train.trainer import TrainConfig
+from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
 from .registry import TaskSpec, Verb
+from .sequence_classification import (
+    POOLINGS,
+    SequenceClassificationTask,
+    confusion,
+    majority,
+    pool,
+    predict_probs,
+    scores,
+)
 
 NAME = "speech"
 # name -> (the set's own name, its train and test files in rnnkit.data); see SOURCES.md
@@ -229,28 +231,6 @@ def load_splits(dev_fraction: float, seed: int = 0, data: str | None = None) -> 
     return {"train": pick(False), "dev": pick(True), "test": test}
 
 
-class Batch(NamedTuple):
-    x: Tensor  # (T, B, F) standardized frames, 0 past each length
-    lengths: Tensor  # (B,)
-    labels: Tensor  # (B,) label ids
-
-
-def collate(series: Sequence[Tensor], labels: Sequence[int], device: torch.device) -> Batch:
-    lengths = torch.tensor([len(s) for s in series])
-    x = torch.zeros(int(lengths.max()), len(series), series[0].shape[1])  # (T, B, F)
-    for j, s in enumerate(series):
-        x[: len(s), j] = s
-    return Batch(x.to(device), lengths.to(device), torch.tensor(list(labels)).to(device))
-
-
-class BatchStream(_TokenBatchStream):
-    """Shuffled batches of the training cases, endlessly; the classify task's resumable stream
-    (epoch e reads a permutation seeded by (seed, e)) over frames instead of token ids."""
-
-    def collate(self, chosen: list[int]) -> Batch:
-        return collate([self.examples[i] for i in chosen], [self.labels[i] for i in chosen], self.device)
-
-
 # ---------------------------------------------------------------------- the model
 
 
@@ -269,8 +249,7 @@ class SequenceClassifier(nn.Module):
         self.rnn = Recurrent(config.cell, num_features, config.hidden_size, config.num_layers,
                              dropout=config.dropout, bidirectional=config.bidirectional)
         features = config.hidden_size * self.rnn.num_directions
-        if config.pooling == "attention":
-            self.query = nn.Linear(features, 1, bias=False)  # score_t = q . y_t
+        self.query = nn.Linear(features, 1, bias=False) if config.pooling == "attention" else None  # q . y_t
         self.head_dropout = nn.Dropout(config.head_dropout)
         self.head = nn.Linear(features, num_labels)
 
@@ -282,33 +261,14 @@ class SequenceClassifier(nn.Module):
             x = x + self.input_noise * torch.randn_like(x)
         x = x * valid[..., None]  # padding stays zero
         out, state = self.rnn(x, lengths=lengths)  # (T, B, D*H)
-        if self.pooling == "last":
-            h = state.h if isinstance(state, tuple) else state  # (L*D, B, H), layer-major as torch
-            D = self.rnn.num_directions
-            pooled = h[-D:].transpose(0, 1).reshape(h.shape[1], -1)  # (B, D*H)
-        elif self.pooling == "mean":
-            pooled = (out * valid[..., None]).sum(0) / lengths.to(out.device, out.dtype)[:, None]  # (B, D*H)
-        elif self.pooling == "max":
-            pooled = out.masked_fill(~valid[..., None], float("-inf")).amax(0)  # (B, D*H)
-        else:
-            scores_t = self.query(out).squeeze(-1).masked_fill(~valid, float("-inf"))  # (T, B)
-            weights = scores_t.float().softmax(0).to(out.dtype)  # (T, B), zero on padding
-            pooled = (weights[..., None] * out).sum(0)  # (B, D*H)
+        pooled = pool(self.pooling, out, state, lengths, self.rnn.num_directions, self.query)  # (B, D*H)
         return self.head(self.head_dropout(pooled))  # (B, C)
 
 
 @torch.no_grad()
 def predict_series(model: SequenceClassifier, series: Sequence[Tensor], batch_size: int = 256) -> Tensor:
-    """Label probabilities (N, C), in the order of ``series``."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    probs = torch.empty(len(series), model.head.out_features)
-    for start in range(0, len(series), batch_size):
-        batch = collate(series[start : start + batch_size], [0] * len(series[start : start + batch_size]), device)
-        probs[start : start + len(batch.lengths)] = model(batch.x, batch.lengths).float().softmax(-1).cpu()
-    model.train(was_training)
-    return probs
+    """Label probabilities (N, C) of cases (T_i, F), in their order."""
+    return predict_probs(model, series, batch_size)
 
 
 def check_labels(cases: Cases, known: Sequence[str]) -> None:
@@ -321,43 +281,21 @@ def check_labels(cases: Cases, known: Sequence[str]) -> None:
 # ---------------------------------------------------------------------- training
 
 
-class SpeechTask:
-    """The Trainer's view of the sequence classifier (``rnnkit.train.trainer.TrainingTask``)."""
+class SpeechTask(SequenceClassificationTask):
+    """The Trainer's view of the speech classifier: sequences of feature frames."""
 
     name = NAME
-    metric = "accuracy"
-    higher_is_better = True
 
     def __init__(self, config: SpeechConfig, splits: dict[str, Cases], labels: list[str], seed: int,
                  device: torch.device) -> None:
-        self.config, self.splits, self.labels = config, splits, labels
-        index = {label: i for i, label in enumerate(labels)}
-        self.data = {s: (c.series, [index[y] for y in c.labels]) for s, c in splits.items()}
-        counts = collections.Counter(self.data["train"][1])
-        self.majority = min(counts, key=lambda i: (-counts[i], i))
+        self.config, self.splits = config, splits
+        self.set_data({s: c.series for s, c in splits.items()}, {s: c.labels for s, c in splits.items()}, labels)
+        self.majority = majority(self.data["train"][1])
         frames = torch.cat(splits["train"].series)  # (sum T, F)
         self.model = SequenceClassifier(frames.shape[1], len(labels), config).to(device)
         self.model.mean.copy_(frames.mean(0))
         self.model.std.copy_(frames.std(0).clamp(min=1e-6))
-        self.stream = BatchStream(*self.data["train"], config.batch_size, seed, device)
-        self.eval_split = "dev" if self.data["dev"][0] else "train"
-
-    def shard(self, batch: Batch, rank: int, world_size: int) -> Batch:
-        """This rank's examples of a batch under torchrun (the padding stays: lengths mark it)."""
-        return Batch(*(split_batch(t, rank, world_size, dim) for t, dim in zip(batch, (1, 0, 0))))
-
-    def loss(self, batch: Batch, carry):
-        logits = self.model(batch.x, batch.lengths)  # (B, C)
-        return F.cross_entropy(logits.float(), batch.labels), None, int(batch.lengths.sum())
-
-    def score(self, split: str) -> tuple[dict, Tensor]:
-        series, targets = self.data[split]
-        predictions = predict_series(self.model, series).argmax(-1)
-        matrix = confusion(torch.tensor(targets), predictions, len(self.labels))
-        return scores(matrix, self.majority), matrix
-
-    def evaluate(self) -> dict:
-        return self.score(self.eval_split)[0]
+        self.stream = self.shuffled_stream(config.batch_size, seed, device)
 
     def describe(self) -> tuple[dict, None]:
         return {**self.config.model_settings(), "labels": self.labels, "majority": self.labels[self.majority],
@@ -371,30 +309,23 @@ def train(config: SpeechConfig, train_config: TrainConfig, out: str | Path, resu
     config.validate()
     if config.dev_fraction is None:  # config.json records the share used
         config = replace(config, dev_fraction=DEV_FRACTION.get(config.data or "japanese_vowels", USER_DEV_FRACTION))
-    console = console or make_console()
-    seed_everything(train_config.seed)
+    console, saved = begin(train_config, out, resume, console)
     splits = load_splits(config.dev_fraction, data=config.data)
     labels = sorted(set(splits["train"].labels), key=lambda y: (len(y), y))
-    if resume and (Path(out) / "last").exists():
-        labels = checkpoint.load(Path(out) / "last").config.get("labels", labels)
+    if saved is not None:
+        labels = saved.config.get("labels", labels)
     for s in ("dev", "test"):
         check_labels(splits[s], labels)
     task = SpeechTask(config, splits, labels, train_config.seed, torch.device(train_config.device))
-    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
-    params = sum(p.numel() for p in task.model.parameters())
     sizes = ", ".join(f"{len(splits[s].series):,} {s}" for s in SPLITS)
-    console.print(f"speech: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x"
-                  f"{config.hidden_size}, {config.pooling} pooling, {params:,} parameters, {len(labels)} labels; "
-                  f"{sizes} cases of {data_name(config.data)}", highlight=False)
-    summary = trainer.fit()
-    best = Path(out) / "best"
-    if best.exists():
-        task.model.load_state_dict(checkpoint.load(best).model)
+    summary = fit(task, train_config, out, resume, console, progress, lambda params: (
+        f"speech: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x{config.hidden_size}, "
+        f"{config.pooling} pooling, {params:,} parameters, {len(labels)} labels; {sizes} cases of "
+        f"{data_name(config.data)}"))
     result, _ = task.score("test")
-    (Path(out) / "test.json").write_text(json.dumps({"task": NAME, "split": "test", **result}) + "\n")
+    write_report(out, NAME, "test", result)
     console.print(f"test: accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} (majority class "
-                  f"{result['majority_accuracy']:.4f}), n {result['n']}, after {summary['step']} steps, "
-                  f"{summary['elapsed_s'] / 60:.1f} min; run directory {out}", highlight=False)
+                  f"{result['majority_accuracy']:.4f}), n {result['n']}, {finished(summary, out)}", highlight=False)
     return {**summary, "test": {"split": "test", **result}}
 
 
@@ -410,20 +341,11 @@ class TrainedSpeech:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> TrainedSpeech:
-        path = checkpoint.resolve(directory)
-        ckpt = checkpoint.load(path, map_location=device)
-        if "labels" not in ckpt.config or "num_features" not in ckpt.config:
-            raise checkpoint.CheckpointError(f"{path}: config.json lacks the labels or num_features of a speech "
-                                             "model")
-        names = {f.name for f in fields(SpeechConfig)}
-        config = SpeechConfig(**{k: v for k, v in ckpt.config.items() if k in names})
+        path, ckpt, config = open_checkpoint(directory, SpeechConfig, device, what="a speech model",
+                                             needs=("labels", "num_features"))
         labels = list(ckpt.config["labels"])
-        model = SequenceClassifier(int(ckpt.config["num_features"]), len(labels), config).to(device)
-        try:
-            model.load_state_dict(ckpt.model)
-        except RuntimeError as error:
-            raise checkpoint.CheckpointError(f"{path}: the weights do not fit the model its config.json "
-                                             f"describes: {str(error).splitlines()[0]}") from None
+        model = load_weights(SequenceClassifier(int(ckpt.config["num_features"]), len(labels), config).to(device),
+                             ckpt, path)
         return cls(model, labels, ckpt.config.get("majority", labels[0]), config, path)
 
     def predict(self, series: Sequence[Tensor]) -> list[str]:

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import collections
 import gzip
-import json
-import random
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -41,13 +40,12 @@ import torch
 from rich.console import Console
 from torch import Tensor, nn
 
-from ..console import make_console
 from ..data import read_text
+from ..data.batching import BatchStream, split_indices
 from ..extras import require
 from ..recurrent import Recurrent
-from ..train import checkpoint
-from ..train.trainer import TrainConfig, Trainer, seed_everything
-from .classify import BatchStream as _ExampleBatchStream
+from ..train.trainer import TrainConfig
+from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
 from .registry import TaskSpec, Verb
 
 NAME = "tag"
@@ -161,13 +159,8 @@ def load_sentences(path: str | None) -> Sentences:
 
 def split_sentences(sentences: Sentences) -> dict[str, Sentences]:
     """train, dev and test: 80/10/10 by a fixed permutation seeded with ``SPLIT_SEED``."""
-    n = len(sentences.tokens)
-    order = list(range(n))
-    random.Random(SPLIT_SEED).shuffle(order)
-    n_dev = n_test = n // 10
-    parts = {"test": order[:n_test], "dev": order[n_test : n_test + n_dev], "train": order[n_test + n_dev :]}
-    return {s: Sentences([sentences.tokens[i] for i in sorted(idx)], [sentences.tags[i] for i in sorted(idx)],
-                         sentences.source) for s, idx in parts.items()}
+    return {s: Sentences([sentences.tokens[i] for i in idx], [sentences.tags[i] for i in idx], sentences.source)
+            for s, idx in split_indices(len(sentences.tokens), SPLIT_SEED).items()}
 
 
 def check_tags(sentences: Sentences, known: Sequence[str]) -> None:
@@ -236,17 +229,6 @@ def collate(examples: Sequence[Example], device: torch.device) -> Batch:
             chars[t, j, : len(c)] = torch.tensor(c)
     mask = torch.arange(T)[:, None] < lengths[None, :]
     return Batch(words.to(device), chars.to(device), lengths.to(device), tags.to(device), mask.to(device))
-
-
-class BatchStream(_ExampleBatchStream):
-    """Shuffled batches of the training sentences, endlessly; the classify task's resumable stream
-    (epoch e reads a permutation seeded by (seed, e)) over tagged sentences."""
-
-    def __init__(self, examples: list[Example], batch_size: int, seed: int, device: torch.device) -> None:
-        super().__init__(examples, [0] * len(examples), batch_size, seed, device)
-
-    def collate(self, chosen: list[int]) -> Batch:
-        return collate([self.examples[i] for i in chosen], self.device)
 
 
 # ---------------------------------------------------------------------- the model
@@ -384,7 +366,7 @@ class TagTask:
         examples = [Example(*vocab.encode(w), [vocab.tag_index[t] for t in tags])
                     for w, tags in zip(train.tokens, train.tags)]
         self.model = Tagger(len(vocab.words), len(vocab.chars), len(vocab.tags), config).to(device)
-        self.stream = BatchStream(examples, config.batch_size, seed, device)
+        self.stream = BatchStream(examples, config.batch_size, seed, partial(collate, device=device))
         self.eval_split = "dev" if splits["dev"].tokens else "train"
 
     def loss(self, batch: Batch, carry):
@@ -407,35 +389,28 @@ def train(config: TagConfig, train_config: TrainConfig, out: str | Path, resume:
     checkpoint, chosen by dev entity F1, scored on the test split)."""
     config.validate()
     _require()
-    console = console or make_console()
-    seed_everything(train_config.seed)
+    console, saved = begin(train_config, out, resume, console)
     splits = split_sentences(load_sentences(config.data))
     if not splits["train"].tokens:
         raise ValueError(f"{splits['train'].source}: too few sentences for a training split")
     vocab = Vocabulary.build(splits["train"], config)
-    if resume and (Path(out) / "last" / "vocab.json").exists():
-        vocab = Vocabulary.from_json(checkpoint.load(Path(out) / "last").vocab)
+    if saved is not None and saved.vocab is not None:
+        vocab = Vocabulary.from_json(saved.vocab)
     for s in ("dev", "test"):
         check_tags(splits[s], vocab.tags)
     task = TagTask(config, splits, vocab, train_config.seed, torch.device(train_config.device))
-    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
-    params = sum(p.numel() for p in task.model.parameters())
     sizes = ", ".join(f"{len(splits[s].tokens):,} {s}" for s in SPLITS)
     chars = f" + char {config.char_encoder}" if config.char_features else ""
-    console.print(f"tag: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x"
-                  f"{config.hidden_size}{chars} + CRF, {params:,} parameters, {len(vocab.words):,} words, "
-                  f"{len(vocab.tags)} tags; {sizes} sentences from {splits['train'].source}", highlight=False)
-    summary = trainer.fit()
-    best = Path(out) / "best"
-    if best.exists():
-        task.model.load_state_dict(checkpoint.load(best).model)
+    summary = fit(task, train_config, out, resume, console, progress, lambda params: (
+        f"tag: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x{config.hidden_size}{chars} "
+        f"+ CRF, {params:,} parameters, {len(vocab.words):,} words, {len(vocab.tags)} tags; {sizes} sentences from "
+        f"{splits['train'].source}"))
     split = "test" if splits["test"].tokens else task.eval_split
     result = task.score(split)
-    (Path(out) / f"{split}.json").write_text(json.dumps({"task": NAME, "split": split, **result}) + "\n")
+    write_report(out, NAME, split, result)
     console.print(f"{split}: entity F1 {result['entity_f1']:.4f} (precision {result['precision']:.4f}, recall "
                   f"{result['recall']:.4f}; most-frequent-tag baseline {result['baseline_entity_f1']:.4f}), "
-                  f"n {result['n']}, after {summary['step']} steps, {summary['elapsed_s'] / 60:.1f} min; run "
-                  f"directory {out}", highlight=False)
+                  f"n {result['n']}, {finished(summary, out)}", highlight=False)
     return {**summary, "test": {"split": split, **result}}
 
 
@@ -463,20 +438,11 @@ class TrainedTagger:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> TrainedTagger:
-        path = checkpoint.resolve(directory)
-        ckpt = checkpoint.load(path, map_location=device)
-        if ckpt.vocab is None or not {"words", "chars", "tags"} <= set(ckpt.vocab):
-            raise checkpoint.CheckpointError(f"{path} lacks vocab.json with the words, characters and tags of a "
-                                             "tagger")
-        names = {f.name for f in fields(TagConfig)}
-        config = TagConfig(**{k: v for k, v in ckpt.config.items() if k in names})
+        path, ckpt, config = open_checkpoint(directory, TagConfig, device, what="a tagger",
+                                             vocab=("words", "chars", "tags"))
         vocab = Vocabulary.from_json(ckpt.vocab)
-        model = Tagger(len(vocab.words), len(vocab.chars), len(vocab.tags), config).to(device)
-        try:
-            model.load_state_dict(ckpt.model)
-        except RuntimeError as error:
-            raise checkpoint.CheckpointError(f"{path}: the weights do not fit the model its config.json and "
-                                             f"vocab.json describe: {str(error).splitlines()[0]}") from None
+        model = load_weights(Tagger(len(vocab.words), len(vocab.chars), len(vocab.tags), config).to(device), ckpt,
+                             path)
         return cls(model, vocab, dict(ckpt.vocab.get("baseline", {})), config, path)
 
     def tag(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:

@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import collections
 import gzip
-import json
-import random
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -46,13 +45,12 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
-from ..console import make_console
 from ..data import WORD_PATTERN, read_text
+from ..data.batching import BatchStream, split_indices
 from ..extras import require
 from ..recurrent import Recurrent
-from ..train import checkpoint
-from ..train.trainer import TrainConfig, Trainer, seed_everything
-from .classify import BatchStream as _ExampleBatchStream
+from ..train.trainer import TrainConfig
+from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
 from .classify import text_lines
 from .registry import TaskSpec, Verb
 from .seq2seq import ATTENTIONS, Decoder, beam_search, greedy, sequence_log_probs
@@ -178,13 +176,8 @@ def load_pairs(path: str | None, reverse: bool = False) -> Pairs:
 
 def split_pairs(pairs: Pairs) -> dict[str, Pairs]:
     """train, dev and test: 80/10/10 by a fixed permutation seeded with ``SPLIT_SEED``."""
-    n = len(pairs.sources)
-    order = list(range(n))
-    random.Random(SPLIT_SEED).shuffle(order)
-    n_dev = n_test = n // 10
-    parts = {"test": order[:n_test], "dev": order[n_test : n_test + n_dev], "train": order[n_test + n_dev :]}
-    return {s: Pairs([pairs.sources[i] for i in sorted(idx)], [pairs.targets[i] for i in sorted(idx)],
-                     pairs.source) for s, idx in parts.items()}
+    return {s: Pairs([pairs.sources[i] for i in idx], [pairs.targets[i] for i in idx], pairs.source)
+            for s, idx in split_indices(len(pairs.sources), SPLIT_SEED).items()}
 
 
 def tokenize(text: str) -> list[str]:
@@ -248,21 +241,6 @@ def collate(examples: Sequence[Example], device: torch.device) -> Batch:
         source[: len(e.source), j] = torch.tensor(e.source)
         target[: len(e.target) + 1, j] = torch.tensor([*e.target, EOS_ID])
     return Batch(source.to(device), lengths.to(device), target.to(device))
-
-
-class BatchStream(_ExampleBatchStream):
-    """Shuffled batches of the training pairs, endlessly: the classify task's resumable stream (epoch e reads
-    a permutation seeded by (seed, e)); ``steps_done`` follows from its position, so it resumes with it."""
-
-    def __init__(self, examples: list[Example], batch_size: int, seed: int, device: torch.device) -> None:
-        super().__init__(examples, [0] * len(examples), batch_size, seed, device)
-
-    def collate(self, chosen: list[int]) -> Batch:
-        return collate([self.examples[i] for i in chosen], self.device)
-
-    def steps_done(self) -> int:
-        """Batches handed out so far (the Trainer takes one per step)."""
-        return self.epoch * (len(self.examples) // self.batch_size) + self.pos // self.batch_size
 
 
 # ---------------------------------------------------------------------- the model
@@ -413,7 +391,7 @@ class TranslateTask:
         examples = [Example(source_vocab.encode(s, config.max_length), target_vocab.encode(t, config.max_length))
                     for s, t in zip(train.sources, train.targets)]
         self.model = Translator(len(source_vocab), len(target_vocab), config).to(device)
-        self.stream = BatchStream(examples, config.batch_size, seed, device)
+        self.stream = BatchStream(examples, config.batch_size, seed, partial(collate, device=device))
         self.eval_split = "dev" if splits["dev"].sources else "train"
 
     def sampling_prob(self) -> float:
@@ -444,40 +422,32 @@ def train(config: TranslateConfig, train_config: TrainConfig, out: str | Path, r
     ``plots/attention.png`` for the first test sentence."""
     config.validate()
     _require()
-    console = console or make_console()
-    seed_everything(train_config.seed)
+    console, saved = begin(train_config, out, resume, console)
     splits = split_pairs(load_pairs(config.data, config.reverse))
     if not splits["train"].sources:
         raise ValueError(f"{splits['train'].source}: too few sentence pairs for a training split")
     source_vocab = Vocabulary.build(splits["train"].sources, config.min_count)
     target_vocab = Vocabulary.build(splits["train"].targets, config.min_count)
-    if resume and (Path(out) / "last" / "vocab.json").exists():
-        saved = checkpoint.load(Path(out) / "last").vocab
-        source_vocab, target_vocab = Vocabulary(saved["source"]), Vocabulary(saved["target"])
+    if saved is not None and saved.vocab is not None:
+        source_vocab, target_vocab = Vocabulary(saved.vocab["source"]), Vocabulary(saved.vocab["target"])
     task = TranslateTask(config, splits, source_vocab, target_vocab, train_config.seed,
                          torch.device(train_config.device))
-    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
-    params = sum(p.numel() for p in task.model.parameters())
     sizes = ", ".join(f"{len(splits[s].sources):,} {s}" for s in SPLITS)
-    console.print(f"translate: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x"
-                  f"{config.hidden_size} encoder, {config.attention} attention decoder, {params:,} parameters, "
-                  f"vocabularies {len(source_vocab):,} source / {len(target_vocab):,} target words; {sizes} pairs "
-                  f"from {splits['train'].source}", highlight=False)
-    summary = trainer.fit()
-    best = Path(out) / "best"
-    if best.exists():
-        task.model.load_state_dict(checkpoint.load(best).model)
+    summary = fit(task, train_config, out, resume, console, progress, lambda params: (
+        f"translate: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x{config.hidden_size} "
+        f"encoder, {config.attention} attention decoder, {params:,} parameters, vocabularies {len(source_vocab):,} "
+        f"source / {len(target_vocab):,} target words; {sizes} pairs from {splits['train'].source}"))
     split = "test" if splits["test"].sources else task.eval_split
-    results = {d: {"task": NAME, "split": split, **task.score(split, d)} for d in DECODERS}
-    (Path(out) / f"{split}.json").write_text("".join(json.dumps(r) + "\n" for r in results.values()))
+    results = {d: task.score(split, d) for d in DECODERS}
+    write_report(out, NAME, split, *results.values())
+    results = {d: {"task": NAME, "split": split, **r} for d, r in results.items()}
     trained = TrainedTranslator(task.model, source_vocab, target_vocab, config, Path(out))
     trained.plot_attention(splits[split].sources[0], Path(out) / "plots" / "attention.png")
     trained.model.train()
     for d, r in results.items():
         console.print(f"{split} ({d}): BLEU {r['bleu']:.2f}, chrF {r['chrf']:.2f} (copy the source: BLEU "
                       f"{r['copy_bleu']:.2f}, chrF {r['copy_chrf']:.2f}), n {r['n']}", highlight=False)
-    console.print(f"after {summary['step']} steps, {summary['elapsed_s'] / 60:.1f} min; run directory {out}",
-                  highlight=False)
+    console.print(finished(summary, out), highlight=False)
     return {**summary, "test": results}
 
 
@@ -502,20 +472,10 @@ class TrainedTranslator:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> TrainedTranslator:
-        path = checkpoint.resolve(directory)
-        ckpt = checkpoint.load(path, map_location=device)
-        if ckpt.vocab is None or not {"source", "target"} <= set(ckpt.vocab):
-            raise checkpoint.CheckpointError(f"{path} lacks vocab.json with the source and target words of a "
-                                             "translator")
-        names = {f.name for f in fields(TranslateConfig)}
-        config = TranslateConfig(**{k: v for k, v in ckpt.config.items() if k in names})
+        path, ckpt, config = open_checkpoint(directory, TranslateConfig, device, what="a translator",
+                                             vocab=("source", "target"))
         source_vocab, target_vocab = Vocabulary(ckpt.vocab["source"]), Vocabulary(ckpt.vocab["target"])
-        model = Translator(len(source_vocab), len(target_vocab), config).to(device)
-        try:
-            model.load_state_dict(ckpt.model)
-        except RuntimeError as error:
-            raise checkpoint.CheckpointError(f"{path}: the weights do not fit the model its config.json and "
-                                             f"vocab.json describe: {str(error).splitlines()[0]}") from None
+        model = load_weights(Translator(len(source_vocab), len(target_vocab), config).to(device), ckpt, path)
         return cls(model, source_vocab, target_vocab, config, path)
 
     def _decoder(self, decoder: str | None) -> str:

@@ -45,14 +45,12 @@ another folder (a test set), whose labels must all have been seen in training.
 
 from __future__ import annotations
 
-import collections
 import csv
-import json
 import random
 import re
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -64,17 +62,14 @@ from torch import Tensor, nn
 
 from ..cells import cells
 from ..cells.conv import conv_cells
-from ..console import make_console
 from ..conv_recurrent import ConvRecurrent
 from ..data import moving_digits
 from ..extras import require
 from ..recurrent import Recurrent
-from ..train import checkpoint
-from ..train.distributed import split_batch
-from ..train.trainer import TrainConfig, Trainer, seed_everything
-from .classify import BatchStream as _ExampleBatchStream
-from .classify import confusion, scores
+from ..train.trainer import TrainConfig
+from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
 from .registry import TaskSpec, Verb
+from .sequence_classification import Batch, SequenceClassificationTask, confusion, majority, predict_probs, scores
 
 NAME = "video"
 MODEL_NAMES = ("cnn-lstm", "convlstm", "mean-frame")
@@ -475,20 +470,6 @@ def load_folder(data: str | Path, labels: str | Path | None, frame_size: int, ch
     return Clips([resize_frames(c, frame_size) for c in clips], label_list, names, str(folder))
 
 
-class Batch(NamedTuple):
-    x: Tensor  # (T, B, C, S, S) frames, zero past each length
-    lengths: Tensor  # (B,)
-    labels: Tensor  # (B,) label ids
-
-
-def collate(clips: Sequence[Tensor], labels: Sequence[int], device: torch.device) -> Batch:
-    lengths = torch.tensor([len(c) for c in clips])
-    x = torch.zeros(int(lengths.max()), len(clips), *clips[0].shape[1:])  # (T, B, C, S, S)
-    for j, c in enumerate(clips):
-        x[: len(c), j] = c
-    return Batch(x.to(device), lengths.to(device), torch.tensor(list(labels)).to(device))
-
-
 def digit_clips(n: int, seed: int, split: str, length: int, start: int = 0) -> tuple[Tensor, Tensor]:
     """Moving-digit direction clips as (T, n, 1, 32, 32) and their labels (n,)."""
     x, y = moving_digits.direction_clips(n, seed, split, length, start=start)  # (n, T, 32, 32)
@@ -531,13 +512,6 @@ class FreshClipStream:
         self._ahead = None
 
 
-class ClipStream(_ExampleBatchStream):
-    """Shuffled batches of a user's clips, endlessly (the classify task's resumable stream over clips)."""
-
-    def collate(self, chosen: list[int]) -> Batch:
-        return collate([self.examples[i] for i in chosen], [self.labels[i] for i in chosen], self.device)
-
-
 def load_splits(config: VideoConfig, seed: int) -> dict[str, Clips]:
     """A user's folder as train and dev (a seeded ``dev_fraction``); the moving digits' dev and test sets
     (their training clips come from :class:`FreshClipStream`, so ``train`` is absent)."""
@@ -571,17 +545,8 @@ def check_labels(clips: Clips, known: Sequence[str]) -> None:
 
 @torch.no_grad()
 def predict_clips(model: VideoClassifier, clips: Sequence[Tensor], batch_size: int = 64) -> Tensor:
-    """Label probabilities (N, K), in the order of ``clips`` (each (T_i, C, S, S))."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    probs = torch.empty(len(clips), model.head.out_features)
-    for start in range(0, len(clips), batch_size):
-        chunk = clips[start : start + batch_size]
-        batch = collate(chunk, [0] * len(chunk), device)
-        probs[start : start + len(chunk)] = model(batch.x, batch.lengths).float().softmax(-1).cpu()
-    model.train(was_training)
-    return probs
+    """Label probabilities (N, K) of clips (T_i, C, S, S), in their order."""
+    return predict_probs(model, clips, batch_size)
 
 
 def report(targets: Sequence[int], probs: Tensor, labels: Sequence[str], majority: int) -> dict:
@@ -597,41 +562,29 @@ def report(targets: Sequence[int], probs: Tensor, labels: Sequence[str], majorit
 # ---------------------------------------------------------------------- training
 
 
-class VideoTask:
-    """The Trainer's view of a video classifier (``rnnkit.train.trainer.TrainingTask``)."""
+class VideoTask(SequenceClassificationTask):
+    """The Trainer's view of a video classifier: sequences of frames."""
 
     name = NAME
-    metric = "accuracy"
-    higher_is_better = True
+    predict_batch_size = 64  # clips are large
 
     def __init__(self, config: VideoConfig, splits: dict[str, Clips], labels: list[str], seed: int,
                  device: torch.device) -> None:
-        self.config, self.splits, self.labels = config, splits, labels
-        index = {label: i for i, label in enumerate(labels)}
-        self.data = {s: (c.clips, [index[y] for y in c.labels]) for s, c in splits.items()}
+        self.config, self.splits = config, splits
+        self.set_data({s: c.clips for s, c in splits.items()}, {s: c.labels for s, c in splits.items()}, labels)
         if config.data is None:
             self.in_channels = 1
             self.majority = 0  # the stream's directions are uniform: "left" by convention
             self.stream = FreshClipStream(config.batch_size, seed, config.clip_length, device)
         else:
             self.in_channels = int(splits["train"].clips[0].shape[1])
-            counts = collections.Counter(self.data["train"][1])
-            self.majority = min(counts, key=lambda i: (-counts[i], i))
-            self.stream = ClipStream(*self.data["train"], config.batch_size, seed, device)
+            self.majority = majority(self.data["train"][1])
+            self.stream = self.shuffled_stream(config.batch_size, seed, device)
         self.model = build_model(config, self.in_channels, len(labels)).to(device)
-        self.eval_split = "dev" if self.data["dev"][0] else "train"
-
-    def shard(self, batch: Batch, rank: int, world_size: int) -> Batch:
-        """This rank's clips of a batch under torchrun (the padding stays: lengths mark it)."""
-        return Batch(*(split_batch(t, rank, world_size, dim) for t, dim in zip(batch, (1, 0, 0))))
-
-    def loss(self, batch: Batch, carry):
-        logits = self.model(batch.x, batch.lengths)  # (B, K)
-        return F.cross_entropy(logits.float(), batch.labels), None, int(batch.lengths.sum())
 
     def score(self, split: str) -> dict:
-        clips, targets = self.data[split]
-        return report(targets, predict_clips(self.model, clips), self.labels, self.majority)
+        """``report``'s metrics of the split: beside the scores, chance, per-class accuracy and the confusion."""
+        return report(self.data[split][1], self.predict(split), self.labels, self.majority)
 
     def evaluate(self) -> dict:
         result = self.score(self.eval_split)
@@ -660,38 +613,29 @@ def train(config: VideoConfig, train_config: TrainConfig, out: str | Path, resum
     summary plus ``test``: the best checkpoint (chosen on dev) scored on the moving digits' test clips, or on
     the dev clips of a user's folder."""
     config.validate()
-    console = console or make_console()
-    seed_everything(train_config.seed)
+    console, saved = begin(train_config, out, resume, console)
     splits = load_splits(config, train_config.seed)
     if config.data is None:
         labels = list(moving_digits.DIRECTIONS)
     else:
         labels = sorted(set(splits["train"].labels), key=lambda y: (len(y), y))
-        if resume and (Path(out) / "last").exists():
-            labels = checkpoint.load(Path(out) / "last").config.get("label_names", labels)
+        if saved is not None:
+            labels = saved.config.get("label_names", labels)
         check_labels(splits["dev"], labels)
     task = VideoTask(config, splits, labels, train_config.seed, torch.device(train_config.device))
-    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
-    params = sum(p.numel() for p in task.model.parameters())
     if config.data is None:
         data = (f"moving digits, fresh clips of {config.clip_length} frames ({config.batch_size} a step), "
                 f"{len(splits['dev'].clips):,} dev, {len(splits['test'].clips):,} test clips of unseen glyphs")
     else:
         data = f"{len(splits['train'].clips):,} train and {len(splits['dev'].clips):,} dev clips of {config.data}"
-    console.print(f"video: {describe_model(config)}, {params:,} parameters, {len(labels)} labels; {data}",
-                  highlight=False)
-    summary = trainer.fit()
-    best = Path(out) / "best"
-    if best.exists():
-        task.model.load_state_dict(checkpoint.load(best).model)
+    summary = fit(task, train_config, out, resume, console, progress, lambda params: (
+        f"video: {describe_model(config)}, {params:,} parameters, {len(labels)} labels; {data}"))
     split = "test" if config.data is None else task.eval_split
     result = task.score(split)
-    (Path(out) / "test.json").write_text(json.dumps({"task": NAME, "split": split, "model": config.model,
-                                                      **result}) + "\n")
+    write_report(out, NAME, split, {"model": config.model, **result}, file="test.json")
     console.print(f"{split}: accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} (chance "
                   f"{result['chance_accuracy']:.4f}; majority class {result['majority_accuracy']:.4f}), n "
-                  f"{result['n']}, {config.model} after {summary['step']} steps, {summary['elapsed_s'] / 60:.1f} "
-                  f"min; run directory {out}", highlight=False)
+                  f"{result['n']}, {config.model} {finished(summary, out)}", highlight=False)
     if config.data is None and config.model != "mean-frame":
         console.print("the order-blind reference: rnnkit video train --model mean-frame (at most 0.5 on moving "
                       "digits: a reversed clip has the opposite label)", highlight=False)
@@ -717,20 +661,10 @@ class TrainedVideo:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> TrainedVideo:
-        path = checkpoint.resolve(directory)
-        ckpt = checkpoint.load(path, map_location=device)
-        if "label_names" not in ckpt.config or "in_channels" not in ckpt.config:
-            raise checkpoint.CheckpointError(f"{path}: config.json lacks the label_names or in_channels of a video "
-                                             "model")
-        names = {f.name for f in fields(VideoConfig)}
-        config = VideoConfig(**{k: v for k, v in ckpt.config.items() if k in names})
+        path, ckpt, config = open_checkpoint(directory, VideoConfig, device, what="a video model",
+                                             needs=("label_names", "in_channels"))
         labels, in_channels = list(ckpt.config["label_names"]), int(ckpt.config["in_channels"])
-        model = build_model(config, in_channels, len(labels)).to(device)
-        try:
-            model.load_state_dict(ckpt.model)
-        except RuntimeError as error:
-            raise checkpoint.CheckpointError(f"{path}: the weights do not fit the model its config.json "
-                                             f"describes: {str(error).splitlines()[0]}") from None
+        model = load_weights(build_model(config, in_channels, len(labels)).to(device), ckpt, path)
         seed = int((ckpt.config.get("train") or {}).get("seed", 0))
         return cls(model, labels, ckpt.config.get("majority", labels[0]), in_channels, config, path, seed)
 

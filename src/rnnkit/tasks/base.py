@@ -1,0 +1,137 @@
+"""What every task does the same way: the training skeleton and the loading skeleton.
+
+Training (each task's ``train()``)::
+
+    config.validate()
+    console, saved = begin(train_config, out, resume, console)            # seed; last/ when resuming
+    ... the task's data, reusing saved.vocab / saved.config when resuming ...
+    summary = fit(task, train_config, out, resume, console, progress, describe)  # Trainer, fit, best/ back
+    ... score the test split ...
+    write_report(out, NAME, "test", result)                                # test.json
+    console.print(f"test: ... {finished(summary, out)}")
+
+Loading (each ``Trained*.load``)::
+
+    path, ckpt, config = open_checkpoint(directory, Config, device, what="a classifier", needs=("labels",))
+    model = load_weights(Model(..., config).to(device), ckpt, path)
+
+A task keeps only what is its own: its data, its one-line description, its scores.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+from rich.console import Console
+from torch import nn
+
+from ..console import make_console
+from ..train import checkpoint
+from ..train.trainer import TrainConfig, Trainer, TrainingTask, seed_everything
+
+ConfigT = TypeVar("ConfigT")
+
+
+# ---------------------------------------------------------------------- training
+
+
+def begin(train_config: TrainConfig, out: str | Path, resume: bool, console: Console | None
+          ) -> tuple[Console, checkpoint.Checkpoint | None]:
+    """The start of every ``train()`` (after the task's ``config.validate()``): seed every generator with
+    ``train_config.seed`` before any data is drawn.
+
+    Returns the console (``console``, or a new one) and, when resuming a run whose ``last/`` exists,
+    that checkpoint: what the data must reuse (a vocabulary, the labels) so the weights still fit.
+    Without ``last/`` the Trainer says that there is nothing to resume.
+    """
+    console = console or make_console()
+    seed_everything(train_config.seed)
+    last = Path(out) / "last"
+    return console, checkpoint.load(last) if resume and last.exists() else None
+
+
+def fit(task: TrainingTask, train_config: TrainConfig, out: str | Path, resume: bool, console: Console,
+        progress: bool, describe: Callable[[int], str], reload_best: bool = True,
+        on_start: Callable[[], None] | None = None) -> dict:
+    """Build the Trainer over ``task``, print ``describe(number of parameters)``, train, and load ``best/``
+    back into ``task.model`` (the checkpoint the task's dev metric chose), so the test split that follows is
+    scored by it. Returns the Trainer's summary.
+
+    ``on_start`` runs once the Trainer has claimed the run directory (it refuses one that holds a run unless
+    resuming), before the first step: where a task writes a file of its own there.
+    """
+    trainer = Trainer(task, train_config, out, resume=resume, console=console, progress=progress)
+    console.print(describe(sum(p.numel() for p in task.model.parameters())), highlight=False)
+    if on_start is not None:
+        on_start()
+    summary = trainer.fit()
+    best = Path(out) / "best"
+    if reload_best and best.exists():
+        task.model.load_state_dict(checkpoint.load(best).model)
+    return summary
+
+
+def write_report(out: str | Path, task: str, split: str, *results: dict, file: str | None = None) -> Path:
+    """``file`` (default ``{split}.json``) in the run directory: one JSON line ``{"task", "split", **result}`` per
+    result (one per decoder where a task scores several)."""
+    path = Path(out) / (file or f"{split}.json")
+    path.write_text("".join(json.dumps({"task": task, "split": split, **r}) + "\n" for r in results))
+    return path
+
+
+def finished(summary: dict, out: str | Path) -> str:
+    """The end of every ``train()``'s last line: how long it trained and where the run directory is."""
+    return f"after {summary['step']} steps, {summary['elapsed_s'] / 60:.1f} min; run directory {out}"
+
+
+# ---------------------------------------------------------------------- loading
+
+
+class Opened(NamedTuple):
+    path: Path  # the checkpoint directory (a run directory resolved to best/, else last/)
+    ckpt: checkpoint.Checkpoint
+    config: Any  # the task's Config, from config.json
+
+
+def config_from(saved: dict, config_class: type[ConfigT]) -> ConfigT:
+    """The task's Config from a saved config.json: its own fields only (the file also holds the task name, the
+    labels, the versions, the Trainer's config); a field the run predates takes its default."""
+    names = {f.name for f in fields(config_class)}
+    return config_class(**{k: v for k, v in saved.items() if k in names})
+
+
+def open_checkpoint(directory: str | Path, config_class: type, device: str = "cpu", *, what: str,
+                    needs: Sequence[str] = (), vocab: Sequence[str] | None = None) -> Opened:
+    """Read a task's checkpoint (``directory``: a checkpoint or a run directory) and check it holds what the task
+    needs before anything is built from it.
+
+    ``what`` names the model for messages ("a classifier"); ``needs``: the config.json keys the task reads;
+    ``vocab``: the vocab.json keys it reads (``()``: vocab.json must exist; None: it is not read).
+    """
+    path = checkpoint.resolve(directory)
+    ckpt = checkpoint.load(path, map_location=device)
+    if any(key not in ckpt.config for key in needs):
+        raise checkpoint.CheckpointError(f"{path}: config.json lacks the {' or '.join(needs)} of {what}")
+    if vocab is not None and (ckpt.vocab is None or not set(vocab) <= set(ckpt.vocab)):
+        held = f" with the {', '.join(vocab)}" if vocab else ""
+        raise checkpoint.CheckpointError(f"{path} lacks vocab.json{held} of {what}")
+    return Opened(path, ckpt, config_from(ckpt.config, config_class))
+
+
+def load_weights(model: nn.Module, ckpt: checkpoint.Checkpoint, path: Path) -> nn.Module:
+    """``model`` (built from the checkpoint's config) with the checkpoint's weights; weights that do not fit it
+    are a CheckpointError that names the tensors whose shape differs, the missing and the unexpected ones."""
+    expected = model.state_dict()
+    mismatched = [k for k, v in ckpt.model.items() if k in expected and v.shape != expected[k].shape]
+    missing, unexpected = sorted(set(expected) - set(ckpt.model)), sorted(set(ckpt.model) - set(expected))
+    if mismatched or missing or unexpected:
+        described = "config.json and vocab.json describe" if ckpt.vocab is not None else "config.json describes"
+        raise checkpoint.CheckpointError(f"{path}: the weights do not fit the model its {described} (shape "
+                                         f"differs: {mismatched[:3]}, missing: {missing[:3]}, unexpected: "
+                                         f"{unexpected[:3]})")
+    model.load_state_dict(ckpt.model)
+    return model
