@@ -36,7 +36,7 @@ import random
 import sys
 import tarfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -56,6 +56,7 @@ from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
+from .fields import TaskConfig, check_choice, check_ints
 from .registry import TaskSpec, Verb
 
 NAME = "asr"
@@ -68,7 +69,7 @@ ASR_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 250, "checkpoint_every": 250, "w
 
 
 @dataclass
-class ASRConfig:
+class ASRConfig(TaskConfig):
     """The recognizer and its front end; defaults for spoken digits and short sentences on 2 CPU cores."""
 
     data: str | None = field(default=None, metadata={"help": "training manifest (.csv/.tsv/.jsonl with path and "
@@ -102,23 +103,13 @@ class ASRConfig:
     batch_size: int = field(default=32, metadata={"help": "utterances per step"})
 
     def validate(self) -> None:
-        if self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
-        for name in ("sample_rate", "n_mels", "frame_stack", "hidden_size", "num_layers", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("freq_masks", "freq_width", "time_masks", "time_width"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        check_choice("normalize", self.normalize, NORMALIZATIONS)
+        check_ints(self, ("sample_rate", "n_mels", "frame_stack", "hidden_size", "num_layers", "batch_size"))
+        check_ints(self, ("freq_masks", "freq_width", "time_masks", "time_width"), minimum=0)
         if not 0 <= self.dev_fraction < 1:
             raise ValueError(f"dev_fraction must be in [0, 1), got {self.dev_fraction}")
         if self.test_data is not None and self.data is None:
             raise ValueError("--test-data needs --data: the bundled set has its own test split")
-
-    def model_settings(self) -> dict:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------- data

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -72,6 +72,7 @@ from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
+from .fields import TaskConfig, check_choice, check_ints
 from .registry import TaskSpec, Verb
 from .seq2seq import ATTENTIONS, Decoder, beam_search, greedy
 
@@ -96,7 +97,7 @@ def _require():
 
 
 @dataclass
-class CaptionConfig:
+class CaptionConfig(TaskConfig):
     """The captioner and its generated data; defaults sized for a few minutes on 2 CPU cores."""
 
     encoder: str = field(default="recurrent", metadata={"help": "recurrent (reads the frames in order) or "
@@ -122,15 +123,10 @@ class CaptionConfig:
     batch_size: int = field(default=32, metadata={"help": "clips per step"})
 
     def validate(self) -> None:
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {self.encoder!r}")
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {self.attention!r}")
-        for name in ("hidden_size", "num_layers", "cnn_channels", "frame_features", "embedding_size", "beam_size",
-                     "dev_size", "test_size", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_choice("encoder", self.encoder, ENCODERS)
+        check_choice("attention", self.attention, ATTENTIONS)
+        check_ints(self, ("hidden_size", "num_layers", "cnn_channels", "frame_features", "embedding_size", "beam_size",
+                          "dev_size", "test_size", "batch_size"))
         if isinstance(self.segment_length, bool) or not isinstance(self.segment_length, int) or not (
                 2 <= self.segment_length <= 11):
             raise ValueError(f"segment_length must be an int in [2, 11] (a digit moving 2 px a frame must stay on "
@@ -144,10 +140,6 @@ class CaptionConfig:
                              "give aux_weight > 0 or pretrain_steps 0")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-
-    def model_settings(self) -> dict:
-        """What config.json records and a resumed run must match."""
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------- words and metrics

@@ -33,7 +33,7 @@ import io
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -46,6 +46,7 @@ from ..data import Vocab, read_text
 from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
+from .fields import RegularizerFields, TaskConfig, check_choice, check_fractions, check_ints
 from .registry import TaskSpec, Verb
 from .sequence_classification import (
     POOLINGS,
@@ -71,7 +72,7 @@ CLASSIFY_TRAIN_DEFAULTS = {"lr": 3e-3, "eval_every": 100, "checkpoint_every": 10
 
 
 @dataclass
-class ClassifyConfig:
+class ClassifyConfig(TaskConfig, RegularizerFields):
     """The classifier and its data; defaults tuned for the bundled polarity data on 2 CPU cores."""
 
     data: str | None = field(default=None, metadata={"help": "CSV, TSV or JSONL to train on (default: bundled "
@@ -91,35 +92,20 @@ class ClassifyConfig:
     pooling: str = field(default="max", metadata={"help": "last, mean, max or attention over the valid steps"})
     embedding_size: int = field(default=128, metadata={"help": "token embedding size E"})
     dropout: float = field(default=0.0, metadata={"help": "dropout between layers (torch's)"})
-    # the recurrent regularizers are off by default: plain dropout on the embeddings and the pooled
+    # the recurrent regularizers (RegularizerFields) are off by default: plain dropout on the embeddings and the pooled
     # features regularizes as well here and leaves the layer on torch's fast native path
     embedding_dropout: float = field(default=0.3, metadata={"help": "dropout on the token embeddings"})
-    input_dropout: float = field(default=0.0, metadata={"help": "locked dropout on every layer's input"})
-    hidden_dropout: float = field(default=0.0, metadata={"help": "locked dropout on h in the recurrent products"})
-    output_dropout: float = field(default=0.0, metadata={"help": "locked dropout on the last layer's output"})
-    zoneout: float = field(default=0.0, metadata={"help": "zoneout probability of the state"})
-    weight_drop: float = field(default=0.0, metadata={"help": "DropConnect on W_hh"})
     head_dropout: float = field(default=0.5, metadata={"help": "dropout on the pooled features before the head"})
     batch_size: int = field(default=32, metadata={"help": "examples per step"})
 
     def validate(self) -> None:
         if self.level not in ("char", "word"):
             raise ValueError(f"level must be 'char' or 'word', got {self.level!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        check_choice("pooling", self.pooling, POOLINGS)
         if self.format is not None and self.format not in ("csv", "tsv", "jsonl"):
             raise ValueError(f"format must be csv, tsv or jsonl, got {self.format!r}")
-        for name in ("max_vocab", "max_length", "hidden_size", "num_layers", "embedding_size", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("embedding_dropout", "head_dropout"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-
-    def model_settings(self) -> dict:
-        """What config.json records and a resumed run must match."""
-        return asdict(self)
+        check_ints(self, ("max_vocab", "max_length", "hidden_size", "num_layers", "embedding_size", "batch_size"))
+        check_fractions(self, ("embedding_dropout", "head_dropout"))
 
 
 # ---------------------------------------------------------------------- the model
@@ -139,8 +125,7 @@ class Classifier(nn.Module):
         self.rnn = Recurrent(
             config.cell, config.embedding_size, config.hidden_size, config.num_layers, dropout=config.dropout,
             bidirectional=config.bidirectional,
-            input_dropout=config.input_dropout, hidden_dropout=config.hidden_dropout,
-            output_dropout=config.output_dropout, zoneout=config.zoneout, weight_drop=config.weight_drop,
+            **config.regularizers(),
         )
         features = config.hidden_size * self.rnn.num_directions
         # the learned query of attention pooling, score_t = q . y_t

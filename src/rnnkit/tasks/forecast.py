@@ -61,6 +61,7 @@ from ..recurrent import Recurrent
 from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig
 from .base import begin, fit, load_weights, open_checkpoint
+from .fields import TaskConfig, check_choice, check_fractions, check_ints
 from .registry import TaskSpec, Verb
 from .series import (
     BUNDLED,
@@ -90,7 +91,7 @@ FORECAST_TRAIN_DEFAULTS = {"steps": 300, "lr": 3e-3, "warmup_steps": 20, "eval_e
 
 
 @dataclass
-class ForecastConfig:
+class ForecastConfig(TaskConfig):
     """The forecaster and its data; defaults tuned for the bundled air passengers on 2 CPU cores."""
 
     data: str | None = field(default=None, metadata={"help": "CSV or TSV with a header (default: the bundled "
@@ -144,23 +145,17 @@ class ForecastConfig:
     def validate(self) -> None:
         if isinstance(self.column, (list, tuple)):
             self.column = ",".join(self.column)
-        for name, value, allowed in (("strategy", self.strategy, STRATEGIES), ("interval", self.interval, INTERVALS),
-                                     ("transform", self.transform, TRANSFORMS),
-                                     ("series", self.series, tuple(BUNDLED))):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        for name in ("horizon", "lookback", "mc_samples", "hidden_size", "num_layers", "ensemble", "batch_size",
-                     "rolling_origins", "ets_max_points"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_choice("strategy", self.strategy, STRATEGIES)
+        check_choice("interval", self.interval, INTERVALS)
+        check_choice("transform", self.transform, TRANSFORMS)
+        check_choice("series", self.series, BUNDLED)
+        check_ints(self, ("horizon", "lookback", "mc_samples", "hidden_size", "num_layers", "ensemble", "batch_size",
+                          "rolling_origins", "ets_max_points"))
         if isinstance(self.season, bool) or not isinstance(self.season, int) or self.season < 0:
             raise ValueError(f"season must be an int >= 0 (0: from the time column), got {self.season!r}")
         if not 0 < self.interval_level < 1:
             raise ValueError(f"interval_level must be in (0, 1), got {self.interval_level!r}")
-        for name in ("dropout", "head_dropout"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        check_fractions(self, ("dropout", "head_dropout"))
         if self.input_noise < 0:
             raise ValueError(f"input_noise must be >= 0, got {self.input_noise!r}")
         if self.interval == "mc_dropout" and self.head_dropout == 0:
@@ -174,10 +169,6 @@ class ForecastConfig:
             return (0.5,)
         tail = (1 - self.interval_level) / 2
         return (tail, 0.5, 1 - tail)
-
-    def model_settings(self) -> dict:
-        """What config.json records and a resumed run must match."""
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------- the model

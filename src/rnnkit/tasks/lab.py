@@ -45,7 +45,7 @@ test number was not selected on test.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -59,6 +59,7 @@ from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig
 from . import lab_data
 from .base import begin, finished, fit, load_weights, open_checkpoint
+from .fields import TaskConfig, check_choice, check_ints
 from .lab_data import COPY_RECALL, COPY_SYMBOLS, ORDER_CLASSES, PROBLEMS, LabBatch
 from .registry import TaskSpec, Verb
 
@@ -101,7 +102,7 @@ def train_defaults(problem: str) -> dict:
 
 
 @dataclass
-class LabConfig:
+class LabConfig(TaskConfig):
     """The model and the problem's size; the problem itself is the verb (adding, copy, order)."""
 
     length: int = field(default=100, metadata={"help": "T: adding's sequence length, copy's delay (sequences of "
@@ -125,23 +126,14 @@ class LabConfig:
         lab_data.check_length(problem, self.length)
         if self.forget_bias is not None and not isinstance(self.forget_bias, (int, float)):
             raise ValueError(f"forget_bias must be a number or None, got {self.forget_bias!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        for name in ("hidden_size", "num_layers", "batch_size", "test_size"):
-            value = getattr(self, name)
-            if name == "hidden_size" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_choice("init", self.init, INITS)
+        sizes = ("num_layers", "batch_size", "test_size")
+        check_ints(self, sizes if self.hidden_size is None else ("hidden_size", *sizes))  # None: the problem's own
 
     def resolve(self, problem: str) -> LabConfig:
         """This config with the problem's defaults filled in where a setting is None (what config.json records)."""
         return replace(self, hidden_size=HIDDEN_SIZE[problem] if self.hidden_size is None else self.hidden_size,
                        forget_bias=FORGET_BIAS[problem] if self.forget_bias is None else self.forget_bias)
-
-    def model_settings(self) -> dict:
-        """What config.json records and a resumed run must match."""
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------- the model

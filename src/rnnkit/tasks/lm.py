@@ -34,6 +34,7 @@ from ..recurrent import Recurrent
 from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint
+from .fields import RegularizerFields, TaskConfig, check_ints
 from .registry import TaskSpec, Verb
 
 NAME = "lm"
@@ -44,7 +45,7 @@ LM_TRAIN_DEFAULTS = {"lr": 6e-3, "eval_every": 1000}
 
 
 @dataclass
-class LMConfig:
+class LMConfig(TaskConfig, RegularizerFields):
     """The language model and its data; defaults tuned for 5 minutes on 2 CPU cores (docs/results.md)."""
 
     data: str | None = field(default=None, metadata={"help": "UTF-8 text to train on (default: bundled Shakespeare)"})
@@ -57,11 +58,6 @@ class LMConfig:
     embedding_size: int = field(default=128, metadata={"help": "token embedding size E"})
     bidirectional: bool = field(default=False, metadata={"help": "refused: a language model reads left to right"})
     dropout: float = field(default=0.0, metadata={"help": "dropout between layers (torch's)"})
-    input_dropout: float = field(default=0.0, metadata={"help": "locked dropout on every layer's input"})
-    hidden_dropout: float = field(default=0.0, metadata={"help": "locked dropout on h in the recurrent products"})
-    output_dropout: float = field(default=0.0, metadata={"help": "locked dropout on the last layer's output"})
-    zoneout: float = field(default=0.0, metadata={"help": "zoneout probability of the state"})
-    weight_drop: float = field(default=0.0, metadata={"help": "DropConnect on W_hh"})
     # 16 x 64 tokens per step: in a 5-minute budget more, smaller steps beat fewer large ones
     # (docs/results.md: 1.70 vs 2.03 nats/char after 2 minutes for 64 x 128)
     batch_size: int = field(default=16, metadata={"help": "parallel streams of text"})
@@ -74,16 +70,9 @@ class LMConfig:
         if self.bidirectional:
             raise ValueError("a language model predicts the next token from the past: --bidirectional would "
                              "let it read the answer; train it unidirectional")
-        for name in ("max_vocab", "hidden_size", "num_layers", "embedding_size", "batch_size", "bptt"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_ints(self, ("max_vocab", "hidden_size", "num_layers", "embedding_size", "batch_size", "bptt"))
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
-
-    def model_settings(self) -> dict:
-        """What config.json records and a resumed run must match (the data's path aside)."""
-        return asdict(self)
 
 
 class LanguageModel(nn.Module):
@@ -98,8 +87,7 @@ class LanguageModel(nn.Module):
         self.rnn = Recurrent(
             config.cell, config.embedding_size, config.hidden_size, config.num_layers, dropout=config.dropout,
             proj_size=config.proj_size,
-            input_dropout=config.input_dropout, hidden_dropout=config.hidden_dropout,
-            output_dropout=config.output_dropout, zoneout=config.zoneout, weight_drop=config.weight_drop,
+            **config.regularizers(),
         )
         self.head = nn.Linear(config.proj_size or config.hidden_size, vocab_size)
 

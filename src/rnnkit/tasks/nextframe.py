@@ -46,7 +46,7 @@ for a few test clips.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -59,6 +59,7 @@ from ..data import moving_digits as md
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
+from .fields import TaskConfig, check_choice, check_ints
 from .registry import TaskSpec, Verb
 
 NAME = "nextframe"
@@ -74,7 +75,7 @@ NEXTFRAME_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 100, "checkpoint_every": 1
 
 
 @dataclass
-class NextFrameConfig:
+class NextFrameConfig(TaskConfig):
     """The encoder-forecaster and its generated data; defaults sized for a few minutes on 2 CPU cores."""
 
     cell: str = field(default="convlstm", metadata={"help": "convlstm, peephole_convlstm or convgru"})
@@ -95,13 +96,9 @@ class NextFrameConfig:
     batch_size: int = field(default=16, metadata={"help": "clips per step"})
 
     def validate(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
-        for name in ("hidden_channels", "num_layers", "channels", "digits", "max_speed", "dev_size", "test_size",
-                     "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_choice("cell", self.cell, CELLS)
+        check_ints(self, ("hidden_channels", "num_layers", "channels", "digits", "max_speed", "dev_size", "test_size",
+                          "batch_size"))
         if self.channels < 4 or self.channels % 4:
             raise ValueError(f"channels must be a multiple of 4 (the stem's first layer has channels / 2, the "
                              f"decoder's last channels / 4), got "
@@ -118,10 +115,6 @@ class NextFrameConfig:
                              f"is always a true frame), got {self.feedback_steps!r}")
         if self.max_speed > md.REACH:
             raise ValueError(f"max_speed must be <= {md.REACH}, got {self.max_speed!r}")
-
-    def model_settings(self) -> dict:
-        """What config.json records and a resumed run must match."""
-        return asdict(self)
 
 
 def clips_of(split: str, config: NextFrameConfig, n: int | None = None) -> Tensor:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import gzip
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
+from .fields import TaskConfig, check_choice, check_ints
 from .registry import TaskSpec, Verb
 from .sequence_classification import (
     POOLINGS,
@@ -74,7 +75,7 @@ SPEECH_TRAIN_DEFAULTS = {"lr": 3e-3, "eval_every": 50, "checkpoint_every": 50, "
 
 
 @dataclass
-class SpeechConfig:
+class SpeechConfig(TaskConfig):
     """The sequence classifier; defaults tuned for JapaneseVowels on 2 CPU cores."""
 
     data: str | None = field(default=None, metadata={"help": "a bundled set, japanese_vowels (the default) or "
@@ -97,21 +98,13 @@ class SpeechConfig:
 
     def validate(self) -> None:
         check_data(self.data)
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
-        for name in ("hidden_size", "num_layers", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_choice("pooling", self.pooling, POOLINGS)
+        check_ints(self, ("hidden_size", "num_layers", "batch_size"))
         for name in ("dev_fraction", "head_dropout"):
             if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if self.input_noise < 0:
             raise ValueError(f"input_noise must be >= 0, got {self.input_noise!r}")
-
-    def model_settings(self) -> dict:
-        """What config.json records and a resumed run must match."""
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------- data

@@ -30,7 +30,7 @@ import collections
 import gzip
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -46,6 +46,7 @@ from ..extras import require
 from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
+from .fields import TaskConfig, check_choice, check_fractions, check_ints
 from .registry import TaskSpec, Verb
 
 NAME = "tag"
@@ -68,7 +69,7 @@ def _require():
 
 
 @dataclass
-class TagConfig:
+class TagConfig(TaskConfig):
     """The BiLSTM-CRF tagger; defaults tuned for the bundled WNUT-16 tweets on 2 CPU cores."""
 
     data: str | None = field(default=None, metadata={"help": "a CoNLL-style file: token and tag per line, a blank "
@@ -95,20 +96,10 @@ class TagConfig:
     batch_size: int = field(default=16, metadata={"help": "sentences per step"})
 
     def validate(self) -> None:
-        if self.char_encoder not in CHAR_ENCODERS:
-            raise ValueError(f"char_encoder must be one of {', '.join(CHAR_ENCODERS)}, got {self.char_encoder!r}")
-        for name in ("hidden_size", "num_layers", "embedding_size", "min_count", "char_embedding_size",
-                     "char_hidden_size", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("word_dropout", "dropout"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-
-    def model_settings(self) -> dict:
-        """What config.json records and a resumed run must match."""
-        return asdict(self)
+        check_choice("char_encoder", self.char_encoder, CHAR_ENCODERS)
+        check_ints(self, ("hidden_size", "num_layers", "embedding_size", "min_count", "char_embedding_size",
+                          "char_hidden_size", "batch_size"))
+        check_fractions(self, ("word_dropout", "dropout"))
 
 
 # ---------------------------------------------------------------------- data

@@ -34,7 +34,7 @@ import collections
 import gzip
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -52,6 +52,7 @@ from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
 from .classify import text_lines
+from .fields import TaskConfig, check_choice, check_ints
 from .registry import TaskSpec, Verb
 from .seq2seq import ATTENTIONS, Decoder, beam_search, greedy, sequence_log_probs
 
@@ -80,7 +81,7 @@ def _require():
 
 
 @dataclass
-class TranslateConfig:
+class TranslateConfig(TaskConfig):
     """The encoder-decoder and its data; defaults tuned for the bundled verse pairs on 2 CPU cores."""
 
     data: str | None = field(default=None, metadata={"help": "a pair file: source<TAB>target per line (default: "
@@ -113,23 +114,15 @@ class TranslateConfig:
     batch_size: int = field(default=32, metadata={"help": "sentence pairs per step"})
 
     def validate(self) -> None:
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {self.attention!r}")
-        for name in ("min_count", "max_length", "hidden_size", "num_layers", "embedding_size", "attention_size",
-                     "sampling_ramp_steps", "beam_size", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_choice("attention", self.attention, ATTENTIONS)
+        check_ints(self, ("min_count", "max_length", "hidden_size", "num_layers", "embedding_size", "attention_size",
+                          "sampling_ramp_steps", "beam_size", "batch_size"))
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not 0 <= self.sampling_prob <= 1:
             raise ValueError(f"sampling_prob must be in [0, 1], got {self.sampling_prob!r}")
         if self.length_penalty < 0:
             raise ValueError(f"length_penalty must be >= 0, got {self.length_penalty!r}")
-
-    def model_settings(self) -> dict:
-        """What config.json records and a resumed run must match."""
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------- data

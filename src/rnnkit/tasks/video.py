@@ -50,7 +50,7 @@ import random
 import re
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -68,6 +68,7 @@ from ..extras import require
 from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
+from .fields import TaskConfig, check_choice, check_ints
 from .registry import TaskSpec, Verb
 from .sequence_classification import Batch, SequenceClassificationTask, confusion, majority, predict_probs, scores
 
@@ -86,7 +87,7 @@ VIDEO_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 100, "checkpoint_every": 100, 
 
 
 @dataclass
-class VideoConfig:
+class VideoConfig(TaskConfig):
     """The video classifier; defaults tuned for moving digits on 2 CPU cores."""
 
     model: str = field(default="cnn-lstm", metadata={"help": "cnn-lstm, convlstm or mean-frame (the order-blind "
@@ -116,17 +117,11 @@ class VideoConfig:
     batch_size: int = field(default=32, metadata={"help": "clips per step"})
 
     def validate(self) -> None:
-        if self.model not in MODEL_NAMES:
-            raise ValueError(f"model must be one of {', '.join(MODEL_NAMES)}, got {self.model!r}")
-        if self.cell not in cells():
-            raise ValueError(f"cell must be one of {', '.join(cells())}, got {self.cell!r}")
-        if self.conv_cell not in conv_cells():
-            raise ValueError(f"conv_cell must be one of {', '.join(conv_cells())}, got {self.conv_cell!r}")
-        for name in ("channels", "features", "hidden_size", "hidden_channels", "num_layers", "batch_size",
-                     "dev_clips", "test_clips"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_choice("model", self.model, MODEL_NAMES)
+        check_choice("cell", self.cell, cells())
+        check_choice("conv_cell", self.conv_cell, conv_cells())
+        check_ints(self, ("channels", "features", "hidden_size", "hidden_channels", "num_layers", "batch_size",
+                          "dev_clips", "test_clips"))
         if self.channels < 2:
             raise ValueError(f"channels must be >= 2 (the first layer has channels // 2), got {self.channels}")
         if not isinstance(self.kernel_size, int) or self.kernel_size < 1 or self.kernel_size % 2 == 0:
@@ -145,10 +140,6 @@ class VideoConfig:
                              f"{self.dropout!r}")
         if self.labels is not None and self.data is None:
             raise ValueError("labels names a CSV for --data; give --data DIR too")
-
-    def model_settings(self) -> dict:
-        """What config.json records and a resumed run must match."""
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------- the per-frame CNN
