@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import NamedTuple
 
-from .text import read_text
+from .text import json_lines, read_text
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 PATH_KEYS = ("path", "audio_filepath")
@@ -37,16 +36,7 @@ def read_manifest(manifest: str | Path, check_files: bool = True) -> list[Uttera
         raise ValueError(f"{manifest}: the manifest is empty")
     rows: list[tuple[int, dict]] = []
     if kind == "jsonl":
-        for number, line in enumerate(text.split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{manifest}:{number}: not a JSON object ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{manifest}:{number}: expected a JSON object, got {type(row).__name__}")
-            rows.append((number, row))
+        rows = json_lines(text, str(manifest))
     else:
         reader = csv.DictReader(io.StringIO(text), delimiter="," if kind == "csv" else "\t")
         if reader.fieldnames is None:

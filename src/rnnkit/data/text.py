@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import json
 import os
 from importlib import resources
 
@@ -63,6 +64,26 @@ def read_text(path: str | os.PathLike[str]) -> str:
             f"around {_around(raw, e.start)}; re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
         ) from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def json_lines(text: str, source: str) -> list[tuple[int, dict]]:
+    """The objects of a JSON Lines text, one per non-blank line, each with its line number (from 1).
+
+    ``source`` names the text in errors: a line that is not JSON, or is JSON but not an object, raises
+    ValueError with its number.
+    """
+    rows = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{source} line {number} is not JSON: {error.msg} (column {error.colno})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{source} line {number}: expected a JSON object, got {type(row).__name__}")
+        rows.append((number, row))
+    return rows
 
 
 @functools.cache

@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from ..data import Vocab, read_text
+from ..data.text import json_lines
 from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
@@ -164,17 +164,7 @@ def data_format(path: str, format: str | None) -> str:
 def read_rows(text: str, format: str, source: str) -> list[dict]:
     """The rows of a CSV/TSV (with a header) or JSONL text as dicts; blank JSONL lines are skipped."""
     if format == "jsonl":
-        rows = []
-        for number, line in enumerate(text.split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{source} line {number} is not JSON: {error.msg} (column {error.colno})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{source} line {number}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+        rows = [row for _, row in json_lines(text, source)]
         if not rows:
             raise ValueError(f"{source} holds no JSON lines; expected one object per line")
         return rows
