@@ -357,7 +357,7 @@ def test_empty_text_to_predict(runs):
     prediction = rnnkit.load(runs["classify"]).predict("")[0]
     assert prediction.label in ("pos", "neg") and 0 < prediction.probability <= 1
     assert rnnkit.load(runs["tag"]).predict("") == [[]]
-    (translation,) = rnnkit.load(runs["translate"]).predict([""], "greedy")
+    (translation,) = rnnkit.load(runs["translate"]).predict([""], decoder="greedy")
     assert isinstance(translation, str)
 
 

@@ -177,3 +177,37 @@ def test_every_verb_without_a_run_function_matches_its_methods_keywords():
             keywords = set(inspect.signature(getattr(trained_cls, name)).parameters) - {"self"}
             fields = {f.name for f in dataclasses.fields(verb.args)}
             assert fields <= keywords, f"{spec.name} {name}: flags {fields - keywords} are not keywords of {name}()"
+
+
+def test_evaluate_and_predict_take_the_same_positional_shape_in_every_task():
+    """One Python shape: ``evaluate`` takes at most ``data`` then ``split`` by position (where the task has them)
+    and every other option by keyword only; ``predict`` takes its inputs as its one positional argument. A task
+    that put ``split`` first (caption and nextframe did) or ``labels`` between ``data`` and ``split`` (video did)
+    fails here."""
+    import inspect
+
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    for spec in registry.specs().values():
+        trained_cls = spec.load.__self__
+        evaluate = [p.name for p in inspect.signature(trained_cls.evaluate).parameters.values()
+                    if p.kind in positional][1:]  # without self
+        assert evaluate == ["data", "split"][: len(evaluate)], f"{spec.name}.evaluate positional {evaluate}"
+        if hasattr(trained_cls, "predict"):
+            predict = [p for p in inspect.signature(trained_cls.predict).parameters.values()
+                       if p.kind in positional][1:]
+            assert len(predict) == 1, f"{spec.name}.predict positional {[p.name for p in predict]}"
+    assert callable(getattr(registry.spec("speech").load.__self__, "predict", None))
+    assert "predict" in registry.spec("speech").verbs
+
+
+def test_cli_imports_no_task_module():
+    """cli.py knows tasks only through the registry: an import of a task module there (lab_data for the
+    gradients command's choices, as it had) fails here."""
+    import ast
+
+    import rnnkit.cli
+
+    tree = ast.parse(open(rnnkit.cli.__file__, encoding="utf-8").read())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    tasks = {name for name in imported if name.startswith("tasks")}
+    assert tasks == {"tasks.registry"}, tasks

@@ -16,12 +16,10 @@ import os
 import sys
 import types
 import typing
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from ._version import __version__
-from .tasks.lab_data import PROBLEMS
 
 EXIT_USER_ERROR = 2
 
@@ -87,30 +85,13 @@ def config_from(args: argparse.Namespace, config_cls, base: dict | None = None):
     return config_cls(**values)
 
 
-@dataclass
-class GradientsArgs:
-    cell: list | None = field(default=None, metadata={"help": "cells to probe, untrained (several: --cell rnn_tanh "
-                                                              "lstm gru); default lstm unless --checkpoint is given",
-                                                      "several": True})
-    checkpoint: str | None = field(default=None, metadata={"help": "also probe this trained lab run (or checkpoint)"})
-    problem: str = field(default="adding", metadata={"help": "whose loss at the last step (a checkpoint's own "
-                                                             "problem overrides it)", "choices": PROBLEMS})
-    length: int = field(default=100, metadata={"help": "T of the problem"})
-    hidden_size: int | None = field(default=None, metadata={"help": "H of untrained cells (default: the lab's)"})
-    num_layers: int = field(default=1, metadata={"help": "stacked layers of untrained cells"})
-    forget_bias: float | None = field(default=None, metadata={"help": "the LSTM family's forget-gate bias at init "
-                                                                      "(default: the lab's for the problem)"})
-    batch_size: int = field(default=64, metadata={"help": "examples the norms are averaged over"})
-    clip: float = field(default=1.0, metadata={"help": "the global-norm clip whose effect is reported"})
-    seed: int = field(default=0, metadata={"help": "seed of the weights and the batch"})
-    plot: str = field(default="gradients.png", metadata={"help": "where to write the PNG ('' for none)"})
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import bench
     from .cells import cells
     from .demo import DemoConfig, run_demo
     from .export import export_checkpoint
+    from .gradients import GradientsArgs
+    from .gradients import command as run_gradients
     from .tasks.registry import specs
     from .train.trainer import TrainConfig
 
@@ -238,27 +219,6 @@ def print_result(result: dict | None, as_json: bool) -> int:
     else:
         for key, value in result.items():
             print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    return 0
-
-
-def run_gradients(args: argparse.Namespace) -> int:
-    """``rnnkit gradients``: the probe of ``rnnkit.gradients`` for each --cell (and --checkpoint), one plot."""
-    from . import gradients
-
-    cells = args.cell if args.cell is not None else ([] if args.checkpoint else ["lstm"])
-    reports = gradients.run(cells, args.problem, args.length, args.hidden_size, args.num_layers, args.batch_size,
-                            args.forget_bias, args.seed, args.clip, args.checkpoint)
-    if args.plot:
-        gradients.plot(reports, args.plot, f"gradient norms, loss at the last step of {reports[0][1]['problem']} "
-                                           f"(T={args.length})")
-    if args.json:
-        print(json.dumps({"length": args.length, "plot": args.plot or None,
-                          "probes": [{"label": label, **report} for label, report in reports]}))
-        return 0
-    for label, report in reports:
-        print(gradients.describe(report, label))
-    if args.plot:
-        print(f"plot: {args.plot}")
     return 0
 
 

@@ -35,6 +35,12 @@ sequence's last element). What is refused, with a ``NotSupported`` that names it
 inputs (pass ``lengths``), a layer in training mode with active regularizers, the tasks whose forward
 is not a tensor function of fixed inputs (each task's ``SPEC.export`` in rnnkit.tasks says why).
 
+What a task's export function (its ``SPEC.export``) builds from, the public surface of this module for
+the tasks: ``Spec`` (the modules, example inputs and ports of one export), ``Port``, ``swap_layers`` (a copy
+of a model with each ``Recurrent`` replaced by its scripted loop), ``Flat`` (a model and a function of its
+inputs as a module of flat tensor outputs), ``state_outputs`` (a final state as flat outputs) and the
+example-input makers ``random_ids`` and ``random_features``.
+
 torch 2.13 deprecates torch.jit and the legacy exporter in favour of ``torch.export``, which cannot keep
 a custom cell's loop; they still work, ``_quiet`` silences their deprecation warnings inside this
 module, and every export is checked by running the file.
@@ -351,8 +357,12 @@ class Export:
         return "\n".join(lines)
 
 
-class _Flat(nn.Module):
-    """``fn(model, *inputs)`` as a module whose outputs are a flat tuple of tensors, for the exporters."""
+class Flat(nn.Module):
+    """``fn(model, *inputs)`` as a module whose outputs are a flat tuple of tensors, for the exporters.
+
+    A task's export function (its ``SPEC.export``) wraps its model twice: once with each ``Recurrent``
+    swapped for its scripted loop (``swap_layers``), the module that is exported, and once as it is, the
+    reference the file is checked against; ``fn`` is the same for both."""
 
     def __init__(self, model: nn.Module, fn: Callable) -> None:
         super().__init__()
@@ -362,7 +372,8 @@ class _Flat(nn.Module):
         return tuple(self.fn(self.model, *inputs))
 
 
-def _state_outputs(state) -> tuple[Tensor, ...]:
+def state_outputs(state) -> tuple[Tensor, ...]:
+    """A layer's final state as flat outputs: ``(h_n, c_n)`` for the LSTM family's ``LSTMState``, else ``(h_n,)``."""
     return (state.h, state.c) if isinstance(state, tuple) else (state,)
 
 
@@ -415,12 +426,12 @@ def layer_spec(layer: Recurrent, lengths: bool = False, initial_state: bool = Fa
         if initial_state:
             state = LSTMState(rest[0], rest[1]) if lstm else rest[0]
         out, final = model(x, state, lengths=n)
-        return (out, *_state_outputs(final))
+        return (out, *state_outputs(final))
 
     reference = copy.deepcopy(layer).eval()
     what = (f"Recurrent({layer.cell.name!r}, {layer.input_size}, {layer.hidden_size}, num_layers={L}, "
             f"bidirectional={layer.bidirectional}{f', proj_size={layer.proj_size}' if layer.proj_size else ''})")
-    return Spec(_Flat(swap_layers(layer, lengths, initial_state), run), _Flat(reference, run), make_inputs, inputs,
+    return Spec(Flat(swap_layers(layer, lengths, initial_state), run), Flat(reference, run), make_inputs, inputs,
                 outputs, what)
 
 
@@ -448,7 +459,9 @@ def checkpoint_spec(directory: str | Path) -> Spec:
     return known[task].export(trained.model.eval(), trained, f"the {task} model of {path}")
 
 
-def _ids_lengths(vocab_size: int) -> Callable[[int, int], tuple[Tensor, ...]]:
+def random_ids(vocab_size: int) -> Callable[[int, int], tuple[Tensor, ...]]:
+    """A ``Spec.make_inputs`` for a model of token ids: ``make(B, T)`` gives ids (T, B) below ``vocab_size`` and
+    lengths (B,) in 1..T, the first T (the longest fills the batch), seeded by (B, T) so each call repeats."""
     def make(B: int, T: int) -> tuple[Tensor, ...]:
         g = torch.Generator().manual_seed(B * 1000 + T)
         lengths = torch.randint(1, T + 1, (B,), generator=g)
@@ -457,7 +470,9 @@ def _ids_lengths(vocab_size: int) -> Callable[[int, int], tuple[Tensor, ...]]:
     return make
 
 
-def _features_lengths(features: int, lengths: bool) -> Callable[[int, int], tuple[Tensor, ...]]:
+def random_features(features: int, lengths: bool) -> Callable[[int, int], tuple[Tensor, ...]]:
+    """A ``Spec.make_inputs`` for a model of feature vectors: ``make(B, T)`` gives x (T, B, ``features``) and,
+    with ``lengths``, lengths (B,) in 1..T (the first T) with x zero past each length, as the tasks pad."""
     def make(B: int, T: int) -> tuple[Tensor, ...]:
         g = torch.Generator().manual_seed(B * 1000 + T)
         x = torch.randn(T, B, features, generator=g)

@@ -26,6 +26,8 @@ so that a gradient that vanishes below float32's range (1e-38) still shows on th
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -37,7 +39,7 @@ from .driver import run_stack, time_loop
 from .recurrent import Recurrent
 from .tasks import lab_data
 from .tasks.lab import LabConfig, LabModel
-from .tasks.lab_data import LabBatch
+from .tasks.lab_data import PROBLEMS, LabBatch
 from .train.trainer import parameter_layer
 
 # The gate blocks packed in W_hh (torch's order), for naming each block's spectral radius.
@@ -230,3 +232,44 @@ def run(cells: list[str], problem: str, length: int, hidden_size: int, num_layer
         model = untrained(cell, problem, length, hidden_size, num_layers, forget_bias, seed)
         reports.append((cell, probe(model, batch, clip)))
     return reports
+
+
+@dataclass
+class GradientsArgs:
+    """The flags of ``rnnkit gradients`` (one per field; the CLI builds them like a task verb's)."""
+
+    cell: list | None = field(default=None, metadata={"help": "cells to probe, untrained (several: --cell rnn_tanh "
+                                                              "lstm gru); default lstm unless --checkpoint is given",
+                                                      "several": True})
+    checkpoint: str | None = field(default=None, metadata={"help": "also probe this trained lab run (or checkpoint)"})
+    problem: str = field(default="adding", metadata={"help": "whose loss at the last step (a checkpoint's own "
+                                                             "problem overrides it)", "choices": PROBLEMS})
+    length: int = field(default=100, metadata={"help": "T of the problem"})
+    hidden_size: int | None = field(default=None, metadata={"help": "H of untrained cells (default: the lab's)"})
+    num_layers: int = field(default=1, metadata={"help": "stacked layers of untrained cells"})
+    forget_bias: float | None = field(default=None, metadata={"help": "the LSTM family's forget-gate bias at init "
+                                                                      "(default: the lab's for the problem)"})
+    batch_size: int = field(default=64, metadata={"help": "examples the norms are averaged over"})
+    clip: float = field(default=1.0, metadata={"help": "the global-norm clip whose effect is reported"})
+    seed: int = field(default=0, metadata={"help": "seed of the weights and the batch"})
+    plot: str = field(default="gradients.png", metadata={"help": "where to write the PNG ('' for none)"})
+
+
+def command(args) -> int:
+    """``rnnkit gradients``: the probe for each --cell (and --checkpoint), one plot; ``args`` has GradientsArgs'
+    fields and ``json``. Prints a description per probe, or one JSON object; returns the exit status 0."""
+    cells = args.cell if args.cell is not None else ([] if args.checkpoint else ["lstm"])
+    reports = run(cells, args.problem, args.length, args.hidden_size, args.num_layers, args.batch_size,
+                  args.forget_bias, args.seed, args.clip, args.checkpoint)
+    if args.plot:
+        plot(reports, args.plot, f"gradient norms, loss at the last step of {reports[0][1]['problem']} "
+                                 f"(T={args.length})")
+    if args.json:
+        print(json.dumps({"length": args.length, "plot": args.plot or None,
+                          "probes": [{"label": label, **report} for label, report in reports]}))
+        return 0
+    for label, report in reports:
+        print(describe(report, label))
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return 0

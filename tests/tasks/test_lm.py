@@ -134,9 +134,20 @@ def test_word_level_trains(text_file, tmp_path):
     assert result["perplexity"] < result["unigram_perplexity"]
 
 
-def test_bidirectional_is_refused():
-    with pytest.raises(ValueError, match="--bidirectional would let it read the answer"):
-        LMConfig(bidirectional=True).validate()
+def test_a_config_json_with_the_removed_bidirectional_key_still_loads():
+    """LMConfig had a ``bidirectional`` field that only refused True; runs written before its removal keep the
+    key in config.json (tests/data/runs/lm has it), and the loader drops it."""
+    from pathlib import Path
+
+    from rnnkit.tasks.base import config_from
+
+    run = Path(__file__).parent.parent / "data" / "runs" / "lm"
+    assert '"bidirectional": false' in (run / "best" / "config.json").read_text()
+    trained = rnnkit.load(run)
+    assert isinstance(trained, TrainedLM) and not hasattr(trained.config, "bidirectional")
+    assert config_from({"bidirectional": False, "hidden_size": 8}, LMConfig) == LMConfig(hidden_size=8)
+    with pytest.raises(SystemExit):  # the flag is gone from the command line
+        main(["lm", "train", "--bidirectional", "--steps", "1"])
 
 
 def test_bf16_autocast_trains_as_float32_does(tmp_path):

@@ -12,7 +12,7 @@ import torch
 import rnnkit
 from rnnkit.cli import main
 from rnnkit.data import moving_digits as md
-from rnnkit.tasks.nextframe import Forecaster, NextFrameConfig, check_clips, scores, train
+from rnnkit.tasks.nextframe import FrameForecaster, NextFrameConfig, check_clips, scores, train
 from rnnkit.train.trainer import TrainConfig
 
 pytest.importorskip("sklearn")
@@ -22,7 +22,7 @@ TINY = dict(hidden_channels=4, channels=8, dev_size=4, test_size=4, batch_size=4
 
 def test_stepping_equals_the_teacher_forced_pass():
     torch.manual_seed(0)
-    model = Forecaster(NextFrameConfig(**TINY)).eval()
+    model = FrameForecaster(NextFrameConfig(**TINY)).eval()
     clips = md.bouncing_clips(2, 0, "train", 10)
     with torch.no_grad():
         logits = model(clips)  # (2, 10, 32, 32)
@@ -37,7 +37,7 @@ def test_stepping_equals_the_teacher_forced_pass():
 
 def test_baselines_by_hand():
     torch.manual_seed(0)
-    model = Forecaster(NextFrameConfig(**TINY))
+    model = FrameForecaster(NextFrameConfig(**TINY))
     model.mean_image.fill_(0.25)
     clips = md.bouncing_clips(3, 1, "test", 10)
     got = scores(model, clips, batch_size=2)

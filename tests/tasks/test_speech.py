@@ -75,11 +75,11 @@ def test_a_file_without_data_is_an_error():
 def test_padding_does_not_change_a_prediction():
     splits = load_splits(0.15)
     task = SpeechTask(SpeechConfig(hidden_size=8), splits, [str(i) for i in range(1, 10)], 0, torch.device("cpu"))
-    from rnnkit.tasks.speech import predict_series
+    from rnnkit.tasks.sequence_classification import predict_probs
 
     series = splits["test"].series[:20]
-    together = predict_series(task.model, series)
-    alone = torch.cat([predict_series(task.model, [s]) for s in series])
+    together = predict_probs(task.model, series)
+    alone = torch.cat([predict_probs(task.model, [s]) for s in series])
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
 
 
@@ -106,6 +106,30 @@ def test_evaluate_json_and_rnnkit_load(run_dir, capsys):
     assert result["task"] == "speech" and result["split"] == "test" and result["n"] == 370
     assert result["accuracy"] == pytest.approx(summary["test"]["accuracy"])
     assert isinstance(rnnkit.load(out), TrainedSpeech)
+
+
+def test_predict_verb_prints_one_line_per_case_agreeing_with_evaluate(run_dir, tmp_path, capsys):
+    out, summary = run_dir
+    cases = load_bundled("test")
+    body = "".join(":".join(",".join(f"{v:.6f}" for v in s[:, f].tolist()) for f in range(12)) + f":{y}\n"
+                   for s, y in zip(cases.series[:5], cases.labels[:5]))
+    # five cases of the bundled test split, written as a user's .ts file
+    (tmp_path / "five.ts").write_text("@problemName five\n@data\n" + body)
+    assert main(["speech", "predict", "--checkpoint", str(out), str(tmp_path / "five.ts")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    trained = rnnkit.load(out)
+    expected = trained.predict(cases.series[:5])
+    assert len(lines) == 5
+    for line, prediction, given in zip(lines, expected, cases.labels[:5]):
+        label, probability, file_label = line.split("\t")
+        assert (label, file_label) == (prediction.label, given)
+        assert float(probability) == pytest.approx(prediction.probability, abs=1e-3)
+        assert prediction.probability == max(prediction.probabilities.values())
+    everything = trained.predict(cases.series)  # in the input order, so its accuracy is evaluate's
+    accuracy = sum(p.label == y for p, y in zip(everything, cases.labels)) / len(cases.labels)
+    assert accuracy == pytest.approx(trained.evaluate()["accuracy"])
+    with pytest.raises(ValueError, match=r"series\[0\] must be \(T, 12\) frames"):
+        trained.predict([torch.zeros(5, 6)])
 
 
 def test_data_flag_names_what_it_takes(tmp_path, capsys):

@@ -536,7 +536,7 @@ class TrainedASR:
                 yield self.alphabet[label - 1]
             previous = label
 
-    def evaluate(self, data: str | None = None, split: str = "test", decoder: Decoder | None = None) -> dict:
+    def evaluate(self, data: str | None = None, split: str = "test", *, decoder: Decoder | None = None) -> dict:
         """cer, wer, greedy_wer, empty_wer, most_frequent_wer and n on a manifest, or on a split of the
         training data (train, dev or test)."""
         if data is not None:
@@ -600,7 +600,7 @@ class TranscribeArgs(DecoderArgs):
 
 def run_evaluate(trained: TrainedASR, args: EvaluateArgs, as_json: bool) -> dict:
     """``rnnkit asr evaluate``: ``evaluate`` with the decoder the flags build."""
-    return trained.evaluate(args.data, args.split, args.build(trained))
+    return trained.evaluate(args.data, args.split, decoder=args.build(trained))
 
 
 def run_transcribe(trained: TrainedASR, args: TranscribeArgs, as_json: bool) -> None:

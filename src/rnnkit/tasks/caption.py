@@ -498,7 +498,7 @@ class TrainedCaptioner:
         config.validate()
         return decoder, config.beam_size
 
-    def predict(self, clips, decoder: str | None = None, beam_size: int | None = None) -> list[str]:
+    def predict(self, clips, *, decoder: str | None = None, beam_size: int | None = None) -> list[str]:
         """The caption of each clip: (N, T, 32, 32) or one (T, 32, 32), float in [0, 1] or uint8."""
         decoder, beam_size = self._search(decoder, beam_size)
         return describe_clips(self.model, check_clips(clips), decoder, beam_size)
@@ -511,14 +511,15 @@ class TrainedCaptioner:
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise ValueError(f"n must be a positive int, got {n!r}")
             clips, captions, _ = md.caption_clips(n, seed, "test", segment_length=self.config.segment_length)
-            found = self.predict(clips, decoder, beam_size)
+            found = self.predict(clips, decoder=decoder, beam_size=beam_size)
             return [(f"test clip {seed}:{i}", f"{f}\t(true: {c})") for i, (f, c) in enumerate(zip(found, captions))]
         out = []
         for name in files:
-            out += [(f"{name}:{i}", f) for i, f in enumerate(self.predict(load_npy(name), decoder, beam_size))]
+            out += [(f"{name}:{i}", f) for i, f in enumerate(self.predict(load_npy(name), decoder=decoder,
+                                                                                      beam_size=beam_size))]
         return out
 
-    def evaluate(self, split: str = "test", n: int | None = None, decoder: str | None = None,
+    def evaluate(self, *, split: str = "test", n: int | None = None, decoder: str | None = None,
                  beam_size: int | None = None) -> dict:
         """task, split, n, exact_match, slot_accuracy, slots, bleu, constant_bleu and decoder on the generated
         ``test`` clips (unseen glyphs) or ``dev`` clips; ``n`` clips (default: the training run's size)."""

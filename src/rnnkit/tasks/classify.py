@@ -50,11 +50,13 @@ from .fields import RegularizerFields, TaskConfig, check_choice, check_fractions
 from .registry import TaskSpec, Verb
 from .sequence_classification import (
     POOLINGS,
+    Prediction,
     SequenceClassificationTask,
     confusion,
     majority,
     pool,
     predict_probs,
+    predictions,
     scores,
 )
 
@@ -266,12 +268,6 @@ class Encoder:
 # ---------------------------------------------------------------------- metrics
 
 
-@torch.no_grad()
-def predict_ids(model: Classifier, examples: Sequence[list[int]], batch_size: int = 256) -> Tensor:
-    """Label probabilities (N, C) of token-id examples, in their order."""
-    return predict_probs(model, examples, batch_size)
-
-
 # ---------------------------------------------------------------------- training
 
 
@@ -331,12 +327,6 @@ def train(config: ClassifyConfig, train_config: TrainConfig, out: str | Path, re
 # ---------------------------------------------------------------------- a trained model
 
 
-class Prediction(NamedTuple):
-    label: str
-    probability: float  # of ``label``
-    probabilities: dict[str, float]  # every label's
-
-
 class TrainedClassifier:
     """A trained classifier loaded from a checkpoint: ``predict`` and ``evaluate``."""
 
@@ -357,11 +347,9 @@ class TrainedClassifier:
     def predict(self, texts: str | Sequence[str]) -> list[Prediction]:
         """The most likely label of each text with its probability (a single str counts as one text)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        probs = predict_ids(self.model, [self.encode(t) for t in texts])  # (N, C)
-        return [Prediction(self.labels[int(p.argmax())], float(p.max()),
-                           {label: float(q) for label, q in zip(self.labels, p)}) for p in probs]
+        return predictions(predict_probs(self.model, [self.encode(t) for t in texts]), self.labels)
 
-    def evaluate(self, data: str | None = None, split: str = "test", format: str | None = None,
+    def evaluate(self, data: str | None = None, split: str = "test", *, format: str | None = None,
                  text_column: str | None = None, label_column: str | None = None) -> dict:
         """Metrics on ``split`` of the training data, or of ``data``; a file without a split column that is
         not the training file is scored whole."""
@@ -390,7 +378,7 @@ class TrainedClassifier:
             raise ValueError(f"{table.source} has no {split} rows to score")
         check_labels(Table({name: texts}, {name: gold}, table.source), self.labels, [name])
         index = {label: i for i, label in enumerate(self.labels)}
-        predictions = predict_ids(self.model, [self.encode(t) for t in texts]).argmax(-1)
+        predictions = predict_probs(self.model, [self.encode(t) for t in texts]).argmax(-1)
         matrix = confusion(torch.tensor([index[y] for y in gold]), predictions, len(self.labels))
         return {"task": NAME, "split": name, **scores(matrix, index[self.majority])}, matrix
 
@@ -436,13 +424,13 @@ def run_predict(trained: TrainedClassifier, args: PredictArgs, as_json: bool) ->
 
 def export_spec(model, trained: TrainedClassifier, what: str):
     """``rnnkit export``: (ids, lengths) -> logits."""
-    from ..export import Port, Spec, _Flat, _ids_lengths, swap_layers
+    from ..export import Flat, Port, Spec, random_ids, swap_layers
 
     call = lambda m, ids, lengths: (m(ids, lengths),)  # noqa: E731
     inputs = [Port("ids", ("time", "batch"), torch.int64), Port("lengths", ("batch",), torch.int64)]
     outputs = [Port("logits", ("batch", str(len(trained.labels))))]
-    return Spec(_Flat(swap_layers(model, lengths=True), call), _Flat(model, call),
-                _ids_lengths(model.embedding.num_embeddings), inputs, outputs, what,
+    return Spec(Flat(swap_layers(model, lengths=True), call), Flat(model, call),
+                random_ids(model.embedding.num_embeddings), inputs, outputs, what,
                 notes=[f"labels in logit order: {', '.join(trained.labels)}",
                        "ids: the checkpoint's vocab.json; lengths: tokens per text"])
 

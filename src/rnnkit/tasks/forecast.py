@@ -534,7 +534,7 @@ class TrainedForecaster:
                              format or (self.config.format if data is None else None))
         return series
 
-    def predict(self, data: str | None = None, column: str | list[str] | None = None,
+    def predict(self, data: str | None = None, *, column: str | list[str] | None = None,
                 time_column: str | None = None, format: str | None = None, steps: int | None = None) -> list[dict]:
         """The next ``steps`` (default: the horizon) values after the end of the series: one dict per step with
         ``step``, ``time`` (where the series has time stamps), ``forecast``, ``lower`` and ``upper``."""
@@ -545,7 +545,7 @@ class TrainedForecaster:
                  "forecast": float(result.point[h]), "lower": float(result.lower[h]),
                  "upper": float(result.upper[h])} for h in range(len(result.point))]
 
-    def evaluate(self, data: str | None = None, split: str = "test", column: str | list[str] | None = None,
+    def evaluate(self, data: str | None = None, split: str = "test", *, column: str | list[str] | None = None,
                  time_column: str | None = None, format: str | None = None) -> dict:
         """The held-out metrics (the last ``horizon`` points of the series) beside seasonal naive and ETS."""
         if split != "test":
@@ -593,7 +593,7 @@ def run_predict(trained: TrainedForecaster, args: PredictArgs, as_json: bool) ->
 
 def export_spec(model, trained: TrainedForecaster, what: str):
     """``rnnkit export``: the scaled window z -> the ensemble's quantiles."""
-    from ..export import Port, Spec, _features_lengths, _Flat, swap_layers
+    from ..export import Flat, Port, Spec, random_features, swap_layers
 
     c = model.config
     F = model.scale_mean.shape[0]
@@ -612,7 +612,7 @@ def export_spec(model, trained: TrainedForecaster, what: str):
     if fixed:
         notes.append(f"the time axis is fixed at lookback = {fixed}: the direct strategy's skip connection is a "
                      "linear map of exactly that many inputs")
-    return Spec(_Flat(swap_layers(model), call), _Flat(model, call), _features_lengths(F, False),
+    return Spec(Flat(swap_layers(model), call), Flat(model, call), random_features(F, False),
                 [Port("z", (time, "batch", str(F)))], outputs, what, fixed_time=fixed, notes=notes)
 
 

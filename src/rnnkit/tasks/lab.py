@@ -384,7 +384,7 @@ class TrainedLab:
         model = load_weights(LabModel(problem, config).to(device), ckpt, path)
         return cls(model, problem, config, path)
 
-    def evaluate(self, length: int | None = None, size: int | None = None) -> dict:
+    def evaluate(self, *, length: int | None = None, size: int | None = None) -> dict:
         """``result``'s object on the fixed test set, at the run's length or another ``length``."""
         length = self.config.length if length is None else length
         size = self.config.test_size if size is None else size
@@ -410,7 +410,7 @@ def run_evaluate(trained: TrainedLab, args, as_json: bool) -> dict | None:
     """``rnnkit lab PROBLEM --checkpoint DIR``: the test result, at --length and --test-size if given."""
     if trained.problem != args.variant:
         raise ValueError(f"--checkpoint {args.checkpoint} holds a {trained.problem!r} run, not {args.variant!r}")
-    result = trained.evaluate(getattr(args, "length", None), getattr(args, "test_size", None))
+    result = trained.evaluate(length=getattr(args, "length", None), size=getattr(args, "test_size", None))
     if as_json:
         return result
     print(describe_result(result))
@@ -419,7 +419,7 @@ def run_evaluate(trained: TrainedLab, args, as_json: bool) -> dict | None:
 
 def export_spec(model, trained: TrainedLab, what: str):
     """``rnnkit export``: x (and lengths for order) -> y."""
-    from ..export import Port, Spec, _features_lengths, _Flat, swap_layers
+    from ..export import Flat, Port, Spec, random_features, swap_layers
 
     problem, I = trained.problem, model.rnn.input_size
     with_lengths = problem == "order"
@@ -429,7 +429,7 @@ def export_spec(model, trained: TrainedLab, what: str):
         inputs.append(Port("lengths", ("batch",), torch.int64))
     out_axes = {"adding": ("batch",), "copy": ("time", "batch", "10"), "order": ("batch", "4")}[problem]
     outputs = [Port("y", out_axes)]
-    return Spec(_Flat(swap_layers(model), call), _Flat(model, call), _features_lengths(I, with_lengths), inputs,
+    return Spec(Flat(swap_layers(model), call), Flat(model, call), random_features(I, with_lengths), inputs,
                 outputs, what.replace("lab model", f"lab {problem} model"))
 
 

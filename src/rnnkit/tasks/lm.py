@@ -56,7 +56,6 @@ class LMConfig(TaskConfig, RegularizerFields):
     num_layers: int = field(default=1, metadata={"help": "stacked layers"})
     proj_size: int = field(default=0, metadata={"help": "LSTM family: project h to this size (0: none)"})
     embedding_size: int = field(default=128, metadata={"help": "token embedding size E"})
-    bidirectional: bool = field(default=False, metadata={"help": "refused: a language model reads left to right"})
     dropout: float = field(default=0.0, metadata={"help": "dropout between layers (torch's)"})
     # 16 x 64 tokens per step: in a 5-minute budget more, smaller steps beat fewer large ones
     # (docs/results.md: 1.70 vs 2.03 nats/char after 2 minutes for 64 x 128)
@@ -67,9 +66,6 @@ class LMConfig(TaskConfig, RegularizerFields):
     def validate(self) -> None:
         if self.level not in ("char", "word"):
             raise ValueError(f"level must be 'char' or 'word', got {self.level!r}")
-        if self.bidirectional:
-            raise ValueError("a language model predicts the next token from the past: --bidirectional would "
-                             "let it read the answer; train it unidirectional")
         check_ints(self, ("max_vocab", "hidden_size", "num_layers", "embedding_size", "batch_size", "bptt"))
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
@@ -378,7 +374,7 @@ def run_generate(trained: TrainedLM, args: GenerateArgs, as_json: bool) -> None:
 def export_spec(model, trained: TrainedLM, what: str):
     """``rnnkit export``: (ids, h0[, c0]) -> (logits, h_n[, c_n]), so a runtime can stream by feeding the state."""
     from ..cells import LSTMState
-    from ..export import Port, Spec, _Flat, _state_outputs, swap_layers
+    from ..export import Flat, Port, Spec, state_outputs, swap_layers
 
     layer = model.rnn
     lstm = layer.cell.state_type is LSTMState
@@ -386,7 +382,7 @@ def export_spec(model, trained: TrainedLM, what: str):
 
     def call(m, ids, h0, *c0):
         logits, state = m(ids, LSTMState(h0, c0[0]) if lstm else h0)
-        return (logits, *_state_outputs(state))
+        return (logits, *state_outputs(state))
 
     vocab = model.embedding.num_embeddings
 
@@ -402,7 +398,7 @@ def export_spec(model, trained: TrainedLM, what: str):
     if lstm:
         inputs.append(Port("c0", (str(L), "batch", str(H))))
         outputs.append(Port("c_n", (str(L), "batch", str(H))))
-    return Spec(_Flat(swap_layers(model, initial_state=True), call), _Flat(model, call), make, inputs, outputs, what,
+    return Spec(Flat(swap_layers(model, initial_state=True), call), Flat(model, call), make, inputs, outputs, what,
                 notes=["ids: the checkpoint's vocab.json; start from zero states and feed h_n/c_n back in to stream"])
 
 

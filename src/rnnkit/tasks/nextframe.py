@@ -141,7 +141,7 @@ def check_clips(clips, least: int = CONTEXT + 1, name: str = "clips") -> Tensor:
 # ---------------------------------------------------------------------- the model
 
 
-class Forecaster(nn.Module):
+class FrameForecaster(nn.Module):
     """Stem -> ConvRecurrent at 8 x 8 -> decoder with skips (module notes).
 
     forward(clips (B, T, 32, 32)) -> logits (B, T, 32, 32): at t, of frame t + 1 given frames 0..t
@@ -202,7 +202,7 @@ def mse(a: Tensor, b: Tensor) -> float:
 
 
 @torch.no_grad()
-def scores(model: Forecaster, clips: Tensor, batch_size: int = 100) -> dict:
+def scores(model: FrameForecaster, clips: Tensor, batch_size: int = 100) -> dict:
     """n, mse, copy_last_mse, mean_image_mse (one step, targets CONTEXT..T-1), rollout_mse and the rollout's
     copy_last and mean_image MSE (frames 5..9 from 0..4)."""
     clips = check_clips(clips, SEEN + AHEAD)
@@ -227,7 +227,7 @@ def scores(model: Forecaster, clips: Tensor, batch_size: int = 100) -> dict:
     return {"n": len(clips), **dict(zip(keys, values))}
 
 
-def plot_rollout(model: Forecaster, clips: Tensor, path: str | Path, count: int = 3) -> Path:
+def plot_rollout(model: FrameForecaster, clips: Tensor, path: str | Path, count: int = 3) -> Path:
     """A PNG strip per clip: the true frames 0..9 over the model's (frames 0..4 read, 5..9 predicted)."""
     from ..plots import plt, save  # matplotlib with the file-only backend
 
@@ -287,7 +287,7 @@ class NextFrameTask:
 
     def __init__(self, config: NextFrameConfig, seed: int, device: torch.device) -> None:
         self.config = config
-        self.model = Forecaster(config).to(device)
+        self.model = FrameForecaster(config).to(device)
         c = config
         sample = md.bouncing_clips(MEAN_IMAGE_CLIPS, seed, "train", c.length, c.digits, max_speed=c.max_speed)
         self.model.mean_image.copy_(sample.mean((0, 1)))
@@ -343,29 +343,29 @@ def train(config: NextFrameConfig, train_config: TrainConfig, out: str | Path, r
 # ---------------------------------------------------------------------- a trained model
 
 
-class TrainedForecaster:
+class TrainedNextFrame:
     """A trained forecaster loaded from a checkpoint: ``predict``, ``evaluate`` and ``plot_rollout``."""
 
-    def __init__(self, model: Forecaster, config: NextFrameConfig, path: Path) -> None:
+    def __init__(self, model: FrameForecaster, config: NextFrameConfig, path: Path) -> None:
         self.model, self.config, self.path = model.eval(), config, path
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedForecaster:
+    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedNextFrame:
         path, ckpt, config = open_checkpoint(directory, NextFrameConfig, device, what="a next-frame model")
         if ckpt.config.get("task") != NAME:
             raise checkpoint.CheckpointError(f"{path}: config.json names task {ckpt.config.get('task')!r}, not "
                                              f"{NAME!r}")
-        model = load_weights(Forecaster(config).to(device), ckpt, path)
+        model = load_weights(FrameForecaster(config).to(device), ckpt, path)
         return cls(model, config, path)
 
-    def predict(self, clips: Tensor, ahead: int = AHEAD) -> Tensor:
+    def predict(self, clips: Tensor, *, ahead: int = AHEAD) -> Tensor:
         """Read each clip (N, S, 32, 32), then predict ``ahead`` frames: (N, ahead, 32, 32) in [0, 1]."""
         if isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 1:
             raise ValueError(f"ahead must be a positive int, got {ahead!r}")
         clips = check_clips(clips, 1)
         return self.model.rollout(clips.to(next(self.model.parameters()).device), ahead).cpu()
 
-    def evaluate(self, split: str = "test", n: int | None = None) -> dict:
+    def evaluate(self, *, split: str = "test", n: int | None = None) -> dict:
         """task, split, n, mse, copy_last_mse, mean_image_mse, rollout_mse and the rollout's baselines on the
         generated ``test`` (unseen glyphs) or ``dev`` clips; ``n`` clips (default: the training run's)."""
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
@@ -387,16 +387,16 @@ class EvaluateArgs:
                                                      "metavar": "PNG"})
 
 
-def run_evaluate(trained: TrainedForecaster, args: EvaluateArgs, as_json: bool) -> dict:
+def run_evaluate(trained: TrainedNextFrame, args: EvaluateArgs, as_json: bool) -> dict:
     """``rnnkit nextframe evaluate``: ``evaluate``, and the rollout strip with --plot."""
-    result = trained.evaluate(args.split, args.n)
+    result = trained.evaluate(split=args.split, n=args.n)
     if args.plot:
         print(f"rollout strip: {trained.plot_rollout(args.plot, args.split)}", file=sys.stderr)
     return result
 
 
 SPEC = TaskSpec(NAME, "next-frame prediction with a ConvLSTM (bouncing digits): train, evaluate", NextFrameConfig,
-                train, TrainedForecaster.load,
+                train, TrainedNextFrame.load,
                 train_help="train a ConvLSTM encoder-forecaster on generated bouncing digits",
                 train_defaults=NEXTFRAME_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES,
                 export="its ConvLSTM runs over frames of a size fixed at training and rolls out in Python",

@@ -9,8 +9,12 @@ from these, so adding a task is one module ending in its SPEC plus one name in `
 The Python API has one shape for every task::
 
     trained = rnnkit.load(run_dir, device="cpu")     # the task's Trained* object, from config.json's task
-    trained.evaluate(**options) -> dict              # options: the fields of SPEC.verbs["evaluate"].args
-    trained.predict(inputs, **options) -> list       # one result per input
+    trained.evaluate([data[, split]], **options) -> dict  # options: the fields of SPEC.verbs["evaluate"].args
+    trained.predict(inputs, **options) -> list            # one result per input
+
+By position ``evaluate`` takes at most ``data`` then ``split`` (where the task has them: lm has no split,
+caption, nextframe and lab neither, as their data are generated) and every other option by keyword only;
+``predict`` takes only its inputs by position. tests/test_registry.py checks both shapes for every task.
 
 ``evaluate`` takes its options by keyword, named as the verb's flags (``--beam-size`` is ``beam_size``),
 each with the verb's default, so ``rnnkit TASK evaluate --split dev`` is

@@ -35,6 +35,20 @@ def collate(sequences: Sequence[Tensor | list[int]], labels: Sequence[int], devi
     return Batch(x.to(device), lengths.to(device), torch.tensor(list(labels)).to(device))
 
 
+class Prediction(NamedTuple):
+    """One sequence's most likely label, its probability, and every label's (``predict`` of classify and speech)."""
+
+    label: str
+    probability: float  # of ``label``
+    probabilities: dict[str, float]  # every label's
+
+
+def predictions(probs: Tensor, labels: Sequence[str]) -> list[Prediction]:
+    """A ``Prediction`` per row of ``probs`` (N, C), whose columns are ``labels``."""
+    return [Prediction(labels[int(p.argmax())], float(p.max()), {label: float(q) for label, q in zip(labels, p)})
+            for p in probs]
+
+
 @torch.no_grad()
 def predict_probs(model: nn.Module, sequences: Sequence[Tensor | list[int]], batch_size: int = 256) -> Tensor:
     """Label probabilities (N, C) of ``model(x (T, B, *F), lengths (B,)) -> logits (B, C)``, in the order of

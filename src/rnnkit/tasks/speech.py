@@ -1,4 +1,8 @@
-"""Multivariate sequence classification: ``rnnkit speech train | evaluate``, shown on JapaneseVowels.
+"""Multivariate sequence classification: ``rnnkit speech train | evaluate | predict``, shown on JapaneseVowels.
+
+Not only speech: any multivariate series with a label per case (spoken vowels' cepstra, a smartwatch's
+accelerometer and gyroscope, a user's UEA ``.ts`` set). The command keeps the name ``speech`` because
+run directories record it as their task and the README's commands use it (docs/architecture.md).
 
 Data (``--data``): ``japanese_vowels`` (the default), ``basicmotions``, or a user's
 ``NAME_TRAIN.ts`` (or ``.ts.gz``) file whose test split ``NAME_TEST.ts`` (``.ts.gz``) sits
@@ -47,11 +51,13 @@ from .fields import TaskConfig, check_choice, check_ints
 from .registry import TaskSpec, Verb
 from .sequence_classification import (
     POOLINGS,
+    Prediction,
     SequenceClassificationTask,
     confusion,
     majority,
     pool,
     predict_probs,
+    predictions,
     scores,
 )
 
@@ -258,12 +264,6 @@ class SequenceClassifier(nn.Module):
         return self.head(self.head_dropout(pooled))  # (B, C)
 
 
-@torch.no_grad()
-def predict_series(model: SequenceClassifier, series: Sequence[Tensor], batch_size: int = 256) -> Tensor:
-    """Label probabilities (N, C) of cases (T_i, F), in their order."""
-    return predict_probs(model, series, batch_size)
-
-
 def check_labels(cases: Cases, known: Sequence[str]) -> None:
     unseen = sorted(set(cases.labels) - set(known))
     if unseen:
@@ -341,9 +341,14 @@ class TrainedSpeech:
                              ckpt, path)
         return cls(model, labels, ckpt.config.get("majority", labels[0]), config, path)
 
-    def predict(self, series: Sequence[Tensor]) -> list[str]:
-        """The most likely label of each (T, F) sequence of raw frames."""
-        return [self.labels[int(i)] for i in predict_series(self.model, list(series)).argmax(-1)]
+    def predict(self, series: Sequence[Tensor]) -> list[Prediction]:
+        """The most likely label of each (T, F) sequence of raw frames, with its probability and every label's."""
+        series = list(series)
+        features = int(self.model.mean.numel())
+        for i, s in enumerate(series):
+            if s.dim() != 2 or s.shape[1] != features:
+                raise ValueError(f"series[{i}] must be (T, {features}) frames, got shape {tuple(s.shape)}")
+        return predictions(predict_probs(self.model, series), self.labels)
 
     def evaluate(self, data: str | None = None, split: str = "test") -> dict:
         """accuracy, macro_f1, majority_accuracy and n on ``split`` (train, dev or test) of ``data``, by default
@@ -357,8 +362,8 @@ class TrainedSpeech:
             raise ValueError(f"{cases.source} has {cases.series[0].shape[1]} dimensions, the model was trained on "
                              f"{features}")
         index = {label: i for i, label in enumerate(self.labels)}
-        predictions = predict_series(self.model, cases.series).argmax(-1)
-        matrix = confusion(torch.tensor([index[y] for y in cases.labels]), predictions, len(self.labels))
+        predicted = predict_probs(self.model, cases.series).argmax(-1)
+        matrix = confusion(torch.tensor([index[y] for y in cases.labels]), predicted, len(self.labels))
         return {"task": NAME, "split": split, **scores(matrix, index[self.majority])}
 
 
@@ -371,20 +376,38 @@ class EvaluateArgs:
     split: str = field(default="test", metadata={"help": "train, dev or test"})
 
 
+@dataclass
+class PredictArgs:
+    file: str = field(default="", metadata={"help": "a .ts or .ts.gz file (sktime format, a label last on each line "
+                                                    "as the archive writes it; it is printed beside the prediction)",
+                                            "nargs": None, "metavar": "FILE"})
+
+
+def run_predict(trained: TrainedSpeech, args: PredictArgs, as_json: bool) -> None:
+    """``rnnkit speech predict FILE``: label and probability, one line per case, then the file's own label."""
+    cases = load_file(args.file)
+    for given, prediction in zip(cases.labels, trained.predict(cases.series)):
+        print(f"{prediction.label}\t{prediction.probability:.4f}\t{given}")
+
+
 def export_spec(model, trained: TrainedSpeech, what: str):
     """``rnnkit export``: (x, lengths) -> logits, x the raw frames."""
-    from ..export import Port, Spec, _features_lengths, _Flat, swap_layers
+    from ..export import Flat, Port, Spec, random_features, swap_layers
 
     call = lambda m, x, lengths: (m(x, lengths),)  # noqa: E731
     F = model.mean.shape[0]
     inputs = [Port("x", ("time", "batch", str(F))), Port("lengths", ("batch",), torch.int64)]
     outputs = [Port("logits", ("batch", str(len(trained.labels))))]
-    return Spec(_Flat(swap_layers(model, lengths=True), call), _Flat(model, call), _features_lengths(F, True),
+    return Spec(Flat(swap_layers(model, lengths=True), call), Flat(model, call), random_features(F, True),
                 inputs, outputs, what, notes=[f"labels in logit order: {', '.join(trained.labels)}",
                              "x: raw frames (the model standardizes them with the training statistics)"])
 
 
-SPEC = TaskSpec(NAME, "multivariate sequence classification (JapaneseVowels): train, evaluate", SpeechConfig, train,
-                TrainedSpeech.load, train_help="train a sequence classifier (default: the bundled JapaneseVowels)",
+SPEC = TaskSpec(NAME, "multivariate sequence classification (spoken vowels, accelerometer motions, any UEA .ts "
+                "set): train, evaluate, predict", SpeechConfig, train, TrainedSpeech.load,
+                train_help="train a multivariate sequence classifier (default: the bundled JapaneseVowels; "
+                "--data basicmotions: accelerometer and gyroscope)",
                 train_defaults=SPEECH_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES, export=export_spec,
-                verbs={"evaluate": Verb("accuracy and macro-F1 beside the majority-class baseline", EvaluateArgs)})
+                verbs={"evaluate": Verb("accuracy and macro-F1 beside the majority-class baseline", EvaluateArgs),
+                       "predict": Verb("the label and its probability for every case of a .ts file", PredictArgs,
+                                       run_predict, json=False)})

@@ -484,7 +484,7 @@ class TrainedTranslator:
         config.validate()
         return config
 
-    def predict(self, texts: str | Sequence[str], decoder: str | None = None, beam_size: int | None = None,
+    def predict(self, texts: str | Sequence[str], *, decoder: str | None = None, beam_size: int | None = None,
                 length_penalty: float | None = None) -> list[str]:
         """The translation of each text (a single str counts as one text); ``decoder``: beam (default) or greedy;
         ``beam_size`` and ``length_penalty`` default to the training run's."""
@@ -518,7 +518,7 @@ class TrainedTranslator:
         return plot_attention(alignment.weights, alignment.source_tokens, alignment.output_tokens, path,
                               title=f"{self.config.attention} attention")
 
-    def evaluate(self, data: str | None = None, split: str = "test", decoder: str | None = None,
+    def evaluate(self, data: str | None = None, split: str = "test", *, decoder: str | None = None,
                  beam_size: int | None = None, length_penalty: float | None = None) -> dict:
         """task, split, n (pairs), bleu, chrf, copy_bleu, copy_chrf and decoder on ``split`` of the training data,
         or on ``data``; a file other than the training data is scored whole, read as source<TAB>target in the
@@ -570,7 +570,8 @@ class PredictArgs(SearchArgs):
 def run_predict(trained: TrainedTranslator, args: PredictArgs, as_json: bool) -> None:
     """``rnnkit translate predict``: one translation a line; the attention heat map with --attention-plot."""
     lines = text_lines(args.text, args.file)
-    for translation in trained.predict(lines, args.decoder, args.beam_size, args.length_penalty):
+    for translation in trained.predict(lines, decoder=args.decoder, beam_size=args.beam_size,
+                                         length_penalty=args.length_penalty):
         print(translation)
     if args.attention_plot:
         path = trained.plot_attention(lines[0], args.attention_plot, args.decoder, args.beam_size,

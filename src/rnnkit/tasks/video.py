@@ -75,6 +75,7 @@ from .sequence_classification import Batch, SequenceClassificationTask, confusio
 NAME = "video"
 MODEL_NAMES = ("cnn-lstm", "convlstm", "mean-frame")
 SPLITS = ("train", "dev", "test")
+CLIP_BATCH = 64  # clips per forward pass of evaluate and predict (a clip is T frames of C x S x S)
 DEV_SEED_OFFSET = 1_000_000  # the dev clips' seed is the run's seed plus this: clips the stream never shows
 TEST_SEED = 0  # one fixed test set for every run
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -534,12 +535,6 @@ def check_labels(clips: Clips, known: Sequence[str]) -> None:
                          f"(first at clip {clips.names[first]}); the model knows {', '.join(known)}")
 
 
-@torch.no_grad()
-def predict_clips(model: VideoClassifier, clips: Sequence[Tensor], batch_size: int = 64) -> Tensor:
-    """Label probabilities (N, K) of clips (T_i, C, S, S), in their order."""
-    return predict_probs(model, clips, batch_size)
-
-
 def report(targets: Sequence[int], probs: Tensor, labels: Sequence[str], majority: int) -> dict:
     """accuracy, macro_f1, majority_accuracy, n, chance_accuracy (1/K), per-class accuracy and the confusion
     matrix (rows true, columns predicted, in the order of ``labels``)."""
@@ -683,11 +678,11 @@ class TrainedVideo:
         or a path (.npy, a folder of frames, a video file)."""
         names = [str(c) if not isinstance(c, Tensor) else f"#{i}" for i, c in enumerate(clips)]
         tensors = [c if isinstance(c, Tensor) else read_clip(c) for c in clips]
-        probs = predict_clips(self.model, self._prepare(tensors, names))
+        probs = predict_probs(self.model, self._prepare(tensors, names), CLIP_BATCH)
         best = probs.max(-1)
         return [Prediction(self.labels[int(i)], float(p)) for p, i in zip(best.values, best.indices)]
 
-    def evaluate(self, data: str | None = None, labels: str | None = None, split: str | None = None) -> dict:
+    def evaluate(self, data: str | None = None, split: str | None = None, *, labels: str | None = None) -> dict:
         """accuracy, macro_f1, majority_accuracy, chance_accuracy, per-class accuracy and the confusion matrix.
 
         Without ``data``: for a model trained on moving digits their ``test`` clips (``split`` test, the
@@ -716,7 +711,7 @@ class TrainedVideo:
                 check_same_frames(clips.clips, clips.names, self.in_channels)
         check_labels(clips, self.labels)
         index = {label: i for i, label in enumerate(self.labels)}
-        probs = predict_clips(self.model, clips.clips)
+        probs = predict_probs(self.model, clips.clips, CLIP_BATCH)
         result = report([index[y] for y in clips.labels], probs, self.labels, index[self.majority])
         return {"task": NAME, "split": split, "model": self.config.model, **result}
 
@@ -747,13 +742,13 @@ class PredictArgs:
 def run_evaluate(trained: TrainedVideo, args: EvaluateArgs, as_json: bool) -> dict:
     """``rnnkit video evaluate``: ``evaluate``, beside the --reference run's accuracy; the per-class accuracies one
     a line, the confusion matrix only in JSON."""
-    result = trained.evaluate(args.data, args.labels, args.split)
+    result = trained.evaluate(args.data, args.split, labels=args.labels)
     if args.reference:
         reference = TrainedVideo.load(args.reference, str(next(trained.model.parameters()).device))
         if reference.labels != trained.labels:
             raise ValueError(f"--reference {args.reference} knows the labels {reference.labels}, the checkpoint "
                              f"{trained.labels}: they must be the same")
-        other = reference.evaluate(args.data, args.labels, args.split)
+        other = reference.evaluate(args.data, args.split, labels=args.labels)
         result.update(reference_model=other["model"], reference_accuracy=other["accuracy"])
     if not as_json:
         per_class = result.pop("per_class_accuracy")
