@@ -10,7 +10,7 @@ objects (the scripted module and the layer share their weights: training one tra
   LSTM state a plain ``(h, c)`` tuple, torch's kernels whatever ``backend`` says. As with torch.nn's own
   modules (torch 2.13), its ``forward`` is overloaded (tensor or packed input), so it is called from
   scripted code, e.g. inside a model; at top level the two are ``forward__0`` and ``forward__1``.
-- every other cell: ``ScriptedLoop``, the loop ``rnnkit export`` writes (``rnnkit.export``'s ``_Stack``:
+- every other cell: ``ScriptedLoop``, the loop ``rnnkit export`` writes (``rnnkit.scripted_loop.ScriptedStack``:
   each step is the cell's own ``step``, traced, and the loop over time, layers and directions is
   TorchScript), called ``forward(input, hx=None, lengths=None) -> (output, h_n)`` or
   ``(output, (h_n, c_n))``, any batch size and length, ``lengths`` masked as ``Recurrent`` masks them.
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from .backends import NotSupported
 from .cells import LSTMState
+from .scripted_loop import ScriptedStack
 
 # torch.nn's module for each cell it has
 TORCH_CELLS = {"rnn_tanh": nn.RNN, "rnn_relu": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -83,9 +84,7 @@ class ScriptedLoop(nn.Module):
 
     def __init__(self, layer) -> None:
         super().__init__()
-        from .export import _Stack  # export imports recurrent, which imports this module
-
-        self.stack = _Stack(layer, masked=True, given_state=True)  # lengths of all T steps mask nothing
+        self.stack = ScriptedStack(layer, masked=True, given_state=True)  # lengths of all T steps mask nothing
         self.batch_first = layer.batch_first
         self.num_states = layer.num_layers * layer.num_directions
         self.recurrent_size, self.hidden_size = layer.proj_size or layer.hidden_size, layer.hidden_size
