@@ -29,7 +29,7 @@ from torch import Tensor
 from ...cells import LSTMState, State
 from ...driver import running_mask, time_loop
 from ...regularize import StepNoise
-from ..fused.common import differentiable_grads
+from ..fused.common import differentiable_grads, rows_gemm, sum_rows  # noqa: F401 (the kernels import them from here)
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -99,8 +99,8 @@ def noise_masks(noise: StepNoise | None, lens: Tensor, dtype: torch.dtype) -> tu
 def base_grad(grad_out: Tensor, grad_h: Tensor, lengths: Tensor) -> Tensor:
     """base_t = dout_t [t < len] + dh_T [t = len - 1], (T, B, R): the gradient reaching h_t from outside."""
     T = grad_out.shape[0]
-    t = torch.arange(T, device=lengths.device)[:, None]  # (T, 1)
-    running, last = (t < lengths)[..., None], (t == lengths - 1)[..., None]  # (T, B, 1)
+    running = step_mask(lengths, T)  # (T, B, 1)
+    last = (torch.arange(T, device=lengths.device)[:, None] == lengths - 1)[..., None]  # (T, B, 1)
     zero = grad_out.new_zeros(())
     return torch.where(running, grad_out, zero) + torch.where(last, grad_h, zero)
 
@@ -109,16 +109,6 @@ def gather_final(states: Tensor, lengths: Tensor) -> Tensor:
     """states[len_b, b] for every b, from a (T + 1, B, N) tensor whose row t is the state after t steps."""
     index = lengths.view(1, -1, 1).expand(1, states.shape[1], states.shape[2])
     return states.gather(0, index)[0]
-
-
-def sum_rows(x: Tensor) -> Tensor:
-    """Sum a (T, B, N) tensor over its first two dims: a bias gradient over all steps."""
-    return x.reshape(-1, x.shape[-1]).sum(0)
-
-
-def rows_gemm(a: Tensor, b: Tensor) -> Tensor:
-    """sum_t a_t^T b_t for a (T, B, M) and b (T, B, N) as one (M, N) GEMM over all T*B rows."""
-    return a.reshape(-1, a.shape[-1]).t() @ b.reshape(-1, b.shape[-1])
 
 
 def state_parts(state: State) -> list[Tensor]:
@@ -216,3 +206,11 @@ def tanh(x):
     e = tl.exp(-2 * tl.abs(x))
     y = (1 - e) / (1 + e)
     return tl.where(x >= 0, y, -y)
+
+
+@triton.jit
+def keeps(keep_ptr, offs, valid, running, ZONE: tl.constexpr):
+    """Where a unit keeps its state: its zoneout mask (which includes the steps past the end), or past the end."""
+    if ZONE:
+        return tl.load(keep_ptr + offs, mask=valid, other=1) != 0
+    return valid & (running == 0)

@@ -27,6 +27,7 @@ from .common import (
     compute_type,
     full_lengths,
     grid,
+    keeps,
     noise_masks,
     reference_grads,
     rows_gemm,
@@ -36,14 +37,6 @@ from .common import (
 )
 
 WEIGHTS = ("weight_hh", "bias_hh")
-
-
-@triton.jit
-def _keeps(keep_ptr, offs, valid, running, ZONE: tl.constexpr):
-    """Where a unit keeps its state: its zoneout mask (which includes the steps past the end), or past the end."""
-    if ZONE:
-        return tl.load(keep_ptr + offs, mask=valid, other=1) != 0
-    return valid & (running == 0)
 
 
 @triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
@@ -63,7 +56,7 @@ def _forward_step(gx_ptr, raw_ptr, h_ptr, len_ptr, t, keep_ptr, m_ptr, h_out_ptr
     else:
         y = tanh(a)
     h = tl.load(h_ptr + row + k, mask=valid, other=0.0).to(ACC)
-    h = tl.where(_keeps(keep_ptr, row + k, valid, running, ZONE), h, y)
+    h = tl.where(keeps(keep_ptr, row + k, valid, running, ZONE), h, y)
     tl.store(h_out_ptr + row + k, h, mask=valid)
     tl.store(out_ptr + row + k, tl.where(running, h, 0.0), mask=valid)
     if ZONE:
@@ -86,7 +79,7 @@ def _backward_step(dhw_ptr, pass_ptr, dout_ptr, y_ptr, len_ptr, t, keep_ptr, m_p
         dh = dh * tl.load(m_ptr + row + k, mask=valid, other=0.0).to(ACC)
     dh += tl.load(pass_ptr + row + k, mask=valid, other=0.0).to(ACC)
     g = dh + tl.where(running, tl.load(dout_ptr + row + k, mask=valid, other=0.0).to(ACC), 0.0)
-    keep = _keeps(keep_ptr, row + k, valid, running, ZONE)
+    keep = keeps(keep_ptr, row + k, valid, running, ZONE)
     y = tl.load(y_ptr + row + k, mask=valid, other=0.0).to(ACC)
     if RELU:
         d = tl.where(y > 0, g, 0.0)  # as torch's threshold_backward

@@ -30,6 +30,7 @@ from .common import (
     compute_type,
     full_lengths,
     grid,
+    keeps,
     noise_masks,
     reference_grads,
     rows_gemm,
@@ -48,19 +49,11 @@ def _load(ptr, offs, valid, ACC: tl.constexpr):
 
 
 @triton.jit
-def _keeps(keep_ptr, offs, valid, running, ZONE: tl.constexpr):
-    """Where a unit keeps its state: its zoneout mask (which includes the steps past the end), or past the end."""
-    if ZONE:
-        return tl.load(keep_ptr + offs, mask=valid, other=1) != 0
-    return valid & (running == 0)
-
-
-@triton.jit
 def _blend_store(n, z, h_ptr, running, keep_ptr, m_ptr, row, k, valid, h_out_ptr, out_ptr, h_in_ptr,
                  ZONE: tl.constexpr, HIDDEN: tl.constexpr, ACC: tl.constexpr):
     """h_t = n + z (h_{t-1} - n) where a unit updates, h_{t-1} where it keeps; the output; h_t m for the next GEMM."""
     h = _load(h_ptr, row + k, valid, ACC)
-    h = tl.where(_keeps(keep_ptr, row + k, valid, running, ZONE), h, n + z * (h - n))
+    h = tl.where(keeps(keep_ptr, row + k, valid, running, ZONE), h, n + z * (h - n))
     tl.store(h_out_ptr + row + k, h, mask=valid)
     tl.store(out_ptr + row + k, tl.where(running, h, 0.0), mask=valid)
     if HIDDEN:
@@ -75,7 +68,7 @@ def _enter(dhw_ptr, pass_ptr, dout_ptr, keep_ptr, m_ptr, running, row, k, valid,
     if HIDDEN:
         dh = dh * _load(m_ptr, row + k, valid, ACC)
     g = dh + _load(pass_ptr, row + k, valid, ACC) + tl.where(running, _load(dout_ptr, row + k, valid, ACC), 0.0)
-    keep = _keeps(keep_ptr, row + k, valid, running, ZONE)
+    keep = keeps(keep_ptr, row + k, valid, running, ZONE)
     return tl.where(keep, 0.0, g), tl.where(keep, g, 0.0)
 
 

@@ -42,6 +42,7 @@ from .common import (
     compute_type,
     gather_final,
     grid,
+    keeps,
     noise_masks,
     reference_grads,
     rows_gemm,
@@ -92,14 +93,6 @@ def _ln_gates(raw_ptr, w_ptr, b_ptr, xhat_ptr, rstd_ptr, b, row, H, k, valid, ep
     y2 = x2 * _chunk(w_ptr, 0, 2, H, k, valid, ACC) + _chunk(b_ptr, 0, 2, H, k, valid, ACC)
     y3 = x3 * _chunk(w_ptr, 0, 3, H, k, valid, ACC) + _chunk(b_ptr, 0, 3, H, k, valid, ACC)
     return y0, y1, y2, y3
-
-
-@triton.jit
-def _keeps(keep_ptr, offs, valid, running, ZONE: tl.constexpr):
-    """Where a unit keeps its state: its zoneout mask (which includes the steps past the end), or past the end."""
-    if ZONE:
-        return tl.load(keep_ptr + offs, mask=valid, other=1) != 0
-    return valid & (running == 0)
 
 
 @triton.jit(do_not_specialize=["t"])  # one compiled kernel for every step
@@ -163,7 +156,7 @@ def _forward_step(gx_ptr, raw_ptr, h_ptr, c_ptr, len_ptr, t, peep_ptr, lnh_w_ptr
     else:
         tc = tanh(c_new)
     tl.store(tc_ptr + hrow + k, tc, mask=valid)
-    tl.store(c_out_ptr + hrow + k, tl.where(_keeps(keep_c_ptr, hrow + k, valid, running, ZONE), c, c_new), mask=valid)
+    tl.store(c_out_ptr + hrow + k, tl.where(keeps(keep_c_ptr, hrow + k, valid, running, ZONE), c, c_new), mask=valid)
     if ZONE and KIND == 1:  # c~_t, read by the gradient of w_co
         tl.store(c_tilde_ptr + hrow + k, c_new, mask=valid)
     m = o * tc
@@ -171,7 +164,7 @@ def _forward_step(gx_ptr, raw_ptr, h_ptr, c_ptr, len_ptr, t, peep_ptr, lnh_w_ptr
         tl.store(m_ptr + hrow + k, m, mask=valid)
     else:
         h = tl.load(h_ptr + hrow + k, mask=valid, other=0.0).to(ACC)
-        h = tl.where(_keeps(keep_h_ptr, hrow + k, valid, running, ZONE), h, m)
+        h = tl.where(keeps(keep_h_ptr, hrow + k, valid, running, ZONE), h, m)
         tl.store(h_out_ptr + hrow + k, h, mask=valid)
         tl.store(out_ptr + hrow + k, tl.where(running, h, 0.0), mask=valid)
         if HIDDEN:
@@ -188,7 +181,7 @@ def _select_h(h_tilde_ptr, h_ptr, len_ptr, t, keep_ptr, mh_ptr, h_out_ptr, out_p
     row = b * R
     running = t < tl.load(len_ptr + b)
     h = tl.load(h_ptr + row + k, mask=valid, other=0.0).to(ACC)
-    h = tl.where(_keeps(keep_ptr, row + k, valid, running, ZONE), h,
+    h = tl.where(keeps(keep_ptr, row + k, valid, running, ZONE), h,
                  tl.load(h_tilde_ptr + row + k, mask=valid, other=0.0).to(ACC))
     tl.store(h_out_ptr + row + k, h, mask=valid)
     tl.store(out_ptr + row + k, tl.where(running, h, 0.0), mask=valid)
@@ -210,7 +203,7 @@ def _enter_h(dhw_ptr, pass_ptr, dout_ptr, len_ptr, t, keep_ptr, mh_ptr, g_ptr, R
         dh = dh * tl.load(mh_ptr + row + k, mask=valid, other=0.0).to(ACC)
     g = dh + tl.load(pass_ptr + row + k, mask=valid, other=0.0).to(ACC)
     g += tl.where(running, tl.load(dout_ptr + row + k, mask=valid, other=0.0).to(ACC), 0.0)
-    keep = _keeps(keep_ptr, row + k, valid, running, ZONE)
+    keep = keeps(keep_ptr, row + k, valid, running, ZONE)
     tl.store(g_ptr + row + k, tl.where(keep, 0.0, g), mask=valid)
     tl.store(pass_ptr + row + k, tl.where(keep, g, 0.0), mask=valid)
 
@@ -238,11 +231,11 @@ def _backward_step(dm_ptr, dhw_ptr, pass_ptr, dout_ptr, keep_h_ptr, mh_ptr, dc_p
             dh = dh * tl.load(mh_ptr + hrow + k, mask=valid, other=0.0).to(ACC)
         gh = dh + tl.load(pass_ptr + hrow + k, mask=valid, other=0.0).to(ACC)
         gh += tl.where(running, tl.load(dout_ptr + hrow + k, mask=valid, other=0.0).to(ACC), 0.0)
-        keep_h = _keeps(keep_h_ptr, hrow + k, valid, running, ZONE)
+        keep_h = keeps(keep_h_ptr, hrow + k, valid, running, ZONE)
         dm = tl.where(keep_h, 0.0, gh)
         tl.store(pass_ptr + hrow + k, tl.where(keep_h, gh, 0.0), mask=valid)
     dc_all = tl.load(dc_ptr + hrow + k, mask=valid, other=0.0).to(ACC)
-    keep_c = _keeps(keep_c_ptr, hrow + k, valid, running, ZONE)
+    keep_c = keeps(keep_c_ptr, hrow + k, valid, running, ZONE)
     dc = tl.where(keep_c, 0.0, dc_all)  # the part of dc_t that enters the update; the rest passes to c_{t-1}
     tc = tl.load(tc_ptr + hrow + k, mask=valid, other=0.0).to(ACC)
     c_prev = tl.load(cp_ptr + hrow + k, mask=valid, other=0.0).to(ACC)
