@@ -1,4 +1,4 @@
-"""What the task Configs share (rnnkit.tasks.fields): the checks, model_settings and the regularizer group."""
+"""What the task Configs share (rnnkit.tasks.fields): the checks, model_settings, the field groups and with_defaults."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import json
 import pytest
 
 from rnnkit.tasks import registry
+from rnnkit.tasks.asr import ASRConfig
+from rnnkit.tasks.caption import CaptionConfig
 from rnnkit.tasks.classify import Classifier, ClassifyConfig
-from rnnkit.tasks.fields import TaskConfig, check_choice, check_fractions, check_ints
+from rnnkit.tasks.fields import TaskConfig, check_choice, check_fractions, check_ints, with_defaults
 from rnnkit.tasks.lm import LMConfig
+from rnnkit.tasks.speech import SpeechConfig
+from rnnkit.tasks.translate import TranslateConfig
 
 REGULARIZERS = ("input_dropout", "hidden_dropout", "output_dropout", "zoneout", "weight_drop")
 
@@ -74,3 +78,65 @@ def test_classifier_builds_its_layer_with_the_regularizers():
     # catches a model that builds its Recurrent without them (the flags would parse and do nothing)
     built = Classifier(10, 2, ClassifyConfig(zoneout=0.25, weight_drop=0.5, input_dropout=0.1)).rnn.regularizers
     assert (built.input_dropout, built.zoneout, built.weight_drop) == (0.1, (0.25, 0.25), 0.5)
+
+
+@dataclasses.dataclass
+class Group:
+    width: int = dataclasses.field(default=1, metadata={"help": "the width"})
+    depth: int = dataclasses.field(default=2, metadata={"help": "the depth"})
+
+
+def test_with_defaults_sets_the_default_keeps_the_help_and_the_place():
+    # catches a decorator that only sets a class attribute (__init__ would keep the group's 1), one that drops the
+    # field's metadata (the flag would lose its help) or one that moves the field after the class's own fields
+    @dataclasses.dataclass
+    @with_defaults(width=7)
+    class Task(TaskConfig, Group):
+        own: str = dataclasses.field(default="a", metadata={"help": "its own"})
+
+    assert Task().width == 7 and Task(width=3).width == 3 and Task().depth == 2
+    assert [(f.name, f.default, f.metadata["help"]) for f in dataclasses.fields(Task)] == [
+        ("width", 7, "the width"), ("depth", 2, "the depth"), ("own", "a", "its own")]
+    assert Group().width == 1  # the group itself is unchanged
+
+
+def test_with_defaults_refuses_what_would_change_nothing():
+    # catches a decorator that silently ignores a misspelt name, a field the class declares itself, or being
+    # written above @dataclass (where __init__ is already built with the group's default)
+    with pytest.raises(TypeError, match=r"with_defaults\(wdth=\.\.\.\) on Task: the class has no group with it"):
+        @with_defaults(wdth=7)
+        class Task(TaskConfig, Group):
+            pass
+    with pytest.raises(TypeError, match=r"with_defaults\(depth=\.\.\.\) on Own: the class declares it itself"):
+        @with_defaults(depth=7)
+        class Own(TaskConfig, Group):
+            depth: int = 3
+    with pytest.raises(TypeError, match="write it below @dataclass"):
+        @with_defaults(width=7)
+        @dataclasses.dataclass
+        class Above(TaskConfig, Group):
+            pass
+
+
+@pytest.mark.parametrize("config_type,expected", [
+    (LMConfig, {"cell": "lstm", "hidden_size": 512, "num_layers": 1, "dropout": 0.0}),
+    (SpeechConfig, {"cell": "gru", "hidden_size": 64, "pooling": "mean", "head_dropout": 0.3}),
+    (ASRConfig, {"cell": "lstm", "hidden_size": 128, "num_layers": 2, "dropout": 0.1}),
+    (CaptionConfig, {"cell": "lstm", "hidden_size": 128, "attention": "multiplicative", "beam_size": 3}),
+    (TranslateConfig, {"beam_size": 5}),
+])
+def test_tasks_keep_their_own_defaults_for_group_fields(config_type, expected):
+    # catches a task whose with_defaults was lost: it would train with the group's defaults, and its old
+    # config.json files would no longer match a fresh run's flags
+    config = config_type()
+    assert {name: getattr(config, name) for name in expected} == expected
+
+
+@pytest.mark.parametrize("config_type", [ClassifyConfig, SpeechConfig])
+@pytest.mark.parametrize("values,message", [({"pooling": "sum"}, r"^pooling must be one of last, mean, max, "
+                                             r"attention, got 'sum'$"),
+                                            ({"head_dropout": 1.0}, r"^head_dropout must be in \[0, 1\), got 1.0$")])
+def test_pooling_group_checks_its_fields_in_every_task(config_type, values, message):
+    # catches a task whose validate no longer checks the group's fields (the checks moved into PoolingFields)
+    with pytest.raises(ValueError, match=message):
+        config_type(**values).validate()

@@ -56,7 +56,7 @@ from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
-from .fields import TaskConfig, check_choice, check_ints
+from .fields import LayerFields, TaskConfig, check_choice, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 
 NAME = "asr"
@@ -69,7 +69,8 @@ ASR_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 250, "checkpoint_every": 250, "w
 
 
 @dataclass
-class ASRConfig(TaskConfig):
+@with_defaults(num_layers=2, dropout=0.1)
+class ASRConfig(TaskConfig, LayerFields):
     """The recognizer and its front end; defaults for spoken digits and short sentences on 2 CPU cores."""
 
     data: str | None = field(default=None, metadata={"help": "training manifest (.csv/.tsv/.jsonl with path and "
@@ -86,12 +87,8 @@ class ASRConfig(TaskConfig):
     normalize: str = field(default="utterance", metadata={"help": "utterance (each band to mean 0, std 1 per "
                                                                   "utterance) or global (training-set statistics; "
                                                                   "needed for --stream)"})
-    cell: str = field(default="lstm", metadata={"help": "any cell of `rnnkit cells`"})
-    hidden_size: int = field(default=128, metadata={"help": "H of every layer and direction"})
-    num_layers: int = field(default=2, metadata={"help": "stacked layers"})
     bidirectional: bool = field(default=True, metadata={"help": "read each utterance in both directions (turn off "
                                                                 "to stream)"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout between layers (torch's)"})
     noise: bool = field(default=False, metadata={"help": "add white or pink noise at 10-40 dB SNR to every "
                                                          "training utterance as it is loaded (seeded)"})
     spec_augment: bool = field(default=True, metadata={"help": "SpecAugment time and frequency masks in training"})

@@ -72,9 +72,9 @@ from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
-from .fields import TaskConfig, check_choice, check_ints
+from .fields import GeneratedSplitFields, TaskConfig, check_choice, check_ints, with_defaults
 from .registry import TaskSpec, Verb
-from .seq2seq import ATTENTIONS, Decoder, beam_search, greedy
+from .seq2seq import ATTENTIONS, Decoder, EncoderDecoderFields, beam_search, greedy
 
 NAME = "caption"
 ENCODERS = ("recurrent", "order-blind")
@@ -97,29 +97,22 @@ def _require():
 
 
 @dataclass
-class CaptionConfig(TaskConfig):
+@with_defaults(beam_size=3)
+class CaptionConfig(TaskConfig, GeneratedSplitFields, EncoderDecoderFields):
     """The captioner and its generated data; defaults sized for a few minutes on 2 CPU cores."""
 
     encoder: str = field(default="recurrent", metadata={"help": "recurrent (reads the frames in order) or "
                                                                 "order-blind (the mean of the frame features)"})
     segment_length: int = field(default=10, metadata={"help": "L: frames per segment (a clip is 2L frames)"})
-    cell: str = field(default="lstm", metadata={"help": "any cell of `rnnkit cells`, encoder and decoder"})
-    hidden_size: int = field(default=128, metadata={"help": "H of the encoder (per direction) and the decoder"})
-    num_layers: int = field(default=1, metadata={"help": "stacked layers of the encoder and of the decoder"})
     bidirectional: bool = field(default=True, metadata={"help": "the recurrent encoder reads both directions"})
     cnn_channels: int = field(default=32, metadata={"help": "channels of the frame CNN's feature map"})
     frame_features: int = field(default=128, metadata={"help": "F: the frame CNN's output per frame"})
     embedding_size: int = field(default=32, metadata={"help": "word embedding width of the decoder"})
-    attention: str = field(default="multiplicative", metadata={"help": "additive (Bahdanau) or multiplicative "
-                                                                       "(Luong general)"})
     aux_weight: float = field(default=1.0, metadata={"help": "weight of the per-frame digit and direction losses "
                                                              "added to the caption loss (0: off)"})
     pretrain_steps: int = field(default=50, metadata={"help": "first steps that train the frame CNN on the "
                                                               "per-frame digits alone"})
     dropout: float = field(default=0.1, metadata={"help": "dropout on the frame features and in the decoder"})
-    beam_size: int = field(default=3, metadata={"help": "beams of beam search"})
-    dev_size: int = field(default=300, metadata={"help": "dev clips (train glyphs) that pick the best checkpoint"})
-    test_size: int = field(default=1000, metadata={"help": "test clips (unseen glyphs) scored at the end"})
     batch_size: int = field(default=32, metadata={"help": "clips per step"})
 
     def validate(self) -> None:

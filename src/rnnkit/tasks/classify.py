@@ -46,18 +46,15 @@ from ..data.text import json_lines
 from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
-from .fields import RegularizerFields, TaskConfig, check_choice, check_fractions, check_ints
+from .fields import LayerFields, RegularizerFields, TaskConfig, check_fractions, check_ints
 from .registry import TaskSpec, Verb
 from .sequence_classification import (
-    POOLINGS,
+    PooledClassifier,
+    PoolingFields,
     Prediction,
     SequenceClassificationTask,
-    confusion,
+    TrainedSequenceClassifier,
     majority,
-    pool,
-    predict_probs,
-    predictions,
-    scores,
 )
 
 NAME = "classify"
@@ -74,7 +71,7 @@ CLASSIFY_TRAIN_DEFAULTS = {"lr": 3e-3, "eval_every": 100, "checkpoint_every": 10
 
 
 @dataclass
-class ClassifyConfig(TaskConfig, RegularizerFields):
+class ClassifyConfig(TaskConfig, RegularizerFields, PoolingFields, LayerFields):
     """The classifier and its data; defaults tuned for the bundled polarity data on 2 CPU cores."""
 
     data: str | None = field(default=None, metadata={"help": "CSV, TSV or JSONL to train on (default: bundled "
@@ -87,33 +84,27 @@ class ClassifyConfig(TaskConfig, RegularizerFields):
                                                             "better-trained embeddings on small data)"})
     max_vocab: int = field(default=20000, metadata={"help": "word level: keep the most frequent training tokens"})
     max_length: int = field(default=400, metadata={"help": "keep the first N tokens of each text"})
-    cell: str = field(default="lstm", metadata={"help": "any cell of `rnnkit cells`"})
-    hidden_size: int = field(default=128, metadata={"help": "H of every layer and direction"})
-    num_layers: int = field(default=1, metadata={"help": "stacked layers"})
     bidirectional: bool = field(default=True, metadata={"help": "read each text in both directions"})
-    pooling: str = field(default="max", metadata={"help": "last, mean, max or attention over the valid steps"})
     embedding_size: int = field(default=128, metadata={"help": "token embedding size E"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout between layers (torch's)"})
     # the recurrent regularizers (RegularizerFields) are off by default: plain dropout on the embeddings and the pooled
     # features regularizes as well here and leaves the layer on torch's fast native path
     embedding_dropout: float = field(default=0.3, metadata={"help": "dropout on the token embeddings"})
-    head_dropout: float = field(default=0.5, metadata={"help": "dropout on the pooled features before the head"})
     batch_size: int = field(default=32, metadata={"help": "examples per step"})
 
     def validate(self) -> None:
         if self.level not in ("char", "word"):
             raise ValueError(f"level must be 'char' or 'word', got {self.level!r}")
-        check_choice("pooling", self.pooling, POOLINGS)
+        self.check_pooling()
         if self.format is not None and self.format not in ("csv", "tsv", "jsonl"):
             raise ValueError(f"format must be csv, tsv or jsonl, got {self.format!r}")
         check_ints(self, ("max_vocab", "max_length", "hidden_size", "num_layers", "embedding_size", "batch_size"))
-        check_fractions(self, ("embedding_dropout", "head_dropout"))
+        check_fractions(self, ("embedding_dropout",))
 
 
 # ---------------------------------------------------------------------- the model
 
 
-class Classifier(nn.Module):
+class Classifier(PooledClassifier):
     """Embedding -> Recurrent (with lengths) -> pooling -> Linear.
 
     forward(ids (T, B), lengths (B,)) -> logits (B, C)
@@ -121,7 +112,6 @@ class Classifier(nn.Module):
 
     def __init__(self, vocab_size: int, num_labels: int, config: ClassifyConfig) -> None:
         super().__init__()
-        self.pooling = config.pooling
         self.embedding = nn.Embedding(vocab_size, config.embedding_size)
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.rnn = Recurrent(
@@ -129,16 +119,11 @@ class Classifier(nn.Module):
             bidirectional=config.bidirectional,
             **config.regularizers(),
         )
-        features = config.hidden_size * self.rnn.num_directions
-        # the learned query of attention pooling, score_t = q . y_t
-        self.query = nn.Linear(features, 1, bias=False) if config.pooling == "attention" else None
-        self.head_dropout = nn.Dropout(config.head_dropout)
-        self.head = nn.Linear(features, num_labels)
+        self.build_head(config.hidden_size * self.rnn.num_directions, num_labels, config)
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
         out, state = self.rnn(self.embedding_dropout(self.embedding(ids)), lengths=lengths)  # (T, B, D*H)
-        pooled = pool(self.pooling, out, state, lengths, self.rnn.num_directions, self.query)  # (B, D*H)
-        return self.head(self.head_dropout(pooled))  # (B, C)
+        return self.classify(out, state, lengths)  # (B, C)
 
 
 # ---------------------------------------------------------------------- data
@@ -327,13 +312,13 @@ def train(config: ClassifyConfig, train_config: TrainConfig, out: str | Path, re
 # ---------------------------------------------------------------------- a trained model
 
 
-class TrainedClassifier:
+class TrainedClassifier(TrainedSequenceClassifier):
     """A trained classifier loaded from a checkpoint: ``predict`` and ``evaluate``."""
 
     def __init__(self, model: Classifier, vocab: Vocab, labels: list[str], majority: str, config: ClassifyConfig,
                  path: Path) -> None:
-        self.model, self.vocab, self.labels, self.config, self.path = model.eval(), vocab, labels, config, path
-        self.majority = majority
+        super().__init__(model, labels, majority, config, path)
+        self.vocab = vocab
         self.encode = Encoder(vocab, config)
 
     @classmethod
@@ -347,7 +332,7 @@ class TrainedClassifier:
     def predict(self, texts: str | Sequence[str]) -> list[Prediction]:
         """The most likely label of each text with its probability (a single str counts as one text)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        return predictions(predict_probs(self.model, [self.encode(t) for t in texts]), self.labels)
+        return self.predict_sequences([self.encode(t) for t in texts])
 
     def evaluate(self, data: str | None = None, split: str = "test", *, format: str | None = None,
                  text_column: str | None = None, label_column: str | None = None) -> dict:
@@ -377,10 +362,8 @@ class TrainedClassifier:
         if not texts:
             raise ValueError(f"{table.source} has no {split} rows to score")
         check_labels(Table({name: texts}, {name: gold}, table.source), self.labels, [name])
-        index = {label: i for i, label in enumerate(self.labels)}
-        predictions = predict_probs(self.model, [self.encode(t) for t in texts]).argmax(-1)
-        matrix = confusion(torch.tensor([index[y] for y in gold]), predictions, len(self.labels))
-        return {"task": NAME, "split": name, **scores(matrix, index[self.majority])}, matrix
+        result, matrix = self.score_sequences([self.encode(t) for t in texts], gold)
+        return {"task": NAME, "split": name, **result}, matrix
 
 
 # ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)

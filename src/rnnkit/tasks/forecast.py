@@ -61,7 +61,7 @@ from ..recurrent import Recurrent
 from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig
 from .base import begin, fit, load_weights, open_checkpoint
-from .fields import TaskConfig, check_choice, check_fractions, check_ints
+from .fields import LayerFields, TaskConfig, check_choice, check_fractions, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 from .series import (
     BUNDLED,
@@ -91,7 +91,8 @@ FORECAST_TRAIN_DEFAULTS = {"steps": 300, "lr": 3e-3, "warmup_steps": 20, "eval_e
 
 
 @dataclass
-class ForecastConfig(TaskConfig):
+@with_defaults(cell="gru", hidden_size=32)
+class ForecastConfig(TaskConfig, LayerFields):
     """The forecaster and its data; defaults tuned for the bundled air passengers on 2 CPU cores."""
 
     data: str | None = field(default=None, metadata={"help": "CSV or TSV with a header (default: the bundled "
@@ -117,12 +118,8 @@ class ForecastConfig(TaskConfig):
                                                                 "loss or mc_dropout"})
     interval_level: float = field(default=0.8, metadata={"help": "the central probability of the interval"})
     mc_samples: int = field(default=50, metadata={"help": "mc_dropout: draws per ensemble member"})
-    cell: str = field(default="gru", metadata={"help": "any cell of `rnnkit cells`"})
-    hidden_size: int = field(default=32, metadata={"help": "H of every layer and direction"})
-    num_layers: int = field(default=1, metadata={"help": "stacked layers"})
     bidirectional: bool = field(default=False, metadata={"help": "read the lookback in both directions (direct "
                                                                  "strategy only)"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout between layers (torch's)"})
     head_dropout: float = field(default=0.1, metadata={"help": "dropout before the head (kept on at prediction "
                                                                "with mc_dropout)"})
     input_noise: float = field(default=0.0, metadata={"help": "std of Gaussian noise on the scaled inputs in "

@@ -34,7 +34,7 @@ from ..recurrent import Recurrent
 from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint
-from .fields import RegularizerFields, TaskConfig, check_ints
+from .fields import LayerFields, RegularizerFields, TaskConfig, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 
 NAME = "lm"
@@ -45,18 +45,15 @@ LM_TRAIN_DEFAULTS = {"lr": 6e-3, "eval_every": 1000}
 
 
 @dataclass
-class LMConfig(TaskConfig, RegularizerFields):
+@with_defaults(hidden_size=512)
+class LMConfig(TaskConfig, RegularizerFields, LayerFields):
     """The language model and its data; defaults tuned for 5 minutes on 2 CPU cores (docs/results.md)."""
 
     data: str | None = field(default=None, metadata={"help": "UTF-8 text to train on (default: bundled Shakespeare)"})
     level: str = field(default="char", metadata={"help": "char or word"})
     max_vocab: int = field(default=20000, metadata={"help": "word level: keep the most frequent tokens"})
-    cell: str = field(default="lstm", metadata={"help": "any cell of `rnnkit cells`"})
-    hidden_size: int = field(default=512, metadata={"help": "H of every layer"})
-    num_layers: int = field(default=1, metadata={"help": "stacked layers"})
     proj_size: int = field(default=0, metadata={"help": "LSTM family: project h to this size (0: none)"})
     embedding_size: int = field(default=128, metadata={"help": "token embedding size E"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout between layers (torch's)"})
     # 16 x 64 tokens per step: in a 5-minute budget more, smaller steps beat fewer large ones
     # (docs/results.md: 1.70 vs 2.03 nats/char after 2 minutes for 64 x 128)
     batch_size: int = field(default=16, metadata={"help": "parallel streams of text"})

@@ -59,7 +59,7 @@ from ..data import moving_digits as md
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
-from .fields import TaskConfig, check_choice, check_ints
+from .fields import GeneratedSplitFields, TaskConfig, check_choice, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 
 NAME = "nextframe"
@@ -75,7 +75,8 @@ NEXTFRAME_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 100, "checkpoint_every": 1
 
 
 @dataclass
-class NextFrameConfig(TaskConfig):
+@with_defaults(dev_size=200, test_size=500)
+class NextFrameConfig(TaskConfig, GeneratedSplitFields):
     """The encoder-forecaster and its generated data; defaults sized for a few minutes on 2 CPU cores."""
 
     cell: str = field(default="convlstm", metadata={"help": "convlstm, peephole_convlstm or convgru"})
@@ -88,8 +89,6 @@ class NextFrameConfig(TaskConfig):
                                                       "for the 5-to-5 rollout)"})
     digits: int = field(default=2, metadata={"help": "digits bouncing in a clip"})
     max_speed: int = field(default=3, metadata={"help": "the fastest a digit moves, pixels a frame per axis"})
-    dev_size: int = field(default=200, metadata={"help": "dev clips (train glyphs) that pick the best checkpoint"})
-    test_size: int = field(default=500, metadata={"help": "test clips (unseen glyphs) scored at the end"})
     feedback_steps: int = field(default=0, metadata={"help": "K: in training, the last K inputs of a clip are the "
                                                              "model's own predictions (gradients flow through them), "
                                                              "as in a rollout (0: teacher forcing only)"})

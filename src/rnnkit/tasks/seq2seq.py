@@ -54,6 +54,7 @@ one beam, beam search is greedy search.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -63,6 +64,19 @@ from ..cells import LSTMState, map_state
 from ..recurrent import Recurrent
 
 ATTENTIONS = ("additive", "multiplicative")
+
+
+@dataclass
+class EncoderDecoderFields:
+    """The Config fields of a task built on this decoder (translate, caption), a field group of
+    ``rnnkit.tasks.fields``: the cell and size of the encoder and the decoder, the attention score, the beams."""
+
+    cell: str = field(default="lstm", metadata={"help": "any cell of `rnnkit cells`, encoder and decoder"})
+    hidden_size: int = field(default=128, metadata={"help": "H of the encoder (per direction) and the decoder"})
+    num_layers: int = field(default=1, metadata={"help": "stacked layers of the encoder and of the decoder"})
+    attention: str = field(default="multiplicative", metadata={"help": "additive (Bahdanau) or multiplicative "
+                                                                       "(Luong general)"})
+    beam_size: int = field(default=5, metadata={"help": "beams of beam search"})
 LENGTH_PENALTY_BASE = 5.0  # the constant of Wu et al.'s lp(Y) = ((5 + |Y|) / 6) ** alpha
 
 

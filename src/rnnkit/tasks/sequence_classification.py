@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import NamedTuple
 
@@ -20,8 +21,23 @@ from torch import Tensor, nn
 
 from ..data.batching import BatchStream, pad
 from ..train.distributed import split_batch
+from .fields import check_choice, check_fractions
 
 POOLINGS = ("last", "mean", "max", "attention")
+
+
+@dataclass
+class PoolingFields:
+    """The Config fields of the pooled classifier head (classify, speech), a field group of
+    ``rnnkit.tasks.fields``: how ``pool`` reads the layer's outputs, and the dropout before the head."""
+
+    pooling: str = field(default="max", metadata={"help": "last, mean, max or attention over the valid steps"})
+    head_dropout: float = field(default=0.5, metadata={"help": "dropout on the pooled features before the head"})
+
+    def check_pooling(self) -> None:
+        """ValueError unless pooling is one of POOLINGS and head_dropout is in [0, 1)."""
+        check_choice("pooling", self.pooling, POOLINGS)
+        check_fractions(self, ("head_dropout",))
 
 
 class Batch(NamedTuple):
@@ -91,6 +107,28 @@ def pool(pooling: str, out: Tensor, state, lengths: Tensor, num_directions: int,
     raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
 
 
+class PooledClassifier(nn.Module):
+    """A recurrent sequence classifier's head: ``pool`` over the layer's valid steps -> dropout -> Linear.
+
+    A subclass builds its ``rnn`` (a ``Recurrent``), calls :meth:`build_head`, and ends ``forward`` with
+    :meth:`classify`. The head's modules are the model's own attributes (``query``, ``head``): the names
+    in its checkpoints.
+    """
+
+    def build_head(self, features: int, num_labels: int, config: PoolingFields) -> None:
+        """``query`` (attention pooling's learned q, score_t = q . y_t), ``head_dropout`` and ``head``
+        Linear(features, C), features = D*H of the layer's outputs."""
+        self.pooling = config.pooling
+        self.query = nn.Linear(features, 1, bias=False) if config.pooling == "attention" else None
+        self.head_dropout = nn.Dropout(config.head_dropout)
+        self.head = nn.Linear(features, num_labels)
+
+    def classify(self, out: Tensor, state, lengths: Tensor) -> Tensor:
+        """Logits (B, C) from the layer's ``out`` (T, B, D*H) and final ``state`` over each sequence's length."""
+        pooled = pool(self.pooling, out, state, lengths, self.rnn.num_directions, self.query)  # (B, D*H)
+        return self.head(self.head_dropout(pooled))  # (B, C)
+
+
 def confusion(targets: Tensor, predictions: Tensor, num_labels: int) -> Tensor:
     """(C, C) counts: row = true label, column = predicted."""
     return torch.bincount(targets * num_labels + predictions, minlength=num_labels**2).view(num_labels, num_labels)
@@ -158,3 +196,24 @@ class SequenceClassificationTask:
 
     def evaluate(self) -> dict:
         return self.score(self.eval_split)[0]
+
+
+class TrainedSequenceClassifier:
+    """What a trained classify or speech model shares: the model (in eval mode), the training labels in logit
+    order, the majority label (the baseline's prediction), its Config and checkpoint path; predicting and
+    scoring a list of sequences (each what the model reads, token ids or (T, F) frames)."""
+
+    def __init__(self, model: nn.Module, labels: list[str], majority: str, config, path) -> None:
+        self.model, self.labels, self.majority, self.config, self.path = model.eval(), labels, majority, config, path
+
+    def predict_sequences(self, sequences: Sequence[Tensor | list[int]]) -> list[Prediction]:
+        """The most likely label of each sequence, with its probability and every label's."""
+        return predictions(predict_probs(self.model, sequences), self.labels)
+
+    def score_sequences(self, sequences: Sequence[Tensor | list[int]], gold: Sequence[str]) -> tuple[dict, Tensor]:
+        """``scores`` (accuracy, macro_f1, majority_accuracy, n) and the (C, C) confusion matrix (row = true label,
+        column = predicted) of ``sequences`` whose true labels are ``gold``, each one of ``labels``."""
+        index = {label: i for i, label in enumerate(self.labels)}
+        predicted = predict_probs(self.model, sequences).argmax(-1)  # (N,)
+        matrix = confusion(torch.tensor([index[y] for y in gold]), predicted, len(self.labels))
+        return scores(matrix, index[self.majority]), matrix

@@ -42,23 +42,20 @@ from typing import NamedTuple
 
 import torch
 from rich.console import Console
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
-from .fields import TaskConfig, check_choice, check_ints
+from .fields import LayerFields, TaskConfig, check_fractions, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 from .sequence_classification import (
-    POOLINGS,
+    PooledClassifier,
+    PoolingFields,
     Prediction,
     SequenceClassificationTask,
-    confusion,
+    TrainedSequenceClassifier,
     majority,
-    pool,
-    predict_probs,
-    predictions,
-    scores,
 )
 
 NAME = "speech"
@@ -81,7 +78,8 @@ SPEECH_TRAIN_DEFAULTS = {"lr": 3e-3, "eval_every": 50, "checkpoint_every": 50, "
 
 
 @dataclass
-class SpeechConfig(TaskConfig):
+@with_defaults(cell="gru", hidden_size=64, pooling="mean", head_dropout=0.3)
+class SpeechConfig(TaskConfig, PoolingFields, LayerFields):
     """The sequence classifier; defaults tuned for JapaneseVowels on 2 CPU cores."""
 
     data: str | None = field(default=None, metadata={"help": "a bundled set, japanese_vowels (the default) or "
@@ -91,24 +89,17 @@ class SpeechConfig(TaskConfig):
                                                                        "held out to pick the best checkpoint "
                                                                        "(default: the set's DEV_FRACTION, 0.15 for "
                                                                        "your own files)"})
-    cell: str = field(default="gru", metadata={"help": "any cell of `rnnkit cells`"})
-    hidden_size: int = field(default=64, metadata={"help": "H of every layer and direction"})
-    num_layers: int = field(default=1, metadata={"help": "stacked layers"})
     bidirectional: bool = field(default=True, metadata={"help": "read each sequence in both directions"})
-    pooling: str = field(default="mean", metadata={"help": "last, mean, max or attention over the valid steps"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout between layers (torch's)"})
     input_noise: float = field(default=0.1, metadata={"help": "std of Gaussian noise on the standardized frames "
                                                               "in training (270 cases overfit fast)"})
-    head_dropout: float = field(default=0.3, metadata={"help": "dropout on the pooled features before the head"})
     batch_size: int = field(default=32, metadata={"help": "cases per step"})
 
     def validate(self) -> None:
         check_data(self.data)
-        check_choice("pooling", self.pooling, POOLINGS)
+        self.check_pooling()
         check_ints(self, ("hidden_size", "num_layers", "batch_size"))
-        for name in ("dev_fraction", "head_dropout"):
-            if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.dev_fraction is not None:
+            check_fractions(self, ("dev_fraction",))
         if self.input_noise < 0:
             raise ValueError(f"input_noise must be >= 0, got {self.input_noise!r}")
 
@@ -233,7 +224,7 @@ def load_splits(dev_fraction: float, seed: int = 0, data: str | None = None) -> 
 # ---------------------------------------------------------------------- the model
 
 
-class SequenceClassifier(nn.Module):
+class SequenceClassifier(PooledClassifier):
     """Standardize -> Recurrent (with lengths) -> pooling -> Linear.
 
     forward(x (T, B, F) raw frames, lengths (B,)) -> logits (B, C)
@@ -241,16 +232,13 @@ class SequenceClassifier(nn.Module):
 
     def __init__(self, num_features: int, num_labels: int, config: SpeechConfig) -> None:
         super().__init__()
-        self.pooling, self.input_noise = config.pooling, config.input_noise
+        self.input_noise = config.input_noise
         # buffers, so the training split's statistics travel in the checkpoint's weights
         self.register_buffer("mean", torch.zeros(num_features))  # (F,)
         self.register_buffer("std", torch.ones(num_features))  # (F,)
         self.rnn = Recurrent(config.cell, num_features, config.hidden_size, config.num_layers,
                              dropout=config.dropout, bidirectional=config.bidirectional)
-        features = config.hidden_size * self.rnn.num_directions
-        self.query = nn.Linear(features, 1, bias=False) if config.pooling == "attention" else None  # q . y_t
-        self.head_dropout = nn.Dropout(config.head_dropout)
-        self.head = nn.Linear(features, num_labels)
+        self.build_head(config.hidden_size * self.rnn.num_directions, num_labels, config)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         T = x.shape[0]
@@ -260,8 +248,7 @@ class SequenceClassifier(nn.Module):
             x = x + self.input_noise * torch.randn_like(x)
         x = x * valid[..., None]  # padding stays zero
         out, state = self.rnn(x, lengths=lengths)  # (T, B, D*H)
-        pooled = pool(self.pooling, out, state, lengths, self.rnn.num_directions, self.query)  # (B, D*H)
-        return self.head(self.head_dropout(pooled))  # (B, C)
+        return self.classify(out, state, lengths)  # (B, C)
 
 
 def check_labels(cases: Cases, known: Sequence[str]) -> None:
@@ -325,12 +312,8 @@ def train(config: SpeechConfig, train_config: TrainConfig, out: str | Path, resu
 # ---------------------------------------------------------------------- a trained model
 
 
-class TrainedSpeech:
+class TrainedSpeech(TrainedSequenceClassifier):
     """A trained sequence classifier loaded from a checkpoint: ``predict`` and ``evaluate``."""
-
-    def __init__(self, model: SequenceClassifier, labels: list[str], majority: str, config: SpeechConfig,
-                 path: Path) -> None:
-        self.model, self.labels, self.majority, self.config, self.path = model.eval(), labels, majority, config, path
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> TrainedSpeech:
@@ -348,7 +331,7 @@ class TrainedSpeech:
         for i, s in enumerate(series):
             if s.dim() != 2 or s.shape[1] != features:
                 raise ValueError(f"series[{i}] must be (T, {features}) frames, got shape {tuple(s.shape)}")
-        return predictions(predict_probs(self.model, series), self.labels)
+        return self.predict_sequences(series)
 
     def evaluate(self, data: str | None = None, split: str = "test") -> dict:
         """accuracy, macro_f1, majority_accuracy and n on ``split`` (train, dev or test) of ``data``, by default
@@ -361,10 +344,7 @@ class TrainedSpeech:
         if cases.series[0].shape[1] != features:
             raise ValueError(f"{cases.source} has {cases.series[0].shape[1]} dimensions, the model was trained on "
                              f"{features}")
-        index = {label: i for i, label in enumerate(self.labels)}
-        predicted = predict_probs(self.model, cases.series).argmax(-1)
-        matrix = confusion(torch.tensor([index[y] for y in cases.labels]), predicted, len(self.labels))
-        return {"task": NAME, "split": split, **scores(matrix, index[self.majority])}
+        return {"task": NAME, "split": split, **self.score_sequences(cases.series, cases.labels)[0]}
 
 
 # ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)

@@ -46,7 +46,7 @@ from ..extras import require
 from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
-from .fields import TaskConfig, check_choice, check_fractions, check_ints
+from .fields import LayerFields, TaskConfig, check_choice, check_fractions, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 
 NAME = "tag"
@@ -69,15 +69,13 @@ def _require():
 
 
 @dataclass
-class TagConfig(TaskConfig):
+@with_defaults(hidden_size=100)
+class TagConfig(TaskConfig, LayerFields):
     """The BiLSTM-CRF tagger; defaults tuned for the bundled WNUT-16 tweets on 2 CPU cores."""
 
     data: str | None = field(default=None, metadata={"help": "a CoNLL-style file: token and tag per line, a blank "
                                                              "line between sentences (default: the bundled "
                                                              "WNUT-16 tweets)"})
-    cell: str = field(default="lstm", metadata={"help": "any cell of `rnnkit cells`"})
-    hidden_size: int = field(default=100, metadata={"help": "H of every layer and direction"})
-    num_layers: int = field(default=1, metadata={"help": "stacked layers"})
     bidirectional: bool = field(default=True, metadata={"help": "read each sentence in both directions"})
     embedding_size: int = field(default=100, metadata={"help": "word embedding width"})
     lowercase: bool = field(default=True, metadata={"help": "lowercase words before the word embedding (the "

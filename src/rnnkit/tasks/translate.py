@@ -54,7 +54,7 @@ from .base import begin, finished, fit, load_weights, open_checkpoint, write_rep
 from .classify import text_lines
 from .fields import TaskConfig, check_choice, check_ints
 from .registry import TaskSpec, Verb
-from .seq2seq import ATTENTIONS, Decoder, beam_search, greedy, sequence_log_probs
+from .seq2seq import ATTENTIONS, Decoder, EncoderDecoderFields, beam_search, greedy, sequence_log_probs
 
 NAME = "translate"
 BUNDLED_FILE = "bible_en_es.tsv.gz"  # in rnnkit/data; see SOURCES.md
@@ -81,7 +81,7 @@ def _require():
 
 
 @dataclass
-class TranslateConfig(TaskConfig):
+class TranslateConfig(TaskConfig, EncoderDecoderFields):
     """The encoder-decoder and its data; defaults tuned for the bundled verse pairs on 2 CPU cores."""
 
     data: str | None = field(default=None, metadata={"help": "a pair file: source<TAB>target per line (default: "
@@ -90,13 +90,8 @@ class TranslateConfig(TaskConfig):
     min_count: int = field(default=3, metadata={"help": "words seen fewer times in training read as <unk>"})
     max_length: int = field(default=50, metadata={"help": "tokens kept per side in training; the most a "
                                                           "translation writes"})
-    cell: str = field(default="lstm", metadata={"help": "any cell of `rnnkit cells`, encoder and decoder"})
-    hidden_size: int = field(default=128, metadata={"help": "H of the encoder (per direction) and the decoder"})
-    num_layers: int = field(default=1, metadata={"help": "stacked layers of the encoder and of the decoder"})
     bidirectional: bool = field(default=True, metadata={"help": "read the source in both directions"})
     embedding_size: int = field(default=128, metadata={"help": "word embedding width, source and target"})
-    attention: str = field(default="multiplicative", metadata={"help": "additive (Bahdanau) or multiplicative "
-                                                                       "(Luong general)"})
     attention_size: int = field(default=128, metadata={"help": "A of additive attention (multiplicative: "
                                                                "unused)"})
     dropout: float = field(default=0.3, metadata={"help": "dropout on the embeddings, the encoder outputs and "
@@ -108,7 +103,6 @@ class TranslateConfig(TaskConfig):
                                                                      "probability rises linearly from 0"})
     replace_unk: bool = field(default=True, metadata={"help": "replace each <unk> of a translation with the "
                                                               "source word it attends to most"})
-    beam_size: int = field(default=5, metadata={"help": "beams of beam search"})
     length_penalty: float = field(default=0.6, metadata={"help": "alpha of beam search's length normalization "
                                                                  "(0: none)"})
     batch_size: int = field(default=32, metadata={"help": "sentence pairs per step"})
