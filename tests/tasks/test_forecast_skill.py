@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from datetime import date, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -80,8 +81,6 @@ def test_prevailing_mean_uses_the_returns_up_to_each_origin():
 
 
 def test_climatology_is_a_circular_15_day_mean_of_the_training_days():
-    from datetime import datetime, timedelta
-
     days = [datetime(2013, 1, 1) + timedelta(days=i) for i in range(365)]
     values = np.arange(365.0)  # day of the year - 1
     got = climatology(values, days, [datetime(2014, 3, 1), datetime(2014, 1, 1)])
@@ -183,8 +182,9 @@ def ar_prices(phi: float, n: int, seed: int) -> np.ndarray:
 
 def price_file(tmp_path, phi: float, n: int = 800, seed: int = 0) -> str:
     prices = ar_prices(phi, n, seed)
-    return write(tmp_path, "date,close\n" + "".join(f"{i},{float(p)!r}\n" for i, p in enumerate(prices)),
-                 f"ar{phi}.csv")
+    first = date(2000, 1, 1)
+    return write(tmp_path, "date,close\n" + "".join(f"{first + timedelta(days=i)},{float(p)!r}\n"
+                                                    for i, p in enumerate(prices)), f"ar{phi}.csv")
 
 
 def test_walk_forward_never_lets_the_model_or_its_scaler_see_the_test_part(tmp_path):
@@ -192,7 +192,7 @@ def test_walk_forward_never_lets_the_model_or_its_scaler_see_the_test_part(tmp_p
     config = ForecastConfig(data=path, column="close", target="returns", lookback=8, hidden_size=4, ensemble=1,
                             rolling_origins=20)
     config.validate()
-    series = log_returns(read_series(path, ["close"], None))  # 119 returns; the first origin is 99
+    series = log_returns(read_series(path, ["close"], "date"))  # 119 returns; the first origin is 99
     changed = Series(series.values.copy(), series.columns, None, series.source)
     changed.values[99:] *= 50  # the test part only
     tasks = [ForecastTask(config, s, 1, 0, torch.device("cpu")) for s in (series, changed)]

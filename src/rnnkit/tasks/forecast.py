@@ -2,9 +2,19 @@
 
 Data: ``--data FILE.csv`` (or .tsv) with ``--column`` (repeatable or comma-separated; several
 make a multivariate input, the first is the target) and ``--time-column``, or a bundled series
-(``--series air_passengers | sunspots | seattle_temps``; ``rnnkit.data``, SOURCES.md). The
+(``--series air_passengers | sunspots | seattle_temps``; ``rnnkit.data``, SOURCES.md), or one read
+from an installed package (``sp500 | nasdaq | seattle_daily``; ``rnnkit.data.packaged_series``). The
 last ``horizon`` points are held out (the test split); the model, the scaler and the baselines
 see only the points before them (the training part).
+
+Prices: ``--target returns`` forecasts the log returns r_t = log(p_t / p_{t-1}) of the first column (the
+default for sp500 and nasdaq; the other columns stay inputs as they are), with ``--horizon 1`` and
+walk-forward evaluation by default: the last ``rolling_origins`` (250) points are the test part, the model
+and its scaler are fitted on the points before them, and each origin's forecast is scored beside the
+random walk with the Diebold-Mariano and directional tests (``rnnkit.tasks.walk_forward``,
+``rnnkit.tasks.skill``). seattle_daily forecasts the maximum temperature 1-7 days ahead, walked forward
+over its last 365 days (2015), beside persistence, climatology and ETS. Returns have no level: their
+windows are not made level-free (step 2 below applies to levels only).
 
 Model (symbols as in ``rnnkit.tasks.series``: L lookback, H horizon, F columns, Q quantiles):
 
@@ -697,7 +707,8 @@ def export_spec(model, trained: TrainedForecaster, what: str):
     outputs = [Port("y", (str(K), "batch", str(c.horizon), str(Q)) if direct
                     else (str(K), time, "batch", str(F), str(Q)))]
     notes = ["z: the window as the task feeds it: each column scaled by the checkpoint's scaler (log where "
-             "scale_log, then minus scale_mean, over scale_std) and minus the window's mean per column"]
+             "scale_log, then minus scale_mean, over scale_std)" + (" and minus the window's mean per column"
+                                                                   if c.target == "levels" else "")]
     if c.interval == "mc_dropout":
         notes.append("interval mc_dropout: the file gives the point forecast only; the intervals need dropout at "
                      "inference (Forecaster(z, sample=True)), which the exported model does not have")
