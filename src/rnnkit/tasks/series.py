@@ -372,16 +372,15 @@ def _single_thread():
     return threadpool_limits(1)
 
 
-def ets_forecast(train: np.ndarray, horizon: int, season: int,
-                 forms: Sequence[ETSSpec] | None = None) -> tuple[np.ndarray | None, ETSSpec | None]:
-    """The forecast of statsmodels' ``ETSModel`` of the lowest AIC among ``forms`` (default: all of
-    ``ets_forms``) fit on ``train``, and its form; (None, None) if none fits or its forecast is not finite."""
+def best_ets(train: np.ndarray, season: int, forms: Sequence[ETSSpec]):
+    """statsmodels' ``ETSModel`` of the lowest AIC among ``forms`` fit on ``train``: (its results, its form), or
+    (None, None) if none fits."""
     ETSModel = require("statsmodels.tsa.exponential_smoothing.ets", "the ETS baseline of rnnkit forecast",
                        "statsmodels").ETSModel
     best, best_aic, best_form = None, math.inf, None
     with _single_thread(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter of the optimizer
-        for form in ets_forms(train, season) if forms is None else forms:
+        for form in forms:
             try:
                 fit = ETSModel(train, error=form.error, trend=form.trend, damped_trend=form.damped,
                                seasonal=form.seasonal, seasonal_periods=season if form.seasonal else None
@@ -390,7 +389,15 @@ def ets_forecast(train: np.ndarray, horizon: int, season: int,
                 continue
             if np.isfinite(fit.aic) and fit.aic < best_aic:
                 best, best_aic, best_form = fit, fit.aic, form
-        if best is None:
-            return None, None
-        forecast = np.asarray(best.forecast(horizon), dtype=float)
+    return best, best_form
+
+
+def ets_forecast(train: np.ndarray, horizon: int, season: int,
+                 forms: Sequence[ETSSpec] | None = None) -> tuple[np.ndarray | None, ETSSpec | None]:
+    """The forecast of statsmodels' ``ETSModel`` of the lowest AIC among ``forms`` (default: all of
+    ``ets_forms``) fit on ``train``, and its form; (None, None) if none fits or its forecast is not finite."""
+    best, best_form = best_ets(train, season, ets_forms(train, season) if forms is None else forms)
+    if best is None:
+        return None, None
+    forecast = np.asarray(best.forecast(horizon), dtype=float)
     return (forecast if np.isfinite(forecast).all() else None), best_form

@@ -39,7 +39,7 @@ from datetime import datetime
 import numpy as np
 
 from ..extras import require
-from .series import ETS_TRENDS, ETSSpec, _single_thread
+from .series import ETS_TRENDS, ETSSpec, best_ets
 
 CLIMATOLOGY_HALF_WINDOW = 7  # days either side of the target's day of the year: a 15-day centred mean
 
@@ -102,27 +102,18 @@ def ets_walk_forward(y: np.ndarray, n_train: int, origins: np.ndarray, horizon: 
                      ) -> tuple[np.ndarray | None, ETSSpec | None]:
     """ETS without a season, fit on y[:n_train] and filtered over all of y: (K, horizon) forecasts from the origins
     (each the number of points seen), or (None, None) if no form fits."""
-    ETSModel = require("statsmodels.tsa.exponential_smoothing.ets", "the ETS baseline of rnnkit forecast",
-                       "statsmodels").ETSModel
-    best, best_aic, best_form = None, math.inf, None
-    with _single_thread(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence chatter of the optimizer
-        for trend, damped in ETS_TRENDS:
-            form = ETSSpec("add", trend, damped, None)
-            try:
-                fit = ETSModel(y[:n_train], error="add", trend=trend, damped_trend=damped).fit(disp=False)
-            except (ValueError, np.linalg.LinAlgError):
-                continue
-            if np.isfinite(fit.aic) and fit.aic < best_aic:
-                best, best_aic, best_form = fit, fit.aic, form
-        if best is None:
-            return None, None
-        full = ETSModel(y, error="add", trend=best_form.trend, damped_trend=best_form.damped).smooth(best.params)
+    best, form = best_ets(y[:n_train], 1, [ETSSpec("add", trend, damped, None) for trend, damped in ETS_TRENDS])
+    if best is None:
+        return None, None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = type(best.model)(y, error="add", trend=form.trend, damped_trend=form.damped)  # the same form
+        full = model.smooth(best.params)  # with the training fit's parameters, over all of y
     level = np.asarray(full.level)  # (n,) l_t after seeing y_t
     steps = np.arange(1, horizon + 1)
-    if best_form.trend is None:
-        return np.repeat(level[origins - 1, None], horizon, 1), best_form
+    if form.trend is None:
+        return np.repeat(level[origins - 1, None], horizon, 1), form
     slope = np.asarray(full.slope)  # (n,)
-    phi = float(best.params[list(best.param_names).index("damping_trend")]) if best_form.damped else 1.0
+    phi = float(best.params[list(best.param_names).index("damping_trend")]) if form.damped else 1.0
     ramp = np.cumsum(phi**steps)  # (H,) phi + ... + phi^h
-    return level[origins - 1, None] + ramp[None, :] * slope[origins - 1, None], best_form
+    return level[origins - 1, None] + ramp[None, :] * slope[origins - 1, None], form
