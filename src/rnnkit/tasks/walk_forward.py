@@ -101,7 +101,7 @@ def score_walk_forward(series: Series, forecasts: Forecasts, target: str, interv
     result = {"task": "forecast", "split": "test", "n": K, "horizon": H, "target": target, "evaluation":
               "walk_forward", "n_origins": int(last.sum()), "mse": _mse(actual, ours), "mae": _mae(actual, ours),
               "random_walk_mse": _mse(actual, walk), "random_walk_mae": _mae(actual, walk)}
-    for name in others.keys() - {"random_walk"}:
+    for name in [name for name in others if name != "random_walk"]:  # in a fixed order
         result[f"{name}_mse"] = _mse(actual, others[name][last, H - 1])
         result[f"{name}_mae"] = _mae(actual, others[name][last, H - 1])
     result.update({"dm_stat": None if math.isnan(dm_stat) else dm_stat, "dm_pvalue": dm_pvalue,
