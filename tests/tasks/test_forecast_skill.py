@@ -145,9 +145,18 @@ def test_the_seattle_weather_comes_from_vega_datasets_with_the_weather_one_hot()
     assert weather.values[0, :5].tolist() == [12.8, 0.0, 5.0, 4.7, 1.0]  # 2012-01-01: drizzle
 
 
+@needs_vega
+def test_the_monthly_stocks_come_from_vega_datasets_made_wide():
+    stocks = read_series(None, ["MSFT", "AMZN", "IBM", "AAPL"], None, "stocks")
+    assert stocks.values.shape == (123, 4)
+    assert stocks.times[0].date().isoformat() == "2000-01-01" and stocks.times[-1].date().isoformat() == "2010-03-01"
+    assert stocks.values[0].tolist() == [39.81, 64.56, 100.52, 25.94]  # the file's Jan 1 2000 rows
+
+
 @pytest.mark.parametrize("settings,expected", [
     ({"series": "sp500"}, ("returns", 1, "walk_forward", 250)),
     ({"series": "seattle_daily"}, ("levels", 7, "walk_forward", 365)),
+    ({"series": "stocks"}, ("returns", 1, "walk_forward", 36)),
     ({"data": "prices.csv", "target": "returns"}, ("returns", 1, "walk_forward", 250)),
     ({"data": "prices.csv"}, ("levels", 24, "holdout", 4)),
     ({"series": "sp500", "horizon": 5, "rolling_origins": 100}, ("returns", 5, "walk_forward", 100)),

@@ -7,6 +7,9 @@ Each reader returns the series as CSV text (a header, one row per time step, ISO
   from the ``arch`` wheel (``arch/data/sp500/sp500.csv.gz``, ``arch/data/nasdaq/nasdaq.csv.gz``; NCSA licence).
   Columns ``date, open, high, low, close, adj_close, volume`` as in the file (its ``M/D/YYYY`` dates written as
   ISO), plus ``log_range`` = log(high / low), the day's high-low range.
+- ``stocks``: monthly prices of four stocks, 2000-01-01 .. 2010-03-01, 123 months, vega_datasets'
+  ``_data/stocks.csv`` (MIT; its long table ``symbol, date, price`` made wide: ``date, MSFT, AMZN, IBM, AAPL``;
+  GOOG, listed from 2004-08 only, is left out so that every row is complete).
 - ``seattle_daily``: daily weather at Seattle, 2012-01-01 .. 2015-12-31, 1,461 days, vega_datasets'
   ``_data/seattle-weather.csv`` (MIT; public-domain NOAA data). Columns ``date, temp_max, precipitation,
   temp_min, wind`` (degrees C, mm, degrees C, m/s) and the text column ``weather`` one-hot as
@@ -27,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 WEATHER_KINDS = ("drizzle", "fog", "rain", "snow", "sun")  # the values of seattle-weather.csv's weather column
+STOCKS = ("MSFT", "AMZN", "IBM", "AAPL")  # the symbols of stocks.csv with a price every month (not GOOG)
 
 
 def package_file(package: str, relative: str, pip: str) -> Path:
@@ -86,9 +90,25 @@ def seattle_weather_csv() -> str:
                 out)
 
 
+def stocks_csv() -> str:
+    """vega_datasets' monthly stock prices, wide: date, MSFT, AMZN, IBM, AAPL."""
+    path = package_file("vega_datasets", "_data/stocks.csv", "vega_datasets>=0.9")
+    prices: dict[str, dict[str, str]] = {}  # date -> symbol -> price
+    for symbol, date, price in _table(path.read_text("utf-8"), str(path), ["symbol", "date", "price"]):
+        if symbol in STOCKS:
+            iso = datetime.strptime(date, "%b %d %Y").date().isoformat()  # the file's Jan 1 2000
+            prices.setdefault(iso, {})[symbol] = price
+    missing = [date for date, row in prices.items() if len(row) != len(STOCKS)]
+    if missing:
+        lacking = ", ".join(sorted(set(STOCKS) - set(prices[missing[0]])))
+        raise ValueError(f"{path}: the month {missing[0]} lacks a price of {lacking}")
+    return _csv(["date", *STOCKS], [[date, *(prices[date][s] for s in STOCKS)] for date in sorted(prices)])
+
+
 # name -> the reader of its CSV text
 READERS: dict[str, Callable[[], str]] = {
     "sp500": lambda: market_csv("sp500"),
     "nasdaq": lambda: market_csv("nasdaq"),
+    "stocks": stocks_csv,
     "seattle_daily": seattle_weather_csv,
 }

@@ -3,12 +3,12 @@
 Data: ``--data FILE.csv`` (or .tsv) with ``--column`` (repeatable or comma-separated; several
 make a multivariate input, the first is the target) and ``--time-column``, or a bundled series
 (``--series air_passengers | sunspots | seattle_temps``; ``rnnkit.data``, SOURCES.md), or one read
-from an installed package (``sp500 | nasdaq | seattle_daily``; ``rnnkit.data.packaged_series``). The
+from an installed package (``sp500 | nasdaq | stocks | seattle_daily``; ``rnnkit.data.packaged_series``). The
 last ``horizon`` points are held out (the test split); the model, the scaler and the baselines
 see only the points before them (the training part).
 
 Prices: ``--target returns`` forecasts the log returns r_t = log(p_t / p_{t-1}) of the first column (the
-default for sp500 and nasdaq; the other columns stay inputs as they are), with ``--horizon 1`` and
+default for sp500, nasdaq and stocks; the other columns stay inputs as they are), with ``--horizon 1`` and
 walk-forward evaluation by default: the last ``rolling_origins`` (250) points are the test part, the model
 and its scaler are fitted on the points before them, and each origin's forecast is scored beside the
 random walk with the Diebold-Mariano and directional tests (``rnnkit.tasks.walk_forward``,
@@ -132,8 +132,8 @@ class ForecastConfig(TaskConfig):
     season: int = field(default=0, metadata={"help": "the season m of MASE and the seasonal naive baseline (0: "
                                                      "from the time column, 12 monthly, 24 hourly, else 1)"})
     target: str = field(default="auto", metadata={"help": "levels (the values), returns (log returns of the first "
-                                                         "column, > 0) or auto (returns for sp500 and nasdaq, else "
-                                                         "levels)"})
+                                                         "column, > 0) or auto (returns for sp500, nasdaq and "
+                                                         "stocks, else levels)"})
     horizon: int | None = field(default=None, metadata={"help": "H: steps forecast at once, and the points held "
                                                                 "out (default: 1 for returns, 7 for seattle_daily, "
                                                                 "else 24)"})
@@ -170,7 +170,7 @@ class ForecastConfig(TaskConfig):
     rolling_origins: int | None = field(default=None, metadata={"help": "holdout: origins inside the held-out part "
                                                                         "(1: the headline only; default 4); "
                                                                         "walk_forward: the last N points forecast "
-                                                                        "(default 250, seattle_daily 365)"})
+                                                                        "(default 250, seattle_daily 365, stocks 36)"})
     ets_max_points: int = field(default=1000, metadata={"help": "the ETS baseline fits on at most the last N "
                                                                 "training points (18 fits on 8,735 hourly points "
                                                                 "take ~30 s)"})

@@ -50,6 +50,7 @@ BUNDLED = {  # name -> (file in rnnkit/data, time column, value column); sources
 PACKAGED = {
     "sp500": ("date", ["close"]),
     "nasdaq": ("date", ["close"]),
+    "stocks": ("date", ["MSFT"]),  # monthly; --column AMZN, IBM or AAPL for another
     "seattle_daily": ("date", ["temp_max", "precipitation", "temp_min", "wind", "weather_drizzle", "weather_fog",
                                "weather_rain", "weather_snow", "weather_sun"]),
 }
@@ -69,6 +70,8 @@ class Preset(NamedTuple):
 LEVELS = Preset("levels", 24, "holdout", 4)  # a user's file and the classic bundled series
 RETURNS = Preset("returns", 1, "walk_forward", 250)  # a user's file with --target returns, and sp500 / nasdaq
 PRESETS = {"sp500": RETURNS, "nasdaq": RETURNS,
+           # 122 monthly returns: the last 36 months (2007-04 .. 2010-03) walked forward
+           "stocks": Preset("returns", 1, "walk_forward", 36),
            # forecast the maximum temperature 1-7 days ahead, walked forward over the last 365 days (2015)
            "seattle_daily": Preset("levels", 7, "walk_forward", 365)}
 FORMATS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
