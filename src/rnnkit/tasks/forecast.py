@@ -134,9 +134,9 @@ class ForecastConfig(TaskConfig):
     target: str = field(default="auto", metadata={"help": "levels (the values), returns (log returns of the first "
                                                          "column, > 0) or auto (returns for sp500, nasdaq and "
                                                          "stocks, else levels)"})
-    horizon: int | None = field(default=None, metadata={"help": "H: steps forecast at once, and the points held "
-                                                                "out (default: 1 for returns, 7 for seattle_daily, "
-                                                                "else 24)"})
+    horizon: int | None = field(default=None, metadata={"help": "H: steps forecast at once, and with holdout "
+                                                                "evaluation the points held out (default: 1 for "
+                                                                "returns, 7 for seattle_daily, else 24)"})
     lookback: int = field(default=24, metadata={"help": "L: past steps the model reads"})
     transform: str = field(default="auto", metadata={"help": "auto (log where the training values are all > 0), "
                                                              "log or none; then standardized on the training part"})
