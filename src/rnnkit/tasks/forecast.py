@@ -2,9 +2,19 @@
 
 Data: ``--data FILE.csv`` (or .tsv) with ``--column`` (repeatable or comma-separated; several
 make a multivariate input, the first is the target) and ``--time-column``, or a bundled series
-(``--series air_passengers | sunspots | seattle_temps``; ``rnnkit.data``, SOURCES.md). The
+(``--series air_passengers | sunspots | seattle_temps``; ``rnnkit.data``, SOURCES.md), or one read
+from an installed package (``sp500 | nasdaq | stocks | seattle_daily``; ``rnnkit.data.packaged_series``). The
 last ``horizon`` points are held out (the test split); the model, the scaler and the baselines
 see only the points before them (the training part).
+
+Prices: ``--target returns`` forecasts the log returns r_t = log(p_t / p_{t-1}) of the first column (the
+default for sp500, nasdaq and stocks; the other columns stay inputs as they are), with ``--horizon 1`` and
+walk-forward evaluation by default: the last ``rolling_origins`` (250) points are the test part, the model
+and its scaler are fitted on the points before them, and each origin's forecast is scored beside the
+random walk with the Diebold-Mariano and directional tests (``rnnkit.tasks.walk_forward``,
+``rnnkit.tasks.skill``). seattle_daily forecasts the maximum temperature 1-7 days ahead, walked forward
+over its last 365 days (2015), beside persistence, climatology and ETS. Returns have no level: their
+windows are not made level-free (step 2 below applies to levels only).
 
 Model (symbols as in ``rnnkit.tasks.series``: L lookback, H horizon, F columns, Q quantiles):
 
@@ -64,12 +74,16 @@ from .base import begin, fit, load_weights, open_checkpoint
 from .fields import LayerFields, TaskConfig, check_choice, check_fractions, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 from .series import (
-    BUNDLED,
+    LEVELS,
+    PRESETS,
+    RETURNS,
+    SERIES,
     Scaler,
     Series,
     coverage,
     ets_forecast,
     infer_season,
+    log_returns,
     mape,
     mase,
     mase_scale,
@@ -80,11 +94,21 @@ from .series import (
     split_columns,
     window_starts,
 )
+from .walk_forward import (
+    describe_walk_forward,
+    plot_long_or_flat,
+    plot_walk_forward,
+    score_walk_forward,
+    verdict,
+    walk_forward_forecasts,
+)
 
 NAME = "forecast"
 STRATEGIES = ("direct", "autoregressive")
 INTERVALS = ("quantile", "mc_dropout")
 TRANSFORMS = ("auto", "log", "none")
+TARGETS = ("auto", "levels", "returns")
+EVALUATIONS = ("auto", "holdout", "walk_forward")
 DEFAULT_MINUTES = 1.0  # a budget only where no --steps applies; FORECAST_TRAIN_DEFAULTS sets steps
 FORECAST_TRAIN_DEFAULTS = {"steps": 300, "lr": 3e-3, "warmup_steps": 20, "eval_every": 100, "checkpoint_every": 100,
                            "log_every": 25, "weight_decay": 0.01}
@@ -98,7 +122,7 @@ class ForecastConfig(TaskConfig, LayerFields):
     data: str | None = field(default=None, metadata={"help": "CSV or TSV with a header (default: the bundled "
                                                              "series of --series)"})
     series: str = field(default="air_passengers", metadata={"help": "the bundled series without --data: "
-                                                                    + ", ".join(BUNDLED)})
+                                                                    + ", ".join(SERIES)})
     column: str | None = field(default=None, metadata={"help": "the column(s) to read, repeatable or comma-"
                                                                "separated; the first is the target (default: the "
                                                                "file's only column besides the time column)",
@@ -108,7 +132,12 @@ class ForecastConfig(TaskConfig, LayerFields):
     format: str | None = field(default=None, metadata={"help": "csv or tsv (default: from the extension)"})
     season: int = field(default=0, metadata={"help": "the season m of MASE and the seasonal naive baseline (0: "
                                                      "from the time column, 12 monthly, 24 hourly, else 1)"})
-    horizon: int = field(default=24, metadata={"help": "H: steps forecast at once, and the points held out"})
+    target: str = field(default="auto", metadata={"help": "levels (the values), returns (log returns of the first "
+                                                         "column, > 0) or auto (returns for sp500, nasdaq and "
+                                                         "stocks, else levels)"})
+    horizon: int | None = field(default=None, metadata={"help": "H: steps forecast at once, and with holdout "
+                                                                "evaluation the points held out (default: 1 for "
+                                                                "returns, 7 for seattle_daily, else 24)"})
     lookback: int = field(default=24, metadata={"help": "L: past steps the model reads"})
     transform: str = field(default="auto", metadata={"help": "auto (log where the training values are all > 0), "
                                                              "log or none; then standardized on the training part"})
@@ -130,8 +159,15 @@ class ForecastConfig(TaskConfig, LayerFields):
     ensemble: int = field(default=5, metadata={"help": "independently initialized members, averaged (one seed "
                                                        "is unstable on 120 training points)"})
     batch_size: int = field(default=16, metadata={"help": "windows per step"})
-    rolling_origins: int = field(default=4, metadata={"help": "origins of the rolling evaluation inside the "
-                                                              "held-out part (1: the headline only)"})
+    evaluation: str = field(default="auto", metadata={"help": "holdout (the last horizon points, rolling origins "
+                                                              "inside them), walk_forward (forecasts from each of the "
+                                                              "last --rolling-origins points, the model fit before "
+                                                              "the first) or auto (walk_forward for returns and "
+                                                              "seattle_daily)"})
+    rolling_origins: int | None = field(default=None, metadata={"help": "holdout: origins inside the held-out part "
+                                                                        "(1: the headline only; default 4); "
+                                                                        "walk_forward: the last N points forecast "
+                                                                        "(default 250, seattle_daily 365, stocks 36)"})
     ets_max_points: int = field(default=1000, metadata={"help": "the ETS baseline fits on at most the last N "
                                                                 "training points (18 fits on 8,735 hourly points "
                                                                 "take ~30 s)"})
@@ -145,13 +181,18 @@ class ForecastConfig(TaskConfig, LayerFields):
         check_choice("strategy", self.strategy, STRATEGIES)
         check_choice("interval", self.interval, INTERVALS)
         check_choice("transform", self.transform, TRANSFORMS)
-        check_choice("series", self.series, BUNDLED)
+        check_choice("series", self.series, SERIES)
+        self.resolve_defaults()
         check_ints(self, ("horizon", "lookback", "mc_samples", "hidden_size", "num_layers", "ensemble", "batch_size",
                           "rolling_origins", "ets_max_points"))
         if isinstance(self.season, bool) or not isinstance(self.season, int) or self.season < 0:
             raise ValueError(f"season must be an int >= 0 (0: from the time column), got {self.season!r}")
         if not 0 < self.interval_level < 1:
             raise ValueError(f"interval_level must be in (0, 1), got {self.interval_level!r}")
+        if self.evaluation == "walk_forward" and self.rolling_origins < 2 * self.horizon:
+            raise ValueError(f"walk_forward evaluation needs rolling_origins >= 2 x horizon = {2 * self.horizon} "
+                             f"(the Diebold-Mariano test needs more {self.horizon}-step forecasts than "
+                             f"{self.horizon}), got {self.rolling_origins}")
         check_fractions(self, ("dropout", "head_dropout"))
         if self.input_noise < 0:
             raise ValueError(f"input_noise must be >= 0, got {self.input_noise!r}")
@@ -159,6 +200,28 @@ class ForecastConfig(TaskConfig, LayerFields):
             raise ValueError("interval mc_dropout needs --head-dropout > 0: the draws differ only by it")
         if self.strategy == "autoregressive" and self.bidirectional:
             raise ValueError("strategy autoregressive steps forward in time: it cannot use --bidirectional")
+
+    def resolve_defaults(self) -> None:
+        """Fill target, horizon, evaluation and rolling_origins left at auto / None from the series' preset
+        (``rnnkit.tasks.series.PRESETS``; a user's file: levels, or returns with --target returns)."""
+        check_choice("target", self.target, TARGETS)
+        check_choice("evaluation", self.evaluation, EVALUATIONS)
+        preset = PRESETS.get(self.series, LEVELS) if self.data is None else LEVELS
+        if self.target == "auto":
+            self.target = preset.target
+        if self.target != preset.target:
+            preset = RETURNS if self.target == "returns" else LEVELS
+        if self.horizon is None:
+            self.horizon = preset.horizon
+        if self.evaluation == "auto":
+            self.evaluation = preset.evaluation
+        if self.rolling_origins is None:
+            self.rolling_origins = preset.origins if self.evaluation == preset.evaluation else \
+                (RETURNS if self.evaluation == "walk_forward" else LEVELS).origins
+
+    def held_out(self) -> int:
+        """The points after the training part: the horizon (holdout) or the walk-forward origins."""
+        return self.rolling_origins if self.evaluation == "walk_forward" else self.horizon
 
     def quantiles(self) -> tuple[float, ...]:
         """The head's quantile levels: (lo, 0.5, hi) for quantile intervals, (0.5,) for MC dropout."""
@@ -245,12 +308,14 @@ class Window(NamedTuple):
 
 
 def make_windows(z: Tensor, starts: Sequence[int], lookback: int, horizon: int, direct: bool,
-                 noise: float = 0.0) -> Window:
-    """Windows of the scaled series z (N, F) at ``starts``, each minus its lookback's mean per column."""
+                 noise: float = 0.0, level_free: bool = True) -> Window:
+    """Windows of the scaled series z (N, F) at ``starts``, each minus its lookback's mean per column where
+    ``level_free`` (levels; returns have no level to remove, and the lookback's mean would only add its noise)."""
     span = lookback + horizon
     idx = torch.as_tensor(list(starts))[None, :] + torch.arange(span)[:, None]  # (L+H, B)
     w = z[idx]  # (L+H, B, F)
-    w = w - w[:lookback].mean(0)  # the level of the lookback
+    if level_free:
+        w = w - w[:lookback].mean(0)  # the level of the lookback
     if noise > 0:
         w = w + noise * torch.randn_like(w)
     if direct:
@@ -260,7 +325,8 @@ def make_windows(z: Tensor, starts: Sequence[int], lookback: int, horizon: int, 
 
 def window_batch(starts: list[int], z: Tensor, config: ForecastConfig, device: torch.device) -> Window:
     """The training windows at ``starts`` (with the input noise), on ``device``: a batch of the window stream."""
-    x, y = make_windows(z, starts, config.lookback, config.horizon, config.strategy == "direct", config.input_noise)
+    x, y = make_windows(z, starts, config.lookback, config.horizon, config.strategy == "direct", config.input_noise,
+                        config.target == "levels")
     return Window(x.to(device), y.to(device))
 
 
@@ -297,7 +363,7 @@ def forecast(model: Forecaster, history: np.ndarray, steps: int | None = None, s
     device = model.scale_mean.device
     scaler = model.scaler()
     window = torch.as_tensor(scaler.forward(history[-c.lookback:], source), dtype=torch.float32)  # (L, F)
-    level = window.mean(0)  # (F,)
+    level = window.mean(0) if c.target == "levels" else torch.zeros(window.shape[1])  # (F,) as make_windows
     mc = c.interval == "mc_dropout"
     draws = c.mc_samples if mc else 1
     x = (window - level)[:, None, :].expand(-1, draws, -1).to(device)  # (L, S, F)
@@ -347,7 +413,16 @@ def resolve_season(config: ForecastConfig, series: Series) -> int:
 
 
 def check_length(series: Series, config: ForecastConfig) -> None:
-    """The series must hold a training window plus the held-out horizon."""
+    """The series must hold a training window plus the held-out horizon (walk-forward: the origins)."""
+    if config.evaluation == "walk_forward":
+        need = config.lookback + config.horizon + config.rolling_origins
+        what = " of returns" if config.target == "returns" else ""
+        if len(series.values) < need:
+            raise ValueError(f"{series.source} has {len(series.values)} points{what}; walk-forward evaluation needs "
+                             f"at least lookback + horizon + rolling_origins = {config.lookback} + {config.horizon} "
+                             f"+ {config.rolling_origins} = {need} (one training window before the first of the "
+                             f"{config.rolling_origins} origins); lower --rolling-origins or --lookback")
+        return
     need = config.lookback + 2 * config.horizon
     if len(series.values) < need:
         raise ValueError(f"{series.source} has {len(series.values)} points; forecasting needs at least lookback + "
@@ -357,7 +432,11 @@ def check_length(series: Series, config: ForecastConfig) -> None:
 
 def score(model: Forecaster, series: Series, season: int, config: ForecastConfig) -> tuple[dict, dict]:
     """The held-out metrics (the last ``horizon`` points) of the model beside seasonal naive and ETS, the
-    rolling-origin figures, and the curves for the plot."""
+    rolling-origin figures, and the curves for the plot; walk-forward: ``rnnkit.tasks.walk_forward``."""
+    if config.evaluation == "walk_forward":
+        predict = partial(forecast, model, source=series.source)  # predict(history, steps)
+        forecasts = walk_forward_forecasts(predict, series.values, config.rolling_origins, config.horizon)
+        return score_walk_forward(series, forecasts, config.target, config.interval_level)
     H = config.horizon
     y = series.target
     n_train = len(y) - H
@@ -445,7 +524,7 @@ class ForecastTask:
 
     def __init__(self, config: ForecastConfig, series: Series, season: int, seed: int, device: torch.device):
         self.config, self.series, self.season = config, series, season
-        train_part = series.values[: len(series.values) - config.horizon]  # (n_train, F)
+        train_part = series.values[: len(series.values) - config.held_out()]  # (n_train, F)
         scaler = Scaler.fit(train_part, config.transform)
         self.z = torch.as_tensor(scaler.forward(train_part, series.source), dtype=torch.float32)  # (n_train, F)
         self.starts = window_starts(len(train_part), config.lookback, config.horizon).tolist()
@@ -465,7 +544,8 @@ class ForecastTask:
 
     def evaluate(self) -> dict:
         c = self.config
-        x, y = make_windows(self.z, self.starts, c.lookback, c.horizon, c.strategy == "direct")
+        x, y = make_windows(self.z, self.starts, c.lookback, c.horizon, c.strategy == "direct",
+                            level_free=c.target == "levels")
         return {"loss": float(window_loss(self.model, Window(x.to(self.device), y.to(self.device)))),
                 "windows": len(self.starts)}
 
@@ -476,6 +556,7 @@ class ForecastTask:
 
 def load_series(config: ForecastConfig) -> Series:
     series = read_series(config.data, config.columns(), config.time_column, config.series, config.format)
+    series = log_returns(series) if config.target == "returns" else series
     check_length(series, config)
     return series
 
@@ -498,9 +579,16 @@ def train(config: ForecastConfig, train_config: TrainConfig, out: str | Path, re
     train_s = time.perf_counter() - started
     result, curves = score(task.model, series, season, config)
     (Path(out) / "test.json").write_text(json.dumps({**result, "train_s": round(train_s, 1)}) + "\n")
-    plot_forecast(series, curves, result, Path(out) / "plots" / "forecast.png", history_points=4 * config.lookback)
-    console.print(f"{describe_result(result)}; {summary['step']} steps in {train_s:.1f} s; run directory {out}",
-                  highlight=False)
+    plots = Path(out) / "plots"
+    if config.evaluation == "walk_forward":
+        plot_walk_forward(series, curves, result, plots / "forecast.png")
+        if config.target == "returns":
+            plot_long_or_flat(series, curves, plots / "long_or_flat.png")
+        described = describe_walk_forward(result)
+    else:
+        plot_forecast(series, curves, result, plots / "forecast.png", history_points=4 * config.lookback)
+        described = describe_result(result) + ";"
+    console.print(f"{described} {summary['step']} steps in {train_s:.1f} s; run directory {out}", highlight=False)
     return {**summary, "train_s": train_s, "test": result}
 
 
@@ -517,6 +605,7 @@ class TrainedForecaster:
     def load(cls, directory: str | Path, device: str = "cpu") -> TrainedForecaster:
         path, ckpt, config = open_checkpoint(directory, ForecastConfig, device, what="a forecast model",
                                              needs=("columns", "num_features"))
+        config.validate()  # a run that predates --target and --evaluation: levels, holdout
         model = load_weights(Forecaster(int(ckpt.config["num_features"]), config).to(device), ckpt, path)
         return cls(model, config, list(ckpt.config["columns"]), path)
 
@@ -529,7 +618,7 @@ class TrainedForecaster:
         path = self.config.data if data is None else data
         series = read_series(path, columns, time_column or self.config.time_column, self.config.series,
                              format or (self.config.format if data is None else None))
-        return series
+        return log_returns(series) if self.config.target == "returns" else series
 
     def predict(self, data: str | None = None, *, column: str | list[str] | None = None,
                 time_column: str | None = None, format: str | None = None, steps: int | None = None) -> list[dict]:
@@ -544,7 +633,8 @@ class TrainedForecaster:
 
     def evaluate(self, data: str | None = None, split: str = "test", *, column: str | list[str] | None = None,
                  time_column: str | None = None, format: str | None = None) -> dict:
-        """The held-out metrics (the last ``horizon`` points of the series) beside seasonal naive and ETS."""
+        """The held-out metrics (the last ``horizon`` points of the series) beside seasonal naive and ETS; with
+        walk-forward evaluation (the run's), those of ``rnnkit.tasks.walk_forward``."""
         if split != "test":
             raise ValueError(f"split must be test (the last horizon points), got {split!r}")
         series = self._series(data, column, time_column, format)
@@ -588,6 +678,18 @@ def run_predict(trained: TrainedForecaster, args: PredictArgs, as_json: bool) ->
     return None
 
 
+def run_evaluate(trained: TrainedForecaster, args: EvaluateArgs, as_json: bool) -> dict | None:
+    """``rnnkit forecast evaluate``: the metrics (one JSON object with --json); a walk-forward result's text ends
+    with the plain sentence of ``rnnkit.tasks.walk_forward.verdict``."""
+    result = trained.evaluate(**asdict(args))
+    if as_json or result.get("evaluation") != "walk_forward":
+        return result
+    for key, value in result.items():
+        print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
+    print(f"Verdict: {verdict(result)}.")
+    return None
+
+
 def export_spec(model, trained: TrainedForecaster, what: str):
     """``rnnkit export``: the scaled window z -> the ensemble's quantiles."""
     from ..export import Flat, Port, Spec, random_features, swap_layers
@@ -602,7 +704,8 @@ def export_spec(model, trained: TrainedForecaster, what: str):
     outputs = [Port("y", (str(K), "batch", str(c.horizon), str(Q)) if direct
                     else (str(K), time, "batch", str(F), str(Q)))]
     notes = ["z: the window as the task feeds it: each column scaled by the checkpoint's scaler (log where "
-             "scale_log, then minus scale_mean, over scale_std) and minus the window's mean per column"]
+             "scale_log, then minus scale_mean, over scale_std)" + (" and minus the window's mean per column"
+                                                                   if c.target == "levels" else "")]
     if c.interval == "mc_dropout":
         notes.append("interval mc_dropout: the file gives the point forecast only; the intervals need dropout at "
                      "inference (Forecaster(z, sample=True)), which the exported model does not have")
@@ -617,6 +720,8 @@ SPEC = TaskSpec(NAME, "time-series forecasting: train, evaluate, predict", Forec
                 TrainedForecaster.load, train_help="train a forecaster (default: the bundled air passengers)",
                 train_defaults=FORECAST_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES, export=export_spec,
                 verbs={"evaluate": Verb("MASE, sMAPE and interval coverage on the last horizon points, beside "
-                                        "seasonal naive and ETS, with the rolling-origin figures", EvaluateArgs),
+                                        "seasonal naive and ETS, with the rolling-origin figures; walk-forward: "
+                                        "MSE and MAE beside the random walk, with the Diebold-Mariano test",
+                                        EvaluateArgs, run_evaluate),
                        "predict": Verb("the next horizon values after the end of the series, with the interval",
                                        PredictArgs, run_predict)})

@@ -37,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..data import read_text
+from ..data.packaged_series import READERS
 from ..extras import require
 
 BUNDLED = {  # name -> (file in rnnkit/data, time column, value column); sources in SOURCES.md
@@ -44,6 +45,35 @@ BUNDLED = {  # name -> (file in rnnkit/data, time column, value column); sources
     "sunspots": ("sunspots.csv.gz", "month", "sunspots"),
     "seattle_temps": ("seattle_temps.csv.gz", "time", "temp"),
 }
+# name -> (time column, the columns read by default: the target first); read at run time from an installed package
+# (rnnkit.data.packaged_series), with the forecast settings that suit them (``Preset``)
+PACKAGED = {
+    "sp500": ("date", ["close"]),
+    "nasdaq": ("date", ["close"]),
+    "stocks": ("date", ["MSFT"]),  # monthly; --column AMZN, IBM or AAPL for another
+    "seattle_daily": ("date", ["temp_max", "precipitation", "temp_min", "wind", "weather_drizzle", "weather_fog",
+                               "weather_rain", "weather_snow", "weather_sun"]),
+}
+SERIES = (*BUNDLED, *PACKAGED)  # every name --series takes
+
+
+class Preset(NamedTuple):
+    """What ``rnnkit forecast`` does with a series unless told otherwise: ``target`` levels or returns, the
+    ``horizon``, ``evaluation`` holdout or walk_forward and its number of ``origins``."""
+
+    target: str
+    horizon: int
+    evaluation: str
+    origins: int
+
+
+LEVELS = Preset("levels", 24, "holdout", 4)  # a user's file and the classic bundled series
+RETURNS = Preset("returns", 1, "walk_forward", 250)  # a user's file with --target returns, and sp500 / nasdaq
+PRESETS = {"sp500": RETURNS, "nasdaq": RETURNS,
+           # 122 monthly returns: the last 36 months (2007-04 .. 2010-03) walked forward
+           "stocks": Preset("returns", 1, "walk_forward", 36),
+           # forecast the maximum temperature 1-7 days ahead, walked forward over the last 365 days (2015)
+           "seattle_daily": Preset("levels", 7, "walk_forward", 365)}
 FORMATS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
 TIME_FORMATS = ("%Y-%m", "%Y/%m", "%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M", "%Y/%m/%d", "%Y")  # besides ISO 8601
 SEASON_MONTHLY, SEASON_HOURLY = 12, 24
@@ -92,15 +122,20 @@ def split_columns(column: str | list[str] | None) -> list[str]:
 
 def read_series(path: str | None, columns: list[str], time_column: str | None, bundled: str = "air_passengers",
                 format: str | None = None) -> Series:
-    """The columns of ``path`` (CSV or TSV with a header), or of the bundled series ``bundled``.
+    """The columns of ``path`` (CSV or TSV with a header), or of the bundled or packaged series ``bundled``.
 
     Without ``columns`` a file must have exactly one column besides the time column. Errors name the
     file, the column and the row: a missing column, a value that is not a number, NaN or inf, an
     empty file, a time stamp that does not parse or goes backwards.
     """
-    if path is None:
+    if path is None and bundled in PACKAGED:
+        bundled_time, bundled_columns = PACKAGED[bundled]
+        text = READERS[bundled]()
+        source, delimiter = f"packaged {bundled}", ","
+        columns, time_column = columns or bundled_columns, time_column or bundled_time
+    elif path is None:
         if bundled not in BUNDLED:
-            raise ValueError(f"no bundled series named {bundled!r}; available: {', '.join(BUNDLED)}")
+            raise ValueError(f"no bundled series named {bundled!r}; available: {', '.join(SERIES)}")
         name, bundled_time, bundled_value = BUNDLED[bundled]
         text = gzip.decompress(resources.files("rnnkit.data").joinpath(name).read_bytes()).decode("utf-8")
         source, delimiter = f"bundled {bundled}", ","
@@ -167,6 +202,21 @@ def read_series(path: str | None, columns: list[str], time_column: str | None, b
                 raise ValueError(f"{source} line {r + 2}, column {time_column!r}: {times[r]} does not come after "
                                  f"{times[r - 1]}; sort the rows by time")
     return Series(values, list(columns), times, source)
+
+
+def log_returns(series: Series) -> Series:
+    """The series with its target column p replaced by its log returns r_t = log(p_t / p_{t-1}), t = 2..N; the other
+    columns (inputs) are kept as they are from row 2 on. Every price must be > 0: the error names the row."""
+    p = series.target
+    bad = np.flatnonzero(p <= 0)
+    if bad.size:
+        price = float(p[bad[0]])
+        raise ValueError(f"{series.source} line {bad[0] + 2}, column {series.columns[0]!r}: {price!r} is not a "
+                         "positive price; --target returns takes the logarithm of prices > 0 (use --target levels for "
+                         "a series that can be <= 0)")
+    values = series.values[1:].copy()  # (N-1, F)
+    values[:, 0] = np.diff(np.log(p))
+    return Series(values, series.columns, None if series.times is None else series.times[1:], series.source)
 
 
 def infer_season(times: list[datetime] | None) -> int:
@@ -325,16 +375,15 @@ def _single_thread():
     return threadpool_limits(1)
 
 
-def ets_forecast(train: np.ndarray, horizon: int, season: int,
-                 forms: Sequence[ETSSpec] | None = None) -> tuple[np.ndarray | None, ETSSpec | None]:
-    """The forecast of statsmodels' ``ETSModel`` of the lowest AIC among ``forms`` (default: all of
-    ``ets_forms``) fit on ``train``, and its form; (None, None) if none fits or its forecast is not finite."""
+def best_ets(train: np.ndarray, season: int, forms: Sequence[ETSSpec]):
+    """statsmodels' ``ETSModel`` of the lowest AIC among ``forms`` fit on ``train``: (its results, its form), or
+    (None, None) if none fits."""
     ETSModel = require("statsmodels.tsa.exponential_smoothing.ets", "the ETS baseline of rnnkit forecast",
                        "statsmodels").ETSModel
     best, best_aic, best_form = None, math.inf, None
     with _single_thread(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter of the optimizer
-        for form in ets_forms(train, season) if forms is None else forms:
+        for form in forms:
             try:
                 fit = ETSModel(train, error=form.error, trend=form.trend, damped_trend=form.damped,
                                seasonal=form.seasonal, seasonal_periods=season if form.seasonal else None
@@ -343,7 +392,15 @@ def ets_forecast(train: np.ndarray, horizon: int, season: int,
                 continue
             if np.isfinite(fit.aic) and fit.aic < best_aic:
                 best, best_aic, best_form = fit, fit.aic, form
-        if best is None:
-            return None, None
-        forecast = np.asarray(best.forecast(horizon), dtype=float)
+    return best, best_form
+
+
+def ets_forecast(train: np.ndarray, horizon: int, season: int,
+                 forms: Sequence[ETSSpec] | None = None) -> tuple[np.ndarray | None, ETSSpec | None]:
+    """The forecast of statsmodels' ``ETSModel`` of the lowest AIC among ``forms`` (default: all of
+    ``ets_forms``) fit on ``train``, and its form; (None, None) if none fits or its forecast is not finite."""
+    best, best_form = best_ets(train, season, ets_forms(train, season) if forms is None else forms)
+    if best is None:
+        return None, None
+    forecast = np.asarray(best.forecast(horizon), dtype=float)
     return (forecast if np.isfinite(forecast).all() else None), best_form
