@@ -310,6 +310,52 @@ def test_build_key_changes_with_what_the_build_depends_on(tmp_path, monkeypatch)
     assert key() != before, "the key ignores rnnkit's version"
 
 
+def test_build_key_covers_every_header(tmp_path, monkeypatch):
+    """Editing a header, or adding one, changes the key: a key over lstm.cpp alone would keep a stale
+    build (or a stale failure) after a change in gates.h."""
+    import shutil
+
+    csrc = tmp_path / "csrc"
+    shutil.copytree(extension.CSRC, csrc)
+    monkeypatch.setattr(extension, "CSRC", csrc)
+    headers = sorted(p.name for p in csrc.glob("*.h"))
+    assert {"gates.h", "layer_norm.h", "vec.h"} <= set(headers), headers
+    assert [p.name for p in extension.source_files()] == sorted(["lstm.cpp", *headers])
+
+    def key():
+        return extension.build_key(extension.build_inputs(["-O3"], "ninja", "/bin"))
+
+    before = key()
+    gates = csrc / "gates.h"
+    gates.write_text(gates.read_text() + "\n// touched\n")
+    touched = key()
+    assert touched != before, "the key ignores an edited header"
+    (csrc / "new.h").write_text("#pragma once\n")
+    assert key() != touched, "the key ignores a new header"
+
+
+@needs_extension
+def test_cpp_loops_check_shapes():
+    """A size that does not fit G = 4H (3H for cifg), (G, R) or (R, H) is an error that names the argument,
+    the expected sizes and the ones that came, not a read past a buffer's end."""
+    ops = extension.load()
+    T, B, H = 2, 3, 5
+    gx, h0, c0, w = torch.zeros(T, B, 4 * H), torch.zeros(B, H), torch.zeros(B, H), torch.zeros(4 * H, H)
+
+    def forward(kind=0, gx=gx, h0=h0, w_hh=w, w_hr=None, peep=None):
+        return ops.lstm_forward(kind, gx, h0, c0, w_hh, None, w_hr, peep, None, False, False, [], 1e-5)
+
+    assert forward()[0].shape == (T, B, H)  # the sizes that fit run
+    with pytest.raises(RuntimeError, match=r"weight_hh must be \(G, R\) = \(20, 5\), got \(20, 4\)"):
+        forward(w_hh=torch.zeros(4 * H, H - 1))
+    with pytest.raises(RuntimeError, match=r"gx's last size G must be 3H = 15 \(H = 5 from c0\), got 20"):
+        forward(kind=2)  # cifg has three gates
+    with pytest.raises(RuntimeError, match=r"weight_hr must be \(R, H\) = \(3, 5\), got \(5, 3\)"):
+        forward(h0=torch.zeros(B, 3), w_hh=torch.zeros(4 * H, 3), w_hr=torch.zeros(H, 3))
+    with pytest.raises(RuntimeError, match=r"weight_peephole must be \(3, H\) = \(3, 5\), got \(3, 4\)"):
+        forward(kind=1, peep=torch.zeros(3, H - 1))
+
+
 @pytest.fixture
 def fresh_extension(tmp_path, monkeypatch):
     """The extension module as before its first build, with its cache in tmp_path and a fake compiler."""

@@ -1,4 +1,4 @@
-"""The C++ time loops of the fused LSTM family (``csrc/lstm.cpp``): built on first use, cached, optional.
+"""The C++ time loops of the fused LSTM family (``csrc/``): built on first use, cached, optional.
 
 ``load()`` compiles the extension with ``torch.utils.cpp_extension.load`` the first time a process
 asks for it, and returns its ops (``torch.ops.rnnkit_fused``: ``lstm_forward``, ``lstm_backward``,
@@ -15,7 +15,7 @@ compiles, one line goes to stderr (``BUILD_MESSAGE``).
 
 The build takes 20-60 s on 2 cores and is cached by torch in ``TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``); a later process loads the cached library in about a second, and
-torch rebuilds it when the source or the flags change. A failed build is cached too
+torch rebuilds it when a source, a header or the flags change. A failed build is cached too
 (``rnnkit_build_failed.txt`` in the cache folder), so that every process does not recompile just to
 fail again; it is retried as soon as anything it depended on changes (the source, the flags, torch,
 rnnkit, the compiler's or ninja's path or version, PATH), or when that file is deleted.
@@ -49,7 +49,7 @@ ENV_DISABLE = "RNNKIT_NO_EXTENSION"
 BUILD_MESSAGE = "building rnnkit's C++ loops for this CPU, once (about a minute on 2 cores)"
 FAILED_FILE = "rnnkit_build_failed.txt"  # in the cache folder: the failed build's key, then its reason
 BUILT_FILE = "rnnkit_build_ok.txt"  # in the cache folder: the build's key, then its seconds
-_SOURCES = [Path(__file__).parent / "csrc" / "lstm.cpp"]
+CSRC = Path(__file__).parent / "csrc"  # the C++ sources (*.cpp, compiled) and their headers (*.h)
 _STALE_LOCK_S = 600  # a build lock older than this was left by a killed build
 _LIB_SUFFIX = ".pyd" if os.name == "nt" else ".so"
 
@@ -212,12 +212,17 @@ def build_inputs(flags: list[str], ninja: str | None, path: str) -> dict[str, st
 
     compiler = find_compiler(path)
     sources = hashlib.sha256()
-    for source in _SOURCES:
-        sources.update(source.read_bytes())
+    for source in source_files():
+        sources.update(source.name.encode() + b"\0" + source.read_bytes())
     return {"sources": sources.hexdigest(), "flags": " ".join(flags), "torch": torch.__version__,
             "rnnkit": __version__, "python": sys.version, "compiler": str(compiler),
             "compiler_version": _tool_version(compiler), "ninja": str(ninja), "ninja_version": _tool_version(ninja),
             "PATH": path}
+
+
+def source_files() -> list[Path]:
+    """Every file the build reads from ``csrc/``: the sources it compiles and the headers they include."""
+    return sorted(p for p in CSRC.iterdir() if p.suffix in (".cpp", ".h"))
 
 
 def build_key(inputs: dict[str, str]) -> str:
@@ -323,7 +328,7 @@ def _build() -> None:
         start = time.perf_counter()
         cpp_extension.load(
             name=name,
-            sources=[str(s) for s in _SOURCES],
+            sources=[str(s) for s in source_files() if s.suffix == ".cpp"],  # ninja tracks the headers
             extra_cflags=flags,
             extra_ldflags=["-fopenmp"],
             is_python_module=False,

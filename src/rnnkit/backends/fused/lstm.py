@@ -145,12 +145,13 @@ class _LSTMLoop(torch.autograd.Function):
             training = grad_enabled and any(ctx.needs_input_grad)
             ln = [] if kind != "layernorm_lstm" else [x.to(dtype) for x in (ln_hh_weight, ln_hh_bias, ln_c_weight,
                                                                             ln_c_bias)]
-            out, h, c, acts, tcs, hs, cs, ms, *ln_saved = ops.lstm_forward(
+            out, h, c, acts, tcs, hs, cs, ms, xhat_hh, rstd_hh, mean_c, rstd_c = ops.lstm_forward(
                 _CPP_KIND[kind], gx, h0, c0, W, _cast(bias_hh, dtype), W_hr, peep,
                 None if mask is None else mask[..., 0], training, extension.packed_gemm(), ln, eps)
             if training:  # layer norm: x_hat_hh, rstd_hh, mean_c, rstd_c, and the two gains
+                ln_saved = [xhat_hh, rstd_hh, mean_c, rstd_c, ln[0], ln[2]] if ln else []
                 ctx.save_for_backward(W, acts, tcs, hs, cs, W_hr, ms if W_hr is not None else None, peep,
-                                      None, None, *(ln_saved + [ln[0], ln[2]] if ln else []), *inputs)
+                                      None, None, *ln_saved, *inputs)
             return out, h, c
 
         with torch.autocast(gx.device.type, enabled=False):
@@ -275,11 +276,11 @@ class _LSTMLoop(torch.autograd.Function):
             if ops is not None:
                 # xhat_c holds mean_c here: the C++ backward recomputes LN_c's x_hat from c_t
                 ln_saved = [xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c] if ln else []
-                dpre_all, dh, dc, dhnew, *ln_grads = ops.lstm_backward(
+                dpre_all, dh, dc, dhnew, draw, *ln_grads = ops.lstm_backward(
                     _CPP_KIND[kind], grad_out, dh, dc, W, acts, tcs, cs, W_hr, peep,
                     None if mask is None else mask[..., 0], extension.packed_gemm(), ln_saved)
-                # layer norm: d(h W_hh^T), then the LN parameters' gradients, summed in the loop
-                draw_all, grad_ln = (ln_grads[0], ln_grads[1:]) if ln else (dpre_all, None)
+                # layer norm: d(h W_hh^T), and the LN parameters' gradients, summed in the loop
+                draw_all, grad_ln = (draw, ln_grads) if ln else (dpre_all, None)
                 dhnew_all = dhnew if W_hr is not None else None
             else:
                 grad_ln = None
