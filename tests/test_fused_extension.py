@@ -343,7 +343,7 @@ def test_cpp_loops_check_shapes():
     gx, h0, c0, w = torch.zeros(T, B, 4 * H), torch.zeros(B, H), torch.zeros(B, H), torch.zeros(4 * H, H)
 
     def forward(kind=0, gx=gx, h0=h0, w_hh=w, w_hr=None, peep=None):
-        return ops.lstm_forward(kind, gx, h0, c0, w_hh, None, w_hr, peep, None, False, False, [], 1e-5)
+        return ops.lstm_forward(kind, gx, h0, c0, w_hh, None, w_hr, peep, None, False, "addmm", [], 1e-5)
 
     assert forward()[0].shape == (T, B, H)  # the sizes that fit run
     with pytest.raises(RuntimeError, match=r"weight_hh must be \(G, R\) = \(20, 5\), got \(20, 4\)"):

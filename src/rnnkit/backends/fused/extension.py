@@ -56,6 +56,7 @@ _LIB_SUFFIX = ".pyd" if os.name == "nt" else ".so"
 _ops = None  # torch.ops.rnnkit_fused once built
 _reason: str | None = None  # why the extension is unavailable; "" when loaded; None before the first attempt
 _packed_reason: str | None = None  # "" when the packed oneDNN GEMM works
+_brgemm_reason: str | None = None  # "" when cpublas::brgemm runs float32
 _build_seconds: float | None = None  # how long the build that made the loaded library took
 _built_now = False  # whether this process compiled it (else it came from the cache)
 
@@ -82,6 +83,8 @@ def status() -> str:
     if _ops is None:
         return f"unavailable: {_reason}"
     gemm = "packed oneDNN GEMM" if packed_gemm() else f"at::addmm GEMM ({_packed_reason})"
+    brgemm = "runs here" if brgemm_status() == "" else brgemm_status()
+    gemm += f", tiled inference on rnnkit's own at::vec micro-kernel (cpublas::brgemm float32: {brgemm})"
     if _build_seconds is None:
         built = ""
     else:
@@ -116,6 +119,37 @@ def packed_gemm() -> bool:
         except Exception as e:  # a broken private op must not break training
             _packed_reason = f"packed GEMM check failed: {e}"
     return _packed_reason == ""
+
+
+# kinds whose float32 inference without projection runs the tiled step (csrc/tile.h)
+TILED_KINDS = ("lstm", "peephole_lstm", "cifg_lstm")
+
+
+def forward_gemm(kind: str, training: bool, gx: torch.Tensor, weight_hr: torch.Tensor | None) -> str:
+    """How the C++ forward forms the recurrent products: 'tiled', 'packed' (oneDNN) or 'addmm'.
+
+    'tiled' for float32 inference of lstm, peephole and cifg without projection; else 'packed' where
+    ``packed_gemm()`` (float64 then runs addmm in C++), else 'addmm'.
+    """
+    if not training and gx.dtype == torch.float32 and weight_hr is None and kind in TILED_KINDS:
+        return "tiled"
+    return "packed" if packed_gemm() else "addmm"
+
+
+def brgemm_status() -> str:
+    """"" when ``at::native::cpublas::brgemm`` runs float32 here (checked once), else why not.
+
+    The tiled step does not call it (csrc/tile.h has its own micro-kernel); this is for ``rnnkit info``.
+    """
+    global _brgemm_reason
+    if _ops is None:
+        return "the C++ loops are not loaded"
+    if _brgemm_reason is None:
+        try:
+            _brgemm_reason = str(_ops.brgemm_status())
+        except Exception as e:  # a broken private API must not break info
+            _brgemm_reason = f"brgemm check failed: {e}"
+    return _brgemm_reason
 
 
 def find_ninja(path: str | None = None) -> str | None:

@@ -147,7 +147,8 @@ class _LSTMLoop(torch.autograd.Function):
                                                                             ln_c_bias)]
             out, h, c, acts, tcs, hs, cs, ms, xhat_hh, rstd_hh, mean_c, rstd_c = ops.lstm_forward(
                 _CPP_KIND[kind], gx, h0, c0, W, _cast(bias_hh, dtype), W_hr, peep,
-                None if mask is None else mask[..., 0], training, extension.packed_gemm(), ln, eps)
+                None if mask is None else mask[..., 0], training, extension.forward_gemm(kind, training, gx, W_hr),
+                ln, eps)
             if training:  # layer norm: x_hat_hh, rstd_hh, mean_c, rstd_c, and the two gains
                 ln_saved = [xhat_hh, rstd_hh, mean_c, rstd_c, ln[0], ln[2]] if ln else []
                 ctx.save_for_backward(W, acts, tcs, hs, cs, W_hr, ms if W_hr is not None else None, peep,

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/native/CPUBlas.h>
 
 #include <optional>
 #include <string>
@@ -113,6 +114,25 @@ inline std::string packed_gemm_status() {
     if (!at::allclose(got, expected, 1e-4, 1e-4)) return "mkldnn::_linear_pointwise disagrees with addmm";
   } catch (const std::exception& e) {
     return std::string("packed oneDNN GEMM failed: ") + e.what();
+  }
+  return "";
+}
+
+// "" when at::native::cpublas::brgemm runs float32 here and agrees with at::mm, else the reason it does
+// not. The tiled kernel (tile.h) does not call it: this says, in `rnnkit info`, whether it could.
+inline std::string brgemm_status() {
+  try {
+    const int64_t M = 4, N = 16, K = 32;
+    const Tensor a = at::arange(M * K, at::kFloat).reshape({M, K}).sin();
+    const Tensor b = at::arange(K * N, at::kFloat).reshape({K, N}).cos();
+    Tensor c = at::zeros({M, N}, at::kFloat);
+    at::native::cpublas::brgemm(M, N, K, K, N, N, false, a.data_ptr<float>(), b.data_ptr<float>(),
+                                c.data_ptr<float>());
+    at::native::cpublas::brgemm_release(false);
+    if (!at::allclose(c, at::mm(a, b), 1e-4, 1e-4)) return "cpublas::brgemm (float32) disagrees with at::mm";
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    return "cpublas::brgemm (float32) failed: " + what.substr(0, what.find('\n'));
   }
   return "";
 }

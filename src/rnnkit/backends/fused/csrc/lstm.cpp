@@ -41,6 +41,7 @@
 #include "gates.h"
 #include "gemm.h"
 #include "layer_norm.h"
+#include "tile.h"
 #include "vec.h"
 
 namespace rnnkit_fused {
@@ -374,6 +375,28 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
   return {dpre, T_ > 0 ? dh : dh.clone(), dc, dh_new_all, empty, empty, empty, empty, empty};  // T = 0: dh is grad_h
 }
 
+// Inference through the tiled step (tile.h): float32, lstm / peephole / cifg, no projection.
+template <int K>
+Forward forward_tiled(const Tensor& gx, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
+                      const std::optional<Tensor>& bias, const Tensor& peep, const Tensor& mask, bool brgemm) {
+  const int64_t T_ = gx.size(0), B = gx.size(1), G = gx.size(2), H = c0.size(1);
+  const TiledWeights tw = pack_tiles(w_hh, bias, H, gates(K));
+  const auto opt = gx.options();
+  Tensor out = at::empty({T_, B, H}, opt);
+  Tensor h_buf[2] = {h0.clone(), at::empty({B, H}, opt)}, c_buf[2] = {c0.clone(), at::empty({B, H}, opt)};
+  const float* gx_p = gx.data_ptr<float>();
+  const float* peep_p = peep.defined() ? peep.data_ptr<float>() : nullptr;
+  const bool* mask_p = mask.defined() ? mask.data_ptr<bool>() : nullptr;
+  for (int64_t t = 0; t < T_; ++t) {
+    const int64_t now = t % 2, next = (t + 1) % 2;
+    tiled_step<K>(tw, brgemm, B, H, gx_p + t * B * G, h_buf[now].data_ptr<float>(), c_buf[now].data_ptr<float>(), peep_p,
+                  mask_p ? mask_p + t * B : nullptr, h_buf[next].data_ptr<float>(), c_buf[next].data_ptr<float>(),
+                  out.data_ptr<float>() + t * B * H);
+  }
+  const Tensor empty = at::empty({0}, opt);
+  return {out, h_buf[T_ % 2], c_buf[T_ % 2], empty, empty, empty, empty, empty, empty, empty, empty, empty};
+}
+
 template <typename F>
 auto dispatch_kind(int64_t kind, const F& f) {
   switch (kind) {
@@ -391,7 +414,7 @@ auto dispatch_kind(int64_t kind, const F& f) {
 Forward lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor& h0_in, const Tensor& c0_in, const Tensor& w_hh_in,
                      const std::optional<Tensor>& bias_in, const std::optional<Tensor>& w_hr_in,
                      const std::optional<Tensor>& peep_in, const std::optional<Tensor>& mask_in, bool training,
-                     bool packed, at::TensorList ln_in, double eps) {
+                     c10::string_view gemm, at::TensorList ln_in, double eps) {
   check_kind_and_type("lstm_forward", kind, gx_in);
   const Tensor gx = gx_in.contiguous();
   const auto dt = gx.scalar_type();
@@ -415,7 +438,22 @@ Forward lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor& h0_in, con
     }
     ln.eps = eps;
   }
-  packed = packed && dt == at::kFloat;  // oneDNN's linear runs float32 (and bf16), not float64
+  TORCH_CHECK(gemm == "addmm" || gemm == "packed" || gemm == "tiled" || gemm == "brgemm", "rnnkit_fused.lstm_forward: "
+              "gemm must be 'addmm', 'packed', 'tiled' or 'brgemm', got '", gemm, "'");
+  if (gemm == "tiled" || gemm == "brgemm") {
+    TORCH_CHECK(!training && dt == at::kFloat && kind != kLayerNorm && !w_hr.defined(), "rnnkit_fused.lstm_forward: "
+                "gemm='tiled' runs float32 inference of lstm, peephole and cifg without weight_hr; got training=",
+                training, ", ", dt, ", kind ", kind, w_hr.defined() ? ", weight_hr" : "");
+    return dispatch_kind(kind, [&](auto k) {
+      constexpr int K = decltype(k)::value;
+      if constexpr (K == kLayerNorm) {
+        return Forward();  // refused above
+      } else {
+        return forward_tiled<K>(gx, h0, c0, w_hh, bias, peep, mask, gemm == "brgemm");
+      }
+    });
+  }
+  const bool packed = gemm == "packed" && dt == at::kFloat;  // oneDNN's linear runs float32 here, not float64
   return AT_DISPATCH_FLOATING_TYPES(dt, "rnnkit_fused_lstm_forward", [&] {
     return dispatch_kind(kind, [&](auto k) {
       return forward_impl<scalar_t, decltype(k)::value>(gx, h0, c0, w_hh, bias, w_hr, peep, mask, training,
@@ -471,7 +509,7 @@ Backward lstm_backward(int64_t kind, const Tensor& grad_out_in, const Tensor& gr
 TORCH_LIBRARY(rnnkit_fused, m) {
   m.def(
       "lstm_forward(int kind, Tensor gx, Tensor h0, Tensor c0, Tensor weight_hh, Tensor? bias_hh, "
-      "Tensor? weight_hr, Tensor? weight_peephole, Tensor? mask, bool training, bool packed, Tensor[] ln, "
+      "Tensor? weight_hr, Tensor? weight_peephole, Tensor? mask, bool training, str gemm, Tensor[] ln, "
       "float eps) -> (Tensor out, Tensor h, Tensor c, Tensor acts, Tensor tcs, Tensor hs, Tensor cs, Tensor ms, "
       "Tensor x_hat_hh, Tensor rstd_hh, Tensor mean_c, Tensor rstd_c)",
       TORCH_FN(rnnkit_fused::lstm_forward));
@@ -482,4 +520,5 @@ TORCH_LIBRARY(rnnkit_fused, m) {
       "Tensor grad_ln_hh_weight, Tensor grad_ln_hh_bias, Tensor grad_ln_c_weight, Tensor grad_ln_c_bias)",
       TORCH_FN(rnnkit_fused::lstm_backward));
   m.def("packed_gemm_status() -> str", TORCH_FN(rnnkit_fused::packed_gemm_status));
+  m.def("brgemm_status() -> str", TORCH_FN(rnnkit_fused::brgemm_status));
 }
