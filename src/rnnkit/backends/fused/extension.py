@@ -125,13 +125,13 @@ def packed_gemm() -> bool:
 TILED_KINDS = ("lstm", "peephole_lstm", "cifg_lstm")
 
 
-def forward_gemm(kind: str, training: bool, gx: torch.Tensor, weight_hr: torch.Tensor | None) -> str:
+def forward_gemm(kind: str, training: bool, dtype: torch.dtype, weight_hr: torch.Tensor | None) -> str:
     """How the C++ forward forms the recurrent products: 'tiled', 'packed' (oneDNN) or 'addmm'.
 
     'tiled' for float32 inference of lstm, peephole and cifg without projection; else 'packed' where
     ``packed_gemm()`` (float64 then runs addmm in C++), else 'addmm'.
     """
-    if not training and gx.dtype == torch.float32 and weight_hr is None and kind in TILED_KINDS:
+    if not training and dtype == torch.float32 and weight_hr is None and kind in TILED_KINDS:
         return "tiled"
     return "packed" if packed_gemm() else "addmm"
 

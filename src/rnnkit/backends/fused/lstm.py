@@ -102,15 +102,17 @@ def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return None if t is None else t.to(dtype)
 
 
-# kinds the C++ loops (csrc/lstm.cpp) run; bf16 (autocast) keeps the Python loops
+# kinds the C++ loops (csrc/) run, in float32 and float64; bf16 (CPU autocast) runs them in float32
 _CPP_KIND = {"lstm": 0, "peephole_lstm": 1, "cifg_lstm": 2, "layernorm_lstm": 3}
 _warned_no_extension = False
+_warned_autocast = False
 
 
 def _cpp_loops(kind: str, gx: Tensor):
     """The C++ time loops for this call (``torch.ops.rnnkit_fused``), or None: the Python loops run."""
     global _warned_no_extension
-    if kind not in _CPP_KIND or gx.device.type != "cpu" or gx.dtype not in (torch.float32, torch.float64):
+    if kind not in _CPP_KIND or gx.device.type != "cpu" or gx.dtype not in (torch.float32, torch.float64,
+                                                                               torch.bfloat16):
         return None
     if extension.disabled():
         return None
@@ -120,6 +122,28 @@ def _cpp_loops(kind: str, gx: Tensor):
         warnings.warn(f"rnnkit fused LSTM: C++ loops {extension.status()}; using the slower Python loops",
                       RuntimeWarning, stacklevel=3)
     return ops
+
+
+def _loop_dtype(gx: Tensor) -> torch.dtype:
+    """The dtype the C++ loops run in: gx's, or float32 for a bf16 gx (CPU autocast), said once per process.
+
+    float32 then holds the state, the gates and the layer norms, and the outputs are float32, as on the
+    reference path under autocast; the gradients go back in the inputs' dtypes.
+    """
+    global _warned_autocast
+    if gx.dtype != torch.bfloat16:
+        return gx.dtype
+    if not _warned_autocast:
+        _warned_autocast = True
+        try:
+            bf16_cpu = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a private op of torch
+            bf16_cpu = False
+        reason = "bf16 GEMMs inside them are not written yet" if bf16_cpu else \
+            "this CPU has no bf16 instructions (AVX-512 BF16 or AMX)"
+        warnings.warn(f"rnnkit fused LSTM under bf16 autocast: the C++ loops run in float32 ({reason})",
+                      RuntimeWarning, stacklevel=4)
+    return torch.float32
 
 
 class _LSTMLoop(torch.autograd.Function):
@@ -139,15 +163,15 @@ class _LSTMLoop(torch.autograd.Function):
                                                                   weight_peephole, ln_hh_weight, ln_hh_bias,
                                                                   ln_c_weight, ln_c_bias)]
             ctx.has_bias = bias_hh is not None
-            dtype = gx.dtype
+            dtype = _loop_dtype(gx)
             W, W_hr, peep = weight_hh.to(dtype), _cast(weight_hr, dtype), _cast(weight_peephole, dtype)
             # needs_input_grad ignores grad mode: under no_grad (grad_enabled False) nothing is saved
             training = grad_enabled and any(ctx.needs_input_grad)
             ln = [] if kind != "layernorm_lstm" else [x.to(dtype) for x in (ln_hh_weight, ln_hh_bias, ln_c_weight,
                                                                             ln_c_bias)]
             out, h, c, acts, tcs, hs, cs, ms, xhat_hh, rstd_hh, mean_c, rstd_c = ops.lstm_forward(
-                _CPP_KIND[kind], gx, h0, c0, W, _cast(bias_hh, dtype), W_hr, peep,
-                None if mask is None else mask[..., 0], training, extension.forward_gemm(kind, training, gx, W_hr),
+                _CPP_KIND[kind], gx.to(dtype), h0, c0, W, _cast(bias_hh, dtype), W_hr, peep,
+                None if mask is None else mask[..., 0], training, extension.forward_gemm(kind, training, dtype, W_hr),
                 ln, eps)
             if training:  # layer norm: x_hat_hh, rstd_hh, mean_c, rstd_c, and the two gains
                 ln_saved = [xhat_hh, rstd_hh, mean_c, rstd_c, ln[0], ln[2]] if ln else []
