@@ -356,11 +356,44 @@ def test_cpp_loops_check_shapes():
         forward(kind=1, peep=torch.zeros(3, H - 1))
 
 
+def test_variant_is_the_cpus_best_unless_a_lower_one_is_asked(monkeypatch):
+    """AVX-512 where torch runs AVX-512 kernels, AVX2 where AVX2, the portable build elsewhere;
+    RNNKIT_CPU_VARIANT asks for a lower one (AVX2 on an AVX-512 CPU) and a higher one is refused."""
+    import platform
+
+    monkeypatch.delenv(extension.ENV_VARIANT, raising=False)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    for capability, best in [("AVX512", "avx512"), ("AVX2", "avx2"), ("DEFAULT", "default")]:
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert extension.variant_choice() == (best, ""), capability
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setenv(extension.ENV_VARIANT, "avx2")
+    assert extension.variant_choice() == ("avx2", "")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setenv(extension.ENV_VARIANT, "avx512")
+    assert extension.variant_choice() == (None, "RNNKIT_CPU_VARIANT=avx512 asks for more than this CPU runs "
+                                                "(at most avx2)")
+    monkeypatch.setenv(extension.ENV_VARIANT, "sse4")
+    assert "expected one of avx512, avx2, default" in extension.variant_choice()[1]
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    monkeypatch.delenv(extension.ENV_VARIANT)
+    assert extension.variant_choice() == ("default", "")
+    assert "-DCPU_CAPABILITY_AVX512" in extension._flags("avx512") and "-mavx512f" in extension._flags("avx512")
+    assert not any("avx512" in f for f in extension._flags("avx2"))
+
+
+@needs_extension
+def test_the_loaded_variant_is_the_one_this_cpu_runs():
+    """The loops this suite tested are the variant chosen for this CPU (AVX-512 on an AVX-512 CPU, not AVX2)."""
+    assert extension.details()["variant"] == extension.variant_choice()[0]
+    assert f"loaded ({extension.variant_choice()[0]}, " in extension.status()
+
+
 @pytest.fixture
 def fresh_extension(tmp_path, monkeypatch):
     """The extension module as before its first build, with its cache in tmp_path and a fake compiler."""
     for name, value in [("_ops", None), ("_reason", None), ("_packed_reason", None), ("_build_seconds", None),
-                        ("_built_now", False)]:
+                        ("_built_now", False), ("_variant", None)]:
         monkeypatch.setattr(extension, name, value)
     monkeypatch.delenv(extension.ENV_DISABLE, raising=False)
     monkeypatch.delenv("CXX", raising=False)

@@ -20,10 +20,13 @@ torch rebuilds it when a source, a header or the flags change. A failed build is
 fail again; it is retried as soon as anything it depended on changes (the source, the flags, torch,
 rnnkit, the compiler's or ninja's path or version, PATH), or when that file is deleted.
 
-The flags do not use ``-march=native``, so a cache copied to another machine still runs: on x86 CPUs
-where torch itself runs AVX2 or AVX-512 kernels the loops are compiled for AVX2 + FMA
-(``at::vec::Vectorized`` with 8 floats), elsewhere for torch's portable ``Vectorized`` (correct,
-slower). The variant is part of the module name, so each has its own cache entry.
+The flags do not use ``-march=native``, so a cache copied to another machine of the same class still
+runs: on x86 CPUs where torch itself runs AVX-512 kernels the loops are compiled for AVX-512
+(``at::vec::Vectorized`` with 16 floats), where it runs AVX2 kernels for AVX2 + FMA (8 floats),
+elsewhere for torch's portable ``Vectorized`` (correct, slower). ``RNNKIT_CPU_VARIANT=avx2`` (or
+``default``) asks for a lower variant than the CPU's, e.g. to run the AVX2 loops on an AVX-512 CPU; a
+higher one than the CPU runs is refused with the reason. The variant is part of the module name, so
+each has its own cache entry.
 
 Separately, ``packed_gemm()`` says whether the recurrent GEMMs can use oneDNN with weights packed
 once per sequence (the private ops ``mkldnn::_reorder_linear_weight`` and
@@ -46,6 +49,8 @@ from pathlib import Path
 import torch
 
 ENV_DISABLE = "RNNKIT_NO_EXTENSION"
+ENV_VARIANT = "RNNKIT_CPU_VARIANT"  # avx2 or default: a lower variant than the CPU's
+VARIANTS = ("avx512", "avx2", "default")  # best first
 BUILD_MESSAGE = "building rnnkit's C++ loops for this CPU, once (about a minute on 2 cores)"
 FAILED_FILE = "rnnkit_build_failed.txt"  # in the cache folder: the failed build's key, then its reason
 BUILT_FILE = "rnnkit_build_ok.txt"  # in the cache folder: the build's key, then its seconds
@@ -59,6 +64,7 @@ _packed_reason: str | None = None  # "" when the packed oneDNN GEMM works
 _brgemm_reason: str | None = None  # "" when cpublas::brgemm runs float32
 _build_seconds: float | None = None  # how long the build that made the loaded library took
 _built_now = False  # whether this process compiled it (else it came from the cache)
+_variant: str | None = None  # the variant loaded: 'avx512', 'avx2' or 'default'
 
 
 def disabled() -> bool:
@@ -89,7 +95,7 @@ def status() -> str:
         built = ""
     else:
         built = f", built in {_build_seconds:.0f} s" + ("" if _built_now else " earlier, loaded from the cache")
-    return f"loaded ({_capability()}, {gemm}{built})"
+    return f"loaded ({_variant}, {gemm}{built})"
 
 
 def details() -> dict:
@@ -101,11 +107,17 @@ def details() -> dict:
     """
     line = status()
     ninja = find_ninja()
-    cache_dir = _build_dir(_module_name(_capability()))
-    return {"loaded": _ops is not None and not disabled(), "status": line, "variant": _capability(),
+    variant = _variant or variant_choice()[0]
+    cache_dir = None if variant is None else _build_dir(_module_name(variant))
+    return {"loaded": _ops is not None and not disabled(), "status": line, "variant": variant or _capability(),
             "build_seconds": _build_seconds, "built_now": _built_now,
             "cache_dir": None if cache_dir is None else str(cache_dir),
             "compiler": find_compiler(build_path(ninja)), "ninja": ninja}
+
+
+def loaded_variant() -> str | None:
+    """The variant of the loaded loops ('avx512', 'avx2' or 'default'), None before they load."""
+    return _variant
 
 
 def packed_gemm() -> bool:
@@ -206,13 +218,33 @@ def _tool_version(executable: str | None) -> str:
     return lines[0] if lines else f"unknown (exit status {done.returncode})"
 
 
-def _capability() -> str:
-    """The instruction set the loops are compiled for: 'avx2' or 'default'."""
-    machine = platform.machine().lower()
+def cpu_variant() -> str:
+    """The best variant this CPU runs: 'avx512' or 'avx2' where torch dispatches those kernels (x86), else
+    'default'."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return "default"
     cap = torch.backends.cpu.get_cpu_capability()
-    if machine in ("x86_64", "amd64") and cap in ("AVX2", "AVX512"):
-        return "avx2"
-    return "default"
+    return "avx512" if cap.startswith("AVX512") else "avx2" if cap == "AVX2" else "default"
+
+
+def variant_choice() -> tuple[str | None, str]:
+    """(the variant to build, "") or (None, why none): ``cpu_variant()``, or the lower one that
+    ``RNNKIT_CPU_VARIANT`` asks for (read on every call)."""
+    best = cpu_variant()
+    asked = os.environ.get(ENV_VARIANT, "").strip()
+    if not asked:
+        return best, ""
+    if asked not in VARIANTS:
+        return None, f"{ENV_VARIANT}={asked!r}: expected one of {', '.join(VARIANTS)}"
+    if VARIANTS.index(asked) < VARIANTS.index(best):
+        return None, f"{ENV_VARIANT}={asked} asks for more than this CPU runs (at most {best})"
+    return asked, ""
+
+
+def _capability() -> str:
+    """The instruction set the loops are (to be) compiled for, or why none can."""
+    variant, reason = variant_choice()
+    return variant or f"none ({reason})"
 
 
 def _module_name(capability: str) -> str:
@@ -223,7 +255,9 @@ def _flags(capability: str) -> list[str]:
     # CPU_CAPABILITY names the inline namespace of at::vec: our own name keeps our inline copies of
     # Vectorized apart from torch's own.
     flags = ["-O3", f"-DCPU_CAPABILITY={capability}_rnnkit"]
-    if capability == "avx2":
+    if capability == "avx512":  # the flags torch compiles its own AVX-512 kernels with
+        flags += ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c", "-DCPU_CAPABILITY_AVX512"]
+    elif capability == "avx2":
         flags += ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY_AVX2"]
     # at::parallel_for splits the pointwise pass over torch's OpenMP threads; the extension links
     # libgomp.so.1, which the loader resolves to the copy torch already loaded
@@ -310,7 +344,7 @@ def _forget(file: Path | None) -> None:
 
 
 def _build() -> None:
-    global _ops, _reason, _build_seconds, _built_now
+    global _ops, _reason, _build_seconds, _built_now, _variant
     ninja = find_ninja()
     path = build_path(ninja)
     compiler = find_compiler(path)
@@ -322,7 +356,10 @@ def _build() -> None:
         _reason = (f"no ninja (not on PATH, not in the ninja package, not next to {sys.executable}); "
                    f"pip install ninja")
         return
-    capability = _capability()
+    capability, why_not = variant_choice()
+    if capability is None:
+        _reason = why_not
+        return
     name = _module_name(capability)
     flags = _flags(capability)
     build_dir = _build_dir(name)
@@ -370,7 +407,7 @@ def _build() -> None:
         )
         seconds = time.perf_counter() - start
         _ops = torch.ops.rnnkit_fused
-        _reason = ""
+        _reason, _variant = "", capability
         if library is not None and _mtime(library) == mtime_before:  # ninja found nothing to compile
             if record is not None and record[0] == compile_key:
                 try:

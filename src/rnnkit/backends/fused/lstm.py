@@ -106,6 +106,8 @@ def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
 _CPP_KIND = {"lstm": 0, "peephole_lstm": 1, "cifg_lstm": 2, "layernorm_lstm": 3}
 _warned_no_extension = False
 _warned_autocast = False
+# what the LSTM family's last call ran, in words ("C++ avx2 tiled", "Python"); `rnnkit bench` prints it
+last_loop = ""
 
 
 def _cpp_loops(kind: str, gx: Tensor):
@@ -155,8 +157,10 @@ class _LSTMLoop(torch.autograd.Function):
         inputs = [gx, h0, c0, weight_hh, bias_hh, weight_hr, weight_peephole, ln_hh_weight, ln_hh_bias, ln_c_weight,
                   ln_c_bias]
         ctx.cell = cell
+        global last_loop
         ops = _cpp_loops(kind, gx) if hidden is None and keep is None else None
         ctx.cpp = ops is not None
+        last_loop = "Python"
         if ops is not None:  # the same loop in C++, saving the same tensors
             ctx.kind, ctx.eps, ctx.mask, ctx.keep = kind, eps, mask, None
             ctx.dtypes = [None if x is None else x.dtype for x in (gx, h0, c0, weight_hh, bias_hh, weight_hr,
@@ -169,10 +173,11 @@ class _LSTMLoop(torch.autograd.Function):
             training = grad_enabled and any(ctx.needs_input_grad)
             ln = [] if kind != "layernorm_lstm" else [x.to(dtype) for x in (ln_hh_weight, ln_hh_bias, ln_c_weight,
                                                                             ln_c_bias)]
+            gemm = extension.forward_gemm(kind, training, dtype, W_hr)
             out, h, c, acts, tcs, hs, cs, ms, xhat_hh, rstd_hh, mean_c, rstd_c = ops.lstm_forward(
                 _CPP_KIND[kind], gx.to(dtype), h0, c0, W, _cast(bias_hh, dtype), W_hr, peep,
-                None if mask is None else mask[..., 0], training, extension.forward_gemm(kind, training, dtype, W_hr),
-                ln, eps)
+                None if mask is None else mask[..., 0], training, gemm, ln, eps)
+            last_loop = f"C++ {extension.loaded_variant()} {gemm}" + (" float32" if dtype != gx.dtype else "")
             if training:  # layer norm: x_hat_hh, rstd_hh, mean_c, rstd_c, and the two gains
                 ln_saved = [xhat_hh, rstd_hh, mean_c, rstd_c, ln[0], ln[2]] if ln else []
                 ctx.save_for_backward(W, acts, tcs, hs, cs, W_hr, ms if W_hr is not None else None, peep,
