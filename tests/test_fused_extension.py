@@ -1,8 +1,8 @@
-"""The C++ time loops of the fused LSTM family (csrc/lstm.cpp) against its Python loops.
+"""The C++ time loops of the fused LSTM family (csrc/) against its Python loops.
 
 The same layer runs twice, once with the C++ loops and once with ``RNNKIT_NO_EXTENSION=1``:
 outputs, final states and the gradients of the input, the initial state and every parameter
-agree within 1e-10 in float64 and 1e-5 (relative to the largest value) in float32, for lstm,
+agree within 1e-10 in float64 and 1e-5 (relative to the largest value; layernorm_lstm 1e-4) in float32, for lstm,
 peephole_lstm, cifg_lstm and layernorm_lstm with and without projection, lengths and bias, at
 shapes that exercise vector tails, the row split and the hidden-unit split over threads (the
 layer-norm kind keeps each row on one thread: its norms reduce over the row). test_fused.py
@@ -45,6 +45,12 @@ SHAPES = [
     ("rows", 3, 80, 5, 130, 40, [3, 1, 2, 3] * 20),  # many rows split over threads
 ]
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def tolerance(cell: str, dtype: torch.dtype) -> float:
+    """TOL, but 1e-4 for layernorm_lstm in float32: its norms divide rounding differences by the deviation
+    (measured 2.7e-5 for the portable, non-FMA build)."""
+    return 1e-4 if cell == "layernorm_lstm" and dtype == torch.float32 else TOL[dtype]
 THREADS = [1, 2, 3]  # intra-op threads: 3 splits rows and hidden units unevenly
 GRID = [(cell, shape, lengths, bias, dtype)
         for cell, shape, (lengths, bias), dtype in itertools.product(
@@ -123,7 +129,7 @@ def check_cpp_loops_match_python_loops(cell, shape, lengths, bias, dtype, monkey
     for name in expected:
         # float32: the GEMMs round differently (oneDNN vs MKL), so 1e-5 relative to the largest value
         scale = 1.0 if dtype == torch.float64 else max(1.0, float(expected[name].detach().abs().max()))
-        assert_close(name, expected[name], got[name], TOL[dtype] * scale)
+        assert_close(name, expected[name], got[name], tolerance(cell, dtype) * scale)
 
 
 @needs_extension

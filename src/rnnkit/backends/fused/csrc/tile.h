@@ -40,6 +40,22 @@ inline TiledWeights pack_tiles(const at::Tensor& w_hh, const std::optional<at::T
   return {w, b, blocks, nb, gates};
 }
 
+// The gates of row b on its tile a (the pre-activations of the block's lanes l): c_t, h_t and the output,
+// a finished row (active[b] false) keeping its state and writing zeros.
+template <int K>
+inline void gates_on_tile(Vectorized<float>* a, const Lanes<float>& l, int64_t b, int64_t H, int64_t R,
+                          const Vectorized<float>* pw, const float* h_prev, const float* c_prev, const bool* active,
+                          float* h_next, float* c_next, float* out) {
+  using V = Vectorized<float>;
+  const bool on = active ? active[b] : true;
+  const V cp = l.ld(c_prev + b * H);
+  const V c = Gates<float, K>::forward(a, cp, pw);
+  const V h = a[Gates<float, K>::o] * Act<float>::tanh(c);
+  l.st(on ? c : cp, c_next + b * H);
+  l.st(on ? h : l.ld(h_prev + b * R), h_next + b * R);
+  l.st(on ? h : V(0.f), out + b * R);
+}
+
 // One step of MR rows (b0 .. b0 + MR - 1) and one block: the tile, then the gates on it.
 template <int K, int MR>
 inline void tile_rows(const TiledWeights& tw, int64_t blk, int64_t b0, int64_t H, int64_t R, const float* gx,
@@ -70,16 +86,8 @@ inline void tile_rows(const TiledWeights& tw, int64_t blk, int64_t b0, int64_t H
   }
   V pw[3];
   Gk::load_peepholes(l, peep, H, pw);
-  const V zero(0.f);
   for (int m = 0; m < MR; ++m) {
-    const int64_t b = b0 + m;
-    const bool on = active ? active[b] : true;
-    const V cp = l.ld(c_prev + b * H);
-    const V c = Gk::forward(acc[m], cp, pw);
-    const V h = acc[m][Gk::o] * Act<float>::tanh(c);
-    l.st(on ? c : cp, c_next + b * H);
-    l.st(on ? h : l.ld(h_prev + b * R), h_next + b * R);
-    l.st(on ? h : zero, out + b * R);
+    gates_on_tile<K>(acc[m], l, b0 + m, H, R, pw, h_prev, c_prev, active, h_next, c_next, out);
   }
 }
 
@@ -99,19 +107,12 @@ inline void brgemm_block(const TiledWeights& tw, int64_t blk, int64_t B, int64_t
   const float* bb = tw.bias.data_ptr<float>() + blk * N;
   V pw[3];
   Gk::load_peepholes(l, peep, H, pw);
-  const V zero(0.f);
   for (int64_t b = 0; b < B; ++b) {
     V a[NG];
     for (int k = 0; k < NG; ++k) {
       a[k] = l.ld(gx + b * G + k * H) + V::loadu(bb + k * tw.nb) + V::loadu(tile + b * N + k * tw.nb);
     }
-    const bool on = active ? active[b] : true;
-    const V cp = l.ld(c_prev + b * H);
-    const V c = Gk::forward(a, cp, pw);
-    const V h = a[Gk::o] * Act<float>::tanh(c);
-    l.st(on ? c : cp, c_next + b * H);
-    l.st(on ? h : l.ld(h_prev + b * R), h_next + b * R);
-    l.st(on ? h : zero, out + b * R);
+    gates_on_tile<K>(a, l, b, H, R, pw, h_prev, c_prev, active, h_next, c_next, out);
   }
 }
 
