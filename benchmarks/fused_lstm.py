@@ -22,6 +22,11 @@ ratios taken at a load above ~1.5 on 2 cores are noisy.
     .venv/bin/python benchmarks/fused_lstm.py                     # 3 shapes, 5 rounds: about 6 minutes
     .venv/bin/python benchmarks/fused_lstm.py --quick             # one small shape, a smoke test
     .venv/bin/python benchmarks/fused_lstm.py --shapes 32,100,128,256 --cells peephole_lstm --rounds 5
+    .venv/bin/python benchmarks/fused_lstm.py --modes inference --gemm packed,tiled,brgemm   # the forward GEMMs
+
+``--gemm`` times the inference rows once per way of forming the recurrent products (``auto``: what
+``extension.forward_gemm`` picks; ``packed``: oneDNN GEMM + one pointwise pass; ``tiled``: the tiled
+step on rnnkit's micro-kernel; ``brgemm``: the tiled step on ``cpublas::brgemm``).
 """
 
 from __future__ import annotations
@@ -90,7 +95,24 @@ def gemm_floor(B: int, T: int, I: int, H: int, mode: str) -> Callable[[], None]:
     return training if mode == "training" else forward
 
 
-def build_rows(B: int, T: int, I: int, H: int, cells: list[str], mode: str) -> dict[str, Callable[[], None]]:
+def forcing_gemm(fn: Callable[[], None], gemm: str) -> Callable[[], None]:
+    """``fn`` with the C++ forward's recurrent GEMM forced to ``gemm`` ('auto': left as it is)."""
+    if gemm == "auto":
+        return fn
+    picks = extension.forward_gemm
+
+    def call() -> None:
+        extension.forward_gemm = lambda *args: gemm
+        try:
+            fn()
+        finally:
+            extension.forward_gemm = picks
+
+    return call
+
+
+def build_rows(B: int, T: int, I: int, H: int, cells: list[str], mode: str,
+               gemms: list[str]) -> dict[str, Callable[[], None]]:
     torch.manual_seed(0)
     x = torch.randn(T, B, I)
     base = nn.LSTM(I, H)
@@ -103,7 +125,11 @@ def build_rows(B: int, T: int, I: int, H: int, cells: list[str], mode: str) -> d
                 err = float((layer(x)[0] - base(x)[0]).abs().max())
             if err > 1e-4:
                 sys.exit(f"fused lstm differs from nn.LSTM by {err:.2e} at {(B, T, I, H)}")
-        rows[f"{cell} fused"] = make_call(layer, x, mode)
+        if mode == "training" or gemms == ["auto"]:
+            rows[f"{cell} fused"] = make_call(layer, x, mode)
+        else:
+            for gemm in gemms:
+                rows[f"{cell} fused {gemm}"] = forcing_gemm(make_call(layer, x, mode), gemm)
     if extension.packed_gemm():
         rows[FLOOR] = gemm_floor(B, T, I, H, mode)
     return rows
@@ -125,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-run-time", type=float, default=0.3)
     parser.add_argument("--quick", action="store_true", help="one small shape, 1 round per mode: a smoke test")
+    parser.add_argument("--gemm", default="auto", help="inference: auto, packed, tiled, brgemm (comma-separated)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     shapes = QUICK_SHAPES if args.quick else SHAPES
@@ -141,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     results = []  # (shape, mode, row, ratio, ratio range, ms)
     for B, T, I, H in shapes:
         for mode in modes:
-            rows = build_rows(B, T, I, H, cells, mode)
+            rows = build_rows(B, T, I, H, cells, mode, args.gemm.split(","))
             for fn in rows.values():  # warm-up: builds, packs, allocator
                 fn()
             names = list(rows)

@@ -1,8 +1,8 @@
-"""The C++ time loops of the fused LSTM family (csrc/lstm.cpp) against its Python loops.
+"""The C++ time loops of the fused LSTM family (csrc/) against its Python loops.
 
 The same layer runs twice, once with the C++ loops and once with ``RNNKIT_NO_EXTENSION=1``:
 outputs, final states and the gradients of the input, the initial state and every parameter
-agree within 1e-10 in float64 and 1e-5 (relative to the largest value) in float32, for lstm,
+agree within 1e-10 in float64 and 1e-5 (relative to the largest value; layernorm_lstm 1e-4) in float32, for lstm,
 peephole_lstm, cifg_lstm and layernorm_lstm with and without projection, lengths and bias, at
 shapes that exercise vector tails, the row split and the hidden-unit split over threads (the
 layer-norm kind keeps each row on one thread: its norms reduce over the row). test_fused.py
@@ -45,6 +45,12 @@ SHAPES = [
     ("rows", 3, 80, 5, 130, 40, [3, 1, 2, 3] * 20),  # many rows split over threads
 ]
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def tolerance(cell: str, dtype: torch.dtype) -> float:
+    """TOL, but 1e-4 for layernorm_lstm in float32: its norms divide rounding differences by the deviation
+    (measured 2.7e-5 for the portable, non-FMA build)."""
+    return 1e-4 if cell == "layernorm_lstm" and dtype == torch.float32 else TOL[dtype]
 THREADS = [1, 2, 3]  # intra-op threads: 3 splits rows and hidden units unevenly
 GRID = [(cell, shape, lengths, bias, dtype)
         for cell, shape, (lengths, bias), dtype in itertools.product(
@@ -123,7 +129,7 @@ def check_cpp_loops_match_python_loops(cell, shape, lengths, bias, dtype, monkey
     for name in expected:
         # float32: the GEMMs round differently (oneDNN vs MKL), so 1e-5 relative to the largest value
         scale = 1.0 if dtype == torch.float64 else max(1.0, float(expected[name].detach().abs().max()))
-        assert_close(name, expected[name], got[name], TOL[dtype] * scale)
+        assert_close(name, expected[name], got[name], tolerance(cell, dtype) * scale)
 
 
 @needs_extension
@@ -310,11 +316,90 @@ def test_build_key_changes_with_what_the_build_depends_on(tmp_path, monkeypatch)
     assert key() != before, "the key ignores rnnkit's version"
 
 
+def test_build_key_covers_every_header(tmp_path, monkeypatch):
+    """Editing a header, or adding one, changes the key: a key over lstm.cpp alone would keep a stale
+    build (or a stale failure) after a change in gates.h."""
+    import shutil
+
+    csrc = tmp_path / "csrc"
+    shutil.copytree(extension.CSRC, csrc)
+    monkeypatch.setattr(extension, "CSRC", csrc)
+    headers = sorted(p.name for p in csrc.glob("*.h"))
+    assert {"gates.h", "layer_norm.h", "vec.h"} <= set(headers), headers
+    assert [p.name for p in extension.source_files()] == sorted(["lstm.cpp", *headers])
+
+    def key():
+        return extension.build_key(extension.build_inputs(["-O3"], "ninja", "/bin"))
+
+    before = key()
+    gates = csrc / "gates.h"
+    gates.write_text(gates.read_text() + "\n// touched\n")
+    touched = key()
+    assert touched != before, "the key ignores an edited header"
+    (csrc / "new.h").write_text("#pragma once\n")
+    assert key() != touched, "the key ignores a new header"
+
+
+@needs_extension
+def test_cpp_loops_check_shapes():
+    """A size that does not fit G = 4H (3H for cifg), (G, R) or (R, H) is an error that names the argument,
+    the expected sizes and the ones that came, not a read past a buffer's end."""
+    ops = extension.load()
+    T, B, H = 2, 3, 5
+    gx, h0, c0, w = torch.zeros(T, B, 4 * H), torch.zeros(B, H), torch.zeros(B, H), torch.zeros(4 * H, H)
+
+    def forward(kind=0, gx=gx, h0=h0, w_hh=w, w_hr=None, peep=None):
+        return ops.lstm_forward(kind, gx, h0, c0, w_hh, None, w_hr, peep, None, False, "addmm", [], 1e-5)
+
+    assert forward()[0].shape == (T, B, H)  # the sizes that fit run
+    with pytest.raises(RuntimeError, match=r"weight_hh must be \(G, R\) = \(20, 5\), got \(20, 4\)"):
+        forward(w_hh=torch.zeros(4 * H, H - 1))
+    with pytest.raises(RuntimeError, match=r"gx's last size G must be 3H = 15 \(H = 5 from c0\), got 20"):
+        forward(kind=2)  # cifg has three gates
+    with pytest.raises(RuntimeError, match=r"weight_hr must be \(R, H\) = \(3, 5\), got \(5, 3\)"):
+        forward(h0=torch.zeros(B, 3), w_hh=torch.zeros(4 * H, 3), w_hr=torch.zeros(H, 3))
+    with pytest.raises(RuntimeError, match=r"weight_peephole must be \(3, H\) = \(3, 5\), got \(3, 4\)"):
+        forward(kind=1, peep=torch.zeros(3, H - 1))
+
+
+def test_variant_is_the_cpus_best_unless_a_lower_one_is_asked(monkeypatch):
+    """AVX-512 where torch runs AVX-512 kernels, AVX2 where AVX2, the portable build elsewhere;
+    RNNKIT_CPU_VARIANT asks for a lower one (AVX2 on an AVX-512 CPU) and a higher one is refused."""
+    import platform
+
+    monkeypatch.delenv(extension.ENV_VARIANT, raising=False)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    for capability, best in [("AVX512", "avx512"), ("AVX2", "avx2"), ("DEFAULT", "default")]:
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        assert extension.variant_choice() == (best, ""), capability
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setenv(extension.ENV_VARIANT, "avx2")
+    assert extension.variant_choice() == ("avx2", "")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    monkeypatch.setenv(extension.ENV_VARIANT, "avx512")
+    assert extension.variant_choice() == (None, "RNNKIT_CPU_VARIANT=avx512 asks for more than this CPU runs "
+                                                "(at most avx2)")
+    monkeypatch.setenv(extension.ENV_VARIANT, "sse4")
+    assert "expected one of avx512, avx2, default" in extension.variant_choice()[1]
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    monkeypatch.delenv(extension.ENV_VARIANT)
+    assert extension.variant_choice() == ("default", "")
+    assert "-DCPU_CAPABILITY_AVX512" in extension._flags("avx512") and "-mavx512f" in extension._flags("avx512")
+    assert not any("avx512" in f for f in extension._flags("avx2"))
+
+
+@needs_extension
+def test_the_loaded_variant_is_the_one_this_cpu_runs():
+    """The loops this suite tested are the variant chosen for this CPU (AVX-512 on an AVX-512 CPU, not AVX2)."""
+    assert extension.details()["variant"] == extension.variant_choice()[0]
+    assert f"loaded ({extension.variant_choice()[0]}, " in extension.status()
+
+
 @pytest.fixture
 def fresh_extension(tmp_path, monkeypatch):
     """The extension module as before its first build, with its cache in tmp_path and a fake compiler."""
     for name, value in [("_ops", None), ("_reason", None), ("_packed_reason", None), ("_build_seconds", None),
-                        ("_built_now", False)]:
+                        ("_built_now", False), ("_variant", None)]:
         monkeypatch.setattr(extension, name, value)
     monkeypatch.delenv(extension.ENV_DISABLE, raising=False)
     monkeypatch.delenv("CXX", raising=False)

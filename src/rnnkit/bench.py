@@ -8,7 +8,10 @@ Rounds repeat (``--rounds``, at least 3 for numbers you report) with the order r
 ratio is the median over rounds of the per-round ratio, so the slow drift of a shared machine
 cancels. Each time is ``torch.utils.benchmark.Timer(..., num_threads=...).blocked_autorange``.
 The header names torch, the CPU, its capability and the flags the ratios depend on (AMX,
-AVX-512 BF16); the footer how many cores other processes kept busy (the noise).
+AVX-512 BF16); the footer how many cores other processes kept busy (the noise). For the LSTM family
+on the fused backend, ``loops`` says which loops ran: ``C++`` with the variant (avx512, avx2, default)
+and the recurrent GEMM (tiled, packed, addmm), ``float32`` where they ran float32 under bf16 autocast,
+or ``Python``.
 
     rnnkit bench                                  # the four shapes of the issue, all cells
     rnnkit bench --quick                          # one small shape, a smoke test
@@ -30,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.benchmark import Timer
 
+from .backends.fused import lstm as fused_lstm
 from .cells import cells as registered_cells
 from .recurrent import Recurrent
 
@@ -168,6 +172,7 @@ class Row:
     times: list[float] = field(default_factory=list)  # seconds, one per round
     vs_lstm: list[float] = field(default_factory=list)  # per-round ratios
     vs_gru: list[float] = field(default_factory=list)
+    loops: str = ""  # the fused LSTM family: which loops ran ("C++ avx2 tiled", "Python")
 
 
 def bench_shape(shape, mode, cells: list[str], args: argparse.Namespace, echo) -> list[Row]:
@@ -187,8 +192,10 @@ def bench_shape(shape, mode, cells: list[str], args: argparse.Namespace, echo) -
     for cell in cells:
         layer = Recurrent(cell, I, H, backend=args.backend, **kw)
         fns[cell] = layer_workload(layer, x, mode, autocast)
-        fns[cell]()  # also the warm-up; it tells which backend auto picked
-        rows[cell] = Row(cell, layer.last_backend, shape, mode)
+        fused_lstm.last_loop = ""
+        fns[cell]()  # also the warm-up; it tells which backend auto picked and which loops ran
+        loops = fused_lstm.last_loop or ("Python" if layer.last_backend == "fused" else "")  # other fused cells
+        rows[cell] = Row(cell, layer.last_backend, shape, mode, loops=loops)
     for fn in fns.values():
         fn()  # warm-up: first-call allocations, oneDNN primitives, extension builds
     names = list(fns)
@@ -203,7 +210,7 @@ def bench_shape(shape, mode, cells: list[str], args: argparse.Namespace, echo) -
     return list(rows.values())
 
 
-COLUMNS = ["cell", "backend", "mode", "B,T,I,H", "ms", "vs nn.LSTM", "vs nn.GRU", "tokens/s"]
+COLUMNS = ["cell", "backend", "loops", "mode", "B,T,I,H", "ms", "vs nn.LSTM", "vs nn.GRU", "tokens/s"]
 NUMERIC = {"ms", "vs nn.LSTM", "vs nn.GRU", "tokens/s"}
 
 
@@ -211,7 +218,7 @@ def row_cells(row: Row) -> list[str]:
     B, T, _, _ = row.shape
     seconds = statistics.median(row.times)
     gru_like = row.name in ("nn.GRU", "gru", "cho_gru")
-    return [row.name, row.backend, row.mode, ",".join(map(str, row.shape)), f"{seconds * 1e3:.2f}",
+    return [row.name, row.backend, row.loops, row.mode, ",".join(map(str, row.shape)), f"{seconds * 1e3:.2f}",
             f"{statistics.median(row.vs_lstm):.2f}",
             f"{statistics.median(row.vs_gru):.2f}" if gru_like else "",
             f"{B * T / seconds:,.0f}"]

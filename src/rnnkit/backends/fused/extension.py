@@ -1,4 +1,4 @@
-"""The C++ time loops of the fused LSTM family (``csrc/lstm.cpp``): built on first use, cached, optional.
+"""The C++ time loops of the fused LSTM family (``csrc/``): built on first use, cached, optional.
 
 ``load()`` compiles the extension with ``torch.utils.cpp_extension.load`` the first time a process
 asks for it, and returns its ops (``torch.ops.rnnkit_fused``: ``lstm_forward``, ``lstm_backward``,
@@ -15,15 +15,18 @@ compiles, one line goes to stderr (``BUILD_MESSAGE``).
 
 The build takes 20-60 s on 2 cores and is cached by torch in ``TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``); a later process loads the cached library in about a second, and
-torch rebuilds it when the source or the flags change. A failed build is cached too
+torch rebuilds it when a source, a header or the flags change. A failed build is cached too
 (``rnnkit_build_failed.txt`` in the cache folder), so that every process does not recompile just to
 fail again; it is retried as soon as anything it depended on changes (the source, the flags, torch,
 rnnkit, the compiler's or ninja's path or version, PATH), or when that file is deleted.
 
-The flags do not use ``-march=native``, so a cache copied to another machine still runs: on x86 CPUs
-where torch itself runs AVX2 or AVX-512 kernels the loops are compiled for AVX2 + FMA
-(``at::vec::Vectorized`` with 8 floats), elsewhere for torch's portable ``Vectorized`` (correct,
-slower). The variant is part of the module name, so each has its own cache entry.
+The flags do not use ``-march=native``, so a cache copied to another machine of the same class still
+runs: on x86 CPUs where torch itself runs AVX-512 kernels the loops are compiled for AVX-512
+(``at::vec::Vectorized`` with 16 floats), where it runs AVX2 kernels for AVX2 + FMA (8 floats),
+elsewhere for torch's portable ``Vectorized`` (correct, slower). ``RNNKIT_CPU_VARIANT=avx2`` (or
+``default``) asks for a lower variant than the CPU's, e.g. to run the AVX2 loops on an AVX-512 CPU; a
+higher one than the CPU runs is refused with the reason. The variant is part of the module name, so
+each has its own cache entry.
 
 Separately, ``packed_gemm()`` says whether the recurrent GEMMs can use oneDNN with weights packed
 once per sequence (the private ops ``mkldnn::_reorder_linear_weight`` and
@@ -46,18 +49,22 @@ from pathlib import Path
 import torch
 
 ENV_DISABLE = "RNNKIT_NO_EXTENSION"
+ENV_VARIANT = "RNNKIT_CPU_VARIANT"  # avx2 or default: a lower variant than the CPU's
+VARIANTS = ("avx512", "avx2", "default")  # best first
 BUILD_MESSAGE = "building rnnkit's C++ loops for this CPU, once (about a minute on 2 cores)"
 FAILED_FILE = "rnnkit_build_failed.txt"  # in the cache folder: the failed build's key, then its reason
 BUILT_FILE = "rnnkit_build_ok.txt"  # in the cache folder: the build's key, then its seconds
-_SOURCES = [Path(__file__).parent / "csrc" / "lstm.cpp"]
+CSRC = Path(__file__).parent / "csrc"  # the C++ sources (*.cpp, compiled) and their headers (*.h)
 _STALE_LOCK_S = 600  # a build lock older than this was left by a killed build
 _LIB_SUFFIX = ".pyd" if os.name == "nt" else ".so"
 
 _ops = None  # torch.ops.rnnkit_fused once built
 _reason: str | None = None  # why the extension is unavailable; "" when loaded; None before the first attempt
 _packed_reason: str | None = None  # "" when the packed oneDNN GEMM works
+_brgemm_reason: str | None = None  # "" when cpublas::brgemm runs float32
 _build_seconds: float | None = None  # how long the build that made the loaded library took
 _built_now = False  # whether this process compiled it (else it came from the cache)
+_variant: str | None = None  # the variant loaded: 'avx512', 'avx2' or 'default'
 
 
 def disabled() -> bool:
@@ -82,11 +89,13 @@ def status() -> str:
     if _ops is None:
         return f"unavailable: {_reason}"
     gemm = "packed oneDNN GEMM" if packed_gemm() else f"at::addmm GEMM ({_packed_reason})"
+    brgemm = "runs here" if brgemm_status() == "" else brgemm_status()
+    gemm += f", tiled inference on rnnkit's own at::vec micro-kernel (cpublas::brgemm float32: {brgemm})"
     if _build_seconds is None:
         built = ""
     else:
         built = f", built in {_build_seconds:.0f} s" + ("" if _built_now else " earlier, loaded from the cache")
-    return f"loaded ({_capability()}, {gemm}{built})"
+    return f"loaded ({_variant}, {gemm}{built})"
 
 
 def details() -> dict:
@@ -98,11 +107,17 @@ def details() -> dict:
     """
     line = status()
     ninja = find_ninja()
-    cache_dir = _build_dir(_module_name(_capability()))
-    return {"loaded": _ops is not None and not disabled(), "status": line, "variant": _capability(),
+    variant = _variant or variant_choice()[0]
+    cache_dir = None if variant is None else _build_dir(_module_name(variant))
+    return {"loaded": _ops is not None and not disabled(), "status": line, "variant": variant or _capability(),
             "build_seconds": _build_seconds, "built_now": _built_now,
             "cache_dir": None if cache_dir is None else str(cache_dir),
             "compiler": find_compiler(build_path(ninja)), "ninja": ninja}
+
+
+def loaded_variant() -> str | None:
+    """The variant of the loaded loops ('avx512', 'avx2' or 'default'), None before they load."""
+    return _variant
 
 
 def packed_gemm() -> bool:
@@ -116,6 +131,37 @@ def packed_gemm() -> bool:
         except Exception as e:  # a broken private op must not break training
             _packed_reason = f"packed GEMM check failed: {e}"
     return _packed_reason == ""
+
+
+# kinds whose float32 inference without projection runs the tiled step (csrc/tile.h)
+TILED_KINDS = ("lstm", "peephole_lstm", "cifg_lstm")
+
+
+def forward_gemm(kind: str, training: bool, dtype: torch.dtype, weight_hr: torch.Tensor | None) -> str:
+    """How the C++ forward forms the recurrent products: 'tiled', 'packed' (oneDNN) or 'addmm'.
+
+    'tiled' for float32 inference of lstm, peephole and cifg without projection; else 'packed' where
+    ``packed_gemm()`` (float64 then runs addmm in C++), else 'addmm'.
+    """
+    if not training and dtype == torch.float32 and weight_hr is None and kind in TILED_KINDS:
+        return "tiled"
+    return "packed" if packed_gemm() else "addmm"
+
+
+def brgemm_status() -> str:
+    """"" when ``at::native::cpublas::brgemm`` runs float32 here (checked once), else why not.
+
+    The tiled step does not call it (csrc/tile.h has its own micro-kernel); this is for ``rnnkit info``.
+    """
+    global _brgemm_reason
+    if _ops is None:
+        return "the C++ loops are not loaded"
+    if _brgemm_reason is None:
+        try:
+            _brgemm_reason = str(_ops.brgemm_status())
+        except Exception as e:  # a broken private API must not break info
+            _brgemm_reason = f"brgemm check failed: {e}"
+    return _brgemm_reason
 
 
 def find_ninja(path: str | None = None) -> str | None:
@@ -172,13 +218,33 @@ def _tool_version(executable: str | None) -> str:
     return lines[0] if lines else f"unknown (exit status {done.returncode})"
 
 
-def _capability() -> str:
-    """The instruction set the loops are compiled for: 'avx2' or 'default'."""
-    machine = platform.machine().lower()
+def cpu_variant() -> str:
+    """The best variant this CPU runs: 'avx512' or 'avx2' where torch dispatches those kernels (x86), else
+    'default'."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return "default"
     cap = torch.backends.cpu.get_cpu_capability()
-    if machine in ("x86_64", "amd64") and cap in ("AVX2", "AVX512"):
-        return "avx2"
-    return "default"
+    return "avx512" if cap.startswith("AVX512") else "avx2" if cap == "AVX2" else "default"
+
+
+def variant_choice() -> tuple[str | None, str]:
+    """(the variant to build, "") or (None, why none): ``cpu_variant()``, or the lower one that
+    ``RNNKIT_CPU_VARIANT`` asks for (read on every call)."""
+    best = cpu_variant()
+    asked = os.environ.get(ENV_VARIANT, "").strip()
+    if not asked:
+        return best, ""
+    if asked not in VARIANTS:
+        return None, f"{ENV_VARIANT}={asked!r}: expected one of {', '.join(VARIANTS)}"
+    if VARIANTS.index(asked) < VARIANTS.index(best):
+        return None, f"{ENV_VARIANT}={asked} asks for more than this CPU runs (at most {best})"
+    return asked, ""
+
+
+def _capability() -> str:
+    """The instruction set the loops are (to be) compiled for, or why none can."""
+    variant, reason = variant_choice()
+    return variant or f"none ({reason})"
 
 
 def _module_name(capability: str) -> str:
@@ -189,7 +255,9 @@ def _flags(capability: str) -> list[str]:
     # CPU_CAPABILITY names the inline namespace of at::vec: our own name keeps our inline copies of
     # Vectorized apart from torch's own.
     flags = ["-O3", f"-DCPU_CAPABILITY={capability}_rnnkit"]
-    if capability == "avx2":
+    if capability == "avx512":  # the flags torch compiles its own AVX-512 kernels with
+        flags += ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c", "-DCPU_CAPABILITY_AVX512"]
+    elif capability == "avx2":
         flags += ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY_AVX2"]
     # at::parallel_for splits the pointwise pass over torch's OpenMP threads; the extension links
     # libgomp.so.1, which the loader resolves to the copy torch already loaded
@@ -212,12 +280,17 @@ def build_inputs(flags: list[str], ninja: str | None, path: str) -> dict[str, st
 
     compiler = find_compiler(path)
     sources = hashlib.sha256()
-    for source in _SOURCES:
-        sources.update(source.read_bytes())
+    for source in source_files():
+        sources.update(source.name.encode() + b"\0" + source.read_bytes())
     return {"sources": sources.hexdigest(), "flags": " ".join(flags), "torch": torch.__version__,
             "rnnkit": __version__, "python": sys.version, "compiler": str(compiler),
             "compiler_version": _tool_version(compiler), "ninja": str(ninja), "ninja_version": _tool_version(ninja),
             "PATH": path}
+
+
+def source_files() -> list[Path]:
+    """Every file the build reads from ``csrc/``: the sources it compiles and the headers they include."""
+    return sorted(p for p in CSRC.iterdir() if p.suffix in (".cpp", ".h"))
 
 
 def build_key(inputs: dict[str, str]) -> str:
@@ -271,7 +344,7 @@ def _forget(file: Path | None) -> None:
 
 
 def _build() -> None:
-    global _ops, _reason, _build_seconds, _built_now
+    global _ops, _reason, _build_seconds, _built_now, _variant
     ninja = find_ninja()
     path = build_path(ninja)
     compiler = find_compiler(path)
@@ -283,7 +356,10 @@ def _build() -> None:
         _reason = (f"no ninja (not on PATH, not in the ninja package, not next to {sys.executable}); "
                    f"pip install ninja")
         return
-    capability = _capability()
+    capability, why_not = variant_choice()
+    if capability is None:
+        _reason = why_not
+        return
     name = _module_name(capability)
     flags = _flags(capability)
     build_dir = _build_dir(name)
@@ -323,7 +399,7 @@ def _build() -> None:
         start = time.perf_counter()
         cpp_extension.load(
             name=name,
-            sources=[str(s) for s in _SOURCES],
+            sources=[str(s) for s in source_files() if s.suffix == ".cpp"],  # ninja tracks the headers
             extra_cflags=flags,
             extra_ldflags=["-fopenmp"],
             is_python_module=False,
@@ -331,7 +407,7 @@ def _build() -> None:
         )
         seconds = time.perf_counter() - start
         _ops = torch.ops.rnnkit_fused
-        _reason = ""
+        _reason, _variant = "", capability
         if library is not None and _mtime(library) == mtime_before:  # ninja found nothing to compile
             if record is not None and record[0] == compile_key:
                 try:

@@ -102,15 +102,19 @@ def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return None if t is None else t.to(dtype)
 
 
-# kinds the C++ loops (csrc/lstm.cpp) run; bf16 (autocast) keeps the Python loops
+# kinds the C++ loops (csrc/) run, in float32 and float64; bf16 (CPU autocast) runs them in float32
 _CPP_KIND = {"lstm": 0, "peephole_lstm": 1, "cifg_lstm": 2, "layernorm_lstm": 3}
 _warned_no_extension = False
+_warned_autocast = False
+# what the LSTM family's last call ran, in words ("C++ avx2 tiled", "Python"); `rnnkit bench` prints it
+last_loop = ""
 
 
 def _cpp_loops(kind: str, gx: Tensor):
     """The C++ time loops for this call (``torch.ops.rnnkit_fused``), or None: the Python loops run."""
     global _warned_no_extension
-    if kind not in _CPP_KIND or gx.device.type != "cpu" or gx.dtype not in (torch.float32, torch.float64):
+    if kind not in _CPP_KIND or gx.device.type != "cpu" or gx.dtype not in (torch.float32, torch.float64,
+                                                                               torch.bfloat16):
         return None
     if extension.disabled():
         return None
@@ -122,6 +126,28 @@ def _cpp_loops(kind: str, gx: Tensor):
     return ops
 
 
+def _loop_dtype(gx: Tensor) -> torch.dtype:
+    """The dtype the C++ loops run in: gx's, or float32 for a bf16 gx (CPU autocast), said once per process.
+
+    float32 then holds the state, the gates and the layer norms, and the outputs are float32, as on the
+    reference path under autocast; the gradients go back in the inputs' dtypes.
+    """
+    global _warned_autocast
+    if gx.dtype != torch.bfloat16:
+        return gx.dtype
+    if not _warned_autocast:
+        _warned_autocast = True
+        try:
+            bf16_cpu = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a private op of torch
+            bf16_cpu = False
+        reason = "bf16 GEMMs inside them are not written yet" if bf16_cpu else \
+            "this CPU has no bf16 instructions (AVX-512 BF16 or AMX)"
+        warnings.warn(f"rnnkit fused LSTM under bf16 autocast: the C++ loops run in float32 ({reason})",
+                      RuntimeWarning, stacklevel=4)
+    return torch.float32
+
+
 class _LSTMLoop(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cell, eps, mask, hidden, keep, grad_enabled, gx, h0, c0, weight_hh, bias_hh, weight_hr,
@@ -131,26 +157,31 @@ class _LSTMLoop(torch.autograd.Function):
         inputs = [gx, h0, c0, weight_hh, bias_hh, weight_hr, weight_peephole, ln_hh_weight, ln_hh_bias, ln_c_weight,
                   ln_c_bias]
         ctx.cell = cell
+        global last_loop
         ops = _cpp_loops(kind, gx) if hidden is None and keep is None else None
         ctx.cpp = ops is not None
+        last_loop = "Python"
         if ops is not None:  # the same loop in C++, saving the same tensors
             ctx.kind, ctx.eps, ctx.mask, ctx.keep = kind, eps, mask, None
             ctx.dtypes = [None if x is None else x.dtype for x in (gx, h0, c0, weight_hh, bias_hh, weight_hr,
                                                                   weight_peephole, ln_hh_weight, ln_hh_bias,
                                                                   ln_c_weight, ln_c_bias)]
             ctx.has_bias = bias_hh is not None
-            dtype = gx.dtype
+            dtype = _loop_dtype(gx)
             W, W_hr, peep = weight_hh.to(dtype), _cast(weight_hr, dtype), _cast(weight_peephole, dtype)
             # needs_input_grad ignores grad mode: under no_grad (grad_enabled False) nothing is saved
             training = grad_enabled and any(ctx.needs_input_grad)
             ln = [] if kind != "layernorm_lstm" else [x.to(dtype) for x in (ln_hh_weight, ln_hh_bias, ln_c_weight,
                                                                             ln_c_bias)]
-            out, h, c, acts, tcs, hs, cs, ms, *ln_saved = ops.lstm_forward(
-                _CPP_KIND[kind], gx, h0, c0, W, _cast(bias_hh, dtype), W_hr, peep,
-                None if mask is None else mask[..., 0], training, extension.packed_gemm(), ln, eps)
+            gemm = extension.forward_gemm(kind, training, dtype, W_hr)
+            out, h, c, acts, tcs, hs, cs, ms, xhat_hh, rstd_hh, mean_c, rstd_c = ops.lstm_forward(
+                _CPP_KIND[kind], gx.to(dtype), h0, c0, W, _cast(bias_hh, dtype), W_hr, peep,
+                None if mask is None else mask[..., 0], training, gemm, ln, eps)
+            last_loop = f"C++ {extension.loaded_variant()} {gemm}" + (" float32" if dtype != gx.dtype else "")
             if training:  # layer norm: x_hat_hh, rstd_hh, mean_c, rstd_c, and the two gains
+                ln_saved = [xhat_hh, rstd_hh, mean_c, rstd_c, ln[0], ln[2]] if ln else []
                 ctx.save_for_backward(W, acts, tcs, hs, cs, W_hr, ms if W_hr is not None else None, peep,
-                                      None, None, *(ln_saved + [ln[0], ln[2]] if ln else []), *inputs)
+                                      None, None, *ln_saved, *inputs)
             return out, h, c
 
         with torch.autocast(gx.device.type, enabled=False):
@@ -275,11 +306,11 @@ class _LSTMLoop(torch.autograd.Function):
             if ops is not None:
                 # xhat_c holds mean_c here: the C++ backward recomputes LN_c's x_hat from c_t
                 ln_saved = [xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c] if ln else []
-                dpre_all, dh, dc, dhnew, *ln_grads = ops.lstm_backward(
+                dpre_all, dh, dc, dhnew, draw, *ln_grads = ops.lstm_backward(
                     _CPP_KIND[kind], grad_out, dh, dc, W, acts, tcs, cs, W_hr, peep,
                     None if mask is None else mask[..., 0], extension.packed_gemm(), ln_saved)
-                # layer norm: d(h W_hh^T), then the LN parameters' gradients, summed in the loop
-                draw_all, grad_ln = (ln_grads[0], ln_grads[1:]) if ln else (dpre_all, None)
+                # layer norm: d(h W_hh^T), and the LN parameters' gradients, summed in the loop
+                draw_all, grad_ln = (draw, ln_grads) if ln else (dpre_all, None)
                 dhnew_all = dhnew if W_hr is not None else None
             else:
                 grad_ln = None

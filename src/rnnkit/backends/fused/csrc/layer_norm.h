@@ -1,0 +1,163 @@
+// Layer norm over one row, forward and backward, and the layer-norm LSTM's pointwise passes:
+//   pre = gx + b_hh + LN_hh(h_{t-1} W_hh^T),  gates and c_t as the plain LSTM,  m = o * tanh(LN_c(c_t))
+// Each row is one unit of work: LN_hh reduces over the row's 4H values, LN_c over its H.
+#pragma once
+
+#include <cmath>
+#include <utility>
+
+#include "gates.h"
+
+namespace rnnkit_fused {
+
+// Mean and 1 / sqrt(var + eps) of x (n), two passes as torch's var(unbiased=False).
+template <typename T>
+std::pair<T, T> mean_rstd(const T* x, int64_t n, T eps) {
+  using V = Vectorized<T>;
+  const auto add = [](const V& a, const V& b) { return a + b; };
+  const T mean = at::vec::reduce_all<T>(add, x, n) / T(n);
+  const T var = at::vec::map_reduce_all<T>([mean](const V& a) { const V d = a - V(mean); return d * d; }, add, x,
+                                           n) / T(n);
+  return {mean, T(1) / std::sqrt(var + eps)};
+}
+
+// LayerNorm's backward over one row: dx = rstd * (g - mean(g) - x_hat * mean(g * x_hat)) with
+// g = dy * gain; adds dy * x_hat and dy to this thread's sums for the gain's and bias's gradients.
+template <typename T>
+void layer_norm_backward(const T* dy, const T* gain, const T* x_hat, T rstd, T* dx, T* dgain, T* dbias, int64_t n) {
+  using V = Vectorized<T>;
+  V s_g(T(0)), s_gx(T(0));
+  for_lanes<T>(0, n, [&](const Lanes<T>& l) {  // a partial load zero-fills: the sums stay exact
+    const V d = l.ld(dy), x = l.ld(x_hat);
+    const V g = d * l.ld(gain);
+    s_g = s_g + g;
+    s_gx = s_gx + g * x;
+    l.st(l.ld(dgain) + d * x, dgain);
+    l.st(l.ld(dbias) + d, dbias);
+  });
+  const auto add = [](const V& a, const V& b) { return a + b; };
+  const V r(rstd), mg(at::vec::vec_reduce_all<T>(add, s_g) / T(n)), mgx(at::vec::vec_reduce_all<T>(add, s_gx) / T(n));
+  at::vec::map3<T>([&](const V& d, const V& g, const V& x) { return r * (d * g - mg - x * mgx); }, dx, dy, gain,
+                   x_hat, n);
+}
+
+// Forward of one whole row.
+template <typename T>
+struct LNFwdRow {
+  const T* gx;       // (G) LN_ih(W_ih x_t) + b_ih
+  const T* raw;      // (G) h_{t-1} W_hh^T
+  const T* bias;     // (G) b_hh, or null
+  const T* g_hh;     // (G) LN_hh gain
+  const T* b_hh;     // (G) LN_hh bias
+  const T* g_c;      // (H) LN_c gain
+  const T* b_c;      // (H) LN_c bias
+  const T* c_prev;   // (H)
+  const T* h_prev;   // (R) only read without projection, for a finished row
+  T* act;            // (G) activated gates (a scratch row in inference)
+  T* xhat_hh;        // (G) normalized raw, or null (inference)
+  T* rstd_hh;        // (1) or null (inference)
+  T* xhat_c;         // (H) scratch: c_t first, then LN_c's normalized c_t
+  T* mean_c;         // (1) or null (inference)
+  T* rstd_c;         // (1) or null (inference)
+  T* tc;             // (H) tanh(LN_c(c_t)), or null (inference)
+  T* c_next;         // (H)
+  T* m;              // (H) as FwdRow
+  T* out;            // (R) as FwdRow
+  bool active;
+  bool proj;
+  T eps;
+
+  void operator()(int64_t H) const {
+    using V = Vectorized<T>;
+    using Gk = Gates<T, kLSTM>;
+    const V zero(T(0));
+    const auto [mean_h, rs_h] = mean_rstd(raw, 4 * H, eps);
+    if (rstd_hh) *rstd_hh = rs_h;
+    const V mh(mean_h), rh(rs_h);
+    for_lanes<T>(0, H, [&](const Lanes<T>& l) {
+      V a[4];
+      for (int k = 0; k < 4; ++k) {
+        const V xh = (l.ld(raw + k * H) - mh) * rh;
+        if (xhat_hh) l.st(xh, xhat_hh + k * H);
+        const V gxb = bias ? l.ld(gx + k * H) + l.ld(bias + k * H) : l.ld(gx + k * H);
+        a[k] = gxb + (l.ld(b_hh + k * H) + xh * l.ld(g_hh + k * H));
+      }
+      const V cp = l.ld(c_prev);
+      const V c = Gk::forward(a, cp, nullptr);
+      for (int k = 0; k < 4; ++k) l.st(a[k], act + k * H);
+      l.st(c, xhat_c);
+      l.st(active ? c : cp, c_next);
+    });
+    const auto [mean_c_, rs_c] = mean_rstd(static_cast<const T*>(xhat_c), H, eps);
+    if (rstd_c) {
+      *mean_c = mean_c_;
+      *rstd_c = rs_c;
+    }
+    const V mc(mean_c_), rc(rs_c);
+    for_lanes<T>(0, H, [&](const Lanes<T>& l) {
+      const V xc = (l.ld(xhat_c) - mc) * rc;
+      l.st(xc, xhat_c);
+      const V t = Act<T>::tanh(l.ld(b_c) + xc * l.ld(g_c));
+      if (tc) l.st(t, tc);
+      const V mv = l.ld(act + 3 * H) * t;
+      if (proj) {
+        l.st(mv, m);
+      } else {
+        l.st(active ? mv : l.ld(h_prev), m);
+        l.st(active ? mv : zero, out);
+      }
+    });
+  }
+};
+
+// Backward of one whole active row: the gate pass with LN_c's backward in it, then LN_hh's backward,
+// da -> d(raw).
+template <typename T>
+struct LNBwdRow {
+  const T* dm;       // (H) dL/dm, or null: then dm = dh + gout (no projection)
+  const T* dh;       // (R)
+  const T* gout;     // (R)
+  const T* act;      // (G)
+  const T* tc;       // (H) tanh(LN_c(c_t))
+  const T* c_prev;   // (H)
+  const T* xhat_hh;  // (G)
+  T rstd_hh;
+  const T* c;        // (H) c_t: LN_c's x_hat is recomputed from it, as the forward computed it
+  T mean_c;
+  T rstd_c;
+  const T* g_hh;     // (G) LN_hh gain
+  const T* g_c;      // (H) LN_c gain
+  T* da;             // (G) gradient of the pre-activation gates (= d gx)
+  T* draw;           // (G) gradient of h_{t-1} W_hh^T
+  T* scratch;        // (3H) gradient of LN_c(c_t), LN_c's dx, LN_c's x_hat
+  T* dc;             // (H) in: dL/dc_t from step t+1; out: dL/dc_{t-1}
+  T* sums;           // (2G + 2H) this thread's sums: d ln_hh_weight, d ln_hh_bias, d ln_c_weight, d ln_c_bias
+
+  void operator()(int64_t H) const {
+    using V = Vectorized<T>;
+    using Gk = Gates<T, kLSTM>;
+    T* dcn = scratch;
+    T* dcc = scratch + H;
+    T* xhat_c = scratch + 2 * H;
+    const int64_t G = 4 * H;
+    const V mc(mean_c), rc(rstd_c);
+    for_lanes<T>(0, H, [&](const Lanes<T>& l) {
+      const V d = dm ? l.ld(dm) : l.ld(dh) + l.ld(gout);
+      V dtc;
+      l.st(Gk::output_backward(d, l.ld(tc), l.ld(act + 3 * H), dtc), da + 3 * H);
+      l.st(dtc, dcn);
+      l.st((l.ld(c) - mc) * rc, xhat_c);
+    });
+    layer_norm_backward(static_cast<const T*>(dcn), g_c, static_cast<const T*>(xhat_c), rstd_c, dcc, sums + 2 * G,
+                        sums + 2 * G + H, H);
+    for_lanes<T>(0, H, [&](const Lanes<T>& l) {
+      V a[4], d[4];
+      for (int k = 0; k < 3; ++k) a[k] = l.ld(act + k * H);
+      l.st(Gk::cell_backward(a, l.ld(c_prev), l.ld(dc) + l.ld(dcc), nullptr, d), dc);
+      for (int k = 0; k < 3; ++k) l.st(d[k], da + k * H);
+    });
+    layer_norm_backward(static_cast<const T*>(da), g_hh, xhat_hh, rstd_hh, draw, sums, sums + G, G);
+  }
+};
+
+}  // namespace rnnkit_fused
