@@ -31,14 +31,19 @@ transcript's.
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
+import json
+import math
 import random
 import sys
 import tarfile
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
+from itertools import chain
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,7 +53,9 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from .. import ctc
-from ..audio import LogMel, StreamingLogMel, read_audio, spec_augment
+from ..audio import LogMel, PCMReader, StreamingLogMel, StreamingResampler, read_audio, spec_augment
+from ..audio.read import AudioError
+from ..ctc_stream import StreamingDecoder
 from ..data.batching import BatchStream, pad
 from ..data.manifest import read_manifest
 from ..extras import require
@@ -350,6 +357,11 @@ class Decoder:
         return ctc.prefix_beam_search(log_probs, self.alphabet, self.beam, self.lm, self.lm_weight,
                                       self.insertion_bonus, self.lexicon)
 
+    def streaming(self, silence_steps: int) -> StreamingDecoder:
+        """The same decoder, one frame at a time, ending an utterance after ``silence_steps`` blank frames."""
+        return StreamingDecoder(self.alphabet, silence_steps, None if self.kind == "greedy" else self.beam, self.lm,
+                                self.lm_weight, self.insertion_bonus, self.lexicon)
+
 
 # ---------------------------------------------------------------------- training
 
@@ -463,6 +475,58 @@ def load_lm(directory: str | Path, device: str = "cpu") -> ctc.CharLM:
     return ctc.CharLM(trained.model, trained.vocab.tokens)
 
 
+class Update(NamedTuple):
+    """What live transcription reports: the utterance's text after ``t_audio`` seconds of input audio;
+    ``final`` once the utterance has ended."""
+
+    t_audio: float
+    text: str
+    final: bool
+
+
+class StreamingSteps:
+    """The recognizer over audio that arrives in chunks (1-D samples at ``sample_rate``): ``push(chunk)`` yields
+    the CTC log-probabilities (1 + A,) of every step now complete, ``finish()`` the rest; ``reset_state()``
+    starts the recurrent state afresh for the steps still to come (a new utterance). The features run on
+    (``StreamingLogMel``), normalized by the training set's statistics, ``frame_stack`` frames to a step of
+    ``layer.step``."""
+
+    def __init__(self, trained: TrainedASR) -> None:
+        model = trained.model
+        if model.rnn.bidirectional or trained.config.normalize != "global":
+            raise ValueError("streaming needs a unidirectional model trained with normalize='global' (train one "
+                             "with `rnnkit asr train --streaming`); this one is "
+                             f"{'bidirectional' if model.rnn.bidirectional else 'unidirectional'} with "
+                             f"normalize={trained.config.normalize!r}")
+        self.model, self.n_mels = model, trained.config.n_mels
+        self.features = StreamingLogMel(trained.logmel)
+        self.device = next(model.parameters()).device
+        self.mean, self.std = model.mean.cpu(), model.std.cpu()
+        self.pending = torch.zeros(0, self.n_mels)  # normalized frames not yet stacked
+        self.state = None
+
+    def reset_state(self) -> None:
+        self.state = None
+
+    def push(self, chunk: Tensor) -> Iterator[Tensor]:
+        return self._steps(self.features.push(chunk), final=False)
+
+    def finish(self) -> Iterator[Tensor]:
+        return self._steps(self.features.finish(), final=True)
+
+    @torch.no_grad()
+    def _steps(self, frames: Tensor, final: bool) -> Iterator[Tensor]:
+        k = self.model.stack
+        self.pending = torch.cat([self.pending, (frames - self.mean) / self.std])
+        if final and len(self.pending) % k:  # as ``SpeechRecognizer.stacked``: zero frames fill the last step
+            self.pending = torch.cat([self.pending, self.pending.new_zeros(k - len(self.pending) % k, self.n_mels)])
+        while len(self.pending) >= k:
+            x = self.pending[:k].reshape(1, k * self.n_mels).to(self.device)  # (1, k M)
+            self.pending = self.pending[k:]
+            y, self.state = self.model.rnn.step(x, self.state)  # (1, H)
+            yield self.model.log_probs(y)[0].cpu()  # (1 + A,)
+
+
 class TrainedASR:
     """A trained recognizer loaded from a checkpoint: ``transcribe``, ``stream`` and ``evaluate``."""
 
@@ -495,37 +559,14 @@ class TrainedASR:
     def transcribe(self, audio: str | Path, decoder: Decoder | None = None) -> str:
         return (decoder or Decoder(self.alphabet))(self.log_probs(audio)[1])
 
-    @torch.no_grad()
     def stream_log_probs(self, chunks: Iterable[Tensor]) -> Iterator[Tensor]:
         """CTC log-probabilities (1 + A,) of each step, as soon as the audio of its ``frame_stack`` frames has
         arrived: ``chunks`` are 1-D sample tensors at ``sample_rate``, of any sizes. Concatenated they equal
         ``log_probs`` of the whole file (the same frames, normalization, steps of ``layer.step`` and head)."""
-        if self.model.rnn.bidirectional or self.config.normalize != "global":
-            raise ValueError("streaming needs a unidirectional model trained with normalize='global' "
-                             "(--no-bidirectional --normalize global); this one is "
-                             f"{'bidirectional' if self.model.rnn.bidirectional else 'unidirectional'} with "
-                             f"normalize={self.config.normalize!r}")
-        features = StreamingLogMel(self.logmel)
-        device = next(self.model.parameters()).device
-        mean, std = self.model.mean.cpu(), self.model.std.cpu()
-        pending = torch.zeros(0, self.config.n_mels, dtype=mean.dtype)  # normalized frames not yet stacked
-        state = None
-        k = self.model.stack
-
-        def run(frames: Tensor, final: bool) -> Iterator[Tensor]:
-            nonlocal pending, state
-            pending = torch.cat([pending, (frames - mean) / std])
-            if final and len(pending) % k:  # as ``SpeechRecognizer.stacked``: zero frames fill the last step
-                pending = torch.cat([pending, pending.new_zeros(k - len(pending) % k, self.config.n_mels)])
-            while len(pending) >= k:
-                x = pending[:k].reshape(1, k * self.config.n_mels).to(device)  # (1, k M)
-                pending = pending[k:]
-                y, state = self.model.rnn.step(x, state)  # (1, H)
-                yield self.model.log_probs(y)[0].cpu()  # (1 + A,)
-
+        steps = StreamingSteps(self)
         for chunk in chunks:
-            yield from run(features.push(chunk), final=False)
-        yield from run(features.finish(), final=True)
+            yield from steps.push(chunk)
+        yield from steps.finish()
 
     def stream(self, chunks: Iterable[Tensor]) -> Iterator[str]:
         """Greedy text pieces as the audio arrives: ``chunks`` are 1-D sample tensors at ``sample_rate``."""
@@ -535,6 +576,45 @@ class TrainedASR:
             if label != previous and label != ctc.BLANK:
                 yield self.alphabet[label - 1]
             previous = label
+
+    def live(self, chunks: Iterable[Tensor], input_rate: int, decoder: Decoder | None = None,
+             silence_ms: float = 800.0) -> Iterator[Update]:
+        """Live transcription: ``chunks`` of 1-D samples at ``input_rate`` (resampled to ``sample_rate`` as they
+        come) -> an ``Update`` whenever the utterance's text changes, and a final one when an utterance ends:
+        after ``silence_ms`` in which the model emits only blanks (``rnnkit.ctc_stream``; 0: never) and at the
+        end of the chunks. Features, steps and decoding are incremental; without an endpoint the final text is
+        ``decoder`` on the whole audio's log-probabilities."""
+        if silence_ms < 0:
+            raise ValueError(f"silence_ms must be >= 0 (0: end utterances only at the end of the stream), got "
+                             f"{silence_ms:g}")
+        steps = StreamingSteps(self)
+        step_ms = 1000 * self.logmel.hop_length * self.model.stack / self.config.sample_rate
+        text = (decoder or Decoder(self.alphabet)).streaming(math.ceil(silence_ms / step_ms))
+        resampler = None if input_rate == self.config.sample_rate else StreamingResampler(input_rate,
+                                                                                          self.config.sample_rate)
+        shown, consumed = "", 0  # the text last reported, input samples read
+
+        def decode(step_log_probs: Iterable[Tensor]) -> Iterator[Update]:
+            nonlocal shown
+            t = consumed / input_rate
+            for log_probs in step_log_probs:
+                final = text.push(log_probs)
+                if final is not None:  # an endpoint: a new utterance starts from the zero state
+                    steps.reset_state()
+                    yield Update(t, final, True)
+                    shown = ""
+            if text.text() != shown:
+                shown = text.text()
+                yield Update(t, shown, False)
+
+        for chunk in chunks:
+            consumed += len(chunk)
+            yield from decode(steps.push(chunk if resampler is None else resampler.push(chunk)))
+        tail = torch.zeros(0) if resampler is None else resampler.finish()
+        yield from decode(chain(steps.push(tail), steps.finish()))
+        final = text.finish()
+        if final or shown:
+            yield Update(consumed / input_rate, final, True)
 
     def evaluate(self, data: str | None = None, split: str = "test", *, decoder: Decoder | None = None) -> dict:
         """cer, wer, greedy_wer, empty_wer, most_frequent_wer and n on a manifest, or on a split of the
@@ -589,11 +669,18 @@ class EvaluateArgs(DecoderArgs):
 
 @dataclass
 class TranscribeArgs(DecoderArgs):
-    audio: list | None = field(default=None, metadata={"help": "audio files", "nargs": "+"})
-    stream: bool = field(default=False, metadata={"help": "read each file in chunks and print the text as it is "
-                                                          "decoded (a unidirectional model trained with --normalize "
-                                                          "global)"})
-    chunk_ms: float = field(default=100.0, metadata={"help": "chunk length with --stream"})
+    audio: list | None = field(default=None, metadata={"help": "audio files (WAV, FLAC, OGG)", "nargs": "*"})
+    stream: str | None = field(default=None, metadata={
+        "help": "transcribe live from this pipe ('-': standard input) or FIFO as the audio arrives: 16-bit "
+                "little-endian mono PCM, raw or with a WAV header (a unidirectional model, `asr train --streaming`)",
+        "metavar": "SOURCE"})
+    input_rate: int | None = field(default=None, metadata={"help": "sample rate of raw PCM with --stream (default: "
+                                                                   "the model's; a WAV header gives its own)"})
+    chunk_ms: float = field(default=100.0, metadata={"help": "with --stream, read and decode the audio in chunks "
+                                                             "of this many milliseconds"})
+    silence_ms: float = field(default=800.0, metadata={"help": "with --stream, end an utterance (print it, start "
+                                                               "afresh) after this many milliseconds in which the "
+                                                               "model hears no speech (only CTC blanks); 0: never"})
     alignment: str | None = field(default=None, metadata={"help": "write a PNG of the first file's spectrogram and "
                                                                   "CTC alignment here"})
 
@@ -604,24 +691,56 @@ def run_evaluate(trained: TrainedASR, args: EvaluateArgs, as_json: bool) -> dict
 
 
 def run_transcribe(trained: TrainedASR, args: TranscribeArgs, as_json: bool) -> None:
-    """``rnnkit asr transcribe``: path and text, one line per file (streamed piece by piece with --stream)."""
+    """``rnnkit asr transcribe``: path and text, one line per file (one JSON object with --json); with
+    ``--stream SOURCE`` the live text of a pipe (``print_live``)."""
+    if (args.stream is None) == (not args.audio):
+        raise ValueError("give audio files or --stream SOURCE (a pipe, '-' for standard input), not "
+                         f"{'both' if args.audio else 'neither'}")
     decoder = args.build(trained)
+    if args.stream is not None:
+        return stream_source(trained, args, decoder, as_json)
     for number, path in enumerate(args.audio):
-        if args.stream:
-            wave, rate = read_audio(path, trained.config.sample_rate)
-            size = max(1, round(rate * args.chunk_ms / 1000))
-            print(f"{path}\t", end="", flush=True)
-            for piece in trained.stream(wave.split(size)):
-                print(piece, end="", flush=True)
-            print()
-            continue
         features, log_probs = trained.log_probs(path)
-        print(f"{path}\t{decoder(log_probs)}")
+        text = decoder(log_probs)
+        print(json.dumps({"path": str(path), "text": text}) if as_json else f"{path}\t{text}")
         if number == 0 and args.alignment:
             from ..plots import ctc_alignment
 
             plot = ctc_alignment(features, log_probs, trained.alphabet, trained.model.stack, args.alignment)
             print(f"alignment: {plot}", file=sys.stderr)
+
+
+def stream_source(trained: TrainedASR, args: TranscribeArgs, decoder: Decoder, as_json: bool) -> None:
+    """Reads ``args.stream`` as it arrives and prints ``TrainedASR.live``'s updates (``print_live``)."""
+    StreamingSteps(trained)  # a model that cannot stream is refused before anything is read
+    if args.stream != "-" and not Path(args.stream).exists():
+        raise AudioError(f"{args.stream}: no such pipe or file to stream from")
+    start = time.monotonic()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per step the ops are tiny: a second thread only waits (see _featurize)
+    try:
+        with (open(args.stream, "rb") if args.stream != "-" else contextlib.nullcontext(sys.stdin.buffer)) as source:
+            reader = PCMReader(source, args.input_rate, trained.config.sample_rate,
+                               "standard input" if args.stream == "-" else args.stream)
+            chunk = max(1, round(reader.rate * args.chunk_ms / 1000))
+            print_live(trained.live(reader.chunks(chunk), reader.rate, decoder, args.silence_ms), as_json,
+                       sys.stdout.isatty(), start)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def print_live(updates: Iterable[Update], as_json: bool, terminal: bool, start: float) -> None:
+    """With ``as_json`` one JSON line per update: ``{"t_audio", "t_wall" (seconds since ``start``), "text",
+    "final"}``; on a terminal one line rewritten as the text changes, ended by the final text; else (a pipe
+    or file) the final texts only, one line per utterance."""
+    for update in updates:
+        if as_json:
+            print(json.dumps({"t_audio": round(update.t_audio, 3), "t_wall": round(time.monotonic() - start, 3),
+                              "text": update.text, "final": update.final}), flush=True)
+        elif terminal:
+            print(f"\r\x1b[K{update.text}", end="\n" if update.final else "", flush=True)
+        elif update.final:
+            print(update.text, flush=True)
 
 
 SPEC = TaskSpec(NAME, "speech recognition with a bidirectional RNN and CTC: train, evaluate, transcribe", ASRConfig,
@@ -631,5 +750,5 @@ SPEC = TaskSpec(NAME, "speech recognition with a bidirectional RNN and CTC: trai
                        "traced at one length would keep",
                 verbs={"evaluate": Verb("CER and WER beside the empty-output and most-frequent-transcript baselines",
                                         EvaluateArgs, run_evaluate),
-                       "transcribe": Verb("the text of audio files (WAV, FLAC, OGG)", TranscribeArgs, run_transcribe,
-                                          json=False)})
+                       "transcribe": Verb("the text of audio files, or live from a pipe (--stream -)", TranscribeArgs,
+                                          run_transcribe)})
