@@ -181,6 +181,11 @@ def test_streaming_a_bidirectional_or_utterance_normalized_model_is_refused(corp
             next(trained.stream_log_probs([torch.zeros(100)]))
 
 
+def test_streaming_sets_what_a_stream_needs(corpus):
+    config = tiny(*corpus, streaming=True, bidirectional=True)
+    assert (config.bidirectional, config.normalize) == (False, "global")
+
+
 def test_bad_configs_are_refused(corpus):
     with pytest.raises(ValueError, match="normalize must be one of"):
         tiny(*corpus, normalize="none").validate()
@@ -237,7 +242,7 @@ def test_live_transcription_equals_decoding_the_whole_file(corpus, tmp_path):
 def streaming_run(corpus, tmp_path_factory) -> Path:
     """A tiny streaming recognizer trained on the tones (80 steps, a few seconds)."""
     out = tmp_path_factory.mktemp("live") / "run"
-    asr.train(tiny(*corpus, bidirectional=False, normalize="global"), TrainConfig(
+    asr.train(tiny(*corpus, streaming=True), TrainConfig(
         steps=80, lr=5e-3, eval_every=80, checkpoint_every=80, warmup_steps=5, log_every=40), out, progress=False)
     return out
 

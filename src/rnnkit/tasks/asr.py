@@ -39,7 +39,7 @@ import random
 import sys
 import tarfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
@@ -53,7 +53,7 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from .. import ctc
-from ..audio import LogMel, PCMReader, StreamingLogMel, StreamingResampler, read_audio, spec_augment
+from ..audio import LogMel, PCMReader, StreamingLogMel, StreamingResampler, WaveAugment, read_audio, spec_augment
 from ..audio.read import AudioError
 from ..ctc_stream import StreamingDecoder
 from ..data.batching import BatchStream, pad
@@ -98,9 +98,16 @@ class ASRConfig(TaskConfig):
     num_layers: int = field(default=2, metadata={"help": "stacked layers"})
     bidirectional: bool = field(default=True, metadata={"help": "read each utterance in both directions (turn off "
                                                                 "to stream)"})
+    streaming: bool = field(default=False, metadata={"help": "train a model that transcribes as audio arrives "
+                                                             "(transcribe --stream): sets bidirectional off and "
+                                                             "normalize to global, whatever those flags say"})
     dropout: float = field(default=0.1, metadata={"help": "dropout between layers (torch's)"})
     noise: bool = field(default=False, metadata={"help": "add white or pink noise at 10-40 dB SNR to every "
                                                          "training utterance as it is loaded (seeded)"})
+    augment: bool = field(default=False, metadata={"help": "perturb every training utterance as it is loaded "
+                                                           "(seeded): speed 0.9/1/1.1, band-limited to 3, 4 or "
+                                                           "5.5 kHz (half), gain +-10 dB, noise (half) "
+                                                           "(rnnkit.audio.WaveAugment)"})
     spec_augment: bool = field(default=True, metadata={"help": "SpecAugment time and frequency masks in training"})
     freq_masks: int = field(default=2, metadata={"help": "frequency masks per utterance"})
     freq_width: int = field(default=15, metadata={"help": "widest frequency mask, in bands"})
@@ -108,6 +115,10 @@ class ASRConfig(TaskConfig):
     time_width: int = field(default=10, metadata={"help": "longest time mask, in 10 ms frames (at most 20%% of "
                                                           "the utterance)"})
     batch_size: int = field(default=32, metadata={"help": "utterances per step"})
+
+    def __post_init__(self) -> None:
+        if self.streaming:  # the two settings a stream needs: no backward pass, no statistics of the whole utterance
+            self.bidirectional, self.normalize = False, "global"
 
     def validate(self) -> None:
         check_choice("normalize", self.normalize, NORMALIZATIONS)
@@ -136,7 +147,7 @@ def front_end(config: ASRConfig) -> LogMel:
 
 
 def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel, source: str,
-               noise: torch.Generator | None = None) -> Utterances:
+               perturb: Callable[[Tensor], Tensor] | None = None) -> Utterances:
     """Features of every utterance, computed with one intra-op thread: per utterance the ops are small,
     and a second OpenMP thread made them 15-20x slower on a busy 2-core machine (53 ms against 3 ms for
     resampling one second of audio)."""
@@ -149,10 +160,8 @@ def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel, sourc
                 wave, _ = read_audio(audio, logmel.sample_rate)
             except ValueError as e:
                 raise ValueError(f"{name}: {e}") from None
-            if noise is not None:
-                from ..data.synth_speech import add_random_noise
-
-                wave = add_random_noise(wave, noise)
+            if perturb is not None:
+                wave = perturb(wave)
             features.append(logmel(wave))
             texts.append(text)
             names.append(name)
@@ -161,9 +170,30 @@ def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel, sourc
     return Utterances(features, texts, names, source)
 
 
-def load_manifest(path: str | Path, logmel: LogMel, noise: torch.Generator | None = None) -> Utterances:
+def load_manifest(path: str | Path, logmel: LogMel, perturb: Callable[[Tensor], Tensor] | None = None) -> Utterances:
     utterances = read_manifest(path)
-    return _featurize(((u.path, u.text, f"{path}:{u.line}") for u in utterances), logmel, str(path), noise)
+    return _featurize(((u.path, u.text, f"{path}:{u.line}") for u in utterances), logmel, str(path), perturb)
+
+
+def training_perturbation(config: ASRConfig, seed: int) -> Callable[[Tensor], Tensor] | None:
+    """What ``--noise`` and ``--augment`` do to each training waveform (seeded), or None."""
+    generator = torch.Generator().manual_seed(seed)
+    steps = []
+    if config.augment:
+        steps.append(partial(WaveAugment(), sample_rate=config.sample_rate, generator=generator))
+    if config.noise:
+        from ..data.synth_speech import add_random_noise
+
+        steps.append(partial(add_random_noise, generator=generator))
+    if not steps:
+        return None
+
+    def perturb(wave: Tensor) -> Tensor:
+        for step in steps:
+            wave = step(wave)
+        return wave
+
+    return perturb
 
 
 SYNTH = "synth"  # --data synth: the synthesized corpus of rnnkit.data.synth_speech, generated on first use
@@ -177,14 +207,14 @@ def synth_manifests() -> tuple[Path, Path]:
     return folder / "train.jsonl", folder / "test.jsonl"
 
 
-def load_bundled(logmel: LogMel) -> dict[str, Utterances]:
-    """The bundled spoken-digit subset: {"train": ..., "test": ...}."""
+def load_bundled(logmel: LogMel, perturb: Callable[[Tensor], Tensor] | None = None) -> dict[str, Utterances]:
+    """The bundled spoken-digit subset: {"train": ..., "test": ...}; ``perturb`` changes the training audio."""
     data = resources.files("rnnkit.data").joinpath(BUNDLED_FILE).read_bytes()
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         rows = [line.split("\t") for line in tar.extractfile("manifest.tsv").read().decode().splitlines()[1:]]
         files = {name: tar.extractfile(name).read() for name, _, _ in rows}
     return {split: _featurize(((io.BytesIO(files[name]), text, name) for name, text, s in rows if s == split),
-                              logmel, f"bundled {BUNDLED_FILE} ({split})")
+                              logmel, f"bundled {BUNDLED_FILE} ({split})", perturb if split == "train" else None)
             for split in ("train", "test")}
 
 
@@ -204,15 +234,14 @@ def split_dev(utterances: Utterances, fraction: float, seed: int) -> tuple[Utter
 def load_splits(config: ASRConfig, seed: int = 0) -> dict[str, Utterances]:
     logmel = front_end(config)
     if config.data is None:
-        bundled = load_bundled(logmel)
-        train, test = bundled["train"], bundled["test"]
         if config.noise:
             raise ValueError("--noise applies to --data: the bundled digits are loaded without it")
+        bundled = load_bundled(logmel, training_perturbation(config, seed))
+        train, test = bundled["train"], bundled["test"]
     else:
         data, test_data = (synth_manifests() if config.data == SYNTH and config.test_data is None
                            else (config.data, config.test_data))
-        noise = torch.Generator().manual_seed(seed) if config.noise else None
-        train = load_manifest(data, logmel, noise)
+        train = load_manifest(data, logmel, training_perturbation(config, seed))
         if test_data is not None:
             test = load_manifest(test_data, logmel)
         else:
