@@ -9,11 +9,11 @@
 soundfile is imported only when a file is read, so ``import rnnkit`` never needs it.
 """
 
-from .augment import WaveAugment, spec_augment
+from .augment import WaveAugment, band_limit, spec_augment
 from .features import LogMel, StreamingLogMel, mel_filterbank, normalize
 from .pipe import PCMReader
 from .read import AudioError, read_audio
 from .resample import StreamingResampler, resample
 
 __all__ = ["AudioError", "LogMel", "PCMReader", "StreamingLogMel", "StreamingResampler", "mel_filterbank", "normalize",
-           "read_audio", "resample", "spec_augment", "WaveAugment"]
+           "read_audio", "resample", "spec_augment", "WaveAugment", "band_limit"]

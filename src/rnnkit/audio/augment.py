@@ -48,6 +48,12 @@ def spec_augment(features: Tensor, freq_masks: int = 2, freq_width: int = 15, ti
     return out
 
 
+def band_limit(wave: Tensor, sample_rate: int, band_rate: int) -> Tensor:
+    """``wave`` (N,) resampled to ``band_rate`` and back to ``sample_rate``: only what lies below ``band_rate / 2``
+    is left (8000: the 4 kHz telephone band)."""
+    return resample(resample(wave, sample_rate, band_rate), band_rate, sample_rate)[: len(wave)]
+
+
 @dataclass(frozen=True)
 class WaveAugment:
     """Random perturbations of a training waveform (see the module docstring); every field is a setting."""
@@ -73,7 +79,7 @@ class WaveAugment:
         rates = [r for r in self.band_rates if r < sample_rate]
         if uniform() < self.band_probability and rates:
             rate = rates[int(torch.randint(len(rates), (), generator=generator))]
-            wave = resample(resample(wave, sample_rate, rate), rate, sample_rate)[: len(wave)]
+            wave = band_limit(wave, sample_rate, rate)
         wave = wave * math.pow(10.0, (2 * uniform() - 1) * self.gain_db / 20)
         if uniform() < self.noise_probability:
             wave = add_random_noise(wave, generator, self.snr_db)

@@ -53,7 +53,16 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from .. import ctc
-from ..audio import LogMel, PCMReader, StreamingLogMel, StreamingResampler, WaveAugment, read_audio, spec_augment
+from ..audio import (
+    LogMel,
+    PCMReader,
+    StreamingLogMel,
+    StreamingResampler,
+    WaveAugment,
+    band_limit,
+    read_audio,
+    spec_augment,
+)
 from ..audio.read import AudioError
 from ..ctc_stream import StreamingDecoder
 from ..data.batching import BatchStream, pad
@@ -645,11 +654,19 @@ class TrainedASR:
         if final or shown:
             yield Update(consumed / input_rate, final, True)
 
-    def evaluate(self, data: str | None = None, split: str = "test", *, decoder: Decoder | None = None) -> dict:
+    def evaluate(self, data: str | None = None, split: str = "test", *, decoder: Decoder | None = None,
+                 band_rate: int | None = None) -> dict:
         """cer, wer, greedy_wer, empty_wer, most_frequent_wer and n on a manifest, or on a split of the
-        training data (train, dev or test)."""
+        training data (train, dev or test); with ``band_rate`` the audio is first resampled to that rate and
+        back, which keeps only what is below ``band_rate / 2`` (8000: the telephone band)."""
+        perturb = None
+        if band_rate is not None:
+            if data is None and not (split == "test" and (self.config.test_data or self.config.data == SYNTH)):
+                raise ValueError("band_rate needs the audio of a manifest: give --data, or score the test split of "
+                                 "a run trained with --test-data or --data synth")
+            perturb = partial(band_limit, sample_rate=self.config.sample_rate, band_rate=band_rate)
         if data is not None:
-            utterances = load_manifest(data, self.logmel)
+            utterances = load_manifest(data, self.logmel, perturb)
             split = str(data)
         else:
             if split not in SPLITS:
@@ -657,7 +674,7 @@ class TrainedASR:
             if split == "test" and self.config.data is not None and (self.config.test_data or
                                                                      self.config.data == SYNTH):
                 test_data = self.config.test_data or synth_manifests()[1]
-                utterances = load_manifest(test_data, self.logmel)  # no need to load the training audio
+                utterances = load_manifest(test_data, self.logmel, perturb)  # no need to load the training audio
             else:
                 utterances = load_splits(self.config, self._seed())[split]
         result = score(self.model, utterances, decoder or Decoder(self.alphabet), self.alphabet, self.most_frequent)
@@ -694,6 +711,8 @@ class EvaluateArgs(DecoderArgs):
     data: str | None = field(default=None, metadata={"help": "a manifest to score (default: --split of the training "
                                                              "data)"})
     split: str = field(default="test", metadata={"help": "train, dev or test"})
+    band_rate: int | None = field(default=None, metadata={"help": "resample the audio to this rate and back before "
+                                                                  "scoring (8000: the 4 kHz telephone band)"})
 
 
 @dataclass
@@ -716,7 +735,7 @@ class TranscribeArgs(DecoderArgs):
 
 def run_evaluate(trained: TrainedASR, args: EvaluateArgs, as_json: bool) -> dict:
     """``rnnkit asr evaluate``: ``evaluate`` with the decoder the flags build."""
-    return trained.evaluate(args.data, args.split, decoder=args.build(trained))
+    return trained.evaluate(args.data, args.split, decoder=args.build(trained), band_rate=args.band_rate)
 
 
 def run_transcribe(trained: TrainedASR, args: TranscribeArgs, as_json: bool) -> None:
