@@ -120,7 +120,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)  # as `transcribe --stream`
     trained = asr.TrainedASR.load(args.checkpoint)
-    words = args.words or str(Path(args.checkpoint) / "transcripts.txt")
+    run = Path(args.checkpoint)
+    found = [d / "transcripts.txt" for d in (run, run.parent) if (d / "transcripts.txt").is_file()]  # a run or best/
+    words = args.words or str(found[0] if found else run / "transcripts.txt")
     decoders = {"greedy": trained.decoder("greedy"),
                 "beam + words" + (" + LM" if args.lm else ""): trained.decoder("beam", lm=args.lm, words=words)}
     clips = test_clips(args.fsdd, args.clips, args.seed)
