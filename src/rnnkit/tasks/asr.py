@@ -10,16 +10,18 @@ layer over the alphabet plus the CTC blank (class 0) -> ``torch.nn.functional.ct
 
 Decoding (``rnnkit.ctc``): greedy, or prefix beam search with shallow fusion of a character
 language model trained by ``rnnkit lm train`` (``--lm DIR``, ``--lm-weight``,
-``--insertion-bonus``) and/or a word list (``--words FILE``). A unidirectional model trained with
-``normalize="global"`` transcribes a stream chunk by chunk with ``layer.step``
-(``transcribe --stream``): features, steps and greedy labels come out as the audio arrives,
-the same as decoding the whole file (``TrainedASR.stream_log_probs`` gives each step's log-probabilities,
-equal to the whole file's within float32 rounding).
+``--insertion-bonus``) and/or a word list (``--words FILE``). A model trained with ``--streaming``
+(unidirectional, ``normalize="global"``) transcribes live audio with ``layer.step``
+(``transcribe --stream -``): ``rnnkit.audio.PCMReader`` reads the pipe in chunks, the resampler, features,
+steps (``StreamingSteps``) and the decoder (``rnnkit.ctc_stream``, greedy or beam + words + LM, with
+endpointing at silence) run as the audio arrives, and ``TrainedASR.live`` wires them; without an endpoint
+the final text is the whole file's (``stream_log_probs`` equals the whole file's within float32 rounding).
 
 Data: ``--data MANIFEST`` (``rnnkit.data.manifest``: CSV/TSV/JSONL with ``path`` and ``text``)
 with ``--test-data MANIFEST``; ``--data synth``: the synthesized corpus (``rnnkit.data.synth_speech``,
 espeak-ng voices, the test split spoken by voices never heard in training), generated into a
-cache on first use, with ``--noise`` added to the training audio as it is loaded; or without
+cache on first use, with ``--noise`` added to the training audio as it is loaded (``--augment``: speed,
+band-limiting, gain and noise, ``rnnkit.audio.WaveAugment``, on any data); or without
 them a subset of the Free Spoken Digit Dataset bundled in the package (CC BY-SA 4.0, SOURCES.md).
 A seeded ``dev_fraction`` of the training utterances picks the best checkpoint (lowest CER, greedy).
 The alphabet is the training transcripts' characters; a test transcript with another character is
