@@ -775,6 +775,8 @@ def stream_source(trained: TrainedASR, args: TranscribeArgs, decoder: Decoder, a
             chunk = max(1, round(reader.rate * args.chunk_ms / 1000))
             print_live(trained.live(reader.chunks(chunk), reader.rate, decoder, args.silence_ms), as_json,
                        sys.stdout.isatty(), start)
+    except KeyboardInterrupt:  # Ctrl-C is how a live microphone stream ends: the line shown stays, no traceback
+        print(file=sys.stderr)
     finally:
         torch.set_num_threads(threads)
 
