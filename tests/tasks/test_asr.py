@@ -132,7 +132,9 @@ def test_evaluate_cli_prints_the_keys_of_the_design(tmp_path, corpus, capsys):
     assert result["task"] == "asr" and result["decoder"] == "greedy"
     audio = str(read_manifest(corpus[1])[0].path)
     assert main(["asr", "transcribe", "--checkpoint", str(out), audio, "--alignment", str(tmp_path / "a.png")]) == 0
-    assert capsys.readouterr().out.startswith(audio + "\t")
+    text = capsys.readouterr().out.split("\t")[1][:-1]
+    assert main(["asr", "transcribe", "--checkpoint", str(out), audio, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"path": audio, "text": text}
     assert (tmp_path / "a.png").stat().st_size > 0
     assert main(["asr", "transcribe", "--checkpoint", str(out), "--stream", audio]) == 2  # bidirectional: refused
     assert "streaming needs a unidirectional model" in capsys.readouterr().err
