@@ -17,7 +17,7 @@ and decoder (greedy; beam with the run's word list and, with ``--lm``, the chara
                text (every final text so far plus the current one) holds the clip's word as many times as the
                clips so far do; target at most 300 ms with 100 ms chunks. A clip whose word never appears so
                is a miss (its lag is not counted; "missed" says how many)
-  p90 lag      the 90th percentile of the same
+  p90 lag      the 90th percentile of the same (nearest rank)
 
 Chunks cost latency by themselves: the reader gets nothing of a chunk until all of it is recorded, so the
 lag includes up to one chunk of waiting, as a user's would. Measure on a quiet machine (load average below
@@ -27,6 +27,7 @@ lag includes up to one chunk of waiting, as a user's would. Measure on a quiet m
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import statistics
@@ -104,7 +105,7 @@ def measure(trained: asr.TrainedASR, clips, chunk_ms: float, decoder: asr.Decode
             lags.append(arrival - ends[i])
     lags.sort()
     return {"cpu_per_audio_s": cpu / audio_s, "median_lag_ms": 1000 * statistics.median(lags) if lags else None,
-            "p90_lag_ms": 1000 * lags[int(0.9 * (len(lags) - 1))] if lags else None, "missed": missed,
+            "p90_lag_ms": 1000 * lags[math.ceil(0.9 * len(lags)) - 1] if lags else None, "missed": missed,
             "clips": len(clips), "audio_s": audio_s, "text": finals}
 
 
