@@ -109,9 +109,6 @@ class ASRConfig(TaskConfig):
     num_layers: int = field(default=2, metadata={"help": "stacked layers"})
     bidirectional: bool = field(default=True, metadata={"help": "read each utterance in both directions (turn off "
                                                                 "to stream)"})
-    tail_ms: float = field(default=0.0, metadata={"help": "silence appended to every utterance (in training, "
-                                                          "scoring and at the end of a stream): time for a "
-                                                          "unidirectional model to spell a word it has heard whole"})
     streaming: bool = field(default=False, metadata={"help": "train a model that transcribes as audio arrives "
                                                              "(transcribe --stream): sets bidirectional off and "
                                                              "normalize to global, whatever those flags say"})
@@ -314,22 +311,6 @@ class SpeechRecognizer(nn.Module):
         self.rnn = Recurrent(config.cell, M * self.stack, config.hidden_size, config.num_layers,
                              dropout=config.dropout, bidirectional=config.bidirectional)
         self.head = nn.Linear(config.hidden_size * self.rnn.num_directions, alphabet_size + 1)
-        logmel = front_end(config)
-        self.tail = round(config.tail_ms * logmel.sample_rate / 1000 / logmel.hop_length)  # frames of tail_ms
-        self.silence = math.log(logmel.floor)  # the log-mel value of a silent frame, in every band
-
-    def silence_frames(self, n: int) -> Tensor:
-        """(n, M) log-mel frames of silence."""
-        return torch.full((n, self.config.n_mels), self.silence)
-
-    def with_tail(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """x (T, B, M) raw log-mel -> (T + tail, B, M) with ``tail`` silent frames after each utterance, and the
-        lengths (B,) + tail."""
-        T, B, M = x.shape
-        t = torch.arange(T + self.tail, device=x.device)[:, None]  # (T + tail, 1)
-        after = (t >= lengths[None]) & (t < lengths[None] + self.tail)  # (T + tail, B)
-        x = torch.cat([x, x.new_zeros(self.tail, B, M)])
-        return torch.where(after[..., None], x.new_tensor(self.silence), x), lengths + self.tail
 
     def normalized(self, x: Tensor, valid: Tensor) -> Tensor:
         """x (T, B, M) with valid (T, B): per-utterance or global normalization, 0 on padding."""
@@ -350,8 +331,6 @@ class SpeechRecognizer(nn.Module):
         return x.view(-1, self.stack, B, M).permute(0, 2, 1, 3).reshape(-1, B, self.stack * M)
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        if self.tail:
-            x, lengths = self.with_tail(x, lengths.to(x.device))
         T = x.shape[0]
         valid = torch.arange(T, device=x.device)[:, None] < lengths.to(x.device)[None, :]  # (T, B)
         x = self.normalized(x, valid)
@@ -572,9 +551,8 @@ class StreamingSteps:
     def push(self, chunk: Tensor) -> Iterator[Tensor]:
         return self._steps(self.features.push(chunk), final=False)
 
-    def finish(self) -> Iterator[Tensor]:  # as ``SpeechRecognizer.forward``: tail_ms of silence ends the audio
-        return self._steps(torch.cat([self.features.finish(), self.model.silence_frames(self.model.tail)]),
-                           final=True)
+    def finish(self) -> Iterator[Tensor]:
+        return self._steps(self.features.finish(), final=True)
 
     @torch.no_grad()
     def _steps(self, frames: Tensor, final: bool) -> Iterator[Tensor]:
