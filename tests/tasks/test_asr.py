@@ -319,3 +319,5 @@ def test_streaming_bad_input_is_an_error_without_a_traceback(corpus, streaming_r
     assert "2 channel(s) of 16-bit samples" in capsys.readouterr().err
     assert main([*run, str(tmp_path / "nowhere")]) == 2
     assert "no such pipe or file" in capsys.readouterr().err
+    assert main([*run[:-1], str(clip), "--input-rate", "8000"]) == 2
+    assert "--input-rate is the rate of raw PCM read with --stream" in capsys.readouterr().err

@@ -746,6 +746,10 @@ def run_transcribe(trained: TrainedASR, args: TranscribeArgs, as_json: bool) -> 
     if (args.stream is None) == (not args.audio):
         raise ValueError("give audio files or --stream SOURCE (a pipe, '-' for standard input), not "
                          f"{'both' if args.audio else 'neither'}")
+    if args.stream is None and args.input_rate is not None:
+        raise ValueError("--input-rate is the rate of raw PCM read with --stream; a file gives its own")
+    if args.stream is not None and args.alignment:
+        raise ValueError("--alignment plots a file's alignment: give audio files, not --stream")
     decoder = args.build(trained)
     if args.stream is not None:
         return stream_source(trained, args, decoder, as_json)
