@@ -122,56 +122,81 @@ def _add(grown: dict[str, list[float]], text: str, which: int, value: float) -> 
     entry[which] = _logadd(entry[which], value)
 
 
-def prefix_beam_search(log_probs: Tensor, alphabet: Sequence[str], beam: int = 16, lm: CharLM | None = None,
-                       lm_weight: float = 0.5, insertion_bonus: float = 0.0, lexicon: Lexicon | None = None,
-                       prune: int = 8, length: int | None = None) -> str:
-    """The best text for ``log_probs`` (T, C) (class c >= 1 is ``alphabet[c - 1]``), by the module's rule."""
-    if beam < 1:
-        raise ValueError(f"beam must be >= 1, got {beam}")
-    lp = log_probs[: length if length is not None else log_probs.shape[0]].float().cpu()
-    if lm is not None:
-        lm.reset()
-    lm_score: dict[str, float] = {"": 0.0}
+class PrefixBeam:
+    """The prefix beam search of the module docstring, one frame at a time: ``step(frame)`` with each frame's
+    log-probabilities (C,) (class c >= 1 is ``alphabet[c - 1]``), ``best()`` the best prefix so far, ``final()``
+    the best text once the frames are over (with the LM's end of line and the word list's whole words);
+    ``reset()`` starts a new utterance. ``prefix_beam_search`` is this over a whole (T, C) tensor, so a stream
+    decoded frame by frame gives the same text."""
 
-    def lm_total(text: str) -> float:  # log P_lm(text), summed over its characters
-        if text not in lm_score:
-            lm_score[text] = lm_total(text[:-1]) + lm.log_prob(text[:-1], text[-1])
-        return lm_score[text]
+    def __init__(self, alphabet: Sequence[str], beam: int = 16, lm: CharLM | None = None, lm_weight: float = 0.5,
+                 insertion_bonus: float = 0.0, lexicon: Lexicon | None = None, prune: int = 8) -> None:
+        if beam < 1:
+            raise ValueError(f"beam must be >= 1, got {beam}")
+        self.alphabet, self.beam, self.lm, self.lm_weight = list(alphabet), beam, lm, lm_weight
+        self.insertion_bonus, self.lexicon, self.prune = insertion_bonus, lexicon, prune
+        self.reset()
 
-    def score(text: str, pb: float, pnb: float) -> float:
-        s = _logadd(pb, pnb) + insertion_bonus * len(text)
-        return s + lm_weight * lm_total(text) if lm is not None else s
+    def reset(self) -> None:
+        if self.lm is not None:
+            self.lm.reset()
+        self.lm_score: dict[str, float] = {"": 0.0}
+        self.beams: dict[str, tuple[float, float]] = {"": (0.0, NEG_INF)}  # best first
 
-    beams: dict[str, tuple[float, float]] = {"": (0.0, NEG_INF)}
-    for t in range(lp.shape[0]):
-        frame = lp[t]
-        labels = [int(c) for c in frame[1:].topk(min(prune, frame.shape[0] - 1)).indices + 1]
+    def lm_total(self, text: str) -> float:
+        """log P_lm(text), summed over its characters."""
+        if text not in self.lm_score:
+            self.lm_score[text] = self.lm_total(text[:-1]) + self.lm.log_prob(text[:-1], text[-1])
+        return self.lm_score[text]
+
+    def score(self, text: str, pb: float, pnb: float) -> float:
+        s = _logadd(pb, pnb) + self.insertion_bonus * len(text)
+        return s + self.lm_weight * self.lm_total(text) if self.lm is not None else s
+
+    def step(self, frame: Tensor) -> None:
+        frame = frame.float().cpu()
+        labels = [int(c) for c in frame[1:].topk(min(self.prune, frame.shape[0] - 1)).indices + 1]
         blank = float(frame[BLANK])
         grown: dict[str, list[float]] = {}  # text -> [log p_b, log p_nb] after this frame
-        for text, (pb, pnb) in beams.items():
+        for text, (pb, pnb) in self.beams.items():
             _add(grown, text, 0, _logadd(pb, pnb) + blank)
             for c in labels:
-                y, char = float(frame[c]), alphabet[c - 1]
+                y, char = float(frame[c]), self.alphabet[c - 1]
                 extended = text + char
                 if text and text[-1] == char:
                     _add(grown, text, 1, pnb + y)
                     via = pb + y
                 else:
                     via = _logadd(pb, pnb) + y
-                if via == NEG_INF or (lexicon is not None and not lexicon.allows(extended)):
+                if via == NEG_INF or (self.lexicon is not None and not self.lexicon.allows(extended)):
                     continue
                 _add(grown, extended, 1, via)
-        ranked = sorted(grown.items(), key=lambda item: score(item[0], *item[1]), reverse=True)
-        beams = {text: (pb, pnb) for text, (pb, pnb) in ranked[:beam]}
+        ranked = sorted(grown.items(), key=lambda item: self.score(item[0], *item[1]), reverse=True)
+        self.beams = {text: (pb, pnb) for text, (pb, pnb) in ranked[: self.beam]}
 
-    def final(item) -> float:
-        text, (pb, pnb) = item
-        s = score(text, pb, pnb)
-        if lm is not None:
-            s += lm_weight * lm.log_prob(text, "\n")
-        return s
+    def best(self) -> str:
+        return next(iter(self.beams))
 
-    finished = [item for item in beams.items() if lexicon is None or lexicon.allows(item[0], final=True)]
-    if not finished:  # no beam ends on a listed word: the best unconstrained one
-        finished = list(beams.items())
-    return max(finished, key=final)[0]
+    def final(self) -> str:
+        def total(item) -> float:
+            text, (pb, pnb) = item
+            s = self.score(text, pb, pnb)
+            if self.lm is not None:
+                s += self.lm_weight * self.lm.log_prob(text, "\n")
+            return s
+
+        finished = [item for item in self.beams.items()
+                    if self.lexicon is None or self.lexicon.allows(item[0], final=True)]
+        if not finished:  # no beam ends on a listed word: the best unconstrained one
+            finished = list(self.beams.items())
+        return max(finished, key=total)[0]
+
+
+def prefix_beam_search(log_probs: Tensor, alphabet: Sequence[str], beam: int = 16, lm: CharLM | None = None,
+                       lm_weight: float = 0.5, insertion_bonus: float = 0.0, lexicon: Lexicon | None = None,
+                       prune: int = 8, length: int | None = None) -> str:
+    """The best text for ``log_probs`` (T, C) (class c >= 1 is ``alphabet[c - 1]``), by the module's rule."""
+    search = PrefixBeam(alphabet, beam, lm, lm_weight, insertion_bonus, lexicon, prune)
+    for frame in log_probs[: length if length is not None else log_probs.shape[0]].float().cpu():
+        search.step(frame)
+    return search.final()

@@ -12,6 +12,7 @@ from rnnkit.audio import (
     AudioError,
     LogMel,
     StreamingLogMel,
+    WaveAugment,
     mel_filterbank,
     normalize,
     read_audio,
@@ -147,3 +148,19 @@ def test_read_audio_names_the_file_it_cannot_use(tmp_path):
     soundfile.write(odd, np.zeros(100), 44100)
     with pytest.raises(AudioError, match="odd.wav: cannot resample 44100 Hz to 16001 Hz"):
         read_audio(odd, 16001)
+
+
+def test_wave_augment_band_limits_changes_speed_and_gain_and_is_seeded():
+    """A band-limit that let a 3 kHz tone through a 2 kHz band, a speed applied the wrong way round (longer
+    when faster), or a gain outside its range would fail."""
+    wave = tone(3000.0, 16000, 0.5).float()
+    quiet = WaveAugment(speeds=(1.0,), band_rates=(4000,), band_probability=1.0, gain_db=0.0, noise_probability=0.0)
+    out = quiet(wave, 16000, torch.Generator().manual_seed(0))
+    assert out.shape == wave.shape and float(out[400:-400].abs().max()) < 0.01
+    faster = WaveAugment(speeds=(1.25,), band_probability=0.0, gain_db=6.0, noise_probability=0.0)
+    out = faster(wave, 16000, torch.Generator().manual_seed(0))
+    assert len(out) == 6400
+    assert 0.5 - 1e-3 < float(out.abs().max()) / float(wave.abs().max()) < 2 + 1e-3
+    noisy = WaveAugment()
+    first, again = (noisy(wave, 16000, torch.Generator().manual_seed(1)) for _ in range(2))
+    assert torch.equal(first, again)

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
+import select
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from rnnkit import ctc
+from rnnkit.audio import StreamingResampler, resample
 from rnnkit.cli import main
 from rnnkit.data.manifest import read_manifest
 from rnnkit.tasks import asr
 from rnnkit.train.trainer import TrainConfig
+
+from ..test_ctc import BigramLM
 
 soundfile = pytest.importorskip("soundfile", reason="the asr task needs soundfile (the tasks extra)")
 pytest.importorskip("jiwer", reason="the asr task scores with jiwer (the tasks extra)")
@@ -110,6 +118,8 @@ def test_training_on_tones_lowers_the_loss_and_evaluates(tmp_path, corpus):
     assert (out / "transcripts.txt").read_text().count("\n") == 42
 
     main(["asr", "evaluate", "--checkpoint", str(out), "--json", "--words", str(out / "transcripts.txt")])
+    trained = asr.TrainedASR.load(out)  # band-limited to 2 kHz, the 2.5 kHz "c" is gone: an unfiltered test would pass
+    assert trained.evaluate(band_rate=4000)["cer"] > trained.evaluate()["cer"] + 0.1
 
 
 def test_evaluate_cli_prints_the_keys_of_the_design(tmp_path, corpus, capsys):
@@ -122,9 +132,11 @@ def test_evaluate_cli_prints_the_keys_of_the_design(tmp_path, corpus, capsys):
     assert result["task"] == "asr" and result["decoder"] == "greedy"
     audio = str(read_manifest(corpus[1])[0].path)
     assert main(["asr", "transcribe", "--checkpoint", str(out), audio, "--alignment", str(tmp_path / "a.png")]) == 0
-    assert capsys.readouterr().out.startswith(audio + "\t")
+    text = capsys.readouterr().out.split("\t")[1][:-1]
+    assert main(["asr", "transcribe", "--checkpoint", str(out), audio, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"path": audio, "text": text}
     assert (tmp_path / "a.png").stat().st_size > 0
-    assert main(["asr", "transcribe", "--checkpoint", str(out), audio, "--stream"]) == 2  # bidirectional: refused
+    assert main(["asr", "transcribe", "--checkpoint", str(out), "--stream", audio]) == 2  # bidirectional: refused
     assert "streaming needs a unidirectional model" in capsys.readouterr().err
 
 
@@ -173,6 +185,11 @@ def test_streaming_a_bidirectional_or_utterance_normalized_model_is_refused(corp
             next(trained.stream_log_probs([torch.zeros(100)]))
 
 
+def test_streaming_sets_what_a_stream_needs(corpus):
+    config = tiny(*corpus, streaming=True, bidirectional=True)
+    assert (config.bidirectional, config.normalize) == (False, "global")
+
+
 def test_bad_configs_are_refused(corpus):
     with pytest.raises(ValueError, match="normalize must be one of"):
         tiny(*corpus, normalize="none").validate()
@@ -188,3 +205,119 @@ def test_the_bundled_digits_load_with_their_split():
     assert set(splits["train"].texts) == {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
                                           "nine"}
     assert all(f.shape[1] == 20 and f.shape[0] > 10 for f in splits["test"].features)
+
+
+def beam_and_lm(trained: asr.TrainedASR, seed: int = 0) -> asr.Decoder:
+    """Beam search (width 8) with a random bigram character LM and a word list of every text of up to 3 letters."""
+    lm = ctc.CharLM(BigramLM(torch.randn(4, 4, generator=torch.Generator().manual_seed(seed))), ["\n", "a", "b", "c"])
+    words = ["".join(w) for n in (1, 2, 3) for w in itertools.product("abc", repeat=n)]
+    return asr.Decoder(trained.alphabet, "beam", 8, lm, 0.5, 0.0, ctc.Lexicon(words))
+
+
+def test_live_transcription_equals_decoding_the_whole_file(corpus, tmp_path):
+    """``live`` (incremental features, steps, greedy or beam + LM decoding; the resampler when the input is at
+    16 kHz) gives the whole file's text as its one final update, after partial updates that each change the
+    text, in chunks that divide neither the hop (80 samples) nor the window (200). Catches a decoder restarted
+    per chunk, a resampler that drops or repeats samples at chunk edges, a stray endpoint, duplicate updates."""
+    trained = fixed_streaming_model(corpus)
+    for decoder in (asr.Decoder(trained.alphabet), beam_and_lm(trained)):
+        for utterance in read_manifest(corpus[1])[:2]:
+            wave, _ = asr.read_audio(utterance.path, RATE)
+            fast = tmp_path / "16k.wav"
+            soundfile.write(fast, resample(wave, RATE, 16000).numpy(), 16000, subtype="FLOAT")
+            for path, rate in ((utterance.path, RATE), (fast, 16000)):
+                expected = decoder(trained.log_probs(path)[1])
+                assert expected, "empty transcript: comparing it would prove nothing"
+                audio, _ = asr.read_audio(path)
+                for size in (37, 333):
+                    updates = list(trained.live(audio.split(size), rate, decoder))
+                    assert [u.text for u in updates if u.final] == [expected]
+                    assert updates[-1].final and updates[-1].t_audio == pytest.approx(len(audio) / rate)
+                    partial = [u.text for u in updates if not u.final]
+                    assert partial and all(a != b for a, b in zip(partial, partial[1:]))
+                    assert all(a.t_audio <= b.t_audio for a, b in zip(updates, updates[1:]))
+            resampler = StreamingResampler(16000, RATE)
+            streamed = torch.stack(list(trained.stream_log_probs(
+                [*(resampler.push(c) for c in audio.split(333)), resampler.finish()])))
+            torch.testing.assert_close(streamed, trained.log_probs(fast)[1], rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def streaming_run(corpus, tmp_path_factory) -> Path:
+    """A tiny streaming recognizer trained on the tones (80 steps, a few seconds)."""
+    out = tmp_path_factory.mktemp("live") / "run"
+    asr.train(tiny(*corpus, streaming=True), TrainConfig(
+        steps=80, lr=5e-3, eval_every=80, checkpoint_every=80, warmup_steps=5, log_every=40), out, progress=False)
+    return out
+
+
+def test_a_pause_ends_an_utterance_and_resets_the_state(corpus, streaming_run, tmp_path):
+    """Two clips with 1.2 s of silence between them give two final updates, each clip's own text: an endpoint
+    that never fired, or did not reset the decoder, would give one final text or the first text twice."""
+    trained = asr.TrainedASR.load(streaming_run)
+    first, second = (u.path for u in read_manifest(corpus[1])[:2])
+    texts = [trained.transcribe(first), trained.transcribe(second)]
+    assert all(texts), texts
+    audio = torch.cat([asr.read_audio(first)[0], torch.zeros(int(1.2 * RATE)), asr.read_audio(second)[0]])
+    assert [u.text for u in trained.live(audio.split(400), RATE, silence_ms=300) if u.final] == texts
+    soundfile.write(tmp_path / "both.wav", audio.numpy(), RATE, subtype="FLOAT")
+    assert [u.text for u in trained.live(audio.split(400), RATE, silence_ms=0) if u.final] == [
+        trained.transcribe(tmp_path / "both.wav")]
+
+
+def pcm16(path) -> bytes:
+    """The samples of a 16-bit file as raw little-endian PCM (exact: they were 16-bit)."""
+    return (asr.read_audio(path)[0].numpy() * 32768).astype("<i2").tobytes()
+
+
+def test_the_cli_transcribes_a_pipe_as_it_arrives(corpus, streaming_run, tmp_path):
+    """``transcribe --stream - --json`` through a real pipe: an update comes out while the pipe is still open (a
+    reader that waited for the end of the stream would time out), the lines have the issue's keys, and the final
+    text equals transcribing the same audio as a file."""
+    first, second = (tmp_path / "first.wav", tmp_path / "second.wav")  # the first ends in 0.3 s of silence
+    clips = [soundfile.read(u.path, dtype="int16")[0] for u in read_manifest(corpus[1])[:2]]
+    soundfile.write(first, np.concatenate([clips[0], np.zeros(int(0.3 * RATE), np.int16)]), RATE, subtype="PCM_16")
+    soundfile.write(second, clips[1], RATE, subtype="PCM_16")
+    both = tmp_path / "both.wav"
+    soundfile.write(both, np.concatenate([soundfile.read(first, dtype="int16")[0], clips[1]]), RATE,
+                    subtype="PCM_16")
+    expected = asr.TrainedASR.load(streaming_run).transcribe(both)
+    process = subprocess.Popen([sys.executable, "-m", "rnnkit", "asr", "transcribe", "--checkpoint",
+                                str(streaming_run), "--stream", "-", "--json", "--chunk-ms", "50"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        process.stdin.write(pcm16(first))
+        process.stdin.flush()
+        ready, _, _ = select.select([process.stdout], [], [], 120)
+        assert ready, "no output while the pipe stayed open"
+        update = json.loads(process.stdout.readline())
+        assert set(update) == {"t_audio", "t_wall", "text", "final"} and update["final"] is False
+        out, err = process.communicate(pcm16(second), timeout=120)
+    finally:
+        process.kill()
+    updates = [update, *map(json.loads, out.decode().splitlines())]
+    assert [u["text"] for u in updates if u["final"]] == [expected], err.decode()
+    assert updates[-1]["t_audio"] == pytest.approx(len(pcm16(both)) / 2 / RATE, abs=1e-3)  # rounded to ms
+
+
+def test_streaming_bad_input_is_an_error_without_a_traceback(corpus, streaming_run, tmp_path, capsys):
+    """A raw file read as a stream prints the final text only (not a terminal); a stream that ends mid-sample
+    and a WAV header of two channels are errors that say so, status 2."""
+    clip = read_manifest(corpus[1])[0].path
+    raw = tmp_path / "clip.raw"
+    raw.write_bytes(pcm16(clip))
+    run = ["asr", "transcribe", "--checkpoint", str(streaming_run), "--stream"]
+    capsys.readouterr()
+    assert main([*run, str(raw)]) == 0
+    assert capsys.readouterr().out == asr.TrainedASR.load(streaming_run).transcribe(clip) + "\n"
+    raw.write_bytes(pcm16(clip) + b"\x01")
+    assert main([*run, str(raw)]) == 2
+    assert "ended mid-sample" in capsys.readouterr().err
+    stereo = tmp_path / "stereo.wav"
+    soundfile.write(stereo, np.zeros((800, 2), dtype=np.int16), RATE, subtype="PCM_16")
+    assert main([*run, str(stereo)]) == 2
+    assert "2 channel(s) of 16-bit samples" in capsys.readouterr().err
+    assert main([*run, str(tmp_path / "nowhere")]) == 2
+    assert "no such pipe or file" in capsys.readouterr().err
+    assert main([*run[:-1], str(clip), "--input-rate", "8000"]) == 2
+    assert "--input-rate is the rate of raw PCM read with --stream" in capsys.readouterr().err

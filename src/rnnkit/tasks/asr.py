@@ -10,16 +10,18 @@ layer over the alphabet plus the CTC blank (class 0) -> ``torch.nn.functional.ct
 
 Decoding (``rnnkit.ctc``): greedy, or prefix beam search with shallow fusion of a character
 language model trained by ``rnnkit lm train`` (``--lm DIR``, ``--lm-weight``,
-``--insertion-bonus``) and/or a word list (``--words FILE``). A unidirectional model trained with
-``normalize="global"`` transcribes a stream chunk by chunk with ``layer.step``
-(``transcribe --stream``): features, steps and greedy labels come out as the audio arrives,
-the same as decoding the whole file (``TrainedASR.stream_log_probs`` gives each step's log-probabilities,
-equal to the whole file's within float32 rounding).
+``--insertion-bonus``) and/or a word list (``--words FILE``). A model trained with ``--streaming``
+(unidirectional, ``normalize="global"``) transcribes live audio with ``layer.step``
+(``transcribe --stream -``): ``rnnkit.audio.PCMReader`` reads the pipe in chunks, the resampler, features,
+steps (``StreamingSteps``) and the decoder (``rnnkit.ctc_stream``, greedy or beam + words + LM, with
+endpointing at silence) run as the audio arrives, and ``TrainedASR.live`` wires them; without an endpoint
+the final text is the whole file's (``stream_log_probs`` equals the whole file's within float32 rounding).
 
 Data: ``--data MANIFEST`` (``rnnkit.data.manifest``: CSV/TSV/JSONL with ``path`` and ``text``)
 with ``--test-data MANIFEST``; ``--data synth``: the synthesized corpus (``rnnkit.data.synth_speech``,
 espeak-ng voices, the test split spoken by voices never heard in training), generated into a
-cache on first use, with ``--noise`` added to the training audio as it is loaded; or without
+cache on first use, with ``--noise`` added to the training audio as it is loaded (``--augment``: speed,
+band-limiting, gain and noise, ``rnnkit.audio.WaveAugment``, on any data); or without
 them a subset of the Free Spoken Digit Dataset bundled in the package (CC BY-SA 4.0, SOURCES.md).
 A seeded ``dev_fraction`` of the training utterances picks the best checkpoint (lowest CER, greedy).
 The alphabet is the training transcripts' characters; a test transcript with another character is
@@ -31,14 +33,19 @@ transcript's.
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
+import json
+import math
 import random
 import sys
 import tarfile
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import resources
+from itertools import chain
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,7 +55,18 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from .. import ctc
-from ..audio import LogMel, StreamingLogMel, read_audio, spec_augment
+from ..audio import (
+    LogMel,
+    PCMReader,
+    StreamingLogMel,
+    StreamingResampler,
+    WaveAugment,
+    band_limit,
+    read_audio,
+    spec_augment,
+)
+from ..audio.read import AudioError
+from ..ctc_stream import StreamingDecoder
 from ..data.batching import BatchStream, pad
 from ..data.manifest import read_manifest
 from ..extras import require
@@ -89,8 +107,15 @@ class ASRConfig(TaskConfig, LayerFields):
                                                                   "needed for --stream)"})
     bidirectional: bool = field(default=True, metadata={"help": "read each utterance in both directions (turn off "
                                                                 "to stream)"})
+    streaming: bool = field(default=False, metadata={"help": "train a model that transcribes as audio arrives "
+                                                             "(transcribe --stream): sets bidirectional off and "
+                                                             "normalize to global, whatever those flags say"})
     noise: bool = field(default=False, metadata={"help": "add white or pink noise at 10-40 dB SNR to every "
                                                          "training utterance as it is loaded (seeded)"})
+    augment: bool = field(default=False, metadata={"help": "perturb every training utterance as it is loaded "
+                                                           "(seeded): speed 0.9/1/1.1, band-limited to 3, 4 or "
+                                                           "5.5 kHz (half), gain +-10 dB, noise (half) "
+                                                           "(rnnkit.audio.WaveAugment)"})
     spec_augment: bool = field(default=True, metadata={"help": "SpecAugment time and frequency masks in training"})
     freq_masks: int = field(default=2, metadata={"help": "frequency masks per utterance"})
     freq_width: int = field(default=15, metadata={"help": "widest frequency mask, in bands"})
@@ -98,6 +123,10 @@ class ASRConfig(TaskConfig, LayerFields):
     time_width: int = field(default=10, metadata={"help": "longest time mask, in 10 ms frames (at most 20%% of "
                                                           "the utterance)"})
     batch_size: int = field(default=32, metadata={"help": "utterances per step"})
+
+    def __post_init__(self) -> None:
+        if self.streaming:  # the two settings a stream needs: no backward pass, no statistics of the whole utterance
+            self.bidirectional, self.normalize = False, "global"
 
     def validate(self) -> None:
         check_choice("normalize", self.normalize, NORMALIZATIONS)
@@ -126,7 +155,7 @@ def front_end(config: ASRConfig) -> LogMel:
 
 
 def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel, source: str,
-               noise: torch.Generator | None = None) -> Utterances:
+               perturb: Callable[[Tensor], Tensor] | None = None) -> Utterances:
     """Features of every utterance, computed with one intra-op thread: per utterance the ops are small,
     and a second OpenMP thread made them 15-20x slower on a busy 2-core machine (53 ms against 3 ms for
     resampling one second of audio)."""
@@ -139,10 +168,8 @@ def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel, sourc
                 wave, _ = read_audio(audio, logmel.sample_rate)
             except ValueError as e:
                 raise ValueError(f"{name}: {e}") from None
-            if noise is not None:
-                from ..data.synth_speech import add_random_noise
-
-                wave = add_random_noise(wave, noise)
+            if perturb is not None:
+                wave = perturb(wave)
             features.append(logmel(wave))
             texts.append(text)
             names.append(name)
@@ -151,9 +178,30 @@ def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel, sourc
     return Utterances(features, texts, names, source)
 
 
-def load_manifest(path: str | Path, logmel: LogMel, noise: torch.Generator | None = None) -> Utterances:
+def load_manifest(path: str | Path, logmel: LogMel, perturb: Callable[[Tensor], Tensor] | None = None) -> Utterances:
     utterances = read_manifest(path)
-    return _featurize(((u.path, u.text, f"{path}:{u.line}") for u in utterances), logmel, str(path), noise)
+    return _featurize(((u.path, u.text, f"{path}:{u.line}") for u in utterances), logmel, str(path), perturb)
+
+
+def training_perturbation(config: ASRConfig, seed: int) -> Callable[[Tensor], Tensor] | None:
+    """What ``--noise`` and ``--augment`` do to each training waveform (seeded), or None."""
+    generator = torch.Generator().manual_seed(seed)
+    steps = []
+    if config.augment:
+        steps.append(partial(WaveAugment(), sample_rate=config.sample_rate, generator=generator))
+    if config.noise:
+        from ..data.synth_speech import add_random_noise
+
+        steps.append(partial(add_random_noise, generator=generator))
+    if not steps:
+        return None
+
+    def perturb(wave: Tensor) -> Tensor:
+        for step in steps:
+            wave = step(wave)
+        return wave
+
+    return perturb
 
 
 SYNTH = "synth"  # --data synth: the synthesized corpus of rnnkit.data.synth_speech, generated on first use
@@ -167,14 +215,14 @@ def synth_manifests() -> tuple[Path, Path]:
     return folder / "train.jsonl", folder / "test.jsonl"
 
 
-def load_bundled(logmel: LogMel) -> dict[str, Utterances]:
-    """The bundled spoken-digit subset: {"train": ..., "test": ...}."""
+def load_bundled(logmel: LogMel, perturb: Callable[[Tensor], Tensor] | None = None) -> dict[str, Utterances]:
+    """The bundled spoken-digit subset: {"train": ..., "test": ...}; ``perturb`` changes the training audio."""
     data = resources.files("rnnkit.data").joinpath(BUNDLED_FILE).read_bytes()
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         rows = [line.split("\t") for line in tar.extractfile("manifest.tsv").read().decode().splitlines()[1:]]
         files = {name: tar.extractfile(name).read() for name, _, _ in rows}
     return {split: _featurize(((io.BytesIO(files[name]), text, name) for name, text, s in rows if s == split),
-                              logmel, f"bundled {BUNDLED_FILE} ({split})")
+                              logmel, f"bundled {BUNDLED_FILE} ({split})", perturb if split == "train" else None)
             for split in ("train", "test")}
 
 
@@ -194,15 +242,14 @@ def split_dev(utterances: Utterances, fraction: float, seed: int) -> tuple[Utter
 def load_splits(config: ASRConfig, seed: int = 0) -> dict[str, Utterances]:
     logmel = front_end(config)
     if config.data is None:
-        bundled = load_bundled(logmel)
-        train, test = bundled["train"], bundled["test"]
         if config.noise:
             raise ValueError("--noise applies to --data: the bundled digits are loaded without it")
+        bundled = load_bundled(logmel, training_perturbation(config, seed))
+        train, test = bundled["train"], bundled["test"]
     else:
         data, test_data = (synth_manifests() if config.data == SYNTH and config.test_data is None
                            else (config.data, config.test_data))
-        noise = torch.Generator().manual_seed(seed) if config.noise else None
-        train = load_manifest(data, logmel, noise)
+        train = load_manifest(data, logmel, training_perturbation(config, seed))
         if test_data is not None:
             test = load_manifest(test_data, logmel)
         else:
@@ -347,6 +394,11 @@ class Decoder:
         return ctc.prefix_beam_search(log_probs, self.alphabet, self.beam, self.lm, self.lm_weight,
                                       self.insertion_bonus, self.lexicon)
 
+    def streaming(self, silence_steps: int) -> StreamingDecoder:
+        """The same decoder, one frame at a time, ending an utterance after ``silence_steps`` blank frames."""
+        return StreamingDecoder(self.alphabet, silence_steps, None if self.kind == "greedy" else self.beam, self.lm,
+                                self.lm_weight, self.insertion_bonus, self.lexicon)
+
 
 # ---------------------------------------------------------------------- training
 
@@ -460,6 +512,58 @@ def load_lm(directory: str | Path, device: str = "cpu") -> ctc.CharLM:
     return ctc.CharLM(trained.model, trained.vocab.tokens)
 
 
+class Update(NamedTuple):
+    """What live transcription reports: the utterance's text after ``t_audio`` seconds of input audio;
+    ``final`` once the utterance has ended."""
+
+    t_audio: float
+    text: str
+    final: bool
+
+
+class StreamingSteps:
+    """The recognizer over audio that arrives in chunks (1-D samples at ``sample_rate``): ``push(chunk)`` yields
+    the CTC log-probabilities (1 + A,) of every step now complete, ``finish()`` the rest; ``reset_state()``
+    starts the recurrent state afresh for the steps still to come (a new utterance). The features run on
+    (``StreamingLogMel``), normalized by the training set's statistics, ``frame_stack`` frames to a step of
+    ``layer.step``."""
+
+    def __init__(self, trained: TrainedASR) -> None:
+        model = trained.model
+        if model.rnn.bidirectional or trained.config.normalize != "global":
+            raise ValueError("streaming needs a unidirectional model trained with normalize='global' (train one "
+                             "with `rnnkit asr train --streaming`); this one is "
+                             f"{'bidirectional' if model.rnn.bidirectional else 'unidirectional'} with "
+                             f"normalize={trained.config.normalize!r}")
+        self.model, self.n_mels = model, trained.config.n_mels
+        self.features = StreamingLogMel(trained.logmel)
+        self.device = next(model.parameters()).device
+        self.mean, self.std = model.mean.cpu(), model.std.cpu()
+        self.pending = torch.zeros(0, self.n_mels)  # normalized frames not yet stacked
+        self.state = None
+
+    def reset_state(self) -> None:
+        self.state = None
+
+    def push(self, chunk: Tensor) -> Iterator[Tensor]:
+        return self._steps(self.features.push(chunk), final=False)
+
+    def finish(self) -> Iterator[Tensor]:
+        return self._steps(self.features.finish(), final=True)
+
+    @torch.no_grad()
+    def _steps(self, frames: Tensor, final: bool) -> Iterator[Tensor]:
+        k = self.model.stack
+        self.pending = torch.cat([self.pending, (frames - self.mean) / self.std])
+        if final and len(self.pending) % k:  # as ``SpeechRecognizer.stacked``: zero frames fill the last step
+            self.pending = torch.cat([self.pending, self.pending.new_zeros(k - len(self.pending) % k, self.n_mels)])
+        while len(self.pending) >= k:
+            x = self.pending[:k].reshape(1, k * self.n_mels).to(self.device)  # (1, k M)
+            self.pending = self.pending[k:]
+            y, self.state = self.model.rnn.step(x, self.state)  # (1, H)
+            yield self.model.log_probs(y)[0].cpu()  # (1 + A,)
+
+
 class TrainedASR:
     """A trained recognizer loaded from a checkpoint: ``transcribe``, ``stream`` and ``evaluate``."""
 
@@ -492,37 +596,14 @@ class TrainedASR:
     def transcribe(self, audio: str | Path, decoder: Decoder | None = None) -> str:
         return (decoder or Decoder(self.alphabet))(self.log_probs(audio)[1])
 
-    @torch.no_grad()
     def stream_log_probs(self, chunks: Iterable[Tensor]) -> Iterator[Tensor]:
         """CTC log-probabilities (1 + A,) of each step, as soon as the audio of its ``frame_stack`` frames has
         arrived: ``chunks`` are 1-D sample tensors at ``sample_rate``, of any sizes. Concatenated they equal
         ``log_probs`` of the whole file (the same frames, normalization, steps of ``layer.step`` and head)."""
-        if self.model.rnn.bidirectional or self.config.normalize != "global":
-            raise ValueError("streaming needs a unidirectional model trained with normalize='global' "
-                             "(--no-bidirectional --normalize global); this one is "
-                             f"{'bidirectional' if self.model.rnn.bidirectional else 'unidirectional'} with "
-                             f"normalize={self.config.normalize!r}")
-        features = StreamingLogMel(self.logmel)
-        device = next(self.model.parameters()).device
-        mean, std = self.model.mean.cpu(), self.model.std.cpu()
-        pending = torch.zeros(0, self.config.n_mels, dtype=mean.dtype)  # normalized frames not yet stacked
-        state = None
-        k = self.model.stack
-
-        def run(frames: Tensor, final: bool) -> Iterator[Tensor]:
-            nonlocal pending, state
-            pending = torch.cat([pending, (frames - mean) / std])
-            if final and len(pending) % k:  # as ``SpeechRecognizer.stacked``: zero frames fill the last step
-                pending = torch.cat([pending, pending.new_zeros(k - len(pending) % k, self.config.n_mels)])
-            while len(pending) >= k:
-                x = pending[:k].reshape(1, k * self.config.n_mels).to(device)  # (1, k M)
-                pending = pending[k:]
-                y, state = self.model.rnn.step(x, state)  # (1, H)
-                yield self.model.log_probs(y)[0].cpu()  # (1 + A,)
-
+        steps = StreamingSteps(self)
         for chunk in chunks:
-            yield from run(features.push(chunk), final=False)
-        yield from run(features.finish(), final=True)
+            yield from steps.push(chunk)
+        yield from steps.finish()
 
     def stream(self, chunks: Iterable[Tensor]) -> Iterator[str]:
         """Greedy text pieces as the audio arrives: ``chunks`` are 1-D sample tensors at ``sample_rate``."""
@@ -533,11 +614,58 @@ class TrainedASR:
                 yield self.alphabet[label - 1]
             previous = label
 
-    def evaluate(self, data: str | None = None, split: str = "test", *, decoder: Decoder | None = None) -> dict:
+    def live(self, chunks: Iterable[Tensor], input_rate: int, decoder: Decoder | None = None,
+             silence_ms: float = 800.0) -> Iterator[Update]:
+        """Live transcription: ``chunks`` of 1-D samples at ``input_rate`` (resampled to ``sample_rate`` as they
+        come) -> an ``Update`` whenever the utterance's text changes, and a final one when an utterance ends:
+        after ``silence_ms`` in which the model emits only blanks (``rnnkit.ctc_stream``; 0: never) and at the
+        end of the chunks. Features, steps and decoding are incremental; without an endpoint the final text is
+        ``decoder`` on the whole audio's log-probabilities."""
+        if silence_ms < 0:
+            raise ValueError(f"silence_ms must be >= 0 (0: end utterances only at the end of the stream), got "
+                             f"{silence_ms:g}")
+        steps = StreamingSteps(self)
+        step_ms = 1000 * self.logmel.hop_length * self.model.stack / self.config.sample_rate
+        text = (decoder or Decoder(self.alphabet)).streaming(math.ceil(silence_ms / step_ms))
+        resampler = None if input_rate == self.config.sample_rate else StreamingResampler(input_rate,
+                                                                                          self.config.sample_rate)
+        shown, consumed = "", 0  # the text last reported, input samples read
+
+        def decode(step_log_probs: Iterable[Tensor]) -> Iterator[Update]:
+            nonlocal shown
+            t = consumed / input_rate
+            for log_probs in step_log_probs:
+                final = text.push(log_probs)
+                if final is not None:  # an endpoint: a new utterance starts from the zero state
+                    steps.reset_state()
+                    yield Update(t, final, True)
+                    shown = ""
+            if text.text() != shown:
+                shown = text.text()
+                yield Update(t, shown, False)
+
+        for chunk in chunks:
+            consumed += len(chunk)
+            yield from decode(steps.push(chunk if resampler is None else resampler.push(chunk)))
+        tail = torch.zeros(0) if resampler is None else resampler.finish()
+        yield from decode(chain(steps.push(tail), steps.finish()))
+        final = text.finish()
+        if final or shown:
+            yield Update(consumed / input_rate, final, True)
+
+    def evaluate(self, data: str | None = None, split: str = "test", *, decoder: Decoder | None = None,
+                 band_rate: int | None = None) -> dict:
         """cer, wer, greedy_wer, empty_wer, most_frequent_wer and n on a manifest, or on a split of the
-        training data (train, dev or test)."""
+        training data (train, dev or test); with ``band_rate`` the audio is first resampled to that rate and
+        back, which keeps only what is below ``band_rate / 2`` (8000: the telephone band)."""
+        perturb = None
+        if band_rate is not None:
+            if data is None and not (split == "test" and (self.config.test_data or self.config.data == SYNTH)):
+                raise ValueError("band_rate needs the audio of a manifest: give --data, or score the test split of "
+                                 "a run trained with --test-data or --data synth")
+            perturb = partial(band_limit, sample_rate=self.config.sample_rate, band_rate=band_rate)
         if data is not None:
-            utterances = load_manifest(data, self.logmel)
+            utterances = load_manifest(data, self.logmel, perturb)
             split = str(data)
         else:
             if split not in SPLITS:
@@ -545,7 +673,7 @@ class TrainedASR:
             if split == "test" and self.config.data is not None and (self.config.test_data or
                                                                      self.config.data == SYNTH):
                 test_data = self.config.test_data or synth_manifests()[1]
-                utterances = load_manifest(test_data, self.logmel)  # no need to load the training audio
+                utterances = load_manifest(test_data, self.logmel, perturb)  # no need to load the training audio
             else:
                 utterances = load_splits(self.config, self._seed())[split]
         result = score(self.model, utterances, decoder or Decoder(self.alphabet), self.alphabet, self.most_frequent)
@@ -582,43 +710,90 @@ class EvaluateArgs(DecoderArgs):
     data: str | None = field(default=None, metadata={"help": "a manifest to score (default: --split of the training "
                                                              "data)"})
     split: str = field(default="test", metadata={"help": "train, dev or test"})
+    band_rate: int | None = field(default=None, metadata={"help": "resample the audio to this rate and back before "
+                                                                  "scoring (8000: the 4 kHz telephone band)"})
 
 
 @dataclass
 class TranscribeArgs(DecoderArgs):
-    audio: list | None = field(default=None, metadata={"help": "audio files", "nargs": "+"})
-    stream: bool = field(default=False, metadata={"help": "read each file in chunks and print the text as it is "
-                                                          "decoded (a unidirectional model trained with --normalize "
-                                                          "global)"})
-    chunk_ms: float = field(default=100.0, metadata={"help": "chunk length with --stream"})
+    audio: list | None = field(default=None, metadata={"help": "audio files (WAV, FLAC, OGG)", "nargs": "*"})
+    stream: str | None = field(default=None, metadata={
+        "help": "transcribe live from this pipe ('-': standard input) or FIFO as the audio arrives: 16-bit "
+                "little-endian mono PCM, raw or with a WAV header (a unidirectional model, `asr train --streaming`)",
+        "metavar": "SOURCE"})
+    input_rate: int | None = field(default=None, metadata={"help": "sample rate of raw PCM with --stream (default: "
+                                                                   "the model's; a WAV header gives its own)"})
+    chunk_ms: float = field(default=100.0, metadata={"help": "with --stream, read and decode the audio in chunks "
+                                                             "of this many milliseconds"})
+    silence_ms: float = field(default=800.0, metadata={"help": "with --stream, end an utterance (print it, start "
+                                                               "afresh) after this many milliseconds in which the "
+                                                               "model hears no speech (only CTC blanks); 0: never"})
     alignment: str | None = field(default=None, metadata={"help": "write a PNG of the first file's spectrogram and "
                                                                   "CTC alignment here"})
 
 
 def run_evaluate(trained: TrainedASR, args: EvaluateArgs, as_json: bool) -> dict:
     """``rnnkit asr evaluate``: ``evaluate`` with the decoder the flags build."""
-    return trained.evaluate(args.data, args.split, decoder=args.build(trained))
+    return trained.evaluate(args.data, args.split, decoder=args.build(trained), band_rate=args.band_rate)
 
 
 def run_transcribe(trained: TrainedASR, args: TranscribeArgs, as_json: bool) -> None:
-    """``rnnkit asr transcribe``: path and text, one line per file (streamed piece by piece with --stream)."""
+    """``rnnkit asr transcribe``: path and text, one line per file (one JSON object with --json); with
+    ``--stream SOURCE`` the live text of a pipe (``print_live``)."""
+    if (args.stream is None) == (not args.audio):
+        raise ValueError("give audio files or --stream SOURCE (a pipe, '-' for standard input), not "
+                         f"{'both' if args.audio else 'neither'}")
+    if args.stream is None and args.input_rate is not None:
+        raise ValueError("--input-rate is the rate of raw PCM read with --stream; a file gives its own")
+    if args.stream is not None and args.alignment:
+        raise ValueError("--alignment plots a file's alignment: give audio files, not --stream")
     decoder = args.build(trained)
+    if args.stream is not None:
+        return stream_source(trained, args, decoder, as_json)
     for number, path in enumerate(args.audio):
-        if args.stream:
-            wave, rate = read_audio(path, trained.config.sample_rate)
-            size = max(1, round(rate * args.chunk_ms / 1000))
-            print(f"{path}\t", end="", flush=True)
-            for piece in trained.stream(wave.split(size)):
-                print(piece, end="", flush=True)
-            print()
-            continue
         features, log_probs = trained.log_probs(path)
-        print(f"{path}\t{decoder(log_probs)}")
+        text = decoder(log_probs)
+        print(json.dumps({"path": str(path), "text": text}) if as_json else f"{path}\t{text}")
         if number == 0 and args.alignment:
             from ..plots import ctc_alignment
 
             plot = ctc_alignment(features, log_probs, trained.alphabet, trained.model.stack, args.alignment)
             print(f"alignment: {plot}", file=sys.stderr)
+
+
+def stream_source(trained: TrainedASR, args: TranscribeArgs, decoder: Decoder, as_json: bool) -> None:
+    """Reads ``args.stream`` as it arrives and prints ``TrainedASR.live``'s updates (``print_live``)."""
+    StreamingSteps(trained)  # a model that cannot stream is refused before anything is read
+    if args.stream != "-" and not Path(args.stream).exists():
+        raise AudioError(f"{args.stream}: no such pipe or file to stream from")
+    start = time.monotonic()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # per step the ops are tiny: a second thread only waits (see _featurize)
+    try:
+        with (open(args.stream, "rb") if args.stream != "-" else contextlib.nullcontext(sys.stdin.buffer)) as source:
+            reader = PCMReader(source, args.input_rate, trained.config.sample_rate,
+                               "standard input" if args.stream == "-" else args.stream)
+            chunk = max(1, round(reader.rate * args.chunk_ms / 1000))
+            print_live(trained.live(reader.chunks(chunk), reader.rate, decoder, args.silence_ms), as_json,
+                       sys.stdout.isatty(), start)
+    except KeyboardInterrupt:  # Ctrl-C is how a live microphone stream ends: the line shown stays, no traceback
+        print(file=sys.stderr)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def print_live(updates: Iterable[Update], as_json: bool, terminal: bool, start: float) -> None:
+    """With ``as_json`` one JSON line per update: ``{"t_audio", "t_wall" (seconds since ``start``), "text",
+    "final"}``; on a terminal one line rewritten as the text changes, ended by the final text; else (a pipe
+    or file) the final texts only, one line per utterance."""
+    for update in updates:
+        if as_json:
+            print(json.dumps({"t_audio": round(update.t_audio, 3), "t_wall": round(time.monotonic() - start, 3),
+                              "text": update.text, "final": update.final}), flush=True)
+        elif terminal:
+            print(f"\r\x1b[K{update.text}", end="\n" if update.final else "", flush=True)
+        elif update.final:
+            print(update.text, flush=True)
 
 
 SPEC = TaskSpec(NAME, "speech recognition with a bidirectional RNN and CTC: train, evaluate, transcribe", ASRConfig,
@@ -628,5 +803,5 @@ SPEC = TaskSpec(NAME, "speech recognition with a bidirectional RNN and CTC: trai
                        "traced at one length would keep",
                 verbs={"evaluate": Verb("CER and WER beside the empty-output and most-frequent-transcript baselines",
                                         EvaluateArgs, run_evaluate),
-                       "transcribe": Verb("the text of audio files (WAV, FLAC, OGG)", TranscribeArgs, run_transcribe,
-                                          json=False)})
+                       "transcribe": Verb("the text of audio files, or live from a pipe (--stream -)", TranscribeArgs,
+                                          run_transcribe)})
