@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test test-all bench lint clean
+.PHONY: demo test test-all bench results results-quick lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ test-all: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/rnnkit bench
+
+# every headline result of the README over seeds 0, 1, 2 (hours on 2 cores; stop and rerun to resume), then
+# the table in docs/results.md; results-quick: one seed, a few steps, into results/quick/
+results: $(VENV)/.installed
+	$(PY) scripts/reproduce.py
+
+results-quick: $(VENV)/.installed
+	$(PY) scripts/reproduce.py --quick
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks

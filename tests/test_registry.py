@@ -42,7 +42,8 @@ def toy_train(config: ToyConfig, train_config, out, resume=False, console=None, 
     """Writes last/ as a real task does: the weight and config.json with the task's name and the training steps."""
     ckpt = checkpoint.Checkpoint(model={"weight": torch.tensor([config.scale])},
                                  config={"task": "toy", **dataclasses.asdict(config),
-                                         "train": {"steps": train_config.steps, "seed": train_config.seed}})
+                                         "train": {"steps": train_config.steps, "seed": train_config.seed,
+                                                   "max_minutes": train_config.max_minutes}})
     checkpoint.save(Path(out) / "last", ckpt)
     return {"test": {"scale": config.scale, "resumed": resume}}
 
@@ -93,6 +94,23 @@ def test_a_registered_task_trains_evaluates_and_predicts_through_the_cli(toy, tm
     assert capsys.readouterr().out.splitlines() == ["task: toy", "split: test", "value: 4.0000"]
     assert main(["toy", "predict", "--checkpoint", str(out), "1", "2"]) == 0
     assert capsys.readouterr().out.splitlines() == ["1\t4.0", "2\t7.0"]
+
+
+@pytest.mark.parametrize("flags,steps,minutes", [([], 4, None), (["--max-minutes", "2"], None, 2.0),
+                                                  (["--steps", "9", "--max-minutes", "2"], 9, 2.0)])
+def test_default_steps_apply_without_a_budget_and_a_time_budget_alone_plans_its_own(tmp_path, flags, steps, minutes):
+    registry.register(dataclasses.replace(SPEC, train_defaults={}, default_steps=4))
+    try:
+        assert main(["toy", "train", "--out", str(tmp_path / "run"), "--no-progress", *flags]) == 0
+    finally:
+        registry.unregister("toy")
+    saved = checkpoint.load(tmp_path / "run" / "last").config["train"]
+    assert (saved["steps"], saved["max_minutes"]) == (steps, minutes)
+
+
+def test_a_task_cannot_set_its_default_steps_twice():
+    with pytest.raises(ValueError, match="default_steps=4 and train_defaults' steps=3 both set"):
+        dataclasses.replace(SPEC, default_steps=4)
 
 
 def test_rnnkit_load_finds_a_registered_task_and_evaluate_takes_the_verb_fields(toy, tmp_path):

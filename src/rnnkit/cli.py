@@ -120,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                 add_shared(train, "checkpoint", "json", checkpoint="evaluate this trained run (or checkpoint) "
                            "instead of training", json="print the test result as one JSON object")
             add_config_flags(train.add_argument_group("model and data"), spec.config, suppress=True)
-            defaults = spec.variant_defaults(variant) if variant else spec.train_defaults
-            add_config_flags(train.add_argument_group("training"), TrainConfig, suppress=True, defaults=defaults)
+            add_config_flags(train.add_argument_group("training"), TrainConfig, suppress=True,
+                             defaults=train_defaults(spec, variant))
             add_shared(train, "no_progress")
             train.set_defaults(handler=run_train, spec=spec, variant=variant)
         for name, verb in spec.verbs.items() if not spec.variants else ():
@@ -147,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_train(args: argparse.Namespace) -> int:
     """``rnnkit <task> train`` (lab: ``rnnkit lab PROBLEM``): the task's Config and TrainConfig from the flags
-    given, over the resumed run's values (with --resume) or the task's defaults; no budget means the task's
-    default minutes. With --checkpoint (lab) the trained run is evaluated instead."""
+    given, over the resumed run's values (with --resume) or the task's defaults; no budget (neither --steps nor
+    --max-minutes) means the task's default steps. With --checkpoint (lab) the trained run is evaluated instead."""
     from .console import make_console
     from .train import checkpoint
     from .train.trainer import TrainConfig
@@ -161,10 +161,7 @@ def run_train(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{'-'.join(filter(None, (spec.name, variant)))}-{datetime.now():%Y%m%d-%H%M%S}")
     saved = checkpoint.load(out / "last").config if args.resume and checkpoint.recover(out / "last") else {}
     config = config_from(args, spec.config, saved)
-    defaults = spec.variant_defaults(variant) if variant else spec.train_defaults
-    train_config = config_from(args, TrainConfig, saved.get("train") or defaults)
-    if train_config.steps is None and train_config.max_minutes is None:
-        train_config.max_minutes = spec.default_minutes
+    train_config = config_from(args, TrainConfig, saved.get("train") or train_defaults(spec, variant, args))
     summary = None
     with processes(args, train_config.device) as rank_console:
         console = rank_console or (make_console(stderr=True) if as_json else None)
@@ -173,6 +170,17 @@ def run_train(args: argparse.Namespace) -> int:
     if as_json and summary is not None:  # None: a rank > 0 under torchrun, rank 0 reports
         print(json.dumps(summary["test"]))
     return 0
+
+
+def train_defaults(spec, variant: str | None, args: argparse.Namespace | None = None) -> dict:
+    """The task's TrainConfig values (the variant's, for lab) with its default step count; for ``args`` that give
+    --max-minutes without --steps, without any step count: a time budget alone plans the steps that fit it."""
+    defaults = spec.variant_defaults(variant) if variant else spec.train_defaults
+    if spec.default_steps is not None:
+        defaults = {**defaults, "steps": spec.default_steps}
+    if args is not None and hasattr(args, "max_minutes") and not hasattr(args, "steps"):
+        defaults = {k: v for k, v in defaults.items() if k != "steps"}
+    return defaults
 
 
 def run_verb(args: argparse.Namespace) -> int:

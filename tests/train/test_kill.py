@@ -278,15 +278,13 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over(text_file, tmp_pat
 
 def test_checkpoint_minutes_writes_last_by_the_clock(text_file, tmp_path, monkeypatch):
     """--checkpoint-minutes M: last/ whenever M minutes have passed, whatever --checkpoint-every says."""
-    from rnnkit.train import trainer as trainer_module
     from rnnkit.train.trainer import TrainConfig, Trainer
 
     def saves(minutes, out):
         clock = iter(range(0, 10_000, 50))  # each reading of the clock is 50 s after the last
-        monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
         run = Trainer(small_lm(text_file), TrainConfig(steps=6, checkpoint_every=1000, checkpoint_minutes=minutes,
                                                        eval_every=1000, log_every=1000, warmup_steps=1),
-                      out, progress=False)
+                      out, progress=False, clock=lambda: float(next(clock)))
         saved = []
         original = run._save
         monkeypatch.setattr(run, "_save", lambda name, elapsed: (saved.append((name, run.state.step)),

@@ -134,6 +134,57 @@ def test_time_budget_fixes_the_step_count_and_a_resumed_run_keeps_it(text_file, 
     assert resumed.state.total_steps == stored
 
 
+class FakeClock:
+    """Seconds that pass only when a test says: each training step costs what ``step_cost(step)`` returns."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def slow_start_run(text_file, out, clock, resume=False):
+    """A 9-second budget whose first 15 steps take 0.25 s each and every later one 0.125 s (binary fractions,
+    so the elapsed times of a resumed run add up to the same floats as an uninterrupted run's)."""
+    task = lm_task(text_file, num_layers=1, dropout=0.0, input_dropout=0.0, hidden_dropout=0.0, zoneout=0.0,
+                   weight_drop=0.0)
+    loss = task.loss
+
+    def timed_loss(batch, carry):
+        clock.now += 0.25 if trainer.state.step < 15 else 0.125
+        return loss(batch, carry)
+
+    task.loss = timed_loss
+    config = quick(steps=None, max_minutes=0.15, calibration_steps=10, eval_every=1000, checkpoint_every=1000)
+    trainer = Trainer(task, config, out, resume=resume, progress=False, clock=clock)
+    return trainer
+
+
+def test_a_slow_start_is_re_planned_and_the_run_uses_its_time_budget(text_file, tmp_path):
+    # planned once, at the first window's 0.25 s/step, the run would stop after 35 steps and 6.25 of its 9 s
+    summary = slow_start_run(text_file, tmp_path, FakeClock()).fit()
+    assert summary["stop_reason"] == "steps"  # its plan ended it, not the clock cutting the cosine short
+    assert 0.95 * 9 <= summary["elapsed_s"] <= 9, summary
+    plans = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r.get("event") == "budget"]
+    assert len(plans) > 2 and plans[-1]["message"] == f"planned total_steps={summary['step']}"
+
+
+def test_a_resumed_run_keeps_the_plan_and_writes_the_same_metrics(text_file, tmp_path):
+    slow_start_run(text_file, tmp_path / "a", FakeClock()).fit()
+    straight = read_metrics(tmp_path / "a" / "metrics.jsonl")
+    replans = [r["step"] for r in straight if r.get("event") == "budget"]
+    stop = replans[1] + 5  # after the first re-plan, where the run logs its loss and nothing else
+    assert [r for r in straight if r["step"] == stop and "loss" not in r] == []
+    slow_start_run(text_file, tmp_path / "b", FakeClock()).fit(until=stop)
+    slow_start_run(text_file, tmp_path / "b", FakeClock(), resume=True).fit()
+    resumed = read_metrics(tmp_path / "b" / "metrics.jsonl")
+    # what differs: the interrupted run evaluated at its last step and logged why it stopped, as any stop does
+    at_stop = [r for r in resumed if r["step"] == stop and "loss" not in r]
+    assert [("eval" in r or r.get("event")) for r in at_stop] == [True, "stop"]
+    assert [r for r in resumed if r not in at_stop] == straight
+
+
 def test_lr_schedule_warms_up_then_decays_to_the_floor():
     assert lr_at(0, 100, 1.0, 10, 0.1) == pytest.approx(0.1)
     assert lr_at(9, 100, 1.0, 10, 0.1) == pytest.approx(1.0)

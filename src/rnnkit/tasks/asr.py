@@ -81,7 +81,6 @@ NAME = "asr"
 BUNDLED_FILE = "fsdd_subset.tar"  # in rnnkit/data: FLAC files and manifest.tsv with a split column; SOURCES.md
 SPLITS = ("train", "dev", "test")
 NORMALIZATIONS = ("utterance", "global")
-DEFAULT_MINUTES = 10.0
 ASR_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 250, "checkpoint_every": 250, "warmup_steps": 100,
                       "weight_decay": 0.01, "steps": 2000}
 
@@ -798,7 +797,7 @@ def print_live(updates: Iterable[Update], as_json: bool, terminal: bool, start: 
 
 SPEC = TaskSpec(NAME, "speech recognition with a bidirectional RNN and CTC: train, evaluate, transcribe", ASRConfig,
                 train, TrainedASR.load, train_help="train a recognizer (default: the bundled spoken-digit subset)",
-                train_defaults=ASR_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES,
+                train_defaults=ASR_TRAIN_DEFAULTS,
                 export="its frame stacking pads the time axis by an amount computed in Python from T, which a file "
                        "traced at one length would keep",
                 verbs={"evaluate": Verb("CER and WER beside the empty-output and most-frequent-transcript baselines",

@@ -86,7 +86,6 @@ PAD_ID, BOS_ID, EOS_ID = range(3)
 WORDS = (PAD, BOS, EOS, "the", "digit", "moves", "then", *(str(d) for d in range(10)), *md.DIRECTIONS)
 DEV_SEED = 1_000_003  # dev clips: train glyphs, a seed no training stream uses (streams use the run's seed)
 TEST_SEED = 0  # test clips: test glyphs
-DEFAULT_MINUTES = 6.0  # the budget of `rnnkit caption train` when neither --steps nor --max-minutes is given
 CAPTION_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 100, "checkpoint_every": 100, "warmup_steps": 30,
                           "weight_decay": 0.01, "steps": 700}
 
@@ -559,7 +558,7 @@ def run_predict(trained: TrainedCaptioner, args: PredictArgs, as_json: bool) -> 
 
 SPEC = TaskSpec(NAME, "video captioning (moving digits): train, evaluate, predict", CaptionConfig, train,
                 TrainedCaptioner.load, train_help="train a captioner on generated moving-digit clips",
-                train_defaults=CAPTION_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES,
+                train_defaults=CAPTION_TRAIN_DEFAULTS,
                 export="its decoder runs a data-dependent loop of attention steps (greedy or beam search) in Python",
                 verbs={"evaluate": Verb("exact match and slot accuracy, then BLEU beside a constant caption's",
                                         EvaluateArgs),

@@ -109,7 +109,6 @@ INTERVALS = ("quantile", "mc_dropout")
 TRANSFORMS = ("auto", "log", "none")
 TARGETS = ("auto", "levels", "returns")
 EVALUATIONS = ("auto", "holdout", "walk_forward")
-DEFAULT_MINUTES = 1.0  # a budget only where no --steps applies; FORECAST_TRAIN_DEFAULTS sets steps
 FORECAST_TRAIN_DEFAULTS = {"steps": 300, "lr": 3e-3, "warmup_steps": 20, "eval_every": 100, "checkpoint_every": 100,
                            "log_every": 25, "weight_decay": 0.01}
 
@@ -718,7 +717,7 @@ def export_spec(model, trained: TrainedForecaster, what: str):
 
 SPEC = TaskSpec(NAME, "time-series forecasting: train, evaluate, predict", ForecastConfig, train,
                 TrainedForecaster.load, train_help="train a forecaster (default: the bundled air passengers)",
-                train_defaults=FORECAST_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES, export=export_spec,
+                train_defaults=FORECAST_TRAIN_DEFAULTS, export=export_spec,
                 verbs={"evaluate": Verb("MASE, sMAPE and interval coverage on the last horizon points, beside "
                                         "seasonal naive and ETS, with the rolling-origin figures; walk-forward: "
                                         "MSE and MAE beside the random walk, with the Diebold-Mariano test",

@@ -69,7 +69,6 @@ SEEN, AHEAD = 5, 5  # the rollout: 5 frames read, 5 predicted
 DEV_SEED = 1_000_003  # dev clips: train glyphs, a seed no training stream uses
 TEST_SEED = 0  # test clips: test glyphs
 MEAN_IMAGE_CLIPS = 512  # training clips averaged for the mean-image baseline
-DEFAULT_MINUTES = 6.0  # the budget of `rnnkit nextframe train` when neither --steps nor --max-minutes is given
 NEXTFRAME_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 100, "checkpoint_every": 100, "warmup_steps": 30,
                             "weight_decay": 0.0, "steps": 500}
 
@@ -397,7 +396,7 @@ def run_evaluate(trained: TrainedNextFrame, args: EvaluateArgs, as_json: bool) -
 SPEC = TaskSpec(NAME, "next-frame prediction with a ConvLSTM (bouncing digits): train, evaluate", NextFrameConfig,
                 train, TrainedNextFrame.load,
                 train_help="train a ConvLSTM encoder-forecaster on generated bouncing digits",
-                train_defaults=NEXTFRAME_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES,
+                train_defaults=NEXTFRAME_TRAIN_DEFAULTS,
                 export="its ConvLSTM runs over frames of a size fixed at training and rolls out in Python",
                 verbs={"evaluate": Verb("one-step and 5-to-5 rollout MSE beside copy-last-frame and mean-image "
                                         "baselines", EvaluateArgs, run_evaluate)})

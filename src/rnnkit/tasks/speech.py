@@ -72,7 +72,6 @@ BUNDLED_FILES = BUNDLED["japanese_vowels"][1]
 DEV_FRACTION = {"japanese_vowels": 0.15, "basicmotions": 0.0}
 USER_DEV_FRACTION = 0.15
 SPLITS = ("train", "dev", "test")
-DEFAULT_MINUTES = 2.0  # the budget of `rnnkit speech train` when neither --steps nor --max-minutes is given
 SPEECH_TRAIN_DEFAULTS = {"lr": 3e-3, "eval_every": 50, "checkpoint_every": 50, "warmup_steps": 30,
                          "weight_decay": 0.05, "steps": 600}
 
@@ -387,7 +386,7 @@ SPEC = TaskSpec(NAME, "multivariate sequence classification (spoken vowels, acce
                 "set): train, evaluate, predict", SpeechConfig, train, TrainedSpeech.load,
                 train_help="train a multivariate sequence classifier (default: the bundled JapaneseVowels; "
                 "--data basicmotions: accelerometer and gyroscope)",
-                train_defaults=SPEECH_TRAIN_DEFAULTS, default_minutes=DEFAULT_MINUTES, export=export_spec,
+                train_defaults=SPEECH_TRAIN_DEFAULTS, export=export_spec,
                 verbs={"evaluate": Verb("accuracy and macro-F1 beside the majority-class baseline", EvaluateArgs),
                        "predict": Verb("the label and its probability for every case of a .ts file", PredictArgs,
                                        run_predict, json=False)})

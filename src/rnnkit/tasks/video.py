@@ -80,7 +80,6 @@ DEV_SEED_OFFSET = 1_000_000  # the dev clips' seed is the run's seed plus this: 
 TEST_SEED = 0  # one fixed test set for every run
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-DEFAULT_MINUTES = 5.0  # run_train's fallback budget; VIDEO_TRAIN_DEFAULTS' steps come first, so it is unused
 # 700 steps: on moving digits cnn-lstm sits at chance for ~250 steps and passes 0.95 near 550; convlstm passes 0.99
 # near 400 under this schedule, but a 400-step cosine decays too early (0.90 at 400: docs/results.md)
 VIDEO_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 100, "checkpoint_every": 100, "warmup_steps": 50,
@@ -766,7 +765,6 @@ def run_predict(trained: TrainedVideo, args: PredictArgs, as_json: bool) -> None
 SPEC = TaskSpec(NAME, "video classification (moving digits; cnn-lstm, convlstm or the order-blind mean-frame): "
                 "train, evaluate, predict", VideoConfig, train, TrainedVideo.load,
                 train_help="train a video classifier (default: moving digits)", train_defaults=VIDEO_TRAIN_DEFAULTS,
-                default_minutes=DEFAULT_MINUTES,
                 export="a clip is read by a CNN and a ConvLSTM over frames of a size fixed at training; export its "
                        "Recurrent layer with rnnkit.export.export_layer",
                 verbs={"evaluate": Verb("accuracy, macro-F1, per-class accuracy and the confusion matrix beside "

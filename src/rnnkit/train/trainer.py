@@ -22,9 +22,12 @@ evaluation); the Trainer owns everything else, so no task re-implements the loop
   contiguous buckets of time steps (keys ``"first-last"``);
 - evaluation every ``eval_every`` steps, the best checkpoint kept in ``best/``, early
   stopping after ``patience`` evaluations without improvement;
-- budgets: ``steps``, or ``max_minutes`` (a time budget measures its speed over its first
-  ``calibration_steps`` steps and 3% of the budget, then fixes the step count that fits, which the cosine schedule
-  needs; the count is stored, so a resumed run keeps it), or both (the first reached stops);
+- budgets: ``steps``, or ``max_minutes``, or both (the first reached stops). A time budget measures its
+  speed over its first ``calibration_steps`` steps and 3% of the budget, times one evaluation and one save,
+  and plans the step count that fits (the cosine schedule needs one); then, every ``calibration_steps`` steps
+  and 3% of the budget, it measures the speed again over that window (evaluations and saves included) and
+  re-plans the remaining steps, so a slow start or a busy spell does not shrink the whole run. The plan and
+  its window are stored in the checkpoint, so a resumed run keeps them;
 - checkpoints every ``checkpoint_every`` steps (and, with ``checkpoint_minutes``, at least every
   that many minutes of wall-clock time) in ``last/`` with every piece of state the
   next step depends on, so ``resume`` continues bit-identically; Ctrl-C stops after the
@@ -40,6 +43,7 @@ import random
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,8 +60,11 @@ from .report import MetricsLog, ProgressBar, TensorBoard, read_metrics
 from .schedule import lr_at
 
 # A time budget measures its speed over at least this fraction of the budget (and at least
-# calibration_steps steps): a few fast steps mislead, as the first ones on a busy machine do.
+# calibration_steps steps) before each plan: a few fast steps mislead, as the first ones on a busy machine do.
 CALIBRATION_FRACTION = 0.03
+# A plan fills this share of the time left: the steps after the last re-plan run at the last window's speed,
+# and a run that plans too many steps is cut by the clock before its cosine schedule ends.
+PLAN_MARGIN = 0.98
 # log_grad_norms splits the time steps into at most this many contiguous buckets: enough to see a
 # gradient fade over the sequence, few enough to read in metrics.jsonl.
 GRAD_TIME_BUCKETS = 10
@@ -74,8 +81,11 @@ class TrainingDiverged(RuntimeError):
 class TrainConfig:
     """How to train; the same flags for every task (``rnnkit <task> train --help``)."""
 
-    steps: int | None = field(default=None, metadata={"help": "optimizer steps to run (the budget)"})
-    max_minutes: float | None = field(default=None, metadata={"help": "wall-clock budget in minutes"})
+    steps: int | None = field(default=None, metadata={"help": "optimizer steps to run (the budget; the task's "
+                                                              "own count applies unless --max-minutes is given)"})
+    max_minutes: float | None = field(default=None, metadata={"help": "wall-clock budget in minutes: plans the "
+                                                                      "steps that fit, re-planned as the speed "
+                                                                      "changes; with --steps the first reached stops"})
     lr: float = field(default=3e-3, metadata={"help": "peak learning rate of AdamW"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW's decoupled weight decay, on matrices"})
     warmup_steps: int = field(default=50, metadata={"help": "linear warmup steps before the cosine decay"})
@@ -93,7 +103,8 @@ class TrainConfig:
     nan_patience: int = field(default=5, metadata={"help": "stop after N non-finite steps in a row"})
     nan_lr_factor: float = field(default=0.5, metadata={"help": "multiply the lr by this after a non-finite step"})
     calibration_steps: int = field(default=20, metadata={"help": "a time budget measures its speed over at least "
-                                                                  "these steps and 3% of the budget"})
+                                                                  "these steps and 3% of the budget, then "
+                                                                  "re-plans after each such window"})
     seed: int = field(default=0, metadata={"help": "seed of every random number generator"})
     device: str = field(default="cpu", metadata={"help": "cpu, cuda, cuda:1, ..."})
     tensorboard: bool = field(default=False, metadata={"help": "also write TensorBoard scalars to OUT/tensorboard"})
@@ -194,7 +205,11 @@ class TrainState:
     """Everything besides the model, optimizer and RNGs that the next step depends on."""
 
     step: int = 0  # optimizer steps done (skipped non-finite steps count: the data moved on)
-    total_steps: int | None = None  # fixed by --steps or by the time budget's calibration
+    total_steps: int | None = None  # fixed by --steps, or planned (and re-planned) by the time budget
+    plan_step: int | None = None  # a time budget: the step where its current speed window began
+    plan_elapsed_s: float = 0.0  # ... and the training time at that step
+    reserve_s: float | None = None  # a time budget: one evaluation and one save, kept for the run's end; None
+    # until the first plan timed them
     lr_factor: float = 1.0  # the NaN guard's cut of the learning rate
     nan_failures: int = 0  # non-finite steps in a row
     best_metric: float | None = None
@@ -212,8 +227,11 @@ class Trainer:
     """
 
     def __init__(self, task: TrainingTask, config: TrainConfig, out: str | Path, resume: bool = False,
-                 console: Console | None = None, progress: bool = True) -> None:
+                 console: Console | None = None, progress: bool = True,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        """``clock`` (seconds) times the budget, the speed and the logs; tests give a fake one."""
         config.validate()
+        self.clock = clock
         if config.tensorboard:
             TensorBoard.require()  # before any work, not after the first steps
         self.task = task
@@ -254,19 +272,18 @@ class Trainer:
         if self.group.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         board = TensorBoard(self.out / "tensorboard") if cfg.tensorboard and self.group.is_main else None
-        started = time.perf_counter()
+        started = self.clock()
         budget_s = None if cfg.max_minutes is None else cfg.max_minutes * 60
-        calibration_start: tuple[int, float] | None = None
         last_eval: dict | None = None
-        last_save = time.perf_counter()
-        log_tokens, log_time, log_losses = 0, time.perf_counter(), []
+        last_save = self.clock()
+        log_tokens, log_time, log_losses = 0, self.clock(), []
         self.model.train()
         previous_handler = self._catch_interrupt()
         bar = ProgressBar(self.console, st.total_steps, st.step, enabled=self.show_progress)
         try:
             with bar:
                 while True:
-                    elapsed = st.elapsed_s + time.perf_counter() - started
+                    elapsed = st.elapsed_s + self.clock() - started
                     if self.group.active:  # rank 0's clock and Ctrl-C decide, so every rank stops at the same step
                         elapsed, self._stop_requested = distributed.broadcast((elapsed, self._stop_requested),
                                                                               self.group)
@@ -289,17 +306,11 @@ class Trainer:
                     if loss is not None:
                         log_losses.append(loss)
 
-                    # a time budget: measure the speed over the first steps, then fix the step count
-                    if st.total_steps is None:
-                        if st.step == 2:  # step 1 pays one-time costs (extension builds, allocations)
-                            calibration_start = (st.step, time.perf_counter())
-                        ready = (calibration_start and st.step - calibration_start[0] >= cfg.calibration_steps
-                                 and time.perf_counter() - calibration_start[1] >= CALIBRATION_FRACTION * budget_s)
-                        if distributed.broadcast(ready, self.group):  # rank 0's clock, on every rank
-                            st.total_steps = self._fix_total_steps(calibration_start, budget_s, started, bar)
+                    if budget_s is not None:  # measure the speed over a window of steps, then (re-)plan
+                        self._plan(budget_s, st.elapsed_s + self.clock() - started, bar)
 
                     if st.step % cfg.log_every == 0 or st.step == st.total_steps:
-                        now = time.perf_counter()
+                        now = self.clock()
                         record = {"step": st.step, "loss": _mean(log_losses), "lr": self._lr(st.step - 1),
                                   "grad_norm": self._last_norm, "tokens_per_s": log_tokens / max(now - log_time, 1e-9),
                                   "elapsed_s": round(st.elapsed_s + now - started, 3)}
@@ -321,17 +332,17 @@ class Trainer:
                             st.stop_reason = f"reached {cfg.stop_when}"
                     due = st.step % cfg.checkpoint_every == 0
                     if cfg.checkpoint_minutes is not None and not due:  # rank 0's clock decides, for every rank
-                        due = distributed.broadcast(time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes,
+                        due = distributed.broadcast(self.clock() - last_save >= 60 * cfg.checkpoint_minutes,
                                                     self.group)
                     if due:
-                        self._save("last", st.elapsed_s + time.perf_counter() - started)
-                        last_save = time.perf_counter()
+                        self._save("last", st.elapsed_s + self.clock() - started)
+                        last_save = self.clock()
                     if st.stop_reason == "early stopping" or (st.stop_reason or "").startswith("reached "):
                         break
             if last_eval is None or last_eval["step"] != st.step:
                 last_eval = self._evaluate(bar, board)
-            st.elapsed_s += time.perf_counter() - started
-            started = time.perf_counter()
+            st.elapsed_s += self.clock() - started
+            started = self.clock()
             self._save("last", st.elapsed_s)
             self.metrics.write({"step": st.step, "event": "stop", "message": st.stop_reason})
         finally:
@@ -454,30 +465,50 @@ class Trainer:
         cfg = self.config
         return lr_at(step, self.state.total_steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio) * self.state.lr_factor
 
-    def _fix_total_steps(self, calibration_start: tuple[int, float], budget_s: float, started: float,
-                         bar: ProgressBar) -> int:
-        """The step count that fits the time budget, from the speed measured so far and an evaluation's cost."""
+    def _plan(self, budget_s: float, elapsed: float, bar: ProgressBar) -> None:
+        """A time budget's plan of ``total_steps``, made once its speed window is long enough.
+
+        The window opens at step 2 (step 1 pays one-time costs: extension builds, allocations) and
+        after each plan; it is long enough after ``calibration_steps`` steps and 3% of the budget. Then
+
+            s = (elapsed - plan_elapsed_s) / (step - plan_step)       seconds per step over the window
+            total = step + PLAN_MARGIN (budget_s - elapsed - reserve_s) / s, at most --steps
+
+        The first plan also times one evaluation and one save (``reserve_s``: the run's last ones);
+        later windows hold the evaluations and saves that fell in them.
+        """
         cfg, st = self.config, self.state
-        first, t0 = calibration_start
-        step_s = (time.perf_counter() - t0) / (st.step - first)
-        t_eval = time.perf_counter()
-        self._evaluate(bar, None)  # its cost is part of the plan (and it is a useful early reading)
-        eval_s = time.perf_counter() - t_eval
-        t_save = time.perf_counter()
-        self._save("last", st.elapsed_s + time.perf_counter() - started)
-        save_s = time.perf_counter() - t_save
-        left = budget_s - (st.elapsed_s + time.perf_counter() - started) - eval_s - save_s  # the final eval + save
-        per_step = step_s + eval_s / cfg.eval_every + save_s / cfg.checkpoint_every
-        total = st.step + max(1, int(0.98 * left / per_step))
+        if st.plan_step is None:
+            if st.step >= 2:
+                st.plan_step, st.plan_elapsed_s = st.step, elapsed
+            return
+        if st.step - st.plan_step < cfg.calibration_steps:  # the same on every rank: no need to ask rank 0
+            return
+        window_s = elapsed - st.plan_elapsed_s
+        if not distributed.broadcast(window_s >= CALIBRATION_FRACTION * budget_s, self.group):  # rank 0's clock
+            return
+        step_s = window_s / (st.step - st.plan_step)
+        first = st.reserve_s is None
+        if first:
+            t0 = self.clock()
+            self._evaluate(bar, None)  # its cost is part of the plan (and it is a useful early reading)
+            eval_s = self.clock() - t0
+            self._save("last", elapsed + self.clock() - t0)
+            st.reserve_s = self.clock() - t0
+            elapsed += st.reserve_s
+        left = budget_s - elapsed - st.reserve_s
+        total = st.step + max(1, int(PLAN_MARGIN * left / step_s))
         if cfg.steps is not None:
             total = min(total, cfg.steps)
         total = distributed.broadcast(total, self.group)  # rank 0's clock: the same schedule on every rank
-        bar.print(f"time budget {cfg.max_minutes:g} min: {step_s * 1e3:.0f} ms/step, evaluation {eval_s:.1f} s "
-                  f"-> {total} steps")
-        self.metrics.write({"step": st.step, "event": "budget", "message": f"fixed total_steps={total}",
-                            "step_s": step_s, "eval_s": eval_s})
-        bar.set_total(total)
-        return total
+        if first:
+            bar.print(f"time budget {cfg.max_minutes:g} min: {step_s * 1e3:.0f} ms/step, evaluation {eval_s:.1f} s "
+                      f"-> {total} steps")
+        if total != st.total_steps:
+            self.metrics.write({"step": st.step, "event": "budget", "message": f"planned total_steps={total}",
+                                "step_s": step_s, "elapsed_s": round(elapsed, 3)})
+            bar.set_total(total)
+        st.total_steps, st.plan_step, st.plan_elapsed_s = total, st.step, elapsed
 
     # ------------------------------------------------------------------ evaluation and checkpoints
 
@@ -572,8 +603,8 @@ class Trainer:
         rng_meta, stream_meta, carry_meta = meta.pop("rng"), meta.pop("stream"), meta.pop("carry")
         carry_ranks = meta.pop("carry_ranks", [])  # ranks 1.. of a run under torchrun
         self.state = TrainState(**meta)
-        if self.config.steps is not None and self.config.steps != self.state.total_steps:
-            self.state.total_steps = self.config.steps  # a longer (or shorter) --steps extends the run
+        if self.config.steps is not None and self.config.steps != ckpt.config.get("train", {}).get("steps"):
+            self.state.total_steps = self.config.steps  # another --steps than the run's extends (or shortens) it
         self.state.stop_reason = None
         group = _split(ckpt.trainer_tensors)
         checkpoint.restore_rng(rng_meta, group.get("rng", {}))

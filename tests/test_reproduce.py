@@ -1,0 +1,78 @@
+"""scripts/reproduce.py (``make results``): the headline table from the runs' JSON, resumable, guarded rows.
+
+The fast tests feed the table made-up results; the slow one runs one row with ``--quick`` end to end, twice.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("reproduce", ROOT / "scripts" / "reproduce.py")
+reproduce = importlib.util.module_from_spec(_spec)
+sys.modules["reproduce"] = reproduce  # its dataclasses look their module up
+_spec.loader.exec_module(reproduce)
+
+
+def result(seed: int, value: float, **metrics) -> dict:
+    return {"row": "toy", "seed": seed, "value": value, "baseline": 0.5, "steps": 100, "wall_s": 10.0 + seed,
+            "threads": 2, "cpu": "CPU", "cpu_capability": "default", "metrics": metrics}
+
+
+def test_the_table_gives_the_mean_the_spread_and_in_how_many_seeds_the_target_holds():
+    row = reproduce.Row("toy", ("toy", "train"), "accuracy", "majority", reproduce.Target(">=", 0.9))
+    lines = reproduce.table([row], {"toy": [result(0, 0.877), result(1, 0.986), result(2, 0.989)]}).splitlines()
+    assert lines[2] == "| toy | accuracy | 0.9507 | 0.877-0.989 | 0,1,2 | 0.5 | >= 0.9 | 2 of 3 | 100 | 11 | CPU " \
+                       "(default) | 2 |"
+
+
+def test_a_relative_target_reads_the_other_metric_of_the_same_run():
+    target = reproduce.Target("<=", 0.6, "copy_last_mse")
+    assert target.holds({"__value__": 0.5, "copy_last_mse": 1.0})
+    assert not target.holds({"__value__": 0.5, "copy_last_mse": 0.8})
+    assert str(target) == "<= 0.6 x copy_last_mse"
+
+
+def test_the_table_replaces_only_what_is_between_its_markers(tmp_path):
+    doc = tmp_path / "results.md"
+    doc.write_text(f"# Results\nbefore\n{reproduce.BEGIN}\nold table\n{reproduce.END}\nafter\n")
+    reproduce.write_table(doc, "| new |")
+    assert doc.read_text() == f"# Results\nbefore\n{reproduce.BEGIN}\n| new |\n{reproduce.END}\nafter\n"
+    doc.write_text("# Results\n")
+    with pytest.raises(SystemExit, match="no headline-table markers"):
+        reproduce.write_table(doc, "| new |")
+
+
+def test_a_row_whose_task_or_flag_does_not_exist_is_not_available():
+    assert reproduce.available(["forecast", "train", "--series", "seattle_temps"])
+    assert not reproduce.available(["forecast", "train", "--series", "no_such_series"])  # the Config refuses it
+    assert not reproduce.available(["asr", "train", "--no-such-flag"])  # the parser refuses it
+    assert not reproduce.available(["no_such_task", "train"])
+
+
+def test_docs_results_md_has_the_markers():
+    text = (ROOT / "docs" / "results.md").read_text()
+    assert text.count(reproduce.BEGIN) == 1 and text.count(reproduce.END) == 1
+
+
+@pytest.mark.slow
+def test_quick_runs_a_row_writes_its_json_and_table_and_a_second_call_does_not_run_it_again(tmp_path, capsys):
+    argv = ["--quick", "--only", "speech-vowels", "forecast-sp500", "--results", str(tmp_path / "results"),
+            "--runs", str(tmp_path / "runs"), "--doc", str(tmp_path / "table.md")]
+    assert reproduce.main(argv) == 0
+    saved = tmp_path / "results" / "speech-vowels-seed0.json"
+    first = json.loads(saved.read_text())
+    assert (first["steps"], first["threads"], first["metric"]) == (reproduce.QUICK_STEPS, 2, "accuracy")
+    assert first["command"].startswith("export OMP_NUM_THREADS=2; rnnkit speech train --seed 0")
+    assert 0 <= first["value"] <= 1 and first["baseline"] == pytest.approx(0.0784, abs=1e-4)
+    printed = capsys.readouterr().out
+    if not reproduce.available(["forecast", "train", "--series", "sp500"]):
+        assert "forecast-sp500: skipped: task/flag not available" in printed
+    saved.write_text(json.dumps({**first, "value": 0.123}))  # a kept result is read, not run again
+    assert reproduce.main(argv) == 0
+    assert "| speech-vowels | accuracy | 0.123 | - | 0 |" in (tmp_path / "table.md").read_text()
