@@ -38,6 +38,16 @@ def test_a_relative_target_reads_the_other_metric_of_the_same_run():
     assert str(target) == "<= 0.6 x copy_last_mse"
 
 
+def test_a_dotted_metric_reads_a_nested_result_and_a_missing_one_is_none():
+    metrics = {"mae_over_horizons": {"model": 2.9, "climatology": 3.15}, "mse": 1.0}
+    assert reproduce.lookup(metrics, "mae_over_horizons.model") == 2.9
+    assert reproduce.lookup(metrics, "mse") == 1.0
+    assert reproduce.lookup(metrics, "mae_over_horizons.ets") is None
+    assert reproduce.lookup(metrics, "mse.model") is None
+    target = reproduce.Target("<", 1.0, "mae_over_horizons.climatology")
+    assert target.holds({**metrics, "__value__": 2.9}) and not target.holds({**metrics, "__value__": 3.2})
+
+
 def test_the_table_replaces_only_what_is_between_its_markers(tmp_path):
     doc = tmp_path / "results.md"
     doc.write_text(f"# Results\nbefore\n{reproduce.BEGIN}\nold table\n{reproduce.END}\nafter\n")
