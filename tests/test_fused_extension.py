@@ -496,3 +496,41 @@ def test_build_in_an_environment_that_is_not_activated(tmp_path):
     assert done.stdout.startswith("loaded"), done.stdout
     assert extension.BUILD_MESSAGE in done.stderr
     assert list((tmp_path / "cache").glob("rnnkit_fused_*/rnnkit_fused_*.so")), "no library in the fresh cache"
+
+
+@needs_extension
+@pytest.mark.parametrize("proj_size", [0, 3], ids=["noproj", "proj"])
+def test_layernorm_input_norm_runs_in_the_cpp_loop(proj_size, monkeypatch):
+    """layernorm_lstm hands the raw x W_ih^T to the C++ loop, which normalizes each step (LN_ih) forward and
+    backward: no Python layer norm runs, and float32 matches the float64 reference backend within 1e-4 relative
+    to the largest value, for the output, the final state and every gradient (lengths, b_ih and projection)."""
+    torch.manual_seed(0)
+    ref = rnnkit.Recurrent("layernorm_lstm", 4, 9, proj_size=proj_size, backend="reference", dtype=torch.float64)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    ours = rnnkit.Recurrent("layernorm_lstm", 4, 9, proj_size=proj_size, backend="fused")
+    ours.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
+    gen = torch.Generator().manual_seed(1)
+    T, B, R = 6, 5, proj_size or 9
+    x = 3 * torch.randn(T, B, 4, dtype=torch.float64, generator=gen) + 1  # off zero mean: LN_ih's mean matters
+    state = LSTMState(torch.randn(1, B, R, dtype=torch.float64, generator=gen),
+                      torch.randn(1, B, 9, dtype=torch.float64, generator=gen))
+    lengths = torch.tensor([6, 2, 5, 1, 6])
+    coefs = [torch.randn(T, B, R, dtype=torch.float64, generator=gen),
+             torch.randn(1, B, R, dtype=torch.float64, generator=gen),
+             torch.randn(1, B, 9, dtype=torch.float64, generator=gen)]
+    expected = run(ref, x, state, lengths, coefs)
+
+    def no_python_layer_norm(*args, **kwargs):
+        raise AssertionError("a Python layer norm ran on the C++ path: LN_ih belongs in the loop")
+
+    spy = OpSpy(extension.load())
+    monkeypatch.setattr(extension, "_ops", spy)
+    monkeypatch.setattr(torch.nn.functional, "layer_norm", no_python_layer_norm)
+    got = run(ours, x.float(), LSTMState(*(s.float() for s in state)), lengths, [k.float() for k in coefs])
+    assert spy.calls == ["lstm_forward", "lstm_backward"], f"the C++ loops did not run: {spy.calls}"
+    assert got.keys() == expected.keys()
+    for name in expected:
+        scale = max(1.0, float(expected[name].abs().max()))
+        assert_close(name, expected[name], got[name].double(), 1e-4 * scale)

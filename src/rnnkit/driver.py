@@ -94,8 +94,12 @@ def time_loop(cell, gx: Tensor, state: State, weights, lengths: Tensor | None, n
     return torch.stack(outputs), state
 
 
-def run_stack(layer, x: Tensor, lengths: Tensor | None, state: State, recurrence) -> tuple[Tensor, State]:
+def run_stack(layer, x: Tensor, lengths: Tensor | None, state: State, recurrence,
+              project=None) -> tuple[Tensor, State]:
     """Layers, directions and dropout around ``recurrence(cell, gx, state, weights, lengths[, noise])``.
+
+    ``project(cell, x, weights) -> gx`` forms gx, ``cell.input_projection`` when None (a backend
+    that does part of the projection inside its loop passes its own: the fused layernorm_lstm).
 
     ``layer`` is a ``Recurrent`` or a ``ConvRecurrent``: it gives ``cell``, ``num_layers``,
     ``num_directions``, ``dropout``, ``regularizers``, ``training`` and ``weights(k, d)``; x is
@@ -123,7 +127,8 @@ def run_stack(layer, x: Tensor, lengths: Tensor | None, state: State, recurrence
                     w = {**w, "weight_hh": drop_weight(w["weight_hh"], reg.weight_drop)}
                 noise = step_noise(reg, s0, x.shape[0])
             xin = layer_input if d == 0 else reverse_padded(layer_input, lengths)
-            gx = layer.cell.input_projection(xin, w)  # (T, B, G*H, *S): all steps at once
+            # (T, B, G*H, *S): all steps at once
+            gx = layer.cell.input_projection(xin, w) if project is None else project(layer.cell, xin, w)
             if noise is None:
                 out, s = recurrence(layer.cell, gx, s0, w, lengths)
             else:

@@ -212,11 +212,19 @@ class LayerNormLSTMCell(_LSTMFamily):
                     w.uniform_(-bound, bound)
 
     def input_projection(self, x, w):
-        # LN(W_ih x) * gain + ln_ih_bias + b_ih, with both biases added inside the LayerNorm: one
-        # full (T, B, 4H) tensor less to allocate and fill
-        bias = w["ln_ih_bias"] if "bias_ih" not in w else w["ln_ih_bias"] + w["bias_ih"]
-        return F.layer_norm(F.linear(x, w["weight_ih"]), w["ln_ih_weight"].shape, w["ln_ih_weight"], bias,
-                            self.eps)  # (T, B, 4H)
+        """LN_ih(W_ih x) + b_ih: ``normalize_input(x W_ih^T, w)``, (T, B, I) -> (T, B, 4H)."""
+        return self.normalize_input(F.linear(x, w["weight_ih"]), w)
+
+    @staticmethod
+    def input_bias(w):
+        """ln_ih_bias + b_ih (4H,): LN_ih's bias with b_ih in it."""
+        return w["ln_ih_bias"] if "bias_ih" not in w else w["ln_ih_bias"] + w["bias_ih"]
+
+    def normalize_input(self, raw, w):
+        """LN_ih(raw) + b_ih for the raw input projection x W_ih^T (.., 4H), with both biases added inside the
+        LayerNorm: one full (T, B, 4H) tensor less to allocate and fill. The fused backend's C++ loop does
+        this per step instead (``backends/fused/lstm.py``)."""
+        return F.layer_norm(raw, w["ln_ih_weight"].shape, w["ln_ih_weight"], self.input_bias(w), self.eps)
 
     def step(self, gx, state, w):
         return layernorm_lstm_step(

@@ -6,7 +6,8 @@ dW_ih is one GEMM), the reversal of the reverse direction, dropout between layer
 family's ``recurrence(cell, gx, state, weights, lengths, noise=None) -> (out, state)`` replaces
 only the time loop, with the same contract as ``driver.time_loop``:
 
-    gx       (T, B, G)   the input projection, G = gates * H
+    gx       (T, B, G)   the input projection, G = gates * H (layernorm_lstm: the raw x W_ih^T, before
+                         LN_ih and b_ih; ``lstm.input_projection``)
     state    the initial state of this layer and direction: (B, R) or LSTMState((B, R), (B, H))
     weights  the layer's parameters for this layer and direction, under the cell's names
     lengths  (B,) int64 on gx's device, or None: step t of sequence b runs while t < lengths[b];
@@ -55,5 +56,10 @@ def supports(problem) -> str | None:
     return None  # every regularizer: the driver applies the rest, the kernels hidden dropout and zoneout
 
 
+# cell name -> input projection, where a kernel takes gx other than ``cell.input_projection``'s
+PROJECTIONS = {"layernorm_lstm": lstm.input_projection}
+
+
 def run(layer, x: Tensor, lengths: Tensor | None, state: State) -> tuple[Tensor, State]:
-    return run_stack(layer, x, lengths, state, KERNELS[layer.cell.name])
+    name = layer.cell.name
+    return run_stack(layer, x, lengths, state, KERNELS[name], PROJECTIONS.get(name))

@@ -32,6 +32,12 @@ not run):
 A call with hidden dropout or zoneout runs the Python loops; the C++ loops run the plain cell, for all
 four kinds (layernorm_lstm saves and returns the same tensors as its Python loop).
 
+layernorm_lstm's input path: the layer hands this backend the raw x W_ih^T (``input_projection``).
+Where the C++ loop runs, it normalizes each step's rows itself (LN_ih, then + b_ih) and its backward
+returns d(x W_ih^T) = LN_ih's backward of the gate gradients, d ln_ih_weight = sum_t da * x_hat_ih and
+d(ln_ih_bias + b_ih) = sum_t da; otherwise ``recurrence`` applies ``cell.normalize_input`` (autograd)
+before the Python loop.
+
 Double backward: forward also saves its inputs (by reference), and a backward under
 ``create_graph=True`` differentiates the cell's reference loop instead (``common.differentiable_grads``),
 whichever loop, C++ or Python, ran the forward.
@@ -59,16 +65,28 @@ from .common import (
 )
 
 
+def input_projection(cell, x: Tensor, w) -> Tensor:
+    """layernorm_lstm's gx for ``recurrence``: the raw x W_ih^T (T, B, 4H), normalized in the loop."""
+    return torch.nn.functional.linear(x, w["weight_ih"])
+
+
 def recurrence(cell, gx: Tensor, state: LSTMState, w, lengths: Tensor | None,
                noise: StepNoise | None = None) -> tuple[Tensor, LSTMState]:
     """The fused time loop of one LSTM-family layer and direction (contract in fused/__init__.py)."""
     mask = step_mask(lengths, gx.shape[0], gx.device)
     hidden, keep = loop_masks(noise, mask)
     eps = getattr(cell, "eps", 0.0)
+    ops = _cpp_loops(cell.name, gx) if hidden is None and keep is None else None
+    ln_ih_weight = ln_ih_bias = None
+    if cell.name == "layernorm_lstm":  # gx is the raw x W_ih^T (input_projection)
+        if ops is None:
+            gx = cell.normalize_input(gx, w)
+        else:
+            ln_ih_weight, ln_ih_bias = w["ln_ih_weight"], cell.input_bias(w)
     out, h, c = _LSTMLoop.apply(
-        cell, eps, mask, hidden, keep, torch.is_grad_enabled(), gx, state.h, state.c, w["weight_hh"],
+        cell, eps, mask, hidden, keep, torch.is_grad_enabled(), ops, gx, state.h, state.c, w["weight_hh"],
         w.get("bias_hh"), w.get("weight_hr"), w.get("weight_peephole"), w.get("ln_hh_weight"), w.get("ln_hh_bias"),
-        w.get("ln_c_weight"), w.get("ln_c_bias"),
+        w.get("ln_c_weight"), w.get("ln_c_bias"), ln_ih_weight, ln_ih_bias,
     )
     return out, LSTMState(h, c)
 
@@ -89,12 +107,18 @@ def _layer_norm_backward(dy_weighted: Tensor, x_hat: Tensor, rstd: Tensor) -> Te
 
 # the weights _LSTMLoop takes after gx, h0, c0, in its argument order, under the cells' names
 _WEIGHTS = ("weight_hh", "bias_hh", "weight_hr", "weight_peephole", "ln_hh_weight", "ln_hh_bias", "ln_c_weight",
-            "ln_c_bias")
+            "ln_c_bias", "ln_ih_weight", "ln_ih_bias")
 
 
 def _reference(cell, mask, hidden, keep, gx, h0, c0, *weights) -> tuple[Tensor, Tensor, Tensor]:
-    """_LSTMLoop's function on the reference path: (out, h, c), for the double backward."""
-    out, state = reference_loop(cell, gx, LSTMState(h0, c0), dict(zip(_WEIGHTS, weights)), mask, hidden, keep)
+    """_LSTMLoop's function on the reference path: (out, h, c), for the double backward.
+
+    With ln_ih_weight, gx is layernorm_lstm's raw x W_ih^T and ln_ih_bias holds b_ih: LN_ih comes first.
+    """
+    w = dict(zip(_WEIGHTS, weights))
+    if w["ln_ih_weight"] is not None:
+        gx = torch.nn.functional.layer_norm(gx, w["ln_ih_weight"].shape, w["ln_ih_weight"], w["ln_ih_bias"], cell.eps)
+    out, state = reference_loop(cell, gx, LSTMState(h0, c0), w, mask, hidden, keep)
     return out, state.h, state.c
 
 
@@ -150,36 +174,36 @@ def _loop_dtype(gx: Tensor) -> torch.dtype:
 
 class _LSTMLoop(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, cell, eps, mask, hidden, keep, grad_enabled, gx, h0, c0, weight_hh, bias_hh, weight_hr,
-                weight_peephole, ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias):
+    def forward(ctx, cell, eps, mask, hidden, keep, grad_enabled, ops, gx, h0, c0, weight_hh, bias_hh, weight_hr,
+                weight_peephole, ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias, ln_ih_weight, ln_ih_bias):
+        """``ops``: the C++ loops (``_cpp_loops``) or None; ln_ih_weight and ln_ih_bias (+ b_ih): only with ops,
+        for layernorm_lstm, whose gx is then the raw x W_ih^T."""
         kind = cell.name
         # saved last, by reference, for a double backward (``common.differentiable_grads``)
         inputs = [gx, h0, c0, weight_hh, bias_hh, weight_hr, weight_peephole, ln_hh_weight, ln_hh_bias, ln_c_weight,
-                  ln_c_bias]
+                  ln_c_bias, ln_ih_weight, ln_ih_bias]
         ctx.cell = cell
+        ctx.dtypes = [None if x is None else x.dtype for x in inputs]
         global last_loop
-        ops = _cpp_loops(kind, gx) if hidden is None and keep is None else None
         ctx.cpp = ops is not None
         last_loop = "Python"
         if ops is not None:  # the same loop in C++, saving the same tensors
             ctx.kind, ctx.eps, ctx.mask, ctx.keep = kind, eps, mask, None
-            ctx.dtypes = [None if x is None else x.dtype for x in (gx, h0, c0, weight_hh, bias_hh, weight_hr,
-                                                                  weight_peephole, ln_hh_weight, ln_hh_bias,
-                                                                  ln_c_weight, ln_c_bias)]
             ctx.has_bias = bias_hh is not None
             dtype = _loop_dtype(gx)
             W, W_hr, peep = weight_hh.to(dtype), _cast(weight_hr, dtype), _cast(weight_peephole, dtype)
             # needs_input_grad ignores grad mode: under no_grad (grad_enabled False) nothing is saved
             training = grad_enabled and any(ctx.needs_input_grad)
             ln = [] if kind != "layernorm_lstm" else [x.to(dtype) for x in (ln_hh_weight, ln_hh_bias, ln_c_weight,
-                                                                            ln_c_bias)]
+                                                                            ln_c_bias, ln_ih_weight, ln_ih_bias)]
             gemm = extension.forward_gemm(kind, training, dtype, W_hr)
-            out, h, c, acts, tcs, hs, cs, ms, xhat_hh, rstd_hh, mean_c, rstd_c = ops.lstm_forward(
+            out, h, c, acts, tcs, hs, cs, ms, xhat_hh, rstd_hh, mean_c, rstd_c, mean_ih, rstd_ih = ops.lstm_forward(
                 _CPP_KIND[kind], gx.to(dtype), h0, c0, W, _cast(bias_hh, dtype), W_hr, peep,
                 None if mask is None else mask[..., 0], training, gemm, ln, eps)
             last_loop = f"C++ {extension.loaded_variant()} {gemm}" + (" float32" if dtype != gx.dtype else "")
-            if training:  # layer norm: x_hat_hh, rstd_hh, mean_c, rstd_c, and the two gains
-                ln_saved = [xhat_hh, rstd_hh, mean_c, rstd_c, ln[0], ln[2]] if ln else []
+            if training:  # layer norm: x_hat_hh, rstd_hh, mean_c, rstd_c, the hh and c gains, LN_ih's statistics
+                # and gain (the backward reads gx from the inputs)
+                ln_saved = [xhat_hh, rstd_hh, mean_c, rstd_c, ln[0], ln[2], mean_ih, rstd_ih, ln[4]] if ln else []
                 ctx.save_for_backward(W, acts, tcs, hs, cs, W_hr, ms if W_hr is not None else None, peep,
                                       None, None, *ln_saved, *inputs)
             return out, h, c
@@ -272,9 +296,6 @@ class _LSTMLoop(torch.autograd.Function):
                     torch.where(mt, h_new, torch.zeros_like(h_new), out=out[t])
 
         ctx.kind, ctx.eps, ctx.mask, ctx.keep = kind, eps, mask, keep
-        ctx.dtypes = [None if x is None else x.dtype for x in (gx, h0, c0, weight_hh, bias_hh, weight_hr,
-                                                              weight_peephole, ln_hh_weight, ln_hh_bias,
-                                                              ln_c_weight, ln_c_bias)]
         ctx.has_bias = bias_hh is not None
         saved = [W, acts, tcs, hs, cs, W_hr, ms, peep, h_mask, c_tilde]
         if ln:
@@ -292,11 +313,11 @@ class _LSTMLoop(torch.autograd.Function):
             def run(*args):
                 return _reference(ctx.cell, mask, saved[8], ctx.keep, *args)
 
-            return (None,) * 6 + tuple(differentiable_grads(run, inputs, (grad_out, grad_h, grad_c)))
+            return (None,) * 7 + tuple(differentiable_grads(run, inputs, (grad_out, grad_h, grad_c)))
         W, acts, tcs, hs, cs, W_hr, ms, peep = saved[:8]
         h_mask, c_tilde = saved[8:10]  # None on the C++ path
         if ln:
-            xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c = saved[10:]
+            xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c = saved[10:16]
         with torch.autocast(acts.device.type, enabled=False):
             dtype = acts.dtype
             T, B, G = acts.shape
@@ -305,7 +326,8 @@ class _LSTMLoop(torch.autograd.Function):
             ops = extension.load() if ctx.cpp else None
             if ops is not None:
                 # xhat_c holds mean_c here: the C++ backward recomputes LN_c's x_hat from c_t
-                ln_saved = [xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c] if ln else []
+                # and gx, LN_ih's statistics and gain: dpre_all is then d(x W_ih^T)
+                ln_saved = [xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c, inputs[0].to(dtype), *saved[16:]] if ln else []
                 dpre_all, dh, dc, dhnew, draw, *ln_grads = ops.lstm_backward(
                     _CPP_KIND[kind], grad_out, dh, dc, W, acts, tcs, cs, W_hr, peep,
                     None if mask is None else mask[..., 0], extension.packed_gemm(), ln_saved)
@@ -392,11 +414,11 @@ class _LSTMLoop(torch.autograd.Function):
                 grad_peep = torch.stack([sum_rows(da_i * c_prev_all), sum_rows(da_f * c_prev_all),
                                          sum_rows(da_o * c_all)])  # (3, H)
             if not ln:
-                grad_ln = [None] * 4
-            elif grad_ln is None:
+                grad_ln = [None] * 6
+            elif grad_ln is None:  # the Python loop: gx came normalized, no ln_ih inputs
                 grad_ln = [sum_rows(dpre_all * xhat_hh), sum_rows(dpre_all) if grad_b is None else grad_b,
-                           sum_rows(dcn_all * xhat_c), sum_rows(dcn_all)]
+                           sum_rows(dcn_all * xhat_c), sum_rows(dcn_all), None, None]
 
         grads = [dpre_all, dh, dc, grad_W, grad_b, grad_W_hr, grad_peep, *grad_ln]
         grads = [None if g is None else g.to(dt) for g, dt in zip(grads, ctx.dtypes)]
-        return (None, None, None, None, None, None, *grads)
+        return (None,) * 7 + tuple(grads)

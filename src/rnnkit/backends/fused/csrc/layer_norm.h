@@ -1,6 +1,8 @@
 // Layer norm over one row, forward and backward, and the layer-norm LSTM's pointwise passes:
-//   pre = gx + b_hh + LN_hh(h_{t-1} W_hh^T),  gates and c_t as the plain LSTM,  m = o * tanh(LN_c(c_t))
-// Each row is one unit of work: LN_hh reduces over the row's 4H values, LN_c over its H.
+//   pre = LN_ih(x_t W_ih^T) + b_ih + b_hh + LN_hh(h_{t-1} W_hh^T),  gates and c_t as the plain LSTM,
+//   m = o * tanh(LN_c(c_t))
+// Each row is one unit of work: LN_ih and LN_hh reduce over the row's 4H values, LN_c over its H.
+// LN_ih normalizes the raw input projection here, per step, so the layer forms no normalized (T, B, 4H) copy.
 #pragma once
 
 #include <cmath>
@@ -44,7 +46,9 @@ void layer_norm_backward(const T* dy, const T* gain, const T* x_hat, T rstd, T* 
 // Forward of one whole row.
 template <typename T>
 struct LNFwdRow {
-  const T* gx;       // (G) LN_ih(W_ih x_t) + b_ih
+  const T* gx;       // (G) x_t W_ih^T, raw
+  const T* g_ih;     // (G) LN_ih gain
+  const T* b_ih;     // (G) LN_ih bias + b_ih
   const T* raw;      // (G) h_{t-1} W_hh^T
   const T* bias;     // (G) b_hh, or null
   const T* g_hh;     // (G) LN_hh gain
@@ -54,6 +58,8 @@ struct LNFwdRow {
   const T* c_prev;   // (H)
   const T* h_prev;   // (R) only read without projection, for a finished row
   T* act;            // (G) activated gates (a scratch row in inference)
+  T* mean_ih;        // (1) or null (inference): backward recomputes LN_ih's x_hat from gx
+  T* rstd_ih;        // (1) or null (inference)
   T* xhat_hh;        // (G) normalized raw, or null (inference)
   T* rstd_hh;        // (1) or null (inference)
   T* xhat_c;         // (H) scratch: c_t first, then LN_c's normalized c_t
@@ -71,15 +77,21 @@ struct LNFwdRow {
     using V = Vectorized<T>;
     using Gk = Gates<T, kLSTM>;
     const V zero(T(0));
+    const auto [mean_x, rs_x] = mean_rstd(gx, 4 * H, eps);
+    if (rstd_ih) {
+      *mean_ih = mean_x;
+      *rstd_ih = rs_x;
+    }
     const auto [mean_h, rs_h] = mean_rstd(raw, 4 * H, eps);
     if (rstd_hh) *rstd_hh = rs_h;
-    const V mh(mean_h), rh(rs_h);
+    const V mx(mean_x), rx(rs_x), mh(mean_h), rh(rs_h);
     for_lanes<T>(0, H, [&](const Lanes<T>& l) {
       V a[4];
       for (int k = 0; k < 4; ++k) {
         const V xh = (l.ld(raw + k * H) - mh) * rh;
         if (xhat_hh) l.st(xh, xhat_hh + k * H);
-        const V gxb = bias ? l.ld(gx + k * H) + l.ld(bias + k * H) : l.ld(gx + k * H);
+        const V gn = l.ld(b_ih + k * H) + (l.ld(gx + k * H) - mx) * rx * l.ld(g_ih + k * H);
+        const V gxb = bias ? gn + l.ld(bias + k * H) : gn;
         a[k] = gxb + (l.ld(b_hh + k * H) + xh * l.ld(g_hh + k * H));
       }
       const V cp = l.ld(c_prev);
@@ -111,7 +123,7 @@ struct LNFwdRow {
 };
 
 // Backward of one whole active row: the gate pass with LN_c's backward in it, then LN_hh's backward,
-// da -> d(raw).
+// da -> d(raw), then LN_ih's backward, da -> d gx (in place: da holds d(x_t W_ih^T) when it returns).
 template <typename T>
 struct LNBwdRow {
   const T* dm;       // (H) dL/dm, or null: then dm = dh + gout (no projection)
@@ -127,11 +139,16 @@ struct LNBwdRow {
   T rstd_c;
   const T* g_hh;     // (G) LN_hh gain
   const T* g_c;      // (H) LN_c gain
-  T* da;             // (G) gradient of the pre-activation gates (= d gx)
+  const T* gx;       // (G) x_t W_ih^T, raw: LN_ih's x_hat is recomputed from it
+  T mean_ih;
+  T rstd_ih;
+  const T* g_ih;     // (G) LN_ih gain
+  T* da;             // (G) gradient of the pre-activation gates, then of x_t W_ih^T
   T* draw;           // (G) gradient of h_{t-1} W_hh^T
-  T* scratch;        // (3H) gradient of LN_c(c_t), LN_c's dx, LN_c's x_hat
+  T* scratch;        // (3H + G) gradient of LN_c(c_t), LN_c's dx, LN_c's x_hat, LN_ih's x_hat
   T* dc;             // (H) in: dL/dc_t from step t+1; out: dL/dc_{t-1}
-  T* sums;           // (2G + 2H) this thread's sums: d ln_hh_weight, d ln_hh_bias, d ln_c_weight, d ln_c_bias
+  T* sums;           // (4G + 2H) this thread's sums: d ln_hh_weight, d ln_hh_bias, d ln_c_weight, d ln_c_bias,
+                     // d ln_ih_weight, d ln_ih_bias
 
   void operator()(int64_t H) const {
     using V = Vectorized<T>;
@@ -157,6 +174,12 @@ struct LNBwdRow {
       for (int k = 0; k < 3; ++k) l.st(d[k], da + k * H);
     });
     layer_norm_backward(static_cast<const T*>(da), g_hh, xhat_hh, rstd_hh, draw, sums, sums + G, G);
+    T* xhat_ih = scratch + 3 * H;
+    const V mx(mean_ih), rx(rstd_ih);
+    for_lanes<T>(0, G, [&](const Lanes<T>& l) { l.st((l.ld(gx) - mx) * rx, xhat_ih); });
+    // in place: layer_norm_backward reads all of dy before it writes dx, element by element
+    layer_norm_backward(static_cast<const T*>(da), g_ih, static_cast<const T*>(xhat_ih), rstd_ih, da,
+                        sums + 2 * G + 2 * H, sums + 3 * G + 2 * H, G);
   }
 };
 

@@ -17,12 +17,13 @@
 // pre-activations per row. Both ops return a fixed number of tensors, empty ones where a kind or mode
 // has none (see the schemas at the end).
 //
-// layernorm_lstm: the recurrent GEMM has no bias (LN_hh normalizes h_{t-1} W_hh^T alone, b_hh is
-// added after it), and each row is one unit of work, because both layer norms need the statistics
-// of the whole row: LN_hh's over 4H, then LN_c's over H. Forward saves x_hat and rstd of LN_hh and
-// the mean and rstd of LN_c (backward recomputes LN_c's x_hat from c_t); backward runs LN_c's
-// backward inside the gate pass and LN_hh's after it, and returns d(h W_hh^T) and the LN parameters'
-// gradients beside the gate gradients.
+// layernorm_lstm: gx is the raw input projection x_t W_ih^T, normalized here per step by LN_ih (gain
+// ln_ih_weight, bias ln_ih_bias + b_ih); the recurrent GEMM has no bias (LN_hh normalizes h_{t-1} W_hh^T
+// alone, b_hh is added after it), and each row is one unit of work, because the layer norms need the
+// statistics of the whole row: LN_ih's and LN_hh's over 4H, then LN_c's over H. Forward saves x_hat and
+// rstd of LN_hh and the means and rstds of LN_c and LN_ih (backward recomputes their x_hat from c_t and
+// gx); backward runs LN_c's backward inside the gate pass, LN_hh's and LN_ih's after it, and returns
+// d gx (of the raw projection), d(h W_hh^T) and the LN parameters' gradients.
 //
 // Lengths arrive as a (T, B) bool mask: a finished row keeps its state and outputs zeros; in the
 // backward its state gradients pass through unchanged and its gate gradients are zero.
@@ -47,12 +48,12 @@
 namespace rnnkit_fused {
 namespace {
 
-// out, h_T, c_T, acts, tcs, hs, cs, ms, x_hat_hh, rstd_hh, mean_c, rstd_c
+// out, h_T, c_T, acts, tcs, hs, cs, ms, x_hat_hh, rstd_hh, mean_c, rstd_c, mean_ih, rstd_ih
 using Forward = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                           Tensor>;
+                           Tensor, Tensor, Tensor>;
 // d gx, dh_0, dc_0, dh_new (projection), d(h W_hh^T) (layer norm), d ln_hh_weight, d ln_hh_bias,
-// d ln_c_weight, d ln_c_bias
-using Backward = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+// d ln_c_weight, d ln_c_bias, d ln_ih_weight, d ln_ih_bias
+using Backward = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 // A (T, B, G) buffer for d(h W_hh^T), reused by the calls of one thread: the caller only forms dW_hh
 // from it and drops it, and a fresh tensor of that size costs its page faults on every call (~2 us
@@ -129,7 +130,8 @@ Sizes check_sizes_of(const char* op, int64_t kind, const char* gates_name, const
   return s;
 }
 
-// The layer-norm kind's gains and biases: ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias.
+// The layer-norm kind's gains and biases: ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias, ln_ih_weight and
+// ln_ih_bias (with b_ih added).
 struct LNParams {
   std::vector<Tensor> w;
   double eps = 0.0;
@@ -169,10 +171,13 @@ Forward forward_impl(const Tensor& gx, const Tensor& h0, const Tensor& c0, const
     if (proj) m_buf = at::empty({B, H}, opt);
   }
   // layer norm: x_hat and rstd of both norms per step (saved), or scratch rows (inference)
-  Tensor xhat_hh, rstd_hh, mean_c, rstd_c, act_buf, xc_buf;
+  Tensor xhat_hh, rstd_hh, mean_c, rstd_c, mean_ih, rstd_ih, act_buf, xc_buf;
   const T *bias_p = nullptr, *g_hh_p = nullptr, *b_hh_p = nullptr, *g_c_p = nullptr, *b_c_p = nullptr;
+  const T *g_ih_p = nullptr, *b_ih_p = nullptr;
   if constexpr (is_ln) {
     if (training) {
+      mean_ih = at::empty({T_, B, 1}, opt);  // LN_ih's x_hat is recomputed from gx: one (T, B, G) less
+      rstd_ih = at::empty({T_, B, 1}, opt);
       xhat_hh = at::empty({T_, B, G}, opt);
       rstd_hh = at::empty({T_, B, 1}, opt);
       mean_c = at::empty({T_, B, 1}, opt);  // LN_c's x_hat is recomputed from c_t: one (T, B, H) less
@@ -186,6 +191,8 @@ Forward forward_impl(const Tensor& gx, const Tensor& h0, const Tensor& c0, const
     b_hh_p = ln.w[1].data_ptr<T>();
     g_c_p = ln.w[2].data_ptr<T>();
     b_c_p = ln.w[3].data_ptr<T>();
+    g_ih_p = ln.w[4].data_ptr<T>();
+    b_ih_p = ln.w[5].data_ptr<T>();
   }
   const T eps = static_cast<T>(ln.eps);
   const T* gx_p = gx.data_ptr<T>();
@@ -218,9 +225,12 @@ Forward forward_impl(const Tensor& gx, const Tensor& h0, const Tensor& c0, const
       T* xc_p = xc_buf.data_ptr<T>();
       T* mc_p = training ? mean_c.data_ptr<T>() + t * B : nullptr;
       T* rc_p = training ? rstd_c.data_ptr<T>() + t * B : nullptr;
+      T* mi_p = training ? mean_ih.data_ptr<T>() + t * B : nullptr;
+      T* ri_p = training ? rstd_ih.data_ptr<T>() + t * B : nullptr;
       for_whole_rows(B, G, [&](int64_t b) {
-        LNFwdRow<T> row{gx_p + (t * B + b) * G, gh_p + b * G, bias_p, g_hh_p, b_hh_p, g_c_p, b_c_p,
-                        cp_p + b * H, hp_p + b * R, a_p + b * G, xh_p ? xh_p + b * G : nullptr,
+        LNFwdRow<T> row{gx_p + (t * B + b) * G, g_ih_p, b_ih_p, gh_p + b * G, bias_p, g_hh_p, b_hh_p, g_c_p, b_c_p,
+                        cp_p + b * H, hp_p + b * R, a_p + b * G, mi_p ? mi_p + b : nullptr,
+                        ri_p ? ri_p + b : nullptr, xh_p ? xh_p + b * G : nullptr,
                         rh_p ? rh_p + b : nullptr, xc_p + b * H, mc_p ? mc_p + b : nullptr,
                         rc_p ? rc_p + b : nullptr,
                         tc_p ? tc_p + b * H : nullptr, cn_p + b * H, m_p + b * H, out_t + b * R,
@@ -252,9 +262,11 @@ Forward forward_impl(const Tensor& gx, const Tensor& h0, const Tensor& c0, const
   const Tensor empty = at::empty({0}, opt);
   const Tensor h_T = training ? hs[T_].clone() : h_buf[T_ % 2];
   const Tensor c_T = training ? cs[T_].clone() : c_buf[T_ % 2];
-  if (!training) return {out, h_T, c_T, empty, empty, empty, empty, empty, empty, empty, empty, empty};
-  if constexpr (is_ln) return {out, h_T, c_T, acts, tcs, hs, cs, proj ? ms : empty, xhat_hh, rstd_hh, mean_c, rstd_c};
-  return {out, h_T, c_T, acts, tcs, hs, cs, proj ? ms : empty, empty, empty, empty, empty};
+  if (!training) return {out, h_T, c_T, empty, empty, empty, empty, empty, empty, empty, empty, empty, empty, empty};
+  if constexpr (is_ln) {
+    return {out, h_T, c_T, acts, tcs, hs, cs, proj ? ms : empty, xhat_hh, rstd_hh, mean_c, rstd_c, mean_ih, rstd_ih};
+  }
+  return {out, h_T, c_T, acts, tcs, hs, cs, proj ? ms : empty, empty, empty, empty, empty, empty, empty};
 }
 
 template <typename T, int K>
@@ -274,19 +286,25 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
 
   Tensor dpre = at::empty({T_, B, G}, opt);
   Tensor dh_new_all = proj ? at::empty({T_, B, R}, opt) : at::empty({0}, opt);
-  // layer norm: ln = x_hat_hh, rstd_hh, mean_c, rstd_c, ln_hh_weight, ln_c_weight
+  // layer norm: ln = x_hat_hh, rstd_hh, mean_c, rstd_c, ln_hh_weight, ln_c_weight, gx, mean_ih, rstd_ih,
+  // ln_ih_weight
   Tensor draw, scratch, sums;
   const T *xh_p = nullptr, *rh_p = nullptr, *xc_p = nullptr, *rc_p = nullptr, *g_hh_p = nullptr, *g_c_p = nullptr;
+  const T *gx_p = nullptr, *mi_p = nullptr, *ri_p = nullptr, *g_ih_p = nullptr;
   if constexpr (is_ln) {
     draw = reusable_buffer({T_, B, G}, opt);
-    scratch = at::empty({B, 3 * H}, opt);
-    sums = at::zeros({at::get_num_threads(), 2 * G + 2 * H}, opt);  // one row per thread
+    scratch = at::empty({B, 3 * H + G}, opt);
+    sums = at::zeros({at::get_num_threads(), 4 * G + 2 * H}, opt);  // one row per thread
     xh_p = ln[0].data_ptr<T>();
     rh_p = ln[1].data_ptr<T>();
     xc_p = ln[2].data_ptr<T>();
     rc_p = ln[3].data_ptr<T>();
     g_hh_p = ln[4].data_ptr<T>();
     g_c_p = ln[5].data_ptr<T>();
+    gx_p = ln[6].data_ptr<T>();
+    mi_p = ln[7].data_ptr<T>();
+    ri_p = ln[8].data_ptr<T>();
+    g_ih_p = ln[9].data_ptr<T>();
   }
   Tensor dh = grad_h.contiguous();
   Tensor dc = grad_c.contiguous().clone();
@@ -338,9 +356,9 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
         const int64_t thread = std::min<int64_t>(at::get_thread_num(), threads - 1);
         LNBwdRow<T> row{dm_p ? dm_p + b * H : nullptr, dh_p + b * R, gout_t + b * R, act_t + b * G, tc_t + b * H,
                         cp_t + b * H, xh_p + bt * G, rh_p[bt], cs_p + (bt + B) * H, xc_p[bt], rc_p[bt], g_hh_p,
-                        g_c_p,
-                        da_t + b * G, draw_t + b * G, scratch_p + b * 3 * H, dc_p + b * H,
-                        sums_p + thread * (2 * G + 2 * H)};
+                        g_c_p, gx_p + bt * G, mi_p[bt], ri_p[bt], g_ih_p,
+                        da_t + b * G, draw_t + b * G, scratch_p + b * (3 * H + G), dc_p + b * H,
+                        sums_p + thread * (4 * G + 2 * H)};
         row(H);
       });
     } else {
@@ -369,10 +387,11 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
   if constexpr (is_ln) {  // the LN parameters' gradients: the per-thread sums, added
     const Tensor total = sums.sum(0);
     return {dpre, T_ > 0 ? dh : dh.clone(), dc, dh_new_all, draw, total.narrow(0, 0, G), total.narrow(0, G, G),
-            total.narrow(0, 2 * G, H), total.narrow(0, 2 * G + H, H)};
+            total.narrow(0, 2 * G, H), total.narrow(0, 2 * G + H, H), total.narrow(0, 2 * G + 2 * H, G),
+            total.narrow(0, 3 * G + 2 * H, G)};
   }
   const Tensor empty = at::empty({0}, opt);
-  return {dpre, T_ > 0 ? dh : dh.clone(), dc, dh_new_all, empty, empty, empty, empty, empty};  // T = 0: dh is grad_h
+  return {dpre, T_ > 0 ? dh : dh.clone(), dc, dh_new_all, empty, empty, empty, empty, empty, empty, empty};  // T = 0: dh is grad_h
 }
 
 // Inference through the tiled step (tile.h): float32, lstm / peephole / cifg, no projection.
@@ -394,7 +413,8 @@ Forward forward_tiled(const Tensor& gx, const Tensor& h0, const Tensor& c0, cons
                   out.data_ptr<float>() + t * B * H);
   }
   const Tensor empty = at::empty({0}, opt);
-  return {out, h_buf[T_ % 2], c_buf[T_ % 2], empty, empty, empty, empty, empty, empty, empty, empty, empty};
+  return {out, h_buf[T_ % 2], c_buf[T_ % 2], empty, empty, empty, empty, empty, empty, empty, empty, empty, empty,
+          empty};
 }
 
 template <typename F>
@@ -429,11 +449,12 @@ Forward lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor& h0_in, con
   if (bias) check_sizes("lstm_forward", "bias_hh", *bias, "(G,)", {s.G});
   LNParams ln;
   if (kind == kLayerNorm) {
-    TORCH_CHECK(ln_in.size() == 4, "rnnkit_fused.lstm_forward: layernorm_lstm needs ln = [ln_hh_weight, ln_hh_bias, "
-                "ln_c_weight, ln_c_bias], got ", ln_in.size(), " tensors");
-    const char* names[] = {"ln_hh_weight", "ln_hh_bias", "ln_c_weight", "ln_c_bias"};
-    for (int k = 0; k < 4; ++k) {
-      check_sizes("lstm_forward", names[k], ln_in[k], k < 2 ? "(G,)" : "(H,)", {k < 2 ? s.G : s.H});
+    TORCH_CHECK(ln_in.size() == 6, "rnnkit_fused.lstm_forward: layernorm_lstm needs ln = [ln_hh_weight, ln_hh_bias, "
+                "ln_c_weight, ln_c_bias, ln_ih_weight, ln_ih_bias], got ", ln_in.size(), " tensors");
+    const char* names[] = {"ln_hh_weight", "ln_hh_bias", "ln_c_weight", "ln_c_bias", "ln_ih_weight", "ln_ih_bias"};
+    for (int k = 0; k < 6; ++k) {
+      const bool per_cell = k == 2 || k == 3;
+      check_sizes("lstm_forward", names[k], ln_in[k], per_cell ? "(H,)" : "(G,)", {per_cell ? s.H : s.G});
       ln.w.push_back(ln_in[k].to(dt).contiguous());
     }
     ln.eps = eps;
@@ -482,13 +503,16 @@ Backward lstm_backward(int64_t kind, const Tensor& grad_out_in, const Tensor& gr
   check_sizes("lstm_backward", "cs", cs, "(T + 1, B, H)", {s.T + 1, s.B, s.H});
   std::vector<Tensor> ln;
   if (kind == kLayerNorm) {
-    TORCH_CHECK(ln_in.size() == 6, "rnnkit_fused.lstm_backward: layernorm_lstm's backward needs ln = [x_hat_hh, "
-                "rstd_hh, mean_c, rstd_c, ln_hh_weight, ln_c_weight], got ", ln_in.size(), " tensors");
-    const char* names[] = {"x_hat_hh", "rstd_hh", "mean_c", "rstd_c", "ln_hh_weight", "ln_c_weight"};
-    const char* symbols[] = {"(T, B, G)", "(T, B, 1)", "(T, B, 1)", "(T, B, 1)", "(G,)", "(H,)"};
+    TORCH_CHECK(ln_in.size() == 10, "rnnkit_fused.lstm_backward: layernorm_lstm's backward needs ln = [x_hat_hh, "
+                "rstd_hh, mean_c, rstd_c, ln_hh_weight, ln_c_weight, gx, mean_ih, rstd_ih, ln_ih_weight], got ",
+                ln_in.size(), " tensors");
+    const char* names[] = {"x_hat_hh", "rstd_hh", "mean_c", "rstd_c", "ln_hh_weight", "ln_c_weight", "gx", "mean_ih",
+                           "rstd_ih", "ln_ih_weight"};
+    const char* symbols[] = {"(T, B, G)", "(T, B, 1)", "(T, B, 1)", "(T, B, 1)", "(G,)", "(H,)", "(T, B, G)",
+                             "(T, B, 1)", "(T, B, 1)", "(G,)"};
     const std::vector<int64_t> expected[] = {{s.T, s.B, s.G}, {s.T, s.B, 1}, {s.T, s.B, 1}, {s.T, s.B, 1}, {s.G},
-                                             {s.H}};
-    for (int k = 0; k < 6; ++k) {
+                                             {s.H}, {s.T, s.B, s.G}, {s.T, s.B, 1}, {s.T, s.B, 1}, {s.G}};
+    for (int k = 0; k < 10; ++k) {
       check_sizes("lstm_backward", names[k], ln_in[k], symbols[k], expected[k]);
       ln.push_back(ln_in[k].to(dt).contiguous());
     }
@@ -511,13 +535,14 @@ TORCH_LIBRARY(rnnkit_fused, m) {
       "lstm_forward(int kind, Tensor gx, Tensor h0, Tensor c0, Tensor weight_hh, Tensor? bias_hh, "
       "Tensor? weight_hr, Tensor? weight_peephole, Tensor? mask, bool training, str gemm, Tensor[] ln, "
       "float eps) -> (Tensor out, Tensor h, Tensor c, Tensor acts, Tensor tcs, Tensor hs, Tensor cs, Tensor ms, "
-      "Tensor x_hat_hh, Tensor rstd_hh, Tensor mean_c, Tensor rstd_c)",
+      "Tensor x_hat_hh, Tensor rstd_hh, Tensor mean_c, Tensor rstd_c, Tensor mean_ih, Tensor rstd_ih)",
       TORCH_FN(rnnkit_fused::lstm_forward));
   m.def(
       "lstm_backward(int kind, Tensor grad_out, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor acts, "
       "Tensor tcs, Tensor cs, Tensor? weight_hr, Tensor? weight_peephole, Tensor? mask, bool packed, "
       "Tensor[] ln) -> (Tensor grad_gx, Tensor grad_h0, Tensor grad_c0, Tensor grad_h_new, Tensor grad_raw, "
-      "Tensor grad_ln_hh_weight, Tensor grad_ln_hh_bias, Tensor grad_ln_c_weight, Tensor grad_ln_c_bias)",
+      "Tensor grad_ln_hh_weight, Tensor grad_ln_hh_bias, Tensor grad_ln_c_weight, Tensor grad_ln_c_bias, "
+      "Tensor grad_ln_ih_weight, Tensor grad_ln_ih_bias)",
       TORCH_FN(rnnkit_fused::lstm_backward));
   m.def("packed_gemm_status() -> str", TORCH_FN(rnnkit_fused::packed_gemm_status));
   m.def("brgemm_status() -> str", TORCH_FN(rnnkit_fused::brgemm_status));
