@@ -99,18 +99,13 @@ def test_a_registered_task_trains_evaluates_and_predicts_through_the_cli(toy, tm
 @pytest.mark.parametrize("flags,steps,minutes", [([], 4, None), (["--max-minutes", "2"], None, 2.0),
                                                   (["--steps", "9", "--max-minutes", "2"], 9, 2.0)])
 def test_default_steps_apply_without_a_budget_and_a_time_budget_alone_plans_its_own(tmp_path, flags, steps, minutes):
-    registry.register(dataclasses.replace(SPEC, train_defaults={}, default_steps=4))
+    registry.register(dataclasses.replace(SPEC, train_defaults={"steps": 4}))
     try:
         assert main(["toy", "train", "--out", str(tmp_path / "run"), "--no-progress", *flags]) == 0
     finally:
         registry.unregister("toy")
     saved = checkpoint.load(tmp_path / "run" / "last").config["train"]
     assert (saved["steps"], saved["max_minutes"]) == (steps, minutes)
-
-
-def test_a_task_cannot_set_its_default_steps_twice():
-    with pytest.raises(ValueError, match="default_steps=4 and train_defaults' steps=3 both set"):
-        dataclasses.replace(SPEC, default_steps=4)
 
 
 def test_rnnkit_load_finds_a_registered_task_and_evaluate_takes_the_verb_fields(toy, tmp_path):

@@ -176,8 +176,6 @@ def train_defaults(spec, variant: str | None, args: argparse.Namespace | None = 
     """The task's TrainConfig values (the variant's, for lab) with its default step count; for ``args`` that give
     --max-minutes without --steps, without any step count: a time budget alone plans the steps that fit it."""
     defaults = spec.variant_defaults(variant) if variant else spec.train_defaults
-    if spec.default_steps is not None:
-        defaults = {**defaults, "steps": spec.default_steps}
     if args is not None and hasattr(args, "max_minutes") and not hasattr(args, "steps"):
         defaults = {k: v for k, v in defaults.items() if k != "steps"}
     return defaults

@@ -33,7 +33,8 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> dict:
     console = console or make_console()
     out = config.out or f"runs/demo-{datetime.now():%Y%m%d-%H%M%S}"
     budget = {"steps": config.steps} if config.steps is not None else {"max_minutes": config.max_minutes}
-    train_config = TrainConfig(seed=config.seed, **LM_TRAIN_DEFAULTS, **budget)
+    # the demo's own budget replaces the lm's default step count
+    train_config = TrainConfig(seed=config.seed, **{**LM_TRAIN_DEFAULTS, "steps": None, **budget})
     train_config.validate()  # before the message: --steps 0 is refused, not read as "no step budget"
     console.print(f"rnnkit demo: a character-level LSTM reads Shakespeare for "
                   f"{f'{config.steps} steps' if config.steps else f'{config.max_minutes:g} minutes'}", highlight=False)

@@ -67,8 +67,8 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndj
 UNK_CHAR = "\x00"  # char level: the id of every character not seen in training
 DEFAULT_STEPS = 2100  # with neither --steps nor --max-minutes: the 2,097 steps the 5-minute run of
 # docs/results.md ("Sentence polarity", 2 cores) fitted, evaluations included
-CLASSIFY_TRAIN_DEFAULTS = {"lr": 3e-3, "eval_every": 100, "checkpoint_every": 100, "warmup_steps": 50,
-                           "weight_decay": 0.05}
+CLASSIFY_TRAIN_DEFAULTS = {"steps": DEFAULT_STEPS, "lr": 3e-3, "eval_every": 100, "checkpoint_every": 100,
+                           "warmup_steps": 50, "weight_decay": 0.05}
 
 
 @dataclass
@@ -421,7 +421,7 @@ def export_spec(model, trained: TrainedClassifier, what: str):
 
 SPEC = TaskSpec(NAME, "text classification: train, evaluate, predict", ClassifyConfig, train,
                 TrainedClassifier.load, train_help="train a text classifier (default: movie-review polarity)",
-                train_defaults=CLASSIFY_TRAIN_DEFAULTS, default_steps=DEFAULT_STEPS, export=export_spec,
+                train_defaults=CLASSIFY_TRAIN_DEFAULTS, export=export_spec,
                 verbs={"evaluate": Verb("accuracy and macro-F1 beside the majority-class baseline", EvaluateArgs),
                        "predict": Verb("the label and its probability for a text, or for every line of a file",
                                        PredictArgs, run_predict, json=False)})

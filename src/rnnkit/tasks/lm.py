@@ -42,7 +42,7 @@ DEFAULT_STEPS = 3500  # with neither --steps nor --max-minutes: the 3,531 steps 
 # today's 5 minutes (79 ms/step, evaluations 2.7 s: docs/results.md, "Character language model")
 # the lm task's own training defaults, where TrainConfig's general ones are not the best
 # (AdamW's peak rate from a sweep in docs/results.md: 6e-3 beat 3e-3 and 1e-2 at this batch)
-LM_TRAIN_DEFAULTS = {"lr": 6e-3, "eval_every": 1000}
+LM_TRAIN_DEFAULTS = {"steps": DEFAULT_STEPS, "lr": 6e-3, "eval_every": 1000}
 
 
 @dataclass
@@ -402,6 +402,6 @@ def export_spec(model, trained: TrainedLM, what: str):
 
 SPEC = TaskSpec(NAME, "language model: train, generate, evaluate", LMConfig, train, TrainedLM.load,
                 train_help="train a character (or word) language model", train_defaults=LM_TRAIN_DEFAULTS,
-                default_steps=DEFAULT_STEPS, export=export_spec,
+                export=export_spec,
                 verbs={"generate": Verb("stream text from a trained model", GenerateArgs, run_generate, json=False),
                        "evaluate": Verb("nats and bits per character beside the unigram baseline", EvaluateArgs)})

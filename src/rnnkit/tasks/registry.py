@@ -59,21 +59,15 @@ class TaskSpec:
     train: Callable[..., dict]  # train(config, train_config, out, resume=, console=, progress=) -> summary
     load: Callable[..., Any]  # load(directory, device) -> the trained object
     train_help: str  # the help of ``rnnkit TASK train``
-    train_defaults: dict = field(default_factory=dict)  # TrainConfig values where the task's differ
-    # the steps when neither --steps nor --max-minutes is given (the same on every machine); None where
-    # train_defaults (or variant_defaults) holds "steps"
-    default_steps: int | None = None
+    # TrainConfig values where the task's differ; "steps" is the count trained when neither --steps nor
+    # --max-minutes is given (the same on every machine)
+    train_defaults: dict = field(default_factory=dict)
     verbs: dict[str, Verb] = field(default_factory=dict)
     # export(model, trained, what) -> rnnkit.export.Spec, or a sentence that says why the task cannot export
     export: Callable[..., Any] | str = "it declares no export"
     # sub-commands that each train one variant (lab's problems: {name: help}); their train takes variant=name
     variants: dict[str, str] = field(default_factory=dict)
     variant_defaults: Callable[[str], dict] | None = None  # per variant, replaces train_defaults
-
-    def __post_init__(self) -> None:
-        if self.default_steps is not None and "steps" in self.train_defaults:
-            raise ValueError(f"TaskSpec {self.name!r}: default_steps={self.default_steps} and train_defaults' "
-                             f"steps={self.train_defaults['steps']} both set the default step count; keep one")
 
 
 _REGISTERED: dict[str, TaskSpec] = {}

@@ -58,8 +58,8 @@ UNK, PAD_CHAR, UNK_CHAR = "<unk>", "\x00", "\x01"
 MAX_WORD_CHARS = 30  # characters a word's features read (the first 30)
 DEFAULT_STEPS = 1600  # with neither --steps nor --max-minutes: the 2.5-minute run of docs/results.md
 # ("Named entities", 2 cores) fitted 1,634 steps, evaluations included
-TAG_TRAIN_DEFAULTS = {"lr": 6e-3, "eval_every": 100, "checkpoint_every": 100, "warmup_steps": 50,
-                      "weight_decay": 0.01}
+TAG_TRAIN_DEFAULTS = {"steps": DEFAULT_STEPS, "lr": 6e-3, "eval_every": 100, "checkpoint_every": 100,
+                      "warmup_steps": 50, "weight_decay": 0.01}
 TOKEN_PATTERN = re.compile(r"https?://\S+|[@#]?\w+(?:['’.-]\w+)*|[^\w\s]")  # predict's tokenizer
 
 
@@ -495,7 +495,7 @@ def run_predict(trained: TrainedTagger, args: PredictArgs, as_json: bool) -> Non
 
 SPEC = TaskSpec(NAME, "named-entity tagging with a BiLSTM-CRF: train, evaluate, predict", TagConfig, train,
                 TrainedTagger.load, train_help="train a tagger (default: the bundled WNUT-16 tweets)",
-                train_defaults=TAG_TRAIN_DEFAULTS, default_steps=DEFAULT_STEPS,
+                train_defaults=TAG_TRAIN_DEFAULTS,
                 export="its prediction is CRF Viterbi decoding over a character model, not one tensor function; "
                        "export its Recurrent layer with rnnkit.export.export_layer",
                 verbs={"evaluate": Verb("entity F1, precision and recall beside the most-frequent-tag baseline",

@@ -72,8 +72,8 @@ NO_SPACE_BEFORE_OPENING = frozenset("([{¿¡")  # ... and are the punctuation th
 OUTPUT_LENGTH_FACTOR, OUTPUT_LENGTH_SLACK = 2, 5
 DEFAULT_STEPS = 2100  # with neither --steps nor --max-minutes: the 2,100 steps of the README's BLEU run
 # (docs/results.md, "translate"): 0.3-0.6 s a step at load 5-8 on one thread, so about 10 min on 2 quiet cores
-TRANSLATE_TRAIN_DEFAULTS = {"lr": 3e-3, "eval_every": 200, "checkpoint_every": 200, "warmup_steps": 100,
-                            "weight_decay": 0.01}
+TRANSLATE_TRAIN_DEFAULTS = {"steps": DEFAULT_STEPS, "lr": 3e-3, "eval_every": 200, "checkpoint_every": 200,
+                            "warmup_steps": 100, "weight_decay": 0.01}
 
 
 def _require():
@@ -576,7 +576,7 @@ def run_predict(trained: TrainedTranslator, args: PredictArgs, as_json: bool) ->
 
 SPEC = TaskSpec(NAME, "translation with an attention decoder: train, evaluate, predict", TranslateConfig, train,
                 TrainedTranslator.load, train_help="train a translator (default: the bundled English-Spanish Bible "
-                "verses)", train_defaults=TRANSLATE_TRAIN_DEFAULTS, default_steps=DEFAULT_STEPS,
+                "verses)", train_defaults=TRANSLATE_TRAIN_DEFAULTS,
                 export="its decoder runs a data-dependent loop of attention steps (greedy or beam search) in Python",
                 verbs={"evaluate": Verb("BLEU and chrF (sacrebleu) beside the copy-the-source baseline",
                                         EvaluateArgs),
