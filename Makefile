@@ -27,8 +27,8 @@ test-all: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(VENV)/bin/rnnkit bench
 
-# every headline result of the README over seeds 0, 1, 2 (hours on 2 cores; stop and rerun to resume), then
-# the table in docs/results.md; results-quick: one seed, a few steps, into results/quick/
+# every headline result of the README over seeds 0, 1, 2, two 1-thread runs at once (hours on 2 cores; stop and
+# rerun to resume), then the table in docs/results.md; results-quick: one seed, a few steps, into results/quick/
 results: $(VENV)/.installed
 	$(PY) scripts/reproduce.py
 

@@ -29,7 +29,9 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,16 +158,23 @@ def cpu_kernels() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
-def rnnkit(argv: list[str], threads: int) -> tuple[str, float]:
-    """Run ``python -m rnnkit argv`` in the repository root with OMP_NUM_THREADS=threads: what it printed and the
-    wall time."""
+def rnnkit(argv: list[str], threads: int) -> tuple[str, float, float]:
+    """Run ``python -m rnnkit argv`` in the repository root with OMP_NUM_THREADS=threads: what it printed, the wall
+    time and the CPU time (user + system) of the process. CPU time near threads x wall means the run had its cores
+    to itself; a wall time well above CPU / threads means something else ran beside it."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT / "src")}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "rnnkit", *argv], env=env, capture_output=True, text=True, cwd=ROOT)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"rnnkit {' '.join(argv)} failed (status {done.returncode}):\n{done.stderr[-3000:]}")
-    return done.stdout, wall
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen([sys.executable, "-m", "rnnkit", *argv], env=env, stdout=out, stderr=err,
+                                   text=True, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        out.seek(0), err.seek(0)
+        printed, errors = out.read(), err.read()
+    if process.returncode != 0:
+        raise RuntimeError(f"rnnkit {' '.join(argv)} failed (status {process.returncode}):\n{errors[-3000:]}")
+    return printed, wall, usage.ru_utime + usage.ru_stime
 
 
 def train_argv(row: Row, fsdd: str | None) -> list[str]:
@@ -189,13 +198,13 @@ def run_row(row: Row, seed: int, args: argparse.Namespace, results: Path) -> dic
         trained = json.loads(trained_path.read_text())
     else:
         resume = ["--resume"] if (ROOT / out / "last").exists() else []
-        _, wall = rnnkit(train + resume, args.threads)
-        trained = {"wall_s": round(wall, 1), "resumed": bool(resume)}
+        _, wall, cpu_s = rnnkit(train + resume, args.threads)
+        trained = {"wall_s": round(wall, 1), "cpu_s": round(cpu_s, 1), "resumed": bool(resume)}
         trained_path.write_text(json.dumps(trained, indent=1))
     by_problem = row.train[1] != "train"  # lab: `rnnkit lab adding --checkpoint RUN` evaluates
     evaluate = [*(row.evaluate or (row.train if by_problem else (row.train[0], "evaluate"))), "--checkpoint",
                 str(out), "--json"]
-    printed, _ = rnnkit(evaluate, args.threads)
+    printed, _, _ = rnnkit(evaluate, args.threads)
     metrics = json.loads(printed.strip().splitlines()[-1])
     command = f"rnnkit {' '.join(train)} && rnnkit {' '.join(evaluate)}"
     steps = json.loads((ROOT / out / "last" / "trainer.json").read_text())["step"]
@@ -206,7 +215,8 @@ def run_row(row: Row, seed: int, args: argparse.Namespace, results: Path) -> dic
     result = {"row": row.name, "seed": seed, "command": f"{exports}; {command}",
               "metric": row.metric, "value": lookup(metrics, row.metric),
               "baseline": lookup(metrics, row.baseline) if row.baseline else None, "metrics": metrics, "steps": steps,
-              "wall_s": trained["wall_s"], "resumed": trained["resumed"], "threads": args.threads,
+              "wall_s": trained["wall_s"], "cpu_s": trained.get("cpu_s"), "resumed": trained["resumed"],
+              "threads": args.threads,
               "cpu": cpu_model(), "cpu_capability": cpu_kernels(),
               "quick": args.quick}
     path.write_text(json.dumps(result, indent=1) + "\n")
@@ -219,10 +229,16 @@ def spread(values: list[float]) -> tuple[str, str]:
     return f"{mean:.4g}", (f"{min(values):.4g}-{max(values):.4g}" if len(values) > 1 else "-")
 
 
+def cpu_seconds(results: list[dict]) -> str:
+    """The mean CPU time of the trainings, or "-" where a result predates its recording."""
+    times = [r["cpu_s"] for r in results if r.get("cpu_s") is not None]
+    return f"{statistics.fmean(times):.0f}" if len(times) == len(results) else "-"
+
+
 def table(rows: list[Row], found: dict[str, list[dict]]) -> str:
     """The headline table in Markdown: one line per row that has results."""
-    lines = ["| result | metric | mean | min-max | seeds | baseline | target | holds | steps | wall s | CPU | "
-             "threads |", "|---|---|---:|---:|---|---:|---|---|---:|---:|---|---:|"]
+    lines = ["| result | metric | mean | min-max | seeds | baseline | target | holds | steps | wall s | CPU s | CPU | "
+             "threads |", "|---|---|---:|---:|---|---:|---|---|---:|---:|---:|---|---:|"]
     for row in rows:
         results = found.get(row.name)
         if not results:
@@ -238,7 +254,8 @@ def table(rows: list[Row], found: dict[str, list[dict]]) -> str:
             f"| {row.name} | {row.metric} | {mean} | {minmax} | {','.join(str(r['seed']) for r in results)} | "
             f"{spread(baselines)[0] if baselines else '-'} | {row.target or '-'} | {holds} | "
             f"{'/'.join(sorted({str(r['steps']) for r in results}))} | "
-            f"{statistics.fmean(r['wall_s'] for r in results):.0f} | {first['cpu']} ({first['cpu_capability']}) | "
+            f"{statistics.fmean(r['wall_s'] for r in results):.0f} | {cpu_seconds(results)} | "
+            f"{first['cpu']} ({first['cpu_capability']}) | "
             f"{first['threads']} |")
     return "\n".join(lines)
 
@@ -271,7 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"seed 0 only, {QUICK_STEPS} steps: a smoke test")
     parser.add_argument("--seeds", type=int, nargs="+", help=f"these seeds (default: {' '.join(map(str, SEEDS))}; "
                                                              "--quick: 0)")
-    parser.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of every run (default: 2)")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of every run (default: 1: the "
+                        "same numbers on any machine, whatever its core count)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once, each with --threads threads (default: 2; "
+                        "jobs x threads at most the cores, or the wall times measure the crowding)")
     parser.add_argument("--fsdd", help="the folder of scripts/build_fsdd.py's manifests: adds the full FSDD rows")
     parser.add_argument("--results", type=Path, help="where the JSON goes (default: results/, or results/quick/)")
     parser.add_argument("--runs", type=Path, help="where the run directories go (default: runs/reproduce/, or "
@@ -284,19 +304,42 @@ def main(argv: list[str] | None = None) -> int:
     doc = args.doc or (results / "table.md" if args.quick else ROOT / "docs" / "results.md")
     results.mkdir(parents=True, exist_ok=True)
     seeds = args.seeds or (SEEDS[:1] if args.quick else SEEDS)
-    found: dict[str, list[dict]] = {}
+    runnable = []
     for row in selected(args.only):
         if row.needs_fsdd and not args.fsdd:
             print(f"{row.name}: skipped: needs --fsdd DIR (python scripts/build_fsdd.py manifests DIR)", flush=True)
-            continue
-        if not available(train_argv(row, args.fsdd)):
+        elif not available(train_argv(row, args.fsdd)):
             print(f"{row.name}: skipped: task/flag not available ({' '.join(row.train)})", flush=True)
-            continue
+        else:
+            runnable.append(row)
+    # one unit per training (rows sharing a run, translate greedy and beam, are one unit), row by row, seed by seed
+    units: dict[tuple[str, int], list[Row]] = {}
+    for row in runnable:
         for seed in seeds:
-            result = run_row(row, seed, args, results)
-            found.setdefault(row.name, []).append(result)
+            units.setdefault((row.run or row.name, seed), []).append(row)
+
+    failed = []
+
+    def run_unit(rows: list[Row], seed: int) -> list[tuple[Row, dict]]:
+        done = []
+        for row in rows:
+            try:
+                result = run_row(row, seed, args, results)
+            except RuntimeError as error:  # a failed run: the others go on, the exit status says so
+                print(f"{row.name} seed {seed}: FAILED: {error}", flush=True)
+                failed.append(f"{row.name} seed {seed}")
+                return done
             print(f"{row.name} seed {seed}: {row.metric} {result['value']:.4g} ({result['steps']} steps, "
                   f"{result['wall_s']:.0f} s)", flush=True)
+            done.append((row, result))
+        return done
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run_unit, rows, seed) for (_, seed), rows in units.items()]
+        finished = [pair for future in futures for pair in future.result()]
+    found: dict[str, list[dict]] = {}
+    for row, result in sorted(finished, key=lambda pair: (ROWS.index(pair[0]), pair[1]["seed"])):
+        found.setdefault(row.name, []).append(result)
     # the table holds every row with results on disk, also those of earlier calls with another --only
     for row in ROWS:
         if row.name not in found:
@@ -305,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
                 found[row.name] = [r for r in on_disk if r["seed"] in seeds]
     write_table(doc, table(list(ROWS), found))
     print(f"wrote the headline table to {doc}")
-    return 0
+    if failed:
+        print(f"failed: {', '.join(failed)} (rerun to retry them)", flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

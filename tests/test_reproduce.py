@@ -27,8 +27,34 @@ def result(seed: int, value: float, **metrics) -> dict:
 def test_the_table_gives_the_mean_the_spread_and_in_how_many_seeds_the_target_holds():
     row = reproduce.Row("toy", ("toy", "train"), "accuracy", "majority", reproduce.Target(">=", 0.9))
     lines = reproduce.table([row], {"toy": [result(0, 0.877), result(1, 0.986), result(2, 0.989)]}).splitlines()
-    assert lines[2] == "| toy | accuracy | 0.9507 | 0.877-0.989 | 0,1,2 | 0.5 | >= 0.9 | 2 of 3 | 100 | 11 | CPU " \
+    assert lines[2] == "| toy | accuracy | 0.9507 | 0.877-0.989 | 0,1,2 | 0.5 | >= 0.9 | 2 of 3 | 100 | 11 | - | CPU " \
                        "(default) | 2 |"
+
+
+def test_rows_that_share_a_run_train_it_once_per_seed_while_two_jobs_run_at_once(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_rnnkit(argv: list[str], threads: int) -> tuple[str, float, float]:
+        calls.append(argv)
+        if "train" in argv:  # translate train ... --out RUN: leave the step count where reproduce reads it
+            out = Path(argv[argv.index("--out") + 1])
+            (reproduce.ROOT / out / "last").mkdir(parents=True)
+            (reproduce.ROOT / out / "last" / "trainer.json").write_text('{"step": 7}')
+            return "", 2.0, 3.0
+        return json.dumps({"bleu": 5.0 if "greedy" in argv else 6.0, "copy_bleu": 0.3}), 1.0, 1.0
+
+    monkeypatch.setattr(reproduce, "rnnkit", fake_rnnkit)
+    argv = ["--only", "translate", "--seeds", "0", "1", "--jobs", "2", "--results", str(tmp_path / "results"),
+            "--runs", str(tmp_path / "runs"), "--doc", str(tmp_path / "table.md")]
+    assert reproduce.main(argv) == 0
+    trainings = sorted(argv[argv.index("--seed") + 1] for argv in calls if "train" in argv)
+    assert trainings == ["0", "1"]  # greedy and beam share one training per seed
+    assert sum("evaluate" in argv for argv in calls) == 4
+    saved = json.loads((tmp_path / "results" / "translate-beam-seed1.json").read_text())
+    assert (saved["value"], saved["steps"], saved["wall_s"], saved["cpu_s"], saved["threads"]) == (6.0, 7, 2.0, 3.0, 1)
+    table = (tmp_path / "table.md").read_text()
+    assert "| translate-greedy | bleu | 5 | 5-5 | 0,1 |" in table
+    assert "| translate-beam | bleu | 6 | 6-6 | 0,1 |" in table
 
 
 def test_a_relative_target_reads_the_other_metric_of_the_same_run():
@@ -77,7 +103,7 @@ def test_quick_runs_a_row_writes_its_json_and_table_and_a_second_call_does_not_r
     assert reproduce.main(argv) == 0
     saved = tmp_path / "results" / "speech-vowels-seed0.json"
     first = json.loads(saved.read_text())
-    assert (first["steps"], first["threads"], first["metric"]) == (reproduce.QUICK_STEPS, 2, "accuracy")
+    assert (first["steps"], first["threads"], first["metric"]) == (reproduce.QUICK_STEPS, 1, "accuracy")
     assert first["command"].startswith("export OMP_NUM_THREADS=2; rnnkit speech train --seed 0")
     assert 0 <= first["value"] <= 1 and first["baseline"] == pytest.approx(0.0784, abs=1e-4)
     printed = capsys.readouterr().out
