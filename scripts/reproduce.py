@@ -275,7 +275,8 @@ def write_table(path: Path, text: str) -> None:
 def selected(only: list[str] | None) -> list[Row]:
     if not only:
         return list(ROWS)
-    rows = [row for row in ROWS if row.name in only or row.train[0] in only]
+    rows = [row for name in only for row in ROWS if name in (row.name, row.train[0])]  # in the order named
+    rows = [row for i, row in enumerate(rows) if row not in rows[:i]]
     unknown = [name for name in only if not any(name in (row.name, row.train[0]) for row in ROWS)]
     if unknown:
         raise SystemExit(f"--only: no row or task {', '.join(unknown)}; rows: {', '.join(r.name for r in ROWS)}")
@@ -284,7 +285,8 @@ def selected(only: list[str] | None) -> list[Row]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="+", metavar="TASK", help="only these tasks or rows (e.g. video lm-train)")
+    parser.add_argument("--only", nargs="+", metavar="TASK",
+                        help="only these tasks or rows, run in this order (e.g. video lm)")
     parser.add_argument("--quick", action="store_true", help=f"seed 0 only, {QUICK_STEPS} steps: a smoke test")
     parser.add_argument("--seeds", type=int, nargs="+", help=f"these seeds (default: {' '.join(map(str, SEEDS))}; "
                                                              "--quick: 0)")

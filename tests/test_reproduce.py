@@ -57,6 +57,12 @@ def test_rows_that_share_a_run_train_it_once_per_seed_while_two_jobs_run_at_once
     assert "| translate-beam | bleu | 6 | 6-6 | 0,1 |" in table
 
 
+def test_only_runs_the_rows_named_in_the_order_named_each_once():
+    names = [row.name for row in reproduce.selected(["video-convlstm", "lab", "video"])]
+    assert names[:2] == ["video-convlstm", "lab-adding-lstm"] and names[-2:] == ["video-cnn-lstm", "video-mean-frame"]
+    assert len(names) == len(set(names)) == 8
+
+
 def test_a_relative_target_reads_the_other_metric_of_the_same_run():
     target = reproduce.Target("<=", 0.6, "copy_last_mse")
     assert target.holds({"__value__": 0.5, "copy_last_mse": 1.0})
