@@ -300,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                                                   "runs/reproduce-quick/ with --quick)")
     parser.add_argument("--doc", type=Path, help="the file whose headline table is written (default: "
                                                  "docs/results.md, or RESULTS/table.md with --quick)")
+    parser.add_argument("--table", action="store_true", help="only write the table from the JSON already in "
+                        "RESULTS (the selected rows that have results); run nothing")
     args = parser.parse_args(argv)
     results = args.results or ROOT / ("results/quick" if args.quick else "results")
     args.runs = args.runs or ROOT / "runs" / ("reproduce-quick" if args.quick else "reproduce")
@@ -307,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     seeds = args.seeds or (SEEDS[:1] if args.quick else SEEDS)
     runnable = []
-    for row in selected(args.only):
+    for row in [] if args.table else selected(args.only):
         if row.needs_fsdd and not args.fsdd:
             print(f"{row.name}: skipped: needs --fsdd DIR (python scripts/build_fsdd.py manifests DIR)", flush=True)
         elif not available(train_argv(row, args.fsdd)):

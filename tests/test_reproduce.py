@@ -57,6 +57,18 @@ def test_rows_that_share_a_run_train_it_once_per_seed_while_two_jobs_run_at_once
     assert "| translate-beam | bleu | 6 | 6-6 | 0,1 |" in table
 
 
+def test_table_writes_the_table_from_the_json_on_disk_and_runs_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "rnnkit", lambda argv, threads: pytest.fail(f"ran rnnkit {argv}"))
+    (tmp_path / "results").mkdir()
+    for seed, value in ((0, 0.9), (1, 0.8)):
+        saved = {**result(seed, value), "row": "classify", "metrics": {"accuracy": value}}
+        (tmp_path / "results" / f"classify-seed{seed}.json").write_text(json.dumps(saved))
+    argv = ["--table", "--results", str(tmp_path / "results"), "--doc", str(tmp_path / "table.md")]
+    assert reproduce.main(argv) == 0
+    table = (tmp_path / "table.md").read_text()
+    assert "| classify | accuracy | 0.85 | 0.8-0.9 | 0,1 |" in table and "| lm |" not in table
+
+
 def test_only_runs_the_rows_named_in_the_order_named_each_once():
     names = [row.name for row in reproduce.selected(["video-convlstm", "lab", "video"])]
     assert names[:2] == ["video-convlstm", "lab-adding-lstm"] and names[-2:] == ["video-cnn-lstm", "video-mean-frame"]
