@@ -69,8 +69,9 @@ struct TileStep {
 // against K rows of the block's slab. MR x gates accumulators, gates weight vectors, one broadcast.
 template <int MR, int NG>
 inline void accumulate(Vectorized<float> (&acc)[MR][NG], const float* const (&rows)[MR], const float* slab,
-                       int64_t nb, int64_t K) {
+                       int64_t K) {
   using V = Vectorized<float>;
+  constexpr int64_t nb = V::size();  // a constant: the slab's rows are addressed with immediate offsets
   for (int64_t r = 0; r < K; ++r) {
     const float* wr = slab + r * NG * nb;
     V w[NG];
@@ -119,10 +120,10 @@ inline void tile_rows(const TiledWeights& tw, int64_t blk, int64_t b0, int64_t H
   const float* rows[MR];
   if (I > 0) {
     for (int m = 0; m < MR; ++m) rows[m] = s.x + (b0 + m) * I;
-    accumulate<MR, NG>(acc, rows, slab, nb, I);
+    accumulate<MR, NG>(acc, rows, slab, I);
   }
   for (int m = 0; m < MR; ++m) rows[m] = s.h_prev + (b0 + m) * R;
-  accumulate<MR, NG>(acc, rows, slab + I * NG * nb, nb, R);
+  accumulate<MR, NG>(acc, rows, slab + I * NG * nb, R);
   V pw[3];
   Gk::load_peepholes(l, s.peep, H, pw);
   for (int m = 0; m < MR; ++m) gates_on_tile<K>(acc[m], l, b0 + m, H, R, pw, s);
