@@ -99,9 +99,11 @@ inline void gates_on_tile(Vectorized<float>* a, const Lanes<float>& l, int64_t b
 }
 
 // One step of MR rows (b0 .. b0 + MR - 1) and one block: the tile (bias, then gx_t or the x_t rows against
-// the slab's first I rows, then the h_{t-1} rows against its last R), then the gates on it.
+// the slab's first I rows, then the h_{t-1} rows against its last R), then the gates on it. Never inlined:
+// inlined into the step's loop, GCC spilled accumulators inside accumulate's loop (2x slower at
+// (32,100,128,256)); on its own it keeps the MR x NG tile in registers (check with objdump -d).
 template <int K, int MR>
-inline void tile_rows(const TiledWeights& tw, int64_t blk, int64_t b0, int64_t H, const TileStep& s) {
+C10_NOINLINE void tile_rows(const TiledWeights& tw, int64_t blk, int64_t b0, int64_t H, const TileStep& s) {
   using V = Vectorized<float>;
   using Gk = Gates<float, K>;
   constexpr int NG = Gk::count;
