@@ -8,7 +8,7 @@ comes from at::native::cpublas::brgemm ('brgemm', where it runs float32). The la
 precomputed gx ('gx': ``lstm_forward`` with gemm='tiled', what autocast runs). Outputs and final state match
 the same layer in float64 on the reference backend within 1e-5 relative to the largest value, at
 shapes with a partial last block (H not a multiple of the vector width), rows that do not fill the
-micro-kernel's row group, lengths, no bias, and two threads (blocks split over threads).
+micro-kernel's row group (split into smaller groups: 5 = 3 + 2, 7 = 3 + 2 + 2 or 4 + 3, a single row), lengths, no bias, and two threads (blocks split over threads).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ CASES = [
     (5, 5, 3, 7, None, True, 1),  # H below one vector; B = 3 + 2 and 4 + 1 rows
     (4, 7, 4, 20, [4, 1, 3, 2, 4, 4, 1], True, 2),  # blocks 8, 8, 4 over two threads; lengths
     (3, 2, 5, 33, [3, 2], False, 1),  # no bias; one row group short
+    (3, 1, 4, 9, None, True, 1),  # one row (batch-1 inference)
 ]
 
 
@@ -35,7 +36,7 @@ CASES = [
 @pytest.mark.parametrize("source", ["x", "gx"])
 @pytest.mark.parametrize("gemm", ["tiled", "brgemm"])
 @pytest.mark.parametrize("cell", list(extension.TILED_KINDS))
-@pytest.mark.parametrize("T,B,I,H,lengths,bias,threads", CASES, ids=["tails", "lengths-2thr", "nobias"])
+@pytest.mark.parametrize("T,B,I,H,lengths,bias,threads", CASES, ids=["tails", "lengths-2thr", "nobias", "one-row"])
 def test_tiled_inference_matches_float64_reference(cell, T, B, I, H, lengths, bias, threads, gemm, source,
                                                    monkeypatch):
     if gemm == "brgemm" and extension.brgemm_status():
