@@ -8,7 +8,8 @@ comes from at::native::cpublas::brgemm ('brgemm', where it runs float32). The la
 precomputed gx ('gx': ``lstm_forward`` with gemm='tiled', what autocast runs). Outputs and final state match
 the same layer in float64 on the reference backend within 1e-5 relative to the largest value, at
 shapes with a partial last block (H not a multiple of the vector width), rows that do not fill the
-micro-kernel's row group (split into smaller groups: 5 = 3 + 2, 7 = 3 + 2 + 2 or 4 + 3, a single row), lengths, no bias, and two threads (blocks split over threads).
+micro-kernel's row group (split into smaller groups: 5 = 3 + 2, 7 = 3 + 2 + 2 or 4 + 3, a single row),
+lengths, no bias, and two threads (blocks split over threads).
 """
 
 from __future__ import annotations
