@@ -25,8 +25,9 @@ ratios taken at a load above ~1.5 on 2 cores are noisy.
     .venv/bin/python benchmarks/fused_lstm.py --modes inference --gemm packed,tiled,brgemm   # the forward GEMMs
 
 ``--gemm`` times the inference rows once per way of forming the recurrent products (``auto``: what
-``extension.forward_gemm`` picks; ``packed``: oneDNN GEMM + one pointwise pass; ``tiled``: the tiled
-step on rnnkit's micro-kernel; ``brgemm``: the tiled step on ``cpublas::brgemm``).
+the layer runs; ``packed``: oneDNN GEMM + one pointwise pass; ``tiled``: the tiled step on rnnkit's
+micro-kernel, x_t W_ih^T inside the tile; ``tiled-gx``: the same step reading a precomputed gx;
+``brgemm``: the tiled step from x on ``cpublas::brgemm``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from torch.utils.benchmark import Timer
 
 import rnnkit
 from rnnkit.backends.fused import extension
+from rnnkit.backends.fused import lstm as fused_lstm
 from rnnkit.bench import cpu_model_and_flags, layer_workload
 
 SHAPES = [(32, 100, 128, 256), (64, 256, 256, 512), (16, 512, 128, 1024)]  # (B, T, I, H)
@@ -96,17 +98,22 @@ def gemm_floor(B: int, T: int, I: int, H: int, mode: str) -> Callable[[], None]:
 
 
 def forcing_gemm(fn: Callable[[], None], gemm: str) -> Callable[[], None]:
-    """``fn`` with the C++ forward's recurrent GEMM forced to ``gemm`` ('auto': left as it is)."""
+    """``fn`` with the C++ forward's recurrent GEMM forced to ``gemm`` ('auto': left as it is): 'tiled' and
+    'brgemm' run the tiled step from x (``lstm_forward_tiled``), 'packed' and 'tiled-gx' the loop from gx."""
     if gemm == "auto":
         return fn
-    picks = extension.forward_gemm
+    from_x = gemm in ("tiled", "brgemm")
+    saved = extension.forward_gemm, extension.tiled_gemm, fused_lstm.tiled_input
 
     def call() -> None:
-        extension.forward_gemm = lambda *args: gemm
+        extension.forward_gemm = lambda *args: gemm.removesuffix("-gx")
+        extension.tiled_gemm = lambda: gemm
+        if not from_x:
+            fused_lstm.tiled_input = lambda *args: False
         try:
             fn()
         finally:
-            extension.forward_gemm = picks
+            extension.forward_gemm, extension.tiled_gemm, fused_lstm.tiled_input = saved
 
     return call
 
@@ -151,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-run-time", type=float, default=0.3)
     parser.add_argument("--quick", action="store_true", help="one small shape, 1 round per mode: a smoke test")
-    parser.add_argument("--gemm", default="auto", help="inference: auto, packed, tiled, brgemm (comma-separated)")
+    parser.add_argument("--gemm", default="auto",
+                        help="inference: auto, packed, tiled, tiled-gx, brgemm (comma-separated)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     shapes = QUICK_SHAPES if args.quick else SHAPES

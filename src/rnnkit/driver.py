@@ -99,7 +99,8 @@ def run_stack(layer, x: Tensor, lengths: Tensor | None, state: State, recurrence
     """Layers, directions and dropout around ``recurrence(cell, gx, state, weights, lengths[, noise])``.
 
     ``project(cell, x, weights) -> gx`` forms gx, ``cell.input_projection`` when None (a backend
-    that does part of the projection inside its loop passes its own: the fused layernorm_lstm).
+    that does part or all of the projection inside its loop passes its own, and its ``recurrence``
+    reads what it returns: the fused LSTM family).
 
     ``layer`` is a ``Recurrent`` or a ``ConvRecurrent``: it gives ``cell``, ``num_layers``,
     ``num_directions``, ``dropout``, ``regularizers``, ``training`` and ``weights(k, d)``; x is

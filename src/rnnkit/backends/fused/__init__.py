@@ -7,7 +7,9 @@ family's ``recurrence(cell, gx, state, weights, lengths, noise=None) -> (out, st
 only the time loop, with the same contract as ``driver.time_loop``:
 
     gx       (T, B, G)   the input projection, G = gates * H (layernorm_lstm: the raw x W_ih^T, before
-                         LN_ih and b_ih; ``lstm.input_projection``)
+                         LN_ih and b_ih; ``lstm.input_projection``; lstm, peephole_lstm, cifg_lstm in float32
+                         inference: ``lstm.TiledInput(x)``, projected inside the C++ loop, see
+                         ``lstm.tiled_projection``)
     state    the initial state of this layer and direction: (B, R) or LSTMState((B, R), (B, H))
     weights  the layer's parameters for this layer and direction, under the cell's names
     lengths  (B,) int64 on gx's device, or None: step t of sequence b runs while t < lengths[b];
@@ -57,7 +59,8 @@ def supports(problem) -> str | None:
 
 
 # cell name -> input projection, where a kernel takes gx other than ``cell.input_projection``'s
-PROJECTIONS = {"layernorm_lstm": lstm.input_projection}
+PROJECTIONS = {"layernorm_lstm": lstm.input_projection, "lstm": lstm.tiled_projection,
+               "peephole_lstm": lstm.tiled_projection, "cifg_lstm": lstm.tiled_projection}
 
 
 def run(layer, x: Tensor, lengths: Tensor | None, state: State) -> tuple[Tensor, State]:

@@ -148,6 +148,12 @@ def forward_gemm(kind: str, training: bool, dtype: torch.dtype, weight_hr: torch
     return "packed" if packed_gemm() else "addmm"
 
 
+def tiled_gemm() -> str:
+    """The tile the tiled step from x (``lstm_forward_tiled``) accumulates: 'tiled', rnnkit's own micro-kernel
+    (``brgemm`` is the comparison the tests run)."""
+    return "tiled"
+
+
 def brgemm_status() -> str:
     """"" when ``at::native::cpublas::brgemm`` runs float32 here (checked once), else why not.
 

@@ -32,6 +32,11 @@ not run):
 A call with hidden dropout or zoneout runs the Python loops; the C++ loops run the plain cell, for all
 four kinds (layernorm_lstm saves and returns the same tensors as its Python loop).
 
+Float32 inference of lstm, peephole_lstm and cifg_lstm without projection (nothing needing a gradient):
+the layer hands this backend x itself (``tiled_projection`` returns a ``TiledInput``), and the C++ tiled
+step forms x_t W_ih^T + b_ih inside each step's tile (``lstm_forward_tiled``, csrc/tile.h) instead of
+reading a (T, B, G) gx precomputed for all steps.
+
 layernorm_lstm's input path: the layer hands this backend the raw x W_ih^T (``input_projection``).
 Where the C++ loop runs, it normalizes each step's rows itself (LN_ih, then + b_ih) and its backward
 returns d(x W_ih^T) = LN_ih's backward of the gate gradients, d ln_ih_weight = sum_t da * x_hat_ih and
@@ -46,6 +51,7 @@ whichever loop, C++ or Python, ran the forward.
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -70,11 +76,43 @@ def input_projection(cell, x: Tensor, w) -> Tensor:
     return torch.nn.functional.linear(x, w["weight_ih"])
 
 
-def recurrence(cell, gx: Tensor, state: LSTMState, w, lengths: Tensor | None,
+class TiledInput(NamedTuple):
+    """What ``tiled_projection`` hands ``recurrence`` in place of gx: x, whose projection the C++ tiled step
+    forms inside its tile (x_t W_ih^T + b_ih per step, with the layer's ``weight_ih`` and ``bias_ih``)."""
+
+    x: Tensor  # (T, B, I)
+
+
+def tiled_input(cell, x: Tensor, w) -> bool:
+    """Whether this layer and direction runs the tiled step from x: float32 CPU inference of lstm, peephole or
+    cifg without projection, outside autocast, nothing needing a gradient, and the C++ loops loaded."""
+    if cell.name not in extension.TILED_KINDS or w.get("weight_hr") is not None:
+        return False
+    tensors = [x, *(t for t in w.values() if isinstance(t, Tensor))]
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return False
+    if torch.is_autocast_enabled("cpu") or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+        return False
+    return _cpp_loops(cell.name, x) is not None
+
+
+def tiled_projection(cell, x: Tensor, w) -> Tensor | TiledInput:
+    """lstm / peephole_lstm / cifg_lstm's gx for ``recurrence``: ``TiledInput(x)`` where ``tiled_input`` says
+    the tiled step runs (the projection then happens inside it), else ``cell.input_projection``."""
+    return TiledInput(x) if tiled_input(cell, x, w) else cell.input_projection(x, w)
+
+
+def recurrence(cell, gx: Tensor | TiledInput, state: LSTMState, w, lengths: Tensor | None,
                noise: StepNoise | None = None) -> tuple[Tensor, LSTMState]:
-    """The fused time loop of one LSTM-family layer and direction (contract in fused/__init__.py)."""
-    mask = step_mask(lengths, gx.shape[0], gx.device)
+    """The fused time loop of one LSTM-family layer and direction (contract in fused/__init__.py); gx may be a
+    ``TiledInput`` (``tiled_projection``)."""
+    steps = gx.x if isinstance(gx, TiledInput) else gx  # (T, B, ...)
+    mask = step_mask(lengths, steps.shape[0], steps.device)
     hidden, keep = loop_masks(noise, mask)
+    if isinstance(gx, TiledInput):
+        if hidden is None and keep is None:
+            return _tiled_loop(cell, gx.x, state, w, mask)
+        gx = cell.input_projection(gx.x, w)  # hidden dropout or zoneout (train mode under no_grad): Python loops
     eps = getattr(cell, "eps", 0.0)
     ops = _cpp_loops(cell.name, gx) if hidden is None and keep is None else None
     ln_ih_weight = ln_ih_bias = None
@@ -88,6 +126,17 @@ def recurrence(cell, gx: Tensor, state: LSTMState, w, lengths: Tensor | None,
         w.get("bias_hh"), w.get("weight_hr"), w.get("weight_peephole"), w.get("ln_hh_weight"), w.get("ln_hh_bias"),
         w.get("ln_c_weight"), w.get("ln_c_bias"), ln_ih_weight, ln_ih_bias,
     )
+    return out, LSTMState(h, c)
+
+
+def _tiled_loop(cell, x: Tensor, state: LSTMState, w, mask: Tensor | None) -> tuple[Tensor, LSTMState]:
+    """The C++ tiled step from x (``lstm_forward_tiled``): out (T, B, H) and the final state."""
+    global last_loop
+    gemm = extension.tiled_gemm()
+    out, h, c = extension.load().lstm_forward_tiled(
+        _CPP_KIND[cell.name], x, state.h, state.c, w["weight_ih"], w.get("bias_ih"), w["weight_hh"], w.get("bias_hh"),
+        w.get("weight_peephole"), None if mask is None else mask[..., 0], gemm)
+    last_loop = f"C++ {extension.loaded_variant()} {gemm}"
     return out, LSTMState(h, c)
 
 

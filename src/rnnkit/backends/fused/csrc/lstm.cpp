@@ -394,27 +394,31 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
   return {dpre, T_ > 0 ? dh : dh.clone(), dc, dh_new_all, empty, empty, empty, empty, empty, empty, empty};  // T = 0: dh is grad_h
 }
 
-// Inference through the tiled step (tile.h): float32, lstm / peephole / cifg, no projection.
+// Inference through the tiled step (tile.h): float32, lstm / peephole / cifg, no projection. `in` is x (T, B, I)
+// with w_ih (G, I) (the input projection inside the tile), or gx (T, B, G) with w_ih undefined; bias is
+// b_ih + b_hh, b_hh or undefined. Returns out (T, B, H), h_T and c_T (B, H).
 template <int K>
-Forward forward_tiled(const Tensor& gx, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
-                      const std::optional<Tensor>& bias, const Tensor& peep, const Tensor& mask, bool brgemm) {
-  const int64_t T_ = gx.size(0), B = gx.size(1), G = gx.size(2), H = c0.size(1);
-  const TiledWeights tw = pack_tiles(w_hh, bias, H, gates(K));
-  const auto opt = gx.options();
+std::tuple<Tensor, Tensor, Tensor> tiled_loop(const Tensor& in, const Tensor& w_ih, const Tensor& h0, const Tensor& c0,
+                                              const Tensor& w_hh, const Tensor& bias, const Tensor& peep,
+                                              const Tensor& mask, bool brgemm) {
+  const int64_t T_ = in.size(0), B = in.size(1), H = c0.size(1);
+  const TiledWeights tw = pack_tiles(w_ih, w_hh, bias, H, gates(K));
+  const auto opt = in.options();
   Tensor out = at::empty({T_, B, H}, opt);
   Tensor h_buf[2] = {h0.clone(), at::empty({B, H}, opt)}, c_buf[2] = {c0.clone(), at::empty({B, H}, opt)};
-  const float* gx_p = gx.data_ptr<float>();
+  const float* in_p = in.data_ptr<float>();
+  const int64_t step = B * in.size(2);  // floats of x_t or gx_t
   const float* peep_p = peep.defined() ? peep.data_ptr<float>() : nullptr;
   const bool* mask_p = mask.defined() ? mask.data_ptr<bool>() : nullptr;
   for (int64_t t = 0; t < T_; ++t) {
     const int64_t now = t % 2, next = (t + 1) % 2;
-    tiled_step<K>(tw, brgemm, B, H, gx_p + t * B * G, h_buf[now].data_ptr<float>(), c_buf[now].data_ptr<float>(), peep_p,
-                  mask_p ? mask_p + t * B : nullptr, h_buf[next].data_ptr<float>(), c_buf[next].data_ptr<float>(),
-                  out.data_ptr<float>() + t * B * H);
+    const float* in_t = in_p + t * step;
+    const TileStep s{w_ih.defined() ? in_t : nullptr, w_ih.defined() ? nullptr : in_t, h_buf[now].data_ptr<float>(),
+                     c_buf[now].data_ptr<float>(), peep_p, mask_p ? mask_p + t * B : nullptr,
+                     h_buf[next].data_ptr<float>(), c_buf[next].data_ptr<float>(), out.data_ptr<float>() + t * B * H};
+    tiled_step<K>(tw, brgemm, B, H, s);
   }
-  const Tensor empty = at::empty({0}, opt);
-  return {out, h_buf[T_ % 2], c_buf[T_ % 2], empty, empty, empty, empty, empty, empty, empty, empty, empty, empty,
-          empty};
+  return {out, h_buf[T_ % 2], c_buf[T_ % 2]};
 }
 
 template <typename F>
@@ -470,7 +474,10 @@ Forward lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor& h0_in, con
       if constexpr (K == kLayerNorm) {
         return Forward();  // refused above
       } else {
-        return forward_tiled<K>(gx, h0, c0, w_hh, bias, peep, mask, gemm == "brgemm");
+        const auto [out, h, c] = tiled_loop<K>(gx, Tensor(), h0, c0, w_hh, bias ? *bias : Tensor(), peep, mask,
+                                               gemm == "brgemm");
+        const Tensor empty = at::empty({0}, gx.options());
+        return Forward{out, h, c, empty, empty, empty, empty, empty, empty, empty, empty, empty, empty, empty};
       }
     });
   }
@@ -526,6 +533,56 @@ Backward lstm_backward(int64_t kind, const Tensor& grad_out_in, const Tensor& gr
   });
 }
 
+// Float32 inference of lstm, peephole and cifg without projection from x itself: the tiled step with the input
+// projection x_t W_ih^T inside each step's tile (tile.h), so no (T, B, G) gx is formed.
+std::tuple<Tensor, Tensor, Tensor> lstm_forward_tiled(int64_t kind, const Tensor& x_in, const Tensor& h0_in,
+                                                      const Tensor& c0_in, const Tensor& w_ih_in,
+                                                      const std::optional<Tensor>& b_ih_in, const Tensor& w_hh_in,
+                                                      const std::optional<Tensor>& b_hh_in,
+                                                      const std::optional<Tensor>& peep_in,
+                                                      const std::optional<Tensor>& mask_in, c10::string_view gemm) {
+  const char* op = "lstm_forward_tiled";
+  check_kind_and_type(op, kind, x_in);
+  TORCH_CHECK(kind != kLayerNorm, "rnnkit_fused.lstm_forward_tiled: runs lstm (0), peephole (1) and cifg (2), got "
+              "kind 3 (layer norm)");
+  TORCH_CHECK(x_in.scalar_type() == at::kFloat, "rnnkit_fused.lstm_forward_tiled: float32 only, got ",
+              x_in.scalar_type());
+  TORCH_CHECK(gemm == "tiled" || gemm == "brgemm", "rnnkit_fused.lstm_forward_tiled: gemm must be 'tiled' or "
+              "'brgemm', got '", gemm, "'");
+  TORCH_CHECK(x_in.dim() == 3, "rnnkit_fused.lstm_forward_tiled: x must be (T, B, I), got ",
+              sizes_string(x_in.sizes()));
+  TORCH_CHECK(c0_in.dim() == 2, "rnnkit_fused.lstm_forward_tiled: c0 must be (B, H), got ",
+              sizes_string(c0_in.sizes()));
+  const Tensor x = x_in.contiguous();
+  const auto f = [](const Tensor& t) { return t.to(at::kFloat).contiguous(); };
+  const Tensor h0 = f(h0_in), c0 = f(c0_in), w_ih = f(w_ih_in), w_hh = f(w_hh_in);
+  const int64_t T_ = x.size(0), B = x.size(1), I = x.size(2), H = c0.size(1), G = gates(kind) * H;
+  check_sizes(op, "c0", c0, "(B, H)", {B, H});
+  check_sizes(op, "h0", h0, "(B, H)", {B, H});
+  check_sizes(op, "weight_ih", w_ih, "(G, I)", {G, I});
+  check_sizes(op, "weight_hh", w_hh, "(G, H)", {G, H});
+  Tensor bias;  // b_ih + b_hh
+  for (const auto* b : {&b_ih_in, &b_hh_in}) {
+    if (!*b) continue;
+    const Tensor bf = f(**b);
+    check_sizes(op, b == &b_ih_in ? "bias_ih" : "bias_hh", bf, "(G,)", {G});
+    bias = bias.defined() ? bias + bf : bf;
+  }
+  TORCH_CHECK(kind != kPeephole || peep_in, "rnnkit_fused.lstm_forward_tiled: peephole_lstm needs weight_peephole");
+  const Tensor peep = peep_in ? f(*peep_in) : Tensor();
+  if (peep.defined()) check_sizes(op, "weight_peephole", peep, "(3, H)", {3, H});
+  const Tensor mask = mask_in ? mask_in->to(at::kBool).contiguous() : Tensor();
+  if (mask.defined()) check_sizes(op, "mask", mask, "(T, B)", {T_, B});
+  return dispatch_kind(kind, [&](auto k) {
+    constexpr int K = decltype(k)::value;
+    if constexpr (K == kLayerNorm) {
+      return std::tuple<Tensor, Tensor, Tensor>();  // refused above
+    } else {
+      return tiled_loop<K>(x, w_ih, h0, c0, w_hh, bias, peep, mask, gemm == "brgemm");
+    }
+  });
+}
+
 }  // namespace
 }  // namespace rnnkit_fused
 
@@ -544,6 +601,11 @@ TORCH_LIBRARY(rnnkit_fused, m) {
       "Tensor grad_ln_hh_weight, Tensor grad_ln_hh_bias, Tensor grad_ln_c_weight, Tensor grad_ln_c_bias, "
       "Tensor grad_ln_ih_weight, Tensor grad_ln_ih_bias)",
       TORCH_FN(rnnkit_fused::lstm_backward));
+  m.def(
+      "lstm_forward_tiled(int kind, Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor? bias_ih, "
+      "Tensor weight_hh, Tensor? bias_hh, Tensor? weight_peephole, Tensor? mask, str gemm) -> (Tensor out, "
+      "Tensor h, Tensor c)",
+      TORCH_FN(rnnkit_fused::lstm_forward_tiled));
   m.def("packed_gemm_status() -> str", TORCH_FN(rnnkit_fused::packed_gemm_status));
   m.def("brgemm_status() -> str", TORCH_FN(rnnkit_fused::brgemm_status));
 }
