@@ -75,7 +75,7 @@ from ..train import checkpoint
 from ..train.trainer import TrainConfig
 from .base import SPLITS, begin, check_split, finished, fit, load_weights, open_checkpoint, write_report
 from .fields import ExampleFields, LayerFields, TaskConfig, check_choice, check_ints, with_defaults
-from .registry import TaskSpec, Verb
+from .registry import SplitArgs, TaskSpec, Verb
 
 NAME = "asr"
 BUNDLED_FILE = "fsdd_subset.tar"  # in rnnkit/data: FLAC files and manifest.tsv with a split column; SOURCES.md
@@ -702,10 +702,9 @@ class DecoderArgs:
 
 
 @dataclass
-class EvaluateArgs(DecoderArgs):
+class EvaluateArgs(DecoderArgs, SplitArgs):
     data: str | None = field(default=None, metadata={"help": "a manifest to score (default: --split of the training "
                                                              "data)"})
-    split: str = field(default="test", metadata={"help": "train, dev or test"})
     band_rate: int | None = field(default=None, metadata={"help": "resample the audio to this rate and back before "
                                                                   "scoring (8000: the 4 kHz telephone band)"})
 

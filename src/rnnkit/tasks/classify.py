@@ -56,7 +56,7 @@ from .fields import (
     check_ints,
     with_defaults,
 )
-from .registry import TaskSpec, Verb
+from .registry import SplitArgs, TaskSpec, Verb
 from .sequence_classification import (
     PooledClassifier,
     PoolingFields,
@@ -372,11 +372,10 @@ class TrainedClassifier(TrainedSequenceClassifier):
 # ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
 
 @dataclass
-class EvaluateArgs:
+class EvaluateArgs(SplitArgs):
     data: str | None = field(default=None, metadata={"help": "a CSV, TSV or JSONL file (default: the training "
                                                              "data); without a split column, a file other than the "
                                                              "training data is scored whole"})
-    split: str = field(default="test", metadata={"help": "train, dev or test"})
     format: str | None = field(default=None, metadata={"help": "csv, tsv or jsonl (default: from the extension)"})
     text_column: str | None = field(default=None, metadata={"help": "default: the training run's"})
     label_column: str | None = field(default=None, metadata={"help": "default: the training run's"})

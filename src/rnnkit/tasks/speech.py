@@ -48,7 +48,7 @@ from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
 from .base import SPLITS, begin, check_split, finished, fit, load_weights, open_checkpoint, write_report
 from .fields import ExampleFields, LayerFields, TaskConfig, check_fractions, check_ints, with_defaults
-from .registry import TaskSpec, Verb
+from .registry import SplitArgs, TaskSpec, Verb
 from .sequence_classification import (
     PooledClassifier,
     PoolingFields,
@@ -347,10 +347,9 @@ class TrainedSpeech(TrainedSequenceClassifier):
 # ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
 
 @dataclass
-class EvaluateArgs:
+class EvaluateArgs(SplitArgs):
     data: str | None = field(default=None, metadata={"help": "japanese_vowels, basicmotions or a NAME_TRAIN.ts file "
                                                              "(default: the data the model was trained on)"})
-    split: str = field(default="test", metadata={"help": "train, dev or test"})
 
 
 @dataclass

@@ -47,7 +47,7 @@ from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
 from .base import SPLITS, begin, finished, fit, load_weights, open_checkpoint, scores_training_split, write_report
 from .fields import ExampleFields, LayerFields, TaskConfig, check_choice, check_fractions, check_ints, with_defaults
-from .registry import TaskSpec, Verb
+from .registry import SplitArgs, TaskSpec, Verb
 
 NAME = "tag"
 BUNDLED_FILE = "wnut16.conll.gz"  # in rnnkit/data; see SOURCES.md
@@ -469,10 +469,9 @@ class TrainedTagger:
 # ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
 
 @dataclass
-class EvaluateArgs:
+class EvaluateArgs(SplitArgs):
     data: str | None = field(default=None, metadata={"help": "a CoNLL-style file (default: the training data); a "
                                                              "file other than the training data is scored whole"})
-    split: str = field(default="test", metadata={"help": "train, dev or test"})
 
 
 @dataclass

@@ -53,7 +53,7 @@ from ..train.trainer import TrainConfig
 from .base import SPLITS, begin, finished, fit, load_weights, open_checkpoint, scores_training_split, write_report
 from .classify import text_lines
 from .fields import BatchFields, TaskConfig, check_choice, check_ints, with_defaults
-from .registry import TaskSpec, Verb
+from .registry import SplitArgs, TaskSpec, Verb
 from .seq2seq import ATTENTIONS, Decoder, EncoderDecoderFields, beam_search, greedy, sequence_log_probs
 
 NAME = "translate"
@@ -543,11 +543,10 @@ class SearchArgs:
 
 
 @dataclass
-class EvaluateArgs(SearchArgs):
+class EvaluateArgs(SearchArgs, SplitArgs):
     data: str | None = field(default=None, metadata={"help": "a pair file, source<TAB>target per line (default: the "
                                                              "training data); a file other than the training data "
                                                              "is scored whole"})
-    split: str = field(default="test", metadata={"help": "train, dev or test"})
 
 
 @dataclass
