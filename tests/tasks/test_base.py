@@ -10,7 +10,16 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from rnnkit.tasks.base import begin, config_from, finished, fit, load_weights, open_checkpoint, write_report
+from rnnkit.tasks.base import (
+    begin,
+    config_from,
+    finished,
+    fit,
+    load_weights,
+    open_checkpoint,
+    scores_training_split,
+    write_report,
+)
 from rnnkit.train import checkpoint
 from rnnkit.train.trainer import TrainConfig
 
@@ -127,3 +136,16 @@ def test_load_weights_names_what_does_not_fit(tmp_path):
         load_weights(nn.Linear(3, 1), ckpt, tmp_path / "c")
     with pytest.raises(checkpoint.CheckpointError, match=r"missing: \[\], unexpected: \['bias'\]"):
         load_weights(nn.Linear(2, 1, bias=False), ckpt, tmp_path / "c")
+
+
+def test_scores_training_split_tells_the_training_file_from_another(tmp_path, monkeypatch):
+    # catches a comparison of the paths as written ("data.tsv" vs "./data.tsv" are one file) and one that takes
+    # any file for the training data when the run trained on the bundled data (trained_on None)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.tsv").write_text("")
+    assert scores_training_split(None, "dev", None) and scores_training_split(None, "test", "data.tsv")
+    assert scores_training_split("./data.tsv", "train", str(tmp_path / "data.tsv"))
+    assert not scores_training_split("other.tsv", "test", "data.tsv")
+    assert not scores_training_split("data.tsv", "test", None)
+    with pytest.raises(ValueError, match="split must be train, dev or test, got 'valid'"):
+        scores_training_split("other.tsv", "valid", None)

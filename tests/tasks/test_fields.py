@@ -11,7 +11,15 @@ from rnnkit.tasks import registry
 from rnnkit.tasks.asr import ASRConfig
 from rnnkit.tasks.caption import CaptionConfig
 from rnnkit.tasks.classify import Classifier, ClassifyConfig
-from rnnkit.tasks.fields import TaskConfig, check_choice, check_fractions, check_ints, with_defaults
+from rnnkit.tasks.fields import (
+    BatchFields,
+    ExampleFields,
+    TaskConfig,
+    check_choice,
+    check_fractions,
+    check_ints,
+    with_defaults,
+)
 from rnnkit.tasks.lm import LMConfig
 from rnnkit.tasks.speech import SpeechConfig
 from rnnkit.tasks.translate import TranslateConfig
@@ -140,3 +148,44 @@ def test_pooling_group_checks_its_fields_in_every_task(config_type, values, mess
     # catches a task whose validate no longer checks the group's fields (the checks moved into PoolingFields)
     with pytest.raises(ValueError, match=message):
         config_type(**values).validate()
+
+
+def test_with_defaults_fills_the_help_templates_with_the_class_words():
+    # catches a decorator that leaves "{units} per step" in --help, fills a field only when its default is given, or
+    # fills the group's own field (another task would then show this task's words)
+    @dataclasses.dataclass
+    @with_defaults(batch_size=8)
+    class Task(TaskConfig, ExampleFields):
+        unit, units = "clip", "clips"
+
+    helps = {f.name: (f.default, f.metadata["help"]) for f in dataclasses.fields(Task)}
+    assert helps == {"batch_size": (8, "clips per step"), "bidirectional": (True, "read each clip in both directions")}
+    assert [f.metadata["help"] for f in dataclasses.fields(ExampleFields)] == ["{units} per step",
+                                                                               "read each {unit} in both directions"]
+
+
+def test_with_defaults_refuses_a_template_the_class_has_no_words_for():
+    # catches a Config that forgets its unit: its --help would print "{units} per step"
+    with pytest.raises(TypeError, match=r"Task sets no units, which the help of its field batch_size names"):
+        @with_defaults()
+        class Task(TaskConfig, BatchFields):
+            pass
+
+
+def test_every_task_help_names_its_own_examples():
+    # catches a task Config that takes a templated group without with_defaults (a raw "{unit}" in --help) and a
+    # unit that is not the one its batch help names
+    for name, spec in registry.specs().items():
+        if not issubclass(spec.config, TaskConfig):
+            continue  # a test's registered toy task
+        helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(spec.config)}
+        assert not [h for h in helps.values() if "{" in h], name
+        if name != "lm":  # lm's batch is its parallel streams of text, a field of its own
+            assert helps["batch_size"] == f"{spec.config.units} per step", name
+
+
+@pytest.mark.parametrize("config_type", [LMConfig, ClassifyConfig])
+def test_token_fields_check_the_level(config_type):
+    # catches a Config whose validate drops the group's check (an unknown level would fail later, deep in the data)
+    with pytest.raises(ValueError, match="level must be 'char' or 'word', got 'byte'"):
+        config_type(level="byte").validate()

@@ -73,22 +73,23 @@ from ..extras import require
 from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
-from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
-from .fields import LayerFields, TaskConfig, check_choice, check_ints, with_defaults
-from .registry import TaskSpec, Verb
+from .base import SPLITS, begin, check_split, finished, fit, load_weights, open_checkpoint, write_report
+from .fields import ExampleFields, LayerFields, TaskConfig, check_choice, check_ints, with_defaults
+from .registry import SplitArgs, TaskSpec, Verb
 
 NAME = "asr"
 BUNDLED_FILE = "fsdd_subset.tar"  # in rnnkit/data: FLAC files and manifest.tsv with a split column; SOURCES.md
-SPLITS = ("train", "dev", "test")
 NORMALIZATIONS = ("utterance", "global")
 ASR_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 250, "checkpoint_every": 250, "warmup_steps": 100,
                       "weight_decay": 0.01, "steps": 2000}
 
 
 @dataclass
-@with_defaults(num_layers=2, dropout=0.1)
-class ASRConfig(TaskConfig, LayerFields):
+@with_defaults(num_layers=2, dropout=0.1, batch_size=32)
+class ASRConfig(TaskConfig, ExampleFields, LayerFields):
     """The recognizer and its front end; defaults for spoken digits and short sentences on 2 CPU cores."""
+
+    unit, units = "utterance", "utterances"
 
     data: str | None = field(default=None, metadata={"help": "training manifest (.csv/.tsv/.jsonl with path and "
                                                              "text), or 'synth' for the synthesized corpus (needs "
@@ -104,8 +105,6 @@ class ASRConfig(TaskConfig, LayerFields):
     normalize: str = field(default="utterance", metadata={"help": "utterance (each band to mean 0, std 1 per "
                                                                   "utterance) or global (training-set statistics; "
                                                                   "needed for --stream)"})
-    bidirectional: bool = field(default=True, metadata={"help": "read each utterance in both directions (turn off "
-                                                                "to stream)"})
     streaming: bool = field(default=False, metadata={"help": "train a model that transcribes as audio arrives "
                                                              "(transcribe --stream): sets bidirectional off and "
                                                              "normalize to global, whatever those flags say"})
@@ -121,7 +120,6 @@ class ASRConfig(TaskConfig, LayerFields):
     time_masks: int = field(default=2, metadata={"help": "time masks per utterance"})
     time_width: int = field(default=10, metadata={"help": "longest time mask, in 10 ms frames (at most 20%% of "
                                                           "the utterance)"})
-    batch_size: int = field(default=32, metadata={"help": "utterances per step"})
 
     def __post_init__(self) -> None:
         if self.streaming:  # the two settings a stream needs: no backward pass, no statistics of the whole utterance
@@ -667,8 +665,7 @@ class TrainedASR:
             utterances = load_manifest(data, self.logmel, perturb)
             split = str(data)
         else:
-            if split not in SPLITS:
-                raise ValueError(f"split must be train, dev or test, got {split!r}")
+            check_split(split)
             if split == "test" and self.config.data is not None and (self.config.test_data or
                                                                      self.config.data == SYNTH):
                 test_data = self.config.test_data or synth_manifests()[1]
@@ -705,10 +702,9 @@ class DecoderArgs:
 
 
 @dataclass
-class EvaluateArgs(DecoderArgs):
+class EvaluateArgs(DecoderArgs, SplitArgs):
     data: str | None = field(default=None, metadata={"help": "a manifest to score (default: --split of the training "
                                                              "data)"})
-    split: str = field(default="test", metadata={"help": "train, dev or test"})
     band_rate: int | None = field(default=None, metadata={"help": "resample the audio to this rate and back before "
                                                                   "scoring (8000: the 4 kHz telephone band)"})
 

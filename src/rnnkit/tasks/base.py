@@ -6,7 +6,7 @@ Training (each task's ``train()``)::
     console, saved = begin(train_config, out, resume, console)            # seed; last/ when resuming
     ... the task's data, reusing saved.vocab / saved.config when resuming ...
     summary = fit(task, train_config, out, resume, console, progress, describe)  # Trainer, fit, best/ back
-    ... score the test split ...
+    ... score the test split ...                                           # SPLITS, check_split
     write_report(out, NAME, "test", result)                                # test.json
     console.print(f"test: ... {finished(summary, out)}")
 
@@ -34,6 +34,7 @@ from ..train import checkpoint
 from ..train.trainer import TrainConfig, Trainer, TrainingTask, seed_everything
 
 ConfigT = TypeVar("ConfigT")
+SPLITS = ("train", "dev", "test")  # the splits of a task's own data, which evaluate(split=) scores
 
 
 # ---------------------------------------------------------------------- training
@@ -86,6 +87,20 @@ def write_report(out: str | Path, task: str, split: str, *results: dict, file: s
 def finished(summary: dict, out: str | Path) -> str:
     """The end of every ``train()``'s last line: how long it trained and where the run directory is."""
     return f"after {summary['step']} steps, {summary['elapsed_s'] / 60:.1f} min; run directory {out}"
+
+
+def check_split(split: str) -> None:
+    """Raise ValueError unless ``split`` is one of SPLITS."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be train, dev or test, got {split!r}")
+
+
+def scores_training_split(data: str | Path | None, split: str, trained_on: str | Path | None) -> bool:
+    """Whether ``evaluate(data, split)`` scores ``split`` of the data the run trained on (``trained_on``, None
+    for the bundled data): no file given, or that same file. False: ``data`` is another file, scored whole.
+    A ``split`` not in SPLITS is a ValueError either way."""
+    check_split(split)
+    return data is None or (trained_on is not None and Path(data).resolve() == Path(trained_on).resolve())
 
 
 # ---------------------------------------------------------------------- loading

@@ -72,7 +72,7 @@ from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
-from .fields import GeneratedSplitFields, TaskConfig, check_choice, check_ints, with_defaults
+from .fields import BatchFields, GeneratedSplitFields, TaskConfig, check_choice, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 from .seq2seq import ATTENTIONS, Decoder, EncoderDecoderFields, beam_search, greedy
 
@@ -96,13 +96,16 @@ def _require():
 
 
 @dataclass
-@with_defaults(beam_size=3)
-class CaptionConfig(TaskConfig, GeneratedSplitFields, EncoderDecoderFields):
+@with_defaults(beam_size=3, batch_size=32)
+class CaptionConfig(TaskConfig, BatchFields, GeneratedSplitFields, EncoderDecoderFields):
     """The captioner and its generated data; defaults sized for a few minutes on 2 CPU cores."""
+
+    unit, units = "clip", "clips"
 
     encoder: str = field(default="recurrent", metadata={"help": "recurrent (reads the frames in order) or "
                                                                 "order-blind (the mean of the frame features)"})
     segment_length: int = field(default=10, metadata={"help": "L: frames per segment (a clip is 2L frames)"})
+    # its own, not ExampleFields': the order-blind encoder has no direction
     bidirectional: bool = field(default=True, metadata={"help": "the recurrent encoder reads both directions"})
     cnn_channels: int = field(default=32, metadata={"help": "channels of the frame CNN's feature map"})
     frame_features: int = field(default=128, metadata={"help": "F: the frame CNN's output per frame"})
@@ -112,7 +115,6 @@ class CaptionConfig(TaskConfig, GeneratedSplitFields, EncoderDecoderFields):
     pretrain_steps: int = field(default=50, metadata={"help": "first steps that train the frame CNN on the "
                                                               "per-frame digits alone"})
     dropout: float = field(default=0.1, metadata={"help": "dropout on the frame features and in the decoder"})
-    batch_size: int = field(default=32, metadata={"help": "clips per step"})
 
     def validate(self) -> None:
         check_choice("encoder", self.encoder, ENCODERS)

@@ -45,9 +45,18 @@ from ..data import Vocab, read_text
 from ..data.text import json_lines
 from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
-from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
-from .fields import LayerFields, RegularizerFields, TaskConfig, check_fractions, check_ints
-from .registry import TaskSpec, Verb
+from .base import SPLITS, begin, finished, fit, load_weights, open_checkpoint, scores_training_split, write_report
+from .fields import (
+    ExampleFields,
+    LayerFields,
+    RegularizerFields,
+    TaskConfig,
+    TokenFields,
+    check_fractions,
+    check_ints,
+    with_defaults,
+)
+from .registry import SplitArgs, TaskSpec, Verb
 from .sequence_classification import (
     PooledClassifier,
     PoolingFields,
@@ -59,7 +68,6 @@ from .sequence_classification import (
 
 NAME = "classify"
 BUNDLED_FILE = "polarity.tsv.gz"  # in rnnkit/data; see SOURCES.md
-SPLITS = ("train", "dev", "test")
 SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev"}
 SPLIT_COLUMN = "split"
 SPLIT_SEED = 0  # the 80/10/10 split of a user's file without a split column
@@ -72,29 +80,26 @@ CLASSIFY_TRAIN_DEFAULTS = {"steps": DEFAULT_STEPS, "lr": 3e-3, "eval_every": 100
 
 
 @dataclass
-class ClassifyConfig(TaskConfig, RegularizerFields, PoolingFields, LayerFields):
+@with_defaults(level="word", batch_size=32)
+class ClassifyConfig(TaskConfig, ExampleFields, TokenFields, RegularizerFields, PoolingFields, LayerFields):
     """The classifier and its data; defaults tuned for the bundled polarity data on 2 CPU cores."""
+
+    unit, units = "text", "texts"
 
     data: str | None = field(default=None, metadata={"help": "CSV, TSV or JSONL to train on (default: bundled "
                                                              "movie-review polarity sentences)"})
     text_column: str = field(default="text", metadata={"help": "the column (or JSON key) holding the text"})
     label_column: str = field(default="label", metadata={"help": "the column (or JSON key) holding the label"})
     format: str | None = field(default=None, metadata={"help": "csv, tsv or jsonl (default: from the extension)"})
-    level: str = field(default="word", metadata={"help": "word or char tokens"})
     lowercase: bool = field(default=True, metadata={"help": "lowercase the text first (word level: fewer, "
                                                             "better-trained embeddings on small data)"})
-    max_vocab: int = field(default=20000, metadata={"help": "word level: keep the most frequent training tokens"})
     max_length: int = field(default=400, metadata={"help": "keep the first N tokens of each text"})
-    bidirectional: bool = field(default=True, metadata={"help": "read each text in both directions"})
-    embedding_size: int = field(default=128, metadata={"help": "token embedding size E"})
     # the recurrent regularizers (RegularizerFields) are off by default: plain dropout on the embeddings and the pooled
     # features regularizes as well here and leaves the layer on torch's fast native path
     embedding_dropout: float = field(default=0.3, metadata={"help": "dropout on the token embeddings"})
-    batch_size: int = field(default=32, metadata={"help": "examples per step"})
 
     def validate(self) -> None:
-        if self.level not in ("char", "word"):
-            raise ValueError(f"level must be 'char' or 'word', got {self.level!r}")
+        self.check_level()
         self.check_pooling()
         if self.format is not None and self.format not in ("csv", "tsv", "jsonl"):
             raise ValueError(f"format must be csv, tsv or jsonl, got {self.format!r}")
@@ -345,10 +350,7 @@ class TrainedClassifier(TrainedSequenceClassifier):
               text_column: str | None = None, label_column: str | None = None) -> tuple[dict, Tensor]:
         """``evaluate``'s metrics and the (C, C) confusion matrix (row = true label, column = predicted)."""
         split = SPLIT_ALIASES.get(split, split)
-        if split not in SPLITS:
-            raise ValueError(f"split must be train, dev or test, got {split!r}")
-        same = data is None or (self.config.data is not None and Path(data).resolve() == Path(self.config.data)
-                                .resolve())
+        same = scores_training_split(data, split, self.config.data)
         path = self.config.data if data is None else data
         text_column = text_column or self.config.text_column
         label_column = label_column or self.config.label_column
@@ -370,11 +372,10 @@ class TrainedClassifier(TrainedSequenceClassifier):
 # ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
 
 @dataclass
-class EvaluateArgs:
+class EvaluateArgs(SplitArgs):
     data: str | None = field(default=None, metadata={"help": "a CSV, TSV or JSONL file (default: the training "
                                                              "data); without a split column, a file other than the "
                                                              "training data is scored whole"})
-    split: str = field(default="test", metadata={"help": "train, dev or test"})
     format: str | None = field(default=None, metadata={"help": "csv, tsv or jsonl (default: from the extension)"})
     text_column: str | None = field(default=None, metadata={"help": "default: the training run's"})
     label_column: str | None = field(default=None, metadata={"help": "default: the training run's"})

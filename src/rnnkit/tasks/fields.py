@@ -13,16 +13,31 @@ for their fields with ``with_defaults``:
 
 A group's fields come first in the Config's field order (so in ``--help`` and ``config.json``), as
 dataclasses order inherited fields; Configs are built by keyword, never by position.
+
+Where a field's help names the task's examples ("clips per step", "read each sentence in both directions"), the
+group's help is a template, ``"{units} per step"``, and the Config names its examples once, as the class
+attributes ``unit`` and ``units``; ``with_defaults`` fills the templates in, so the Config's fields (and so
+``--help``) carry the task's words:
+
+    @dataclass
+    @with_defaults(batch_size=16)
+    class TagConfig(TaskConfig, ExampleFields, LayerFields):
+        unit, units = "sentence", "sentences"   # --batch-size: "sentences per step"
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import ClassVar
 
 
 class TaskConfig:
     """The base of every task's Config dataclass."""
+
+    # one of the task's examples and several ("clip", "clips"): the words its groups' help templates name
+    unit: ClassVar[str | None] = None
+    units: ClassVar[str | None] = None
 
     def model_settings(self) -> dict:
         """What config.json records and a resumed run must match: every field."""
@@ -54,13 +69,16 @@ def check_fractions(config, names: Iterable[str]) -> None:
 
 
 def with_defaults(**defaults):
-    """A class decorator, written below ``@dataclass``: the task's defaults for fields that its groups declare.
+    """A class decorator, written below ``@dataclass``: the task's own version of the fields its groups declare,
+    with the task's defaults and with help templates filled in with the task's ``unit`` and ``units``.
 
-    Each named field is declared again in the class, with the group's type and metadata (the help) and the
-    given default, before ``@dataclass`` reads the class; so ``__init__``, ``dataclasses.fields`` and the CLI
-    all see the task's default, and the field keeps the group's place in the field order. A name that no
-    group of the class declares, or that the class declares itself, is a TypeError (a task's own field takes
-    its default where it is written); so is the decorator above ``@dataclass``, where it would change nothing.
+    Each named field, and each field whose help is a template (``"{units} per step"``), is declared again in the
+    class, with the group's type, its metadata (the help, filled in) and the given default (else the group's),
+    before ``@dataclass`` reads the class; so ``__init__``, ``dataclasses.fields`` and the CLI all see the task's
+    default and words, and the field keeps the group's place in the field order. A name that no group of the
+    class declares, or that the class declares itself, is a TypeError (a task's own field takes its default
+    where it is written); so is a template naming a word the class does not set, and the decorator above
+    ``@dataclass``, where it would change nothing.
     """
 
     def apply(cls):
@@ -72,12 +90,27 @@ def with_defaults(**defaults):
             if name in own or name not in inherited:
                 where = "declares it itself" if name in own else f"has no group with it ({', '.join(inherited)})"
                 raise TypeError(f"with_defaults({name}=...) on {cls.__name__}: the class {where}")
-        cls.__annotations__ = {**own, **{name: inherited[name].type for name in defaults}}
-        for name, value in defaults.items():
-            setattr(cls, name, field(default=value, metadata=inherited[name].metadata))
+        templated = [name for name, f in inherited.items() if "{" in f.metadata.get("help", "") and name not in own]
+        redeclared = {name: defaults.get(name, inherited[name].default) for name in (*templated, *defaults)}
+        cls.__annotations__ = {**own, **{name: inherited[name].type for name in redeclared}}
+        for name, value in redeclared.items():
+            metadata = inherited[name].metadata
+            if name in templated:
+                metadata = {**metadata, "help": fill(metadata["help"], cls, name)}
+            setattr(cls, name, field(default=value, metadata=metadata))
         return cls
 
     return apply
+
+
+def fill(template: str, cls: type, name: str) -> str:
+    """A group's help ``template`` with ``cls``'s ``unit`` and ``units``; a TypeError when a word it names is unset."""
+    words = {word: getattr(cls, word) for word in ("unit", "units") if getattr(cls, word, None) is not None}
+    try:
+        return template.format_map(words)
+    except KeyError as missing:
+        raise TypeError(f"{cls.__name__} sets no {missing.args[0]}, which the help of its field {name} names "
+                        f"({template!r}): give the class unit and units") from None
 
 
 @dataclass
@@ -113,3 +146,32 @@ class RegularizerFields:
         """These fields as ``Recurrent``'s keyword arguments."""
         return {"input_dropout": self.input_dropout, "hidden_dropout": self.hidden_dropout,
                 "output_dropout": self.output_dropout, "zoneout": self.zoneout, "weight_drop": self.weight_drop}
+
+
+@dataclass
+class BatchFields:
+    """How many of the task's examples one optimizer step reads."""
+
+    batch_size: int = field(default=32, metadata={"help": "{units} per step"})
+
+
+@dataclass
+class ExampleFields(BatchFields):
+    """The task's examples as its recurrent layer reads them: a batch of them per step, each forward or in both
+    directions (``Recurrent``'s ``bidirectional``)."""
+
+    bidirectional: bool = field(default=True, metadata={"help": "read each {unit} in both directions"})
+
+
+@dataclass
+class TokenFields:
+    """Text read as tokens, characters or words, each embedded: the input of the language model and the classifier."""
+
+    level: str = field(default="char", metadata={"help": "char or word tokens"})
+    max_vocab: int = field(default=20000, metadata={"help": "word level: keep the most frequent training tokens"})
+    embedding_size: int = field(default=128, metadata={"help": "token embedding size E"})
+
+    def check_level(self) -> None:
+        """Raise ValueError unless ``level`` is char or word."""
+        if self.level not in ("char", "word"):
+            raise ValueError(f"level must be 'char' or 'word', got {self.level!r}")

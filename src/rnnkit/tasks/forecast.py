@@ -71,7 +71,7 @@ from ..recurrent import Recurrent
 from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig
 from .base import begin, fit, load_weights, open_checkpoint
-from .fields import LayerFields, TaskConfig, check_choice, check_fractions, check_ints, with_defaults
+from .fields import ExampleFields, LayerFields, TaskConfig, check_choice, check_fractions, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 from .series import (
     LEVELS,
@@ -114,9 +114,11 @@ FORECAST_TRAIN_DEFAULTS = {"steps": 300, "lr": 3e-3, "warmup_steps": 20, "eval_e
 
 
 @dataclass
-@with_defaults(cell="gru", hidden_size=32)
-class ForecastConfig(TaskConfig, LayerFields):
+@with_defaults(cell="gru", hidden_size=32, bidirectional=False, batch_size=16)
+class ForecastConfig(TaskConfig, ExampleFields, LayerFields):
     """The forecaster and its data; defaults tuned for the bundled air passengers on 2 CPU cores."""
+
+    unit, units = "window", "windows"
 
     data: str | None = field(default=None, metadata={"help": "CSV or TSV with a header (default: the bundled "
                                                              "series of --series)"})
@@ -146,8 +148,6 @@ class ForecastConfig(TaskConfig, LayerFields):
                                                                 "loss or mc_dropout"})
     interval_level: float = field(default=0.8, metadata={"help": "the central probability of the interval"})
     mc_samples: int = field(default=50, metadata={"help": "mc_dropout: draws per ensemble member"})
-    bidirectional: bool = field(default=False, metadata={"help": "read the lookback in both directions (direct "
-                                                                 "strategy only)"})
     head_dropout: float = field(default=0.1, metadata={"help": "dropout before the head (kept on at prediction "
                                                                "with mc_dropout)"})
     input_noise: float = field(default=0.0, metadata={"help": "std of Gaussian noise on the scaled inputs in "
@@ -157,7 +157,6 @@ class ForecastConfig(TaskConfig, LayerFields):
                                                        "window)"})
     ensemble: int = field(default=5, metadata={"help": "independently initialized members, averaged (one seed "
                                                        "is unstable on 120 training points)"})
-    batch_size: int = field(default=16, metadata={"help": "windows per step"})
     evaluation: str = field(default="auto", metadata={"help": "holdout (the last horizon points, rolling origins "
                                                               "inside them), walk_forward (forecasts from each of the "
                                                               "last --rolling-origins points, the model fit before "

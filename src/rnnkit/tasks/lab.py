@@ -59,7 +59,7 @@ from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig
 from . import lab_data
 from .base import begin, finished, fit, load_weights, open_checkpoint
-from .fields import TaskConfig, check_choice, check_ints
+from .fields import BatchFields, TaskConfig, check_choice, check_ints, with_defaults
 from .lab_data import COPY_RECALL, COPY_SYMBOLS, ORDER_CLASSES, PROBLEMS, LabBatch
 from .registry import TaskSpec, Verb
 
@@ -102,8 +102,11 @@ def train_defaults(problem: str) -> dict:
 
 
 @dataclass
-class LabConfig(TaskConfig):
+@with_defaults(batch_size=64)
+class LabConfig(TaskConfig, BatchFields):
     """The model and the problem's size; the problem itself is the verb (adding, copy, order)."""
+
+    unit, units = "example", "examples"  # freshly generated for every step
 
     length: int = field(default=100, metadata={"help": "T: adding's sequence length, copy's delay (sequences of "
                                                        "T + 20), order's shortest sequence (up to 1.1 T)"})
@@ -118,7 +121,6 @@ class LabConfig(TaskConfig):
     init: str = field(default="constant", metadata={"help": "the keep-gate bias at init: constant (forget_bias) or "
                                                           "chrono (per unit log U[1, S - 1], S the longest "
                                                           "sequence; Tallec & Ollivier 2018)"})
-    batch_size: int = field(default=64, metadata={"help": "examples per step, freshly generated"})
     test_size: int = field(default=1000, metadata={"help": "examples in the fixed test set, and in the fixed dev "
                                                          "set that picks best/ and decides --stop-when"})
 

@@ -34,7 +34,7 @@ from ..recurrent import Recurrent
 from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint
-from .fields import LayerFields, RegularizerFields, TaskConfig, check_ints, with_defaults
+from .fields import LayerFields, RegularizerFields, TaskConfig, TokenFields, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 
 NAME = "lm"
@@ -47,14 +47,11 @@ LM_TRAIN_DEFAULTS = {"steps": DEFAULT_STEPS, "lr": 6e-3, "eval_every": 1000}
 
 @dataclass
 @with_defaults(hidden_size=512)
-class LMConfig(TaskConfig, RegularizerFields, LayerFields):
+class LMConfig(TaskConfig, TokenFields, RegularizerFields, LayerFields):
     """The language model and its data; defaults tuned for 5 minutes on 2 CPU cores (docs/results.md)."""
 
     data: str | None = field(default=None, metadata={"help": "UTF-8 text to train on (default: bundled Shakespeare)"})
-    level: str = field(default="char", metadata={"help": "char or word"})
-    max_vocab: int = field(default=20000, metadata={"help": "word level: keep the most frequent tokens"})
     proj_size: int = field(default=0, metadata={"help": "LSTM family: project h to this size (0: none)"})
-    embedding_size: int = field(default=128, metadata={"help": "token embedding size E"})
     # 16 x 64 tokens per step: in a 5-minute budget more, smaller steps beat fewer large ones
     # (docs/results.md: 1.70 vs 2.03 nats/char after 2 minutes for 64 x 128)
     batch_size: int = field(default=16, metadata={"help": "parallel streams of text"})
@@ -62,8 +59,7 @@ class LMConfig(TaskConfig, RegularizerFields, LayerFields):
     val_fraction: float = field(default=0.1, metadata={"help": "the last part of the text held out"})
 
     def validate(self) -> None:
-        if self.level not in ("char", "word"):
-            raise ValueError(f"level must be 'char' or 'word', got {self.level!r}")
+        self.check_level()
         check_ints(self, ("max_vocab", "hidden_size", "num_layers", "embedding_size", "batch_size", "bptt"))
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")

@@ -59,7 +59,7 @@ from ..data import moving_digits as md
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
-from .fields import GeneratedSplitFields, TaskConfig, check_choice, check_ints, with_defaults
+from .fields import BatchFields, GeneratedSplitFields, TaskConfig, check_choice, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 
 NAME = "nextframe"
@@ -74,9 +74,11 @@ NEXTFRAME_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 100, "checkpoint_every": 1
 
 
 @dataclass
-@with_defaults(dev_size=200, test_size=500)
-class NextFrameConfig(TaskConfig, GeneratedSplitFields):
+@with_defaults(dev_size=200, test_size=500, batch_size=16)
+class NextFrameConfig(TaskConfig, BatchFields, GeneratedSplitFields):
     """The encoder-forecaster and its generated data; defaults sized for a few minutes on 2 CPU cores."""
+
+    unit, units = "clip", "clips"
 
     cell: str = field(default="convlstm", metadata={"help": "convlstm, peephole_convlstm or convgru"})
     hidden_channels: int = field(default=32, metadata={"help": "Hc: channels of the recurrent state (8 x 8)",
@@ -91,7 +93,6 @@ class NextFrameConfig(TaskConfig, GeneratedSplitFields):
     feedback_steps: int = field(default=0, metadata={"help": "K: in training, the last K inputs of a clip are the "
                                                              "model's own predictions (gradients flow through them), "
                                                              "as in a rollout (0: teacher forcing only)"})
-    batch_size: int = field(default=16, metadata={"help": "clips per step"})
 
     def validate(self) -> None:
         check_choice("cell", self.cell, CELLS)

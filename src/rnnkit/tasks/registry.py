@@ -49,6 +49,14 @@ class Verb:
     json: bool = True  # takes --json (a dict is then printed as one JSON object)
 
 
+@dataclass
+class SplitArgs:
+    """The flag of an evaluate verb whose task splits its own data (``rnnkit.tasks.base.SPLITS``); the verb's
+    dataclass takes it as a base, beside its own ``data``."""
+
+    split: str = field(default="test", metadata={"help": "train, dev or test"})
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """A task as the CLI, ``rnnkit.load`` and export see it."""

@@ -46,9 +46,9 @@ from torch import Tensor
 
 from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
-from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
-from .fields import LayerFields, TaskConfig, check_fractions, check_ints, with_defaults
-from .registry import TaskSpec, Verb
+from .base import SPLITS, begin, check_split, finished, fit, load_weights, open_checkpoint, write_report
+from .fields import ExampleFields, LayerFields, TaskConfig, check_fractions, check_ints, with_defaults
+from .registry import SplitArgs, TaskSpec, Verb
 from .sequence_classification import (
     PooledClassifier,
     PoolingFields,
@@ -71,15 +71,16 @@ BUNDLED_FILES = BUNDLED["japanese_vowels"][1]
 # cases pick it: docs/results.md). A user's own files get USER_DEV_FRACTION.
 DEV_FRACTION = {"japanese_vowels": 0.15, "basicmotions": 0.0}
 USER_DEV_FRACTION = 0.15
-SPLITS = ("train", "dev", "test")
 SPEECH_TRAIN_DEFAULTS = {"lr": 3e-3, "eval_every": 50, "checkpoint_every": 50, "warmup_steps": 30,
                          "weight_decay": 0.05, "steps": 600}
 
 
 @dataclass
-@with_defaults(cell="gru", hidden_size=64, pooling="mean", head_dropout=0.3)
-class SpeechConfig(TaskConfig, PoolingFields, LayerFields):
+@with_defaults(cell="gru", hidden_size=64, pooling="mean", head_dropout=0.3, batch_size=32)
+class SpeechConfig(TaskConfig, ExampleFields, PoolingFields, LayerFields):
     """The sequence classifier; defaults tuned for JapaneseVowels on 2 CPU cores."""
+
+    unit, units = "case", "cases"
 
     data: str | None = field(default=None, metadata={"help": "a bundled set, japanese_vowels (the default) or "
                                                              "basicmotions, or a NAME_TRAIN.ts file with its "
@@ -88,10 +89,8 @@ class SpeechConfig(TaskConfig, PoolingFields, LayerFields):
                                                                        "held out to pick the best checkpoint "
                                                                        "(default: the set's DEV_FRACTION, 0.15 for "
                                                                        "your own files)"})
-    bidirectional: bool = field(default=True, metadata={"help": "read each sequence in both directions"})
     input_noise: float = field(default=0.1, metadata={"help": "std of Gaussian noise on the standardized frames "
                                                               "in training (270 cases overfit fast)"})
-    batch_size: int = field(default=32, metadata={"help": "cases per step"})
 
     def validate(self) -> None:
         check_data(self.data)
@@ -335,8 +334,7 @@ class TrainedSpeech(TrainedSequenceClassifier):
     def evaluate(self, data: str | None = None, split: str = "test") -> dict:
         """accuracy, macro_f1, majority_accuracy and n on ``split`` (train, dev or test) of ``data``, by default
         the data the model was trained on."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be train, dev or test, got {split!r}")
+        check_split(split)
         cases = load_splits(self.config.dev_fraction, data=data if data is not None else self.config.data)[split]
         check_labels(cases, self.labels)
         features = int(self.model.mean.numel())
@@ -349,10 +347,9 @@ class TrainedSpeech(TrainedSequenceClassifier):
 # ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
 
 @dataclass
-class EvaluateArgs:
+class EvaluateArgs(SplitArgs):
     data: str | None = field(default=None, metadata={"help": "japanese_vowels, basicmotions or a NAME_TRAIN.ts file "
                                                              "(default: the data the model was trained on)"})
-    split: str = field(default="test", metadata={"help": "train, dev or test"})
 
 
 @dataclass

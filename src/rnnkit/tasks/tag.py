@@ -45,13 +45,12 @@ from ..data.batching import BatchStream, split_indices
 from ..extras import require
 from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
-from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
-from .fields import LayerFields, TaskConfig, check_choice, check_fractions, check_ints, with_defaults
-from .registry import TaskSpec, Verb
+from .base import SPLITS, begin, finished, fit, load_weights, open_checkpoint, scores_training_split, write_report
+from .fields import ExampleFields, LayerFields, TaskConfig, check_choice, check_fractions, check_ints, with_defaults
+from .registry import SplitArgs, TaskSpec, Verb
 
 NAME = "tag"
 BUNDLED_FILE = "wnut16.conll.gz"  # in rnnkit/data; see SOURCES.md
-SPLITS = ("train", "dev", "test")
 SPLIT_SEED = 0  # the fixed 80/10/10 split of the sentences of a file
 CHAR_ENCODERS = ("cnn", "lstm")
 UNK, PAD_CHAR, UNK_CHAR = "<unk>", "\x00", "\x01"
@@ -70,14 +69,15 @@ def _require():
 
 
 @dataclass
-@with_defaults(hidden_size=100)
-class TagConfig(TaskConfig, LayerFields):
+@with_defaults(hidden_size=100, batch_size=16)
+class TagConfig(TaskConfig, ExampleFields, LayerFields):
     """The BiLSTM-CRF tagger; defaults tuned for the bundled WNUT-16 tweets on 2 CPU cores."""
+
+    unit, units = "sentence", "sentences"
 
     data: str | None = field(default=None, metadata={"help": "a CoNLL-style file: token and tag per line, a blank "
                                                              "line between sentences (default: the bundled "
                                                              "WNUT-16 tweets)"})
-    bidirectional: bool = field(default=True, metadata={"help": "read each sentence in both directions"})
     embedding_size: int = field(default=100, metadata={"help": "word embedding width"})
     lowercase: bool = field(default=True, metadata={"help": "lowercase words before the word embedding (the "
                                                             "character features keep case)"})
@@ -92,7 +92,6 @@ class TagConfig(TaskConfig, LayerFields):
                                                               "for lstm)"})
     dropout: float = field(default=0.3, metadata={"help": "dropout on the word features and on the recurrent "
                                                           "outputs"})
-    batch_size: int = field(default=16, metadata={"help": "sentences per step"})
 
     def validate(self) -> None:
         check_choice("char_encoder", self.char_encoder, CHAR_ENCODERS)
@@ -456,10 +455,7 @@ class TrainedTagger:
         """task, split, n (sentences), entity_f1, precision, recall and baseline_entity_f1 on ``split`` of the
         training data, or on ``data``; a file other than the training data is scored whole."""
         _require()
-        if split not in SPLITS:
-            raise ValueError(f"split must be train, dev or test, got {split!r}")
-        same = data is None or (self.config.data is not None and Path(data).resolve() == Path(self.config.data)
-                                .resolve())
+        same = scores_training_split(data, split, self.config.data)
         if same:
             sentences, name = split_sentences(load_sentences(self.config.data))[split], split
         else:
@@ -473,10 +469,9 @@ class TrainedTagger:
 # ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
 
 @dataclass
-class EvaluateArgs:
+class EvaluateArgs(SplitArgs):
     data: str | None = field(default=None, metadata={"help": "a CoNLL-style file (default: the training data); a "
                                                              "file other than the training data is scored whole"})
-    split: str = field(default="test", metadata={"help": "train, dev or test"})
 
 
 @dataclass

@@ -50,16 +50,15 @@ from ..data.batching import BatchStream, split_indices
 from ..extras import require
 from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
-from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
+from .base import SPLITS, begin, finished, fit, load_weights, open_checkpoint, scores_training_split, write_report
 from .classify import text_lines
-from .fields import TaskConfig, check_choice, check_ints
-from .registry import TaskSpec, Verb
+from .fields import BatchFields, TaskConfig, check_choice, check_ints, with_defaults
+from .registry import SplitArgs, TaskSpec, Verb
 from .seq2seq import ATTENTIONS, Decoder, EncoderDecoderFields, beam_search, greedy, sequence_log_probs
 
 NAME = "translate"
 BUNDLED_FILE = "bible_en_es.tsv.gz"  # in rnnkit/data; see SOURCES.md
 BUNDLED_NAME = "bundled KJV-RV1909 verses"
-SPLITS = ("train", "dev", "test")
 SPLIT_SEED = 0  # the fixed 80/10/10 split of the pairs of a file
 DECODERS = ("greedy", "beam")
 UNK, PAD, BOS, EOS = "<unk>", "<pad>", "<s>", "</s>"
@@ -82,8 +81,11 @@ def _require():
 
 
 @dataclass
-class TranslateConfig(TaskConfig, EncoderDecoderFields):
+@with_defaults(batch_size=32)
+class TranslateConfig(TaskConfig, BatchFields, EncoderDecoderFields):
     """The encoder-decoder and its data; defaults tuned for the bundled verse pairs on 2 CPU cores."""
+
+    unit, units = "sentence pair", "sentence pairs"
 
     data: str | None = field(default=None, metadata={"help": "a pair file: source<TAB>target per line (default: "
                                                              "the bundled English-Spanish Bible verses)"})
@@ -106,7 +108,6 @@ class TranslateConfig(TaskConfig, EncoderDecoderFields):
                                                               "source word it attends to most"})
     length_penalty: float = field(default=0.6, metadata={"help": "alpha of beam search's length normalization "
                                                                  "(0: none)"})
-    batch_size: int = field(default=32, metadata={"help": "sentence pairs per step"})
 
     def validate(self) -> None:
         check_choice("attention", self.attention, ATTENTIONS)
@@ -519,10 +520,7 @@ class TrainedTranslator:
         or on ``data``; a file other than the training data is scored whole, read as source<TAB>target in the
         model's direction (``reverse`` applies to the training data only)."""
         _require()
-        if split not in SPLITS:
-            raise ValueError(f"split must be train, dev or test, got {split!r}")
-        same = data is None or (self.config.data is not None and Path(data).resolve() == Path(self.config.data)
-                                .resolve())
+        same = scores_training_split(data, split, self.config.data)
         if same:
             pairs, name = split_pairs(load_pairs(self.config.data, self.config.reverse))[split], split
         else:
@@ -545,11 +543,10 @@ class SearchArgs:
 
 
 @dataclass
-class EvaluateArgs(SearchArgs):
+class EvaluateArgs(SearchArgs, SplitArgs):
     data: str | None = field(default=None, metadata={"help": "a pair file, source<TAB>target per line (default: the "
                                                              "training data); a file other than the training data "
                                                              "is scored whole"})
-    split: str = field(default="test", metadata={"help": "train, dev or test"})
 
 
 @dataclass

@@ -68,13 +68,12 @@ from ..extras import require
 from ..recurrent import Recurrent
 from ..train.trainer import TrainConfig
 from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
-from .fields import TaskConfig, check_choice, check_ints
+from .fields import ExampleFields, TaskConfig, check_choice, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 from .sequence_classification import Batch, SequenceClassificationTask, confusion, majority, predict_probs, scores
 
 NAME = "video"
 MODEL_NAMES = ("cnn-lstm", "convlstm", "mean-frame")
-SPLITS = ("train", "dev", "test")
 CLIP_BATCH = 64  # clips per forward pass of evaluate and predict (a clip is T frames of C x S x S)
 DEV_SEED_OFFSET = 1_000_000  # the dev clips' seed is the run's seed plus this: clips the stream never shows
 TEST_SEED = 0  # one fixed test set for every run
@@ -88,8 +87,11 @@ VIDEO_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 100, "checkpoint_every": 100, 
 
 
 @dataclass
-class VideoConfig(TaskConfig):
+@with_defaults(bidirectional=False, batch_size=32)
+class VideoConfig(TaskConfig, ExampleFields):
     """The video classifier; defaults tuned for moving digits on 2 CPU cores."""
+
+    unit, units = "clip", "clips"
 
     model: str = field(default="cnn-lstm", metadata={"help": "cnn-lstm, convlstm or mean-frame (the order-blind "
                                                              "baseline)"})
@@ -108,14 +110,12 @@ class VideoConfig(TaskConfig):
                                                                "each step convolves it)"})
     kernel_size: int = field(default=3, metadata={"help": "convlstm: k of both convolutions"})
     num_layers: int = field(default=1, metadata={"help": "stacked recurrent layers"})
-    bidirectional: bool = field(default=False, metadata={"help": "read each clip in both directions"})
     dropout: float = field(default=0.0, metadata={"help": "dropout between recurrent layers"})
     frame_size: int = field(default=32, metadata={"help": "S: frames are resized to S x S (divisible by 8)"})
     clip_length: int = field(default=20, metadata={"help": "moving digits: T, frames per clip"})
     dev_clips: int = field(default=256, metadata={"help": "moving digits: clips that pick the best checkpoint"})
     test_clips: int = field(default=1000, metadata={"help": "moving digits: held-out clips of unseen glyphs"})
     dev_fraction: float = field(default=0.15, metadata={"help": "--data: the seeded share of clips held out as dev"})
-    batch_size: int = field(default=32, metadata={"help": "clips per step"})
 
     def validate(self) -> None:
         check_choice("model", self.model, MODEL_NAMES)
