@@ -139,6 +139,18 @@ def test_evaluate_cli_prints_the_keys_of_the_design(tmp_path, corpus, capsys):
     assert main(["asr", "transcribe", "--checkpoint", str(out), "--stream", audio]) == 2  # bidirectional: refused
     assert "streaming needs a unidirectional model" in capsys.readouterr().err
 
+    # --limit N scores the first N utterances: an ignored limit gives n 12, the last N or a shuffle other texts
+    first = tmp_path / "first5.jsonl"
+    first.write_text("".join(json.dumps({"path": str(u.path), "text": u.text}) + "\n"
+                             for u in read_manifest(corpus[1])[:5]))
+    trained = asr.TrainedASR.load(out)
+    limited = trained.evaluate(limit=5, band_rate=4000)
+    assert limited["n"] == 5 and limited == {**trained.evaluate(str(first), band_rate=4000), "split": "test"}
+    assert main(["asr", "evaluate", "--checkpoint", str(out), "--limit", "5", "--split", "train", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 5
+    assert main(["asr", "evaluate", "--checkpoint", str(out), "--limit", "0"]) == 2
+    assert "limit must be a number of utterances >= 1, got 0" in capsys.readouterr().err
+
 
 def fixed_streaming_model(corpus) -> asr.TrainedASR:
     """A unidirectional 2-layer recognizer with seeded weights (scaled up so the classes differ from frame to

@@ -5,11 +5,14 @@ SpecAugment-style masking (Park et al. 2019), without time warping: ``freq_masks
 ``t ~ U{0..min(time_width, ratio * T)}`` frames from
 ``t0 ~ U{0..T-t}``. On normalized features ``value = 0`` is the utterance mean.
 
-``WaveAugment``: audio as users have it. Per utterance, each drawn from a seeded generator: speed
-perturbation (Ko et al. 2015: the samples played at ``speed`` times their rate, so pitch and tempo change
-together), band-limiting (resampled down to a lower rate and back, which removes everything above half
-that rate: 8 kHz is the telephone band of 4 kHz), a gain, and white or pink background noise at an SNR in
-``snr_db``.
+``WaveAugment``: audio as users have it. Per utterance, each drawn from a seeded generator, in the order
+the sound meets them: speed perturbation (the speaker; Ko et al. 2015: the samples played at ``speed``
+times their rate, so pitch and tempo change together), white or pink background noise at an SNR in
+``snr_db`` (the room), band-limiting (the channel: resampled down to a lower rate and back, which removes
+everything above half that rate: 8 kHz is the telephone band of 4 kHz), and a gain (the level). The noise
+comes before the band-limit, as on a telephone line, so a band-limited utterance has nothing above its
+band, noise included: white noise added after it would fill the empty bands, which telephone audio never
+has.
 """
 
 from __future__ import annotations
@@ -76,11 +79,10 @@ class WaveAugment:
         speed = self.speeds[int(torch.randint(len(self.speeds), (), generator=generator))]
         if speed != 1.0:  # played faster: as if recorded at speed * rate
             wave = resample(wave, round(sample_rate * speed), sample_rate)
+        if uniform() < self.noise_probability:
+            wave = add_random_noise(wave, generator, self.snr_db)
         rates = [r for r in self.band_rates if r < sample_rate]
         if uniform() < self.band_probability and rates:
             rate = rates[int(torch.randint(len(rates), (), generator=generator))]
             wave = band_limit(wave, sample_rate, rate)
-        wave = wave * math.pow(10.0, (2 * uniform() - 1) * self.gain_db / 20)
-        if uniform() < self.noise_probability:
-            wave = add_random_noise(wave, generator, self.snr_db)
-        return wave
+        return wave * math.pow(10.0, (2 * uniform() - 1) * self.gain_db / 20)

@@ -175,8 +175,10 @@ def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel, sourc
     return Utterances(features, texts, names, source)
 
 
-def load_manifest(path: str | Path, logmel: LogMel, perturb: Callable[[Tensor], Tensor] | None = None) -> Utterances:
-    utterances = read_manifest(path)
+def load_manifest(path: str | Path, logmel: LogMel, perturb: Callable[[Tensor], Tensor] | None = None,
+                  limit: int | None = None) -> Utterances:
+    """The manifest's utterances (with ``limit``: its first ``limit``), featurized."""
+    utterances = read_manifest(path)[:limit]
     return _featurize(((u.path, u.text, f"{path}:{u.line}") for u in utterances), logmel, str(path), perturb)
 
 
@@ -651,10 +653,13 @@ class TrainedASR:
             yield Update(consumed / input_rate, final, True)
 
     def evaluate(self, data: str | None = None, split: str = "test", *, decoder: Decoder | None = None,
-                 band_rate: int | None = None) -> dict:
+                 band_rate: int | None = None, limit: int | None = None) -> dict:
         """cer, wer, greedy_wer, empty_wer, most_frequent_wer and n on a manifest, or on a split of the
         training data (train, dev or test); with ``band_rate`` the audio is first resampled to that rate and
-        back, which keeps only what is below ``band_rate / 2`` (8000: the telephone band)."""
+        back, which keeps only what is below ``band_rate / 2`` (8000: the telephone band); with ``limit`` only
+        the first ``limit`` utterances (in the manifest's order) are scored."""
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be a number of utterances >= 1, got {limit}")
         perturb = None
         if band_rate is not None:
             if data is None and not (split == "test" and (self.config.test_data or self.config.data == SYNTH)):
@@ -662,16 +667,17 @@ class TrainedASR:
                                  "a run trained with --test-data or --data synth")
             perturb = partial(band_limit, sample_rate=self.config.sample_rate, band_rate=band_rate)
         if data is not None:
-            utterances = load_manifest(data, self.logmel, perturb)
+            utterances = load_manifest(data, self.logmel, perturb, limit)
             split = str(data)
         else:
             check_split(split)
             if split == "test" and self.config.data is not None and (self.config.test_data or
                                                                      self.config.data == SYNTH):
                 test_data = self.config.test_data or synth_manifests()[1]
-                utterances = load_manifest(test_data, self.logmel, perturb)  # no need to load the training audio
+                utterances = load_manifest(test_data, self.logmel, perturb, limit)  # not the training audio
             else:
-                utterances = load_splits(self.config, self._seed())[split]
+                whole = load_splits(self.config, self._seed())[split]
+                utterances = Utterances(whole.features[:limit], whole.texts[:limit], whole.names[:limit], whole.source)
         result = score(self.model, utterances, decoder or Decoder(self.alphabet), self.alphabet, self.most_frequent)
         return {"task": NAME, "split": split, **result}
 
@@ -707,6 +713,8 @@ class EvaluateArgs(DecoderArgs, SplitArgs):
                                                              "data)"})
     band_rate: int | None = field(default=None, metadata={"help": "resample the audio to this rate and back before "
                                                                   "scoring (8000: the 4 kHz telephone band)"})
+    limit: int | None = field(default=None, metadata={"help": "score only the first N utterances (default: all)",
+                                                      "metavar": "N"})
 
 
 @dataclass
@@ -729,7 +737,8 @@ class TranscribeArgs(DecoderArgs):
 
 def run_evaluate(trained: TrainedASR, args: EvaluateArgs, as_json: bool) -> dict:
     """``rnnkit asr evaluate``: ``evaluate`` with the decoder the flags build."""
-    return trained.evaluate(args.data, args.split, decoder=args.build(trained), band_rate=args.band_rate)
+    return trained.evaluate(args.data, args.split, decoder=args.build(trained), band_rate=args.band_rate,
+                            limit=args.limit)
 
 
 def run_transcribe(trained: TrainedASR, args: TranscribeArgs, as_json: bool) -> None:
