@@ -65,6 +65,7 @@ from ..audio import (
     read_audio,
     spec_augment,
 )
+from ..audio.join import Joining, join_utterances
 from ..audio.read import AudioError
 from ..ctc_stream import StreamingDecoder
 from ..data.batching import BatchStream, pad
@@ -115,6 +116,11 @@ class ASRConfig(TaskConfig, LayerFields):
                                                            "(seeded): speed 0.9/1/1.1, band-limited to 3, 4 or "
                                                            "5.5 kHz (half), gain +-10 dB, noise (half) "
                                                            "(rnnkit.audio.WaveAugment)"})
+    join: int | None = field(default=None, metadata={"help": "train on examples of 1 to N utterances joined by "
+                                                             "100-800 ms pauses, with silence before and after, as "
+                                                             "a live stream sounds (rnnkit.audio.join; the dev "
+                                                             "split too); default 3 with --streaming, else 1 "
+                                                             "(each utterance alone)"})
     spec_augment: bool = field(default=True, metadata={"help": "SpecAugment time and frequency masks in training"})
     freq_masks: int = field(default=2, metadata={"help": "frequency masks per utterance"})
     freq_width: int = field(default=15, metadata={"help": "widest frequency mask, in bands"})
@@ -126,10 +132,12 @@ class ASRConfig(TaskConfig, LayerFields):
     def __post_init__(self) -> None:
         if self.streaming:  # the two settings a stream needs: no backward pass, no statistics of the whole utterance
             self.bidirectional, self.normalize = False, "global"
+        if self.join is None:
+            self.join = 3 if self.streaming else 1
 
     def validate(self) -> None:
         check_choice("normalize", self.normalize, NORMALIZATIONS)
-        check_ints(self, ("sample_rate", "n_mels", "frame_stack", "hidden_size", "num_layers", "batch_size"))
+        check_ints(self, ("sample_rate", "n_mels", "frame_stack", "hidden_size", "num_layers", "batch_size", "join"))
         check_ints(self, ("freq_masks", "freq_width", "time_masks", "time_width"), minimum=0)
         if not 0 <= self.dev_fraction < 1:
             raise ValueError(f"dev_fraction must be in [0, 1), got {self.dev_fraction}")
@@ -153,7 +161,18 @@ def front_end(config: ASRConfig) -> LogMel:
     return LogMel(config.sample_rate, config.n_mels)
 
 
-def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel, source: str,
+class Samples:
+    """A front end that keeps the samples: ``load_splits`` reads the utterances to join with it, and
+    computes their features once they are joined (``joined``)."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+
+    def __call__(self, wave: Tensor) -> Tensor:
+        return wave
+
+
+def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel | Samples, source: str,
                perturb: Callable[[Tensor], Tensor] | None = None) -> Utterances:
     """Features of every utterance, computed with one intra-op thread: per utterance the ops are small,
     and a second OpenMP thread made them 15-20x slower on a busy 2-core machine (53 ms against 3 ms for
@@ -163,10 +182,13 @@ def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel, sourc
     torch.set_num_threads(1)
     try:
         for audio, text, name in sources:
-            try:
-                wave, _ = read_audio(audio, logmel.sample_rate)
-            except ValueError as e:
-                raise ValueError(f"{name}: {e}") from None
+            if isinstance(audio, Tensor):  # samples already read (``joined``)
+                wave = audio
+            else:
+                try:
+                    wave, _ = read_audio(audio, logmel.sample_rate)
+                except ValueError as e:
+                    raise ValueError(f"{name}: {e}") from None
             if perturb is not None:
                 wave = perturb(wave)
             features.append(logmel(wave))
@@ -177,7 +199,7 @@ def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel, sourc
     return Utterances(features, texts, names, source)
 
 
-def load_manifest(path: str | Path, logmel: LogMel, perturb: Callable[[Tensor], Tensor] | None = None) -> Utterances:
+def load_manifest(path: str | Path, logmel: LogMel | Samples, perturb: Callable[[Tensor], Tensor] | None = None) -> Utterances:
     utterances = read_manifest(path)
     return _featurize(((u.path, u.text, f"{path}:{u.line}") for u in utterances), logmel, str(path), perturb)
 
@@ -214,7 +236,7 @@ def synth_manifests() -> tuple[Path, Path]:
     return folder / "train.jsonl", folder / "test.jsonl"
 
 
-def load_bundled(logmel: LogMel, perturb: Callable[[Tensor], Tensor] | None = None) -> dict[str, Utterances]:
+def load_bundled(logmel: LogMel | Samples, perturb: Callable[[Tensor], Tensor] | None = None) -> dict[str, Utterances]:
     """The bundled spoken-digit subset: {"train": ..., "test": ...}; ``perturb`` changes the training audio."""
     data = resources.files("rnnkit.data").joinpath(BUNDLED_FILE).read_bytes()
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
@@ -238,22 +260,40 @@ def split_dev(utterances: Utterances, fraction: float, seed: int) -> tuple[Utter
     return pick(sorted(order[n_dev:])), pick(sorted(order[:n_dev]))
 
 
+def joined(utterances: Utterances, logmel: LogMel, max_utterances: int, seed: int) -> Utterances:
+    """Utterances of samples (read with ``Samples``) -> the features of ``rnnkit.audio.join_utterances``'s
+    examples of 1 to ``max_utterances`` of them (each utterance in one example), named "name+name"."""
+    if max_utterances == 1:  # each utterance alone, as it was read: nothing joined, no silence added
+        examples = [(wave, text, name) for wave, text, name in zip(*utterances[:3])]
+    else:
+        examples = [(e.wave, e.text, "+".join(utterances.names[i] for i in e.members))
+                    for e in join_utterances(utterances.features, utterances.texts, logmel.sample_rate, seed,
+                                             Joining(max_utterances))]
+    return _featurize(examples, logmel, utterances.source)
+
+
 def load_splits(config: ASRConfig, seed: int = 0) -> dict[str, Utterances]:
+    """{"train", "dev", "test"}: features and texts; with ``config.join > 1`` the training and dev examples are
+    utterances joined by pauses (``joined``), the test split's utterances stay alone."""
     logmel = front_end(config)
+    front = logmel if config.join == 1 else Samples(config.sample_rate)  # samples: joined, then featurized
     if config.data is None:
         if config.noise:
             raise ValueError("--noise applies to --data: the bundled digits are loaded without it")
-        bundled = load_bundled(logmel, training_perturbation(config, seed))
+        bundled = load_bundled(front, training_perturbation(config, seed))
         train, test = bundled["train"], bundled["test"]
     else:
         data, test_data = (synth_manifests() if config.data == SYNTH and config.test_data is None
                            else (config.data, config.test_data))
-        train = load_manifest(data, logmel, training_perturbation(config, seed))
+        train = load_manifest(data, front, training_perturbation(config, seed))
         if test_data is not None:
-            test = load_manifest(test_data, logmel)
+            test = load_manifest(test_data, front)
         else:
             train, test = split_dev(train, 0.1, seed)
     train, dev = split_dev(train, config.dev_fraction, seed)
+    if config.join > 1:
+        train, dev = joined(train, logmel, config.join, seed), joined(dev, logmel, config.join, seed + 1)
+        test = joined(test, logmel, 1, seed)
     return {"train": train, "dev": dev, "test": test}
 
 
