@@ -199,7 +199,8 @@ def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel | Samp
     return Utterances(features, texts, names, source)
 
 
-def load_manifest(path: str | Path, logmel: LogMel | Samples, perturb: Callable[[Tensor], Tensor] | None = None) -> Utterances:
+def load_manifest(path: str | Path, logmel: LogMel | Samples,
+                  perturb: Callable[[Tensor], Tensor] | None = None) -> Utterances:
     utterances = read_manifest(path)
     return _featurize(((u.path, u.text, f"{path}:{u.line}") for u in utterances), logmel, str(path), perturb)
 
