@@ -24,6 +24,9 @@ cache on first use, with ``--noise`` added to the training audio as it is loaded
 band-limiting, gain and noise, ``rnnkit.audio.WaveAugment``, on any data); or without
 them a subset of the Free Spoken Digit Dataset bundled in the package (CC BY-SA 4.0, SOURCES.md).
 A seeded ``dev_fraction`` of the training utterances picks the best checkpoint (lowest CER, greedy).
+``--join N`` (3 with ``--streaming``) trains on examples that sound like a live stream: 1 to N utterances
+joined by 100-800 ms pauses, with silence before and after, their texts joined by spaces
+(``rnnkit.audio.join``); the dev split is joined the same way, the test split stays one utterance per file.
 The alphabet is the training transcripts' characters; a test transcript with another character is
 an error naming it.
 Metrics: CER and WER (jiwer) beside the empty output's WER (1.0) and the most frequent training
@@ -511,12 +514,13 @@ def train(config: ASRConfig, train_config: TrainConfig, out: str | Path, resume:
         alphabet = list(saved.config.get("alphabet", alphabet))
     task = ASRTask(config, splits, alphabet, train_config.seed, torch.device(train_config.device))
     sizes = ", ".join(f"{len(splits[s].texts):,} {s}" for s in SPLITS)
+    unit = "utterances" if config.join == 1 else f"examples (train, dev: 1-{config.join} utterances joined)"
     lines = list(splits["train"].texts)
     random.Random(train_config.seed).shuffle(lines)  # an LM's validation split is the file's tail: mix it
     summary = fit(task, train_config, out, resume, console, progress, lambda params: (
         f"asr: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x{config.hidden_size}, "
         f"{config.n_mels} mel bands x {config.frame_stack} frames, {params:,} parameters, alphabet "
-        f"{''.join(alphabet)!r}; {sizes} utterances"),
+        f"{''.join(alphabet)!r}; {sizes} {unit}"),
         on_start=lambda: (Path(out) / "transcripts.txt").write_text("\n".join(lines) + "\n", encoding="utf-8"))
     result = task.score("test")
     write_report(out, NAME, "test", result)
