@@ -177,6 +177,25 @@ def test_streaming_equals_decoding_the_whole_file(corpus):
             assert "".join(trained.stream(wave.split(size))) == text
 
 
+def test_evaluate_with_a_tail_of_silence_scores_the_files_with_that_silence_appended(corpus, tmp_path):
+    """``tail_ms=250`` scores exactly as the test files with 250 ms of zeros written after them (the model
+    spells the silence differently from the trimmed clips: the test compares something). Catches the tail
+    not appended, appended in samples of another rate, or to the training audio instead."""
+    trained = fixed_streaming_model(corpus)
+    lines = []
+    for i, utterance in enumerate(read_manifest(corpus[1])):
+        wave, _ = asr.read_audio(utterance.path, RATE)
+        soundfile.write(tmp_path / f"{i}.wav", torch.cat([wave, torch.zeros(RATE // 4)]).numpy(), RATE,
+                        subtype="FLOAT")
+        lines.append(json.dumps({"path": f"{i}.wav", "text": utterance.text}))
+    (tmp_path / "tailed.jsonl").write_text("\n".join(lines) + "\n")
+    tailed = trained.evaluate(tail_ms=250)
+    assert {**tailed, "split": None} == {**trained.evaluate(str(tmp_path / "tailed.jsonl")), "split": None}
+    assert tailed["greedy_cer"] != trained.evaluate()["greedy_cer"]
+    with pytest.raises(ValueError, match="tail_ms must be >= 0, got -1"):
+        trained.evaluate(tail_ms=-1)
+
+
 def test_streaming_a_bidirectional_or_utterance_normalized_model_is_refused(corpus):
     for overrides in ({"bidirectional": True, "normalize": "global"}, {"bidirectional": False}):
         config = tiny(*corpus, **overrides)

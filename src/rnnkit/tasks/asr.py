@@ -698,26 +698,38 @@ class TrainedASR:
             yield Update(consumed / input_rate, final, True)
 
     def evaluate(self, data: str | None = None, split: str = "test", *, decoder: Decoder | None = None,
-                 band_rate: int | None = None) -> dict:
+                 band_rate: int | None = None, tail_ms: float = 0.0) -> dict:
         """cer, wer, greedy_wer, empty_wer, most_frequent_wer and n on a manifest, or on a split of the
         training data (train, dev or test); with ``band_rate`` the audio is first resampled to that rate and
-        back, which keeps only what is below ``band_rate / 2`` (8000: the telephone band)."""
-        perturb = None
+        back, which keeps only what is below ``band_rate / 2`` (8000: the telephone band); with ``tail_ms``
+        that much digital silence is appended to every utterance (what a live stream has after a word: a
+        unidirectional model may spell a word's last letters only once it has heard the word end)."""
+        if tail_ms < 0:
+            raise ValueError(f"tail_ms must be >= 0, got {tail_ms:g}")
+        steps: list[Callable[[Tensor], Tensor]] = []
         if band_rate is not None:
-            if data is None and not (split == "test" and (self.config.test_data or self.config.data == SYNTH)):
-                raise ValueError("band_rate needs the audio of a manifest: give --data, or score the test split of "
-                                 "a run trained with --test-data or --data synth")
-            perturb = partial(band_limit, sample_rate=self.config.sample_rate, band_rate=band_rate)
+            steps.append(partial(band_limit, sample_rate=self.config.sample_rate, band_rate=band_rate))
+        if tail_ms:
+            silence = torch.zeros(round(tail_ms * self.config.sample_rate / 1000))
+            steps.append(lambda wave: torch.cat([wave, silence]))
+        if steps and data is None and not (split == "test" and (self.config.test_data or self.config.data == SYNTH)):
+            raise ValueError(f"{'band_rate' if band_rate is not None else 'tail_ms'} needs the audio of a manifest: "
+                             "give --data, or score the test split of a run trained with --test-data or --data synth")
+
+        def perturb(wave: Tensor) -> Tensor:
+            for step in steps:
+                wave = step(wave)
+            return wave
         if data is not None:
-            utterances = load_manifest(data, self.logmel, perturb)
+            utterances = load_manifest(data, self.logmel, perturb if steps else None)
             split = str(data)
         else:
             if split not in SPLITS:
                 raise ValueError(f"split must be train, dev or test, got {split!r}")
             if split == "test" and self.config.data is not None and (self.config.test_data or
                                                                      self.config.data == SYNTH):
-                test_data = self.config.test_data or synth_manifests()[1]
-                utterances = load_manifest(test_data, self.logmel, perturb)  # no need to load the training audio
+                test_data = self.config.test_data or synth_manifests()[1]  # no need to load the training audio
+                utterances = load_manifest(test_data, self.logmel, perturb if steps else None)
             else:
                 utterances = load_splits(self.config, self._seed())[split]
         result = score(self.model, utterances, decoder or Decoder(self.alphabet), self.alphabet, self.most_frequent)
@@ -756,6 +768,9 @@ class EvaluateArgs(DecoderArgs):
     split: str = field(default="test", metadata={"help": "train, dev or test"})
     band_rate: int | None = field(default=None, metadata={"help": "resample the audio to this rate and back before "
                                                                   "scoring (8000: the 4 kHz telephone band)"})
+    tail_ms: float = field(default=0.0, metadata={"help": "append this many milliseconds of silence to every "
+                                                          "utterance before scoring (what a live stream has after a "
+                                                          "word)"})
 
 
 @dataclass
@@ -778,7 +793,8 @@ class TranscribeArgs(DecoderArgs):
 
 def run_evaluate(trained: TrainedASR, args: EvaluateArgs, as_json: bool) -> dict:
     """``rnnkit asr evaluate``: ``evaluate`` with the decoder the flags build."""
-    return trained.evaluate(args.data, args.split, decoder=args.build(trained), band_rate=args.band_rate)
+    return trained.evaluate(args.data, args.split, decoder=args.build(trained), band_rate=args.band_rate,
+                            tail_ms=args.tail_ms)
 
 
 def run_transcribe(trained: TrainedASR, args: TranscribeArgs, as_json: bool) -> None:
