@@ -95,7 +95,7 @@ def measure(trained: asr.TrainedASR, clips, chunk_ms: float, decoder: asr.Decode
         for update in trained.live(chunks, reader.rate, decoder, silence_ms):
             seen.append((time.monotonic(), finals + update.text))
             if update.final:
-                finals += update.text
+                finals += update.text + "|"
         cpu = time.thread_time() - cpu
         audio_s = reader.samples_read / reader.rate
     writer.join()
@@ -125,6 +125,8 @@ def main() -> None:
     parser.add_argument("--chunk-ms", type=float, nargs="+", default=[50.0, 100.0, 250.0])
     parser.add_argument("--silence-ms", type=float, default=800.0, help="as transcribe --stream's")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--show-text", action="store_true", help="after the table, the words spoken and each row's "
+                                                                  "final texts (one per utterance, | between)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as `transcribe --stream`
     trained = asr.TrainedASR.load(args.checkpoint)
@@ -138,14 +140,19 @@ def main() -> None:
           f"{args.silence_ms:g}; {args.checkpoint}")
     print("| chunk ms | decoder | cpu / audio s | median lag ms | p90 lag ms | missed | load before, after |")
     print("|---:|---|---:|---:|---:|---:|---|")
+    heard = []
     for chunk_ms in args.chunk_ms:
         for name, decoder in decoders.items():
             before = os.getloadavg()[0]
             r = measure(trained, clips, chunk_ms, decoder, args.silence_ms)
+            heard.append(f"{chunk_ms:g} ms, {name}: {r['text']}")
             lag = "-" if r["median_lag_ms"] is None else f"{r['median_lag_ms']:.0f}"
             p90 = "-" if r["p90_lag_ms"] is None else f"{r['p90_lag_ms']:.0f}"
             print(f"| {chunk_ms:g} | {name} | {r['cpu_per_audio_s']:.3f} | {lag} | {p90} | {r['missed']}/{r['clips']}"
                   f" | {before:.1f}, {os.getloadavg()[0]:.1f} |", flush=True)
+    if args.show_text:
+        print("\nspoken: " + " ".join(word for word, _, _ in clips))
+        print("\n".join(heard))
 
 
 if __name__ == "__main__":

@@ -189,6 +189,25 @@ def test_streaming_equals_decoding_the_whole_file(corpus):
             assert "".join(trained.stream(wave.split(size))) == text
 
 
+def test_evaluate_with_a_tail_of_silence_scores_the_files_with_that_silence_appended(corpus, tmp_path):
+    """``tail_ms=250`` scores exactly as the test files with 250 ms of zeros written after them (the model
+    spells the silence differently from the trimmed clips: the test compares something). Catches the tail
+    not appended, appended in samples of another rate, or to the training audio instead."""
+    trained = fixed_streaming_model(corpus)
+    lines = []
+    for i, utterance in enumerate(read_manifest(corpus[1])):
+        wave, _ = asr.read_audio(utterance.path, RATE)
+        soundfile.write(tmp_path / f"{i}.wav", torch.cat([wave, torch.zeros(RATE // 4)]).numpy(), RATE,
+                        subtype="FLOAT")
+        lines.append(json.dumps({"path": f"{i}.wav", "text": utterance.text}))
+    (tmp_path / "tailed.jsonl").write_text("\n".join(lines) + "\n")
+    tailed = trained.evaluate(tail_ms=250)
+    assert {**tailed, "split": None} == {**trained.evaluate(str(tmp_path / "tailed.jsonl")), "split": None}
+    assert tailed["greedy_cer"] != trained.evaluate()["greedy_cer"]
+    with pytest.raises(ValueError, match="tail_ms must be >= 0, got -1"):
+        trained.evaluate(tail_ms=-1)
+
+
 def test_streaming_a_bidirectional_or_utterance_normalized_model_is_refused(corpus):
     for overrides in ({"bidirectional": True, "normalize": "global"}, {"bidirectional": False}):
         config = tiny(*corpus, **overrides)
@@ -202,7 +221,32 @@ def test_streaming_sets_what_a_stream_needs(corpus):
     assert (config.bidirectional, config.normalize) == (False, "global")
 
 
+def test_streaming_trains_on_joined_utterances_and_tests_on_each_alone(corpus):
+    """``--streaming`` (join 3): every training utterance is spoken in exactly one train or dev example, with
+    the texts joined by spaces, and the examples are longer than their utterances (the pauses); the test split
+    is the utterances alone, as without joining. ``join=1`` changes nothing. Catches joining that drops or
+    repeats utterances, loses the spaces, joins the test split, or leaks across the dev split."""
+    config = tiny(*corpus, streaming=True)
+    assert config.join == 3 and tiny(*corpus).join == 1
+    splits = asr.load_splits(config, seed=0)
+    alone = asr.load_splits(tiny(*corpus, streaming=True, join=1), seed=0)
+    plain = asr.load_splits(tiny(*corpus), seed=0)  # the bidirectional default: each utterance alone
+    for split in ("train", "dev", "test"):
+        assert all(torch.equal(a, b) for a, b in zip(alone[split].features, plain[split].features))
+    for split in ("train", "dev"):
+        words = sorted(w for text in splits[split].texts for w in text.split(" "))
+        assert words == sorted(alone[split].texts), f"{split}: the joined examples do not hold its utterances once"
+        assert sum(len(f) for f in splits[split].features) > sum(len(f) for f in alone[split].features) + \
+            len(splits[split].texts) * 3  # at least 30 ms of silence per example (the lead and tail may be 0)
+    assert any(" " in text for text in splits["train"].texts)
+    assert splits["test"].texts == alone["test"].texts
+    assert all(torch.equal(a, b) for a, b in zip(splits["test"].features, alone["test"].features))
+    assert asr.load_splits(config, seed=0)["train"].texts == splits["train"].texts  # seeded
+
+
 def test_bad_configs_are_refused(corpus):
+    with pytest.raises(ValueError, match="join must be a positive int, got 0"):
+        tiny(*corpus, join=0).validate()
     with pytest.raises(ValueError, match="normalize must be one of"):
         tiny(*corpus, normalize="none").validate()
     with pytest.raises(ValueError, match="--test-data needs --data"):
@@ -256,9 +300,11 @@ def test_live_transcription_equals_decoding_the_whole_file(corpus, tmp_path):
 
 @pytest.fixture(scope="module")
 def streaming_run(corpus, tmp_path_factory) -> Path:
-    """A tiny streaming recognizer trained on the tones (80 steps, a few seconds)."""
+    """A tiny streaming recognizer trained on the tones (80 steps, a few seconds), on each utterance alone
+    (``join=1``): in 80 steps the recipe's joined examples (half as many, each longer) leave the first test
+    clips' transcripts empty, and these tests are about endpoints and the CLI, not the recipe's accuracy."""
     out = tmp_path_factory.mktemp("live") / "run"
-    asr.train(tiny(*corpus, streaming=True), TrainConfig(
+    asr.train(tiny(*corpus, streaming=True, join=1), TrainConfig(
         steps=80, lr=5e-3, eval_every=80, checkpoint_every=80, warmup_steps=5, log_every=40), out, progress=False)
     return out
 

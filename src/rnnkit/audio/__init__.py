@@ -5,6 +5,7 @@
 - ``pipe``:      16-bit PCM (raw or WAV) read from a pipe in chunks as it arrives
 - ``features``:  log-mel spectrograms from ``torch.stft`` and a mel filterbank of rnnkit's own
 - ``augment``:   SpecAugment-style time and frequency masks, and waveform perturbations, for training
+- ``join``:      utterances joined by pauses into training examples that sound like a live stream
 
 soundfile is imported only when a file is read, so ``import rnnkit`` never needs it.
 """

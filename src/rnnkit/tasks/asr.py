@@ -24,6 +24,9 @@ cache on first use, with ``--noise`` added to the training audio as it is loaded
 band-limiting, gain and noise, ``rnnkit.audio.WaveAugment``, on any data); or without
 them a subset of the Free Spoken Digit Dataset bundled in the package (CC BY-SA 4.0, SOURCES.md).
 A seeded ``dev_fraction`` of the training utterances picks the best checkpoint (lowest CER, greedy).
+``--join N`` (3 with ``--streaming``) trains on examples that sound like a live stream: 1 to N utterances
+joined by 100-800 ms pauses, with silence before and after, their texts joined by spaces
+(``rnnkit.audio.join``); the dev split is joined the same way, the test split stays one utterance per file.
 The alphabet is the training transcripts' characters; a test transcript with another character is
 an error naming it.
 Metrics: CER and WER (jiwer) beside the empty output's WER (1.0) and the most frequent training
@@ -65,6 +68,7 @@ from ..audio import (
     read_audio,
     spec_augment,
 )
+from ..audio.join import Joining, join_utterances
 from ..audio.read import AudioError
 from ..ctc_stream import StreamingDecoder
 from ..data.batching import BatchStream, pad
@@ -114,6 +118,11 @@ class ASRConfig(TaskConfig, ExampleFields, LayerFields):
                                                            "(seeded): speed 0.9/1/1.1, band-limited to 3, 4 or "
                                                            "5.5 kHz (half), gain +-10 dB, noise (half) "
                                                            "(rnnkit.audio.WaveAugment)"})
+    join: int | None = field(default=None, metadata={"help": "train on examples of 1 to N utterances joined by "
+                                                             "100-800 ms pauses, with silence before and after, as "
+                                                             "a live stream sounds (rnnkit.audio.join; the dev "
+                                                             "split too); default 3 with --streaming, else 1 "
+                                                             "(each utterance alone)"})
     spec_augment: bool = field(default=True, metadata={"help": "SpecAugment time and frequency masks in training"})
     freq_masks: int = field(default=2, metadata={"help": "frequency masks per utterance"})
     freq_width: int = field(default=15, metadata={"help": "widest frequency mask, in bands"})
@@ -124,10 +133,12 @@ class ASRConfig(TaskConfig, ExampleFields, LayerFields):
     def __post_init__(self) -> None:
         if self.streaming:  # the two settings a stream needs: no backward pass, no statistics of the whole utterance
             self.bidirectional, self.normalize = False, "global"
+        if self.join is None:
+            self.join = 3 if self.streaming else 1
 
     def validate(self) -> None:
         check_choice("normalize", self.normalize, NORMALIZATIONS)
-        check_ints(self, ("sample_rate", "n_mels", "frame_stack", "hidden_size", "num_layers", "batch_size"))
+        check_ints(self, ("sample_rate", "n_mels", "frame_stack", "hidden_size", "num_layers", "batch_size", "join"))
         check_ints(self, ("freq_masks", "freq_width", "time_masks", "time_width"), minimum=0)
         if not 0 <= self.dev_fraction < 1:
             raise ValueError(f"dev_fraction must be in [0, 1), got {self.dev_fraction}")
@@ -151,7 +162,18 @@ def front_end(config: ASRConfig) -> LogMel:
     return LogMel(config.sample_rate, config.n_mels)
 
 
-def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel, source: str,
+class Samples:
+    """A front end that keeps the samples: ``load_splits`` reads the utterances to join with it, and
+    computes their features once they are joined (``joined``)."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+
+    def __call__(self, wave: Tensor) -> Tensor:
+        return wave
+
+
+def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel | Samples, source: str,
                perturb: Callable[[Tensor], Tensor] | None = None) -> Utterances:
     """Features of every utterance, computed with one intra-op thread: per utterance the ops are small,
     and a second OpenMP thread made them 15-20x slower on a busy 2-core machine (53 ms against 3 ms for
@@ -161,10 +183,13 @@ def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel, sourc
     torch.set_num_threads(1)
     try:
         for audio, text, name in sources:
-            try:
-                wave, _ = read_audio(audio, logmel.sample_rate)
-            except ValueError as e:
-                raise ValueError(f"{name}: {e}") from None
+            if isinstance(audio, Tensor):  # samples already read (``joined``)
+                wave = audio
+            else:
+                try:
+                    wave, _ = read_audio(audio, logmel.sample_rate)
+                except ValueError as e:
+                    raise ValueError(f"{name}: {e}") from None
             if perturb is not None:
                 wave = perturb(wave)
             features.append(logmel(wave))
@@ -175,7 +200,7 @@ def _featurize(sources: Iterable[tuple[object, str, str]], logmel: LogMel, sourc
     return Utterances(features, texts, names, source)
 
 
-def load_manifest(path: str | Path, logmel: LogMel, perturb: Callable[[Tensor], Tensor] | None = None,
+def load_manifest(path: str | Path, logmel: LogMel | Samples, perturb: Callable[[Tensor], Tensor] | None = None,
                   limit: int | None = None) -> Utterances:
     """The manifest's utterances (with ``limit``: its first ``limit``), featurized."""
     utterances = read_manifest(path)[:limit]
@@ -214,7 +239,7 @@ def synth_manifests() -> tuple[Path, Path]:
     return folder / "train.jsonl", folder / "test.jsonl"
 
 
-def load_bundled(logmel: LogMel, perturb: Callable[[Tensor], Tensor] | None = None) -> dict[str, Utterances]:
+def load_bundled(logmel: LogMel | Samples, perturb: Callable[[Tensor], Tensor] | None = None) -> dict[str, Utterances]:
     """The bundled spoken-digit subset: {"train": ..., "test": ...}; ``perturb`` changes the training audio."""
     data = resources.files("rnnkit.data").joinpath(BUNDLED_FILE).read_bytes()
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
@@ -238,22 +263,40 @@ def split_dev(utterances: Utterances, fraction: float, seed: int) -> tuple[Utter
     return pick(sorted(order[n_dev:])), pick(sorted(order[:n_dev]))
 
 
+def joined(utterances: Utterances, logmel: LogMel, max_utterances: int, seed: int) -> Utterances:
+    """Utterances of samples (read with ``Samples``) -> the features of ``rnnkit.audio.join_utterances``'s
+    examples of 1 to ``max_utterances`` of them (each utterance in one example), named "name+name"."""
+    if max_utterances == 1:  # each utterance alone, as it was read: nothing joined, no silence added
+        examples = [(wave, text, name) for wave, text, name in zip(*utterances[:3])]
+    else:
+        examples = [(e.wave, e.text, "+".join(utterances.names[i] for i in e.members))
+                    for e in join_utterances(utterances.features, utterances.texts, logmel.sample_rate, seed,
+                                             Joining(max_utterances))]
+    return _featurize(examples, logmel, utterances.source)
+
+
 def load_splits(config: ASRConfig, seed: int = 0) -> dict[str, Utterances]:
+    """{"train", "dev", "test"}: features and texts; with ``config.join > 1`` the training and dev examples are
+    utterances joined by pauses (``joined``), the test split's utterances stay alone."""
     logmel = front_end(config)
+    front = logmel if config.join == 1 else Samples(config.sample_rate)  # samples: joined, then featurized
     if config.data is None:
         if config.noise:
             raise ValueError("--noise applies to --data: the bundled digits are loaded without it")
-        bundled = load_bundled(logmel, training_perturbation(config, seed))
+        bundled = load_bundled(front, training_perturbation(config, seed))
         train, test = bundled["train"], bundled["test"]
     else:
         data, test_data = (synth_manifests() if config.data == SYNTH and config.test_data is None
                            else (config.data, config.test_data))
-        train = load_manifest(data, logmel, training_perturbation(config, seed))
+        train = load_manifest(data, front, training_perturbation(config, seed))
         if test_data is not None:
-            test = load_manifest(test_data, logmel)
+            test = load_manifest(test_data, front)
         else:
             train, test = split_dev(train, 0.1, seed)
     train, dev = split_dev(train, config.dev_fraction, seed)
+    if config.join > 1:
+        train, dev = joined(train, logmel, config.join, seed), joined(dev, logmel, config.join, seed + 1)
+        test = joined(test, logmel, 1, seed)
     return {"train": train, "dev": dev, "test": test}
 
 
@@ -470,12 +513,13 @@ def train(config: ASRConfig, train_config: TrainConfig, out: str | Path, resume:
         alphabet = list(saved.config.get("alphabet", alphabet))
     task = ASRTask(config, splits, alphabet, train_config.seed, torch.device(train_config.device))
     sizes = ", ".join(f"{len(splits[s].texts):,} {s}" for s in SPLITS)
+    unit = "utterances" if config.join == 1 else f"examples (train, dev: 1-{config.join} utterances joined)"
     lines = list(splits["train"].texts)
     random.Random(train_config.seed).shuffle(lines)  # an LM's validation split is the file's tail: mix it
     summary = fit(task, train_config, out, resume, console, progress, lambda params: (
         f"asr: {'bi' if config.bidirectional else ''}{config.cell} {config.num_layers}x{config.hidden_size}, "
         f"{config.n_mels} mel bands x {config.frame_stack} frames, {params:,} parameters, alphabet "
-        f"{''.join(alphabet)!r}; {sizes} utterances"),
+        f"{''.join(alphabet)!r}; {sizes} {unit}"),
         on_start=lambda: (Path(out) / "transcripts.txt").write_text("\n".join(lines) + "\n", encoding="utf-8"))
     result = task.score("test")
     write_report(out, NAME, "test", result)
@@ -653,28 +697,40 @@ class TrainedASR:
             yield Update(consumed / input_rate, final, True)
 
     def evaluate(self, data: str | None = None, split: str = "test", *, decoder: Decoder | None = None,
-                 band_rate: int | None = None, limit: int | None = None) -> dict:
+                 band_rate: int | None = None, tail_ms: float = 0.0, limit: int | None = None) -> dict:
         """cer, wer, greedy_wer, empty_wer, most_frequent_wer and n on a manifest, or on a split of the
         training data (train, dev or test); with ``band_rate`` the audio is first resampled to that rate and
-        back, which keeps only what is below ``band_rate / 2`` (8000: the telephone band); with ``limit`` only
-        the first ``limit`` utterances (in the manifest's order) are scored."""
+        back, which keeps only what is below ``band_rate / 2`` (8000: the telephone band); with ``tail_ms``
+        that much digital silence is appended to every utterance (what a live stream has after a word: a
+        unidirectional model may spell a word's last letters only once it has heard the word end); with
+        ``limit`` only the first ``limit`` utterances (in the manifest's order) are scored."""
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be a number of utterances >= 1, got {limit}")
-        perturb = None
+        if tail_ms < 0:
+            raise ValueError(f"tail_ms must be >= 0, got {tail_ms:g}")
+        steps: list[Callable[[Tensor], Tensor]] = []
         if band_rate is not None:
-            if data is None and not (split == "test" and (self.config.test_data or self.config.data == SYNTH)):
-                raise ValueError("band_rate needs the audio of a manifest: give --data, or score the test split of "
-                                 "a run trained with --test-data or --data synth")
-            perturb = partial(band_limit, sample_rate=self.config.sample_rate, band_rate=band_rate)
+            steps.append(partial(band_limit, sample_rate=self.config.sample_rate, band_rate=band_rate))
+        if tail_ms:
+            silence = torch.zeros(round(tail_ms * self.config.sample_rate / 1000))
+            steps.append(lambda wave: torch.cat([wave, silence]))
+        if steps and data is None and not (split == "test" and (self.config.test_data or self.config.data == SYNTH)):
+            raise ValueError(f"{'band_rate' if band_rate is not None else 'tail_ms'} needs the audio of a manifest: "
+                             "give --data, or score the test split of a run trained with --test-data or --data synth")
+
+        def perturb(wave: Tensor) -> Tensor:
+            for step in steps:
+                wave = step(wave)
+            return wave
         if data is not None:
-            utterances = load_manifest(data, self.logmel, perturb, limit)
+            utterances = load_manifest(data, self.logmel, perturb if steps else None, limit)
             split = str(data)
         else:
             check_split(split)
             if split == "test" and self.config.data is not None and (self.config.test_data or
                                                                      self.config.data == SYNTH):
-                test_data = self.config.test_data or synth_manifests()[1]
-                utterances = load_manifest(test_data, self.logmel, perturb, limit)  # not the training audio
+                test_data = self.config.test_data or synth_manifests()[1]  # no need to load the training audio
+                utterances = load_manifest(test_data, self.logmel, perturb if steps else None, limit)
             else:
                 whole = load_splits(self.config, self._seed())[split]
                 utterances = Utterances(whole.features[:limit], whole.texts[:limit], whole.names[:limit], whole.source)
@@ -713,6 +769,9 @@ class EvaluateArgs(DecoderArgs, SplitArgs):
                                                              "data)"})
     band_rate: int | None = field(default=None, metadata={"help": "resample the audio to this rate and back before "
                                                                   "scoring (8000: the 4 kHz telephone band)"})
+    tail_ms: float = field(default=0.0, metadata={"help": "append this many milliseconds of silence to every "
+                                                          "utterance before scoring (what a live stream has after a "
+                                                          "word)"})
     limit: int | None = field(default=None, metadata={"help": "score only the first N utterances (default: all)",
                                                       "metavar": "N"})
 
@@ -738,7 +797,7 @@ class TranscribeArgs(DecoderArgs):
 def run_evaluate(trained: TrainedASR, args: EvaluateArgs, as_json: bool) -> dict:
     """``rnnkit asr evaluate``: ``evaluate`` with the decoder the flags build."""
     return trained.evaluate(args.data, args.split, decoder=args.build(trained), band_rate=args.band_rate,
-                            limit=args.limit)
+                            tail_ms=args.tail_ms, limit=args.limit)
 
 
 def run_transcribe(trained: TrainedASR, args: TranscribeArgs, as_json: bool) -> None:
