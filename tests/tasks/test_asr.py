@@ -165,7 +165,7 @@ def fixed_streaming_model(corpus) -> asr.TrainedASR:
         model.std.copy_(frames.std(0))
         for p in model.parameters():
             p.mul_(3.0)
-    return asr.TrainedASR(model, ["a", "b", "c"], "", config, Path("unused"))
+    return asr.TrainedASR(model, config, Path("unused"), alphabet=["a", "b", "c"], most_frequent="")
 
 
 def test_streaming_equals_decoding_the_whole_file(corpus):
@@ -211,7 +211,8 @@ def test_evaluate_with_a_tail_of_silence_scores_the_files_with_that_silence_appe
 def test_streaming_a_bidirectional_or_utterance_normalized_model_is_refused(corpus):
     for overrides in ({"bidirectional": True, "normalize": "global"}, {"bidirectional": False}):
         config = tiny(*corpus, **overrides)
-        trained = asr.TrainedASR(asr.SpeechRecognizer(3, config), ["a", "b", "c"], "", config, Path("unused"))
+        trained = asr.TrainedASR(asr.SpeechRecognizer(3, config), config, Path("unused"), alphabet=["a", "b", "c"],
+                                 most_frequent="")
         with pytest.raises(ValueError, match="streaming needs a unidirectional model trained with normalize"):
             next(trained.stream_log_probs([torch.zeros(100)]))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import pytest
 import torch
@@ -11,6 +11,7 @@ from rich.console import Console
 from torch import nn
 
 from rnnkit.tasks.base import (
+    Trained,
     begin,
     config_from,
     finished,
@@ -149,3 +150,40 @@ def test_scores_training_split_tells_the_training_file_from_another(tmp_path, mo
     assert not scores_training_split("data.tsv", "test", None)
     with pytest.raises(ValueError, match="split must be train, dev or test, got 'valid'"):
         scores_training_split("other.tsv", "valid", None)
+
+
+@dataclass(eq=False, repr=False)
+class TrainedToy(Trained):
+    task, config_class, what, needs = "toy", ToyConfig, "a toy", ("labels",)
+
+    labels: list[str]
+    width_seen: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.width_seen = self.config.width
+
+    @classmethod
+    def read(cls, ckpt, config, path):
+        return nn.Sequential(nn.Dropout(0.5), nn.Linear(config.width, 1)), {"labels": list(ckpt.config["labels"])}
+
+
+def test_trained_load_builds_the_model_from_the_checkpoint_and_puts_it_in_eval_mode(tmp_path):
+    saved = nn.Sequential(nn.Dropout(0.5), nn.Linear(2, 1))
+    save_toy(tmp_path / "c", saved, {"task": "toy", "width": 2, "labels": ["a", "b"]})
+    trained = TrainedToy.load(tmp_path / "c")
+    assert (trained.config, trained.path, trained.labels, trained.width_seen) == (ToyConfig(width=2), tmp_path / "c",
+                                                                                  ["a", "b"], 2)
+    assert torch.equal(trained.model[1].weight, saved[1].weight) and not trained.model.training  # dropout off
+
+
+def test_trained_load_refuses_another_tasks_checkpoint_and_what_the_task_lacks(tmp_path):
+    save_toy(tmp_path / "other", nn.Sequential(nn.Dropout(), nn.Linear(1, 1)), {"task": "lm", "labels": ["a"]})
+    with pytest.raises(checkpoint.CheckpointError, match=r"other: config.json names task 'lm', not 'toy'"):
+        TrainedToy.load(tmp_path / "other")
+    save_toy(tmp_path / "bare", nn.Sequential(nn.Dropout(), nn.Linear(1, 1)), {"task": "toy"})
+    with pytest.raises(checkpoint.CheckpointError, match=r"config.json lacks the labels of a toy"):
+        TrainedToy.load(tmp_path / "bare")
+    save_toy(tmp_path / "wide", nn.Sequential(nn.Dropout(), nn.Linear(3, 1)), {"task": "toy", "labels": ["a"]})
+    with pytest.raises(checkpoint.CheckpointError, match=r"do not fit"):
+        TrainedToy.load(tmp_path / "wide")  # width 1 by default: the weights are of width 3

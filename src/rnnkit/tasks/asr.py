@@ -77,7 +77,7 @@ from ..extras import require
 from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
-from .base import SPLITS, begin, check_split, finished, fit, load_weights, open_checkpoint, write_report
+from .base import SPLITS, Trained, begin, check_split, finished, fit, write_report
 from .fields import ExampleFields, LayerFields, TaskConfig, check_choice, check_ints, with_defaults
 from .registry import SplitArgs, TaskSpec, Verb
 
@@ -607,22 +607,25 @@ class StreamingSteps:
             yield self.model.log_probs(y)[0].cpu()  # (1 + A,)
 
 
-class TrainedASR:
+@dataclass(eq=False, repr=False)
+class TrainedASR(Trained):
     """A trained recognizer loaded from a checkpoint: ``transcribe``, ``stream`` and ``evaluate``."""
 
-    def __init__(self, model: SpeechRecognizer, alphabet: list[str], most_frequent: str, config: ASRConfig,
-                 path: Path) -> None:
-        self.model, self.alphabet, self.most_frequent = model.eval(), alphabet, most_frequent
-        self.config, self.path = config, path
-        self.logmel = front_end(config)
+    task, config_class, what, needs = NAME, ASRConfig, "a speech recognizer", ("alphabet",)
+
+    alphabet: list[str]  # the characters, in the logits' order after the blank
+    most_frequent: str  # the most frequent training transcript: the baseline's answer
+    logmel: LogMel = field(init=False)  # the front end the model was trained behind
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.logmel = front_end(self.config)
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedASR:
-        path, ckpt, config = open_checkpoint(directory, ASRConfig, device, what="a speech recognizer",
-                                             needs=("alphabet",))
+    def read(cls, ckpt: checkpoint.Checkpoint, config: ASRConfig, path: Path) -> tuple[SpeechRecognizer, dict]:
         alphabet = list(ckpt.config["alphabet"])
-        model = load_weights(SpeechRecognizer(len(alphabet), config).to(device), ckpt, path)
-        return cls(model, alphabet, ckpt.config.get("most_frequent", ""), config, path)
+        return SpeechRecognizer(len(alphabet), config), {"alphabet": alphabet,
+                                                         "most_frequent": ckpt.config.get("most_frequent", "")}
 
     def decoder(self, decoder: str = "greedy", beam: int = 16, lm: str | None = None, lm_weight: float = 0.5,
                 insertion_bonus: float = 0.0, words: str | None = None) -> Decoder:

@@ -10,10 +10,12 @@ Training (each task's ``train()``)::
     write_report(out, NAME, "test", result)                                # test.json
     console.print(f"test: ... {finished(summary, out)}")
 
-Loading (each ``Trained*.load``)::
+Loading (``Trained.load``, which each task's trained object inherits)::
 
     path, ckpt, config = open_checkpoint(directory, Config, device, what="a classifier", needs=("labels",))
-    model = load_weights(Model(..., config).to(device), ckpt, path)
+    ... check config.json names this task ...
+    model, parts = cls.read(ckpt, config, path)                            # the task's own: model and parts
+    return cls(load_weights(model.to(device), ckpt, path), config, path, **parts)
 
 A task keeps only what is its own: its data, its one-line description, its scores.
 """
@@ -22,9 +24,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from rich.console import Console
 from torch import nn
@@ -150,3 +152,56 @@ def load_weights(model: nn.Module, ckpt: checkpoint.Checkpoint, path: Path) -> n
                                          f"{unexpected[:3]})")
     model.load_state_dict(ckpt.model)
     return model
+
+
+@dataclass(eq=False, repr=False)
+class Trained:
+    """A trained task model, loaded from a checkpoint by ``load``: the loading skeleton of every task.
+
+    Each task's trained object is a dataclass that subclasses this one: its own fields, after these three, are
+    what the task reads back from the run besides the Config and the weights (a vocabulary, the labels, a
+    baseline's answer); its class attributes say what ``load`` opens; ``read`` builds the untrained model and
+    those fields from the checkpoint::
+
+        @dataclass(eq=False, repr=False)
+        class TrainedLM(Trained):
+            task, config_class, what, vocab_keys = NAME, LMConfig, "a language model", ()
+
+            vocab: Vocab
+
+            @classmethod
+            def read(cls, ckpt, config, path):
+                vocab = Vocab.from_json(ckpt.vocab)
+                return LanguageModel(len(vocab), config), {"vocab": vocab}
+    """
+
+    model: nn.Module  # put in eval mode
+    config: Any  # the task's Config, from config.json
+    path: Path  # the checkpoint directory it was loaded from
+
+    task: ClassVar[str]  # the task's name: config.json's "task" must be it
+    config_class: ClassVar[type]  # the task's Config dataclass
+    what: ClassVar[str]  # the model in messages: "a classifier"
+    needs: ClassVar[Sequence[str]] = ()  # config.json keys read besides the Config's fields
+    vocab_keys: ClassVar[Sequence[str] | None] = None  # vocab.json keys read (``()``: only that it exists; None: none)
+
+    def __post_init__(self) -> None:
+        self.model.eval()
+
+    @classmethod
+    def read(cls, ckpt: checkpoint.Checkpoint, config: Any, path: Path) -> tuple[nn.Module, dict[str, Any]]:
+        """The untrained model the checkpoint's config.json (and vocab.json) describe, and the subclass's own
+        fields, by name, from the same files; ``path`` (the checkpoint directory) for messages."""
+        raise NotImplementedError(f"{cls.__name__} must say how to build its model from a checkpoint (read)")
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu"):
+        """The trained model in ``directory`` (a checkpoint, or a run directory: best/, else last/) on ``device``.
+        A checkpoint of another task, or one that lacks what the task reads, is a CheckpointError."""
+        path, ckpt, config = open_checkpoint(directory, cls.config_class, device, what=cls.what, needs=cls.needs,
+                                             vocab=cls.vocab_keys)
+        if ckpt.config.get("task") != cls.task:
+            raise checkpoint.CheckpointError(f"{path}: config.json names task {ckpt.config.get('task')!r}, not "
+                                             f"{cls.task!r}")
+        model, parts = cls.read(ckpt, config, path)
+        return cls(load_weights(model.to(device), ckpt, path), config, path, **parts)

@@ -71,7 +71,7 @@ from ..extras import require
 from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
-from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
+from .base import Trained, begin, finished, fit, write_report
 from .fields import BatchFields, GeneratedSplitFields, TaskConfig, check_choice, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 from .seq2seq import ATTENTIONS, Decoder, EncoderDecoderFields, beam_search, greedy
@@ -466,23 +466,20 @@ def train(config: CaptionConfig, train_config: TrainConfig, out: str | Path, res
 # ---------------------------------------------------------------------- a trained model
 
 
-class TrainedCaptioner:
+@dataclass(eq=False, repr=False)
+class TrainedCaptioner(Trained):
     """A trained captioner loaded from a checkpoint: ``predict`` and ``evaluate``."""
 
-    def __init__(self, model: Captioner, config: CaptionConfig, constant: str, path: Path) -> None:
-        self.model, self.config, self.constant, self.path = model.eval(), config, constant, path
+    task, config_class, what, needs = NAME, CaptionConfig, "a caption model", ("constant_caption",)
+
+    constant: str  # the constant caption, the baseline's answer
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedCaptioner:
-        path, ckpt, config = open_checkpoint(directory, CaptionConfig, device, what="a caption model")
-        if ckpt.config.get("task") != NAME or "constant_caption" not in ckpt.config:
-            raise checkpoint.CheckpointError(f"{path}: config.json is not a caption model's (task "
-                                             f"{ckpt.config.get('task')!r}, or no constant_caption)")
+    def read(cls, ckpt: checkpoint.Checkpoint, config: CaptionConfig, path: Path) -> tuple[Captioner, dict]:
         if ckpt.vocab is not None and list(ckpt.vocab.get("words", WORDS)) != list(WORDS):
             raise checkpoint.CheckpointError(f"{path}: vocab.json's words differ from this rnnkit's caption "
                                              "template")
-        model = load_weights(Captioner(config).to(device), ckpt, path)
-        return cls(model, config, ckpt.config["constant_caption"], path)
+        return Captioner(config), {"constant": ckpt.config["constant_caption"]}
 
     def _search(self, decoder: str | None, beam_size: int | None) -> tuple[str, int]:
         decoder = decoder or "beam"

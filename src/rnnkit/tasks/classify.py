@@ -44,8 +44,9 @@ from torch import Tensor, nn
 from ..data import Vocab, read_text
 from ..data.text import json_lines
 from ..recurrent import Recurrent
+from ..train import checkpoint
 from ..train.trainer import TrainConfig
-from .base import SPLITS, begin, finished, fit, load_weights, open_checkpoint, scores_training_split, write_report
+from .base import SPLITS, begin, finished, fit, scores_training_split, write_report
 from .fields import (
     ExampleFields,
     LayerFields,
@@ -318,22 +319,24 @@ def train(config: ClassifyConfig, train_config: TrainConfig, out: str | Path, re
 # ---------------------------------------------------------------------- a trained model
 
 
+@dataclass(eq=False, repr=False)
 class TrainedClassifier(TrainedSequenceClassifier):
     """A trained classifier loaded from a checkpoint: ``predict`` and ``evaluate``."""
 
-    def __init__(self, model: Classifier, vocab: Vocab, labels: list[str], majority: str, config: ClassifyConfig,
-                 path: Path) -> None:
-        super().__init__(model, labels, majority, config, path)
-        self.vocab = vocab
-        self.encode = Encoder(vocab, config)
+    task, config_class, what, needs, vocab_keys = NAME, ClassifyConfig, "a classifier", ("labels",), ()
+
+    vocab: Vocab
+    encode: Encoder = field(init=False)  # text -> token ids, as in training
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.encode = Encoder(self.vocab, self.config)
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedClassifier:
-        path, ckpt, config = open_checkpoint(directory, ClassifyConfig, device, what="a classifier",
-                                             needs=("labels",), vocab=())
+    def read(cls, ckpt: checkpoint.Checkpoint, config: ClassifyConfig, path: Path) -> tuple[Classifier, dict]:
         vocab, labels = Vocab.from_json(ckpt.vocab), list(ckpt.config["labels"])
-        model = load_weights(Classifier(len(vocab), len(labels), config).to(device), ckpt, path)
-        return cls(model, vocab, labels, ckpt.config.get("majority", labels[0]), config, path)
+        return Classifier(len(vocab), len(labels), config), {
+            "vocab": vocab, "labels": labels, "majority": ckpt.config.get("majority", labels[0])}
 
     def predict(self, texts: str | Sequence[str]) -> list[Prediction]:
         """The most likely label of each text with its probability (a single str counts as one text)."""

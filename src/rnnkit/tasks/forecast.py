@@ -68,9 +68,10 @@ from torch import Tensor, nn
 
 from ..data.batching import BatchStream
 from ..recurrent import Recurrent
+from ..train import checkpoint
 from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig
-from .base import begin, fit, load_weights, open_checkpoint
+from .base import Trained, begin, fit
 from .fields import ExampleFields, LayerFields, TaskConfig, check_choice, check_fractions, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 from .series import (
@@ -593,19 +594,18 @@ def train(config: ForecastConfig, train_config: TrainConfig, out: str | Path, re
 # ---------------------------------------------------------------------- a trained model
 
 
-class TrainedForecaster:
+@dataclass(eq=False, repr=False)
+class TrainedForecaster(Trained):
     """A trained forecaster loaded from a checkpoint: ``predict`` and ``evaluate``."""
 
-    def __init__(self, model: Forecaster, config: ForecastConfig, columns: list[str], path: Path) -> None:
-        self.model, self.config, self.columns, self.path = model.eval(), config, columns, path
+    task, config_class, what, needs = NAME, ForecastConfig, "a forecast model", ("columns", "num_features")
+
+    columns: list[str]  # the series' columns it reads, the target first
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedForecaster:
-        path, ckpt, config = open_checkpoint(directory, ForecastConfig, device, what="a forecast model",
-                                             needs=("columns", "num_features"))
+    def read(cls, ckpt: checkpoint.Checkpoint, config: ForecastConfig, path: Path) -> tuple[Forecaster, dict]:
         config.validate()  # a run that predates --target and --evaluation: levels, holdout
-        model = load_weights(Forecaster(int(ckpt.config["num_features"]), config).to(device), ckpt, path)
-        return cls(model, config, list(ckpt.config["columns"]), path)
+        return Forecaster(int(ckpt.config["num_features"]), config), {"columns": list(ckpt.config["columns"])}
 
     def _series(self, data: str | None, column: str | list[str] | None, time_column: str | None,
                 format: str | None) -> Series:

@@ -44,7 +44,6 @@ test number was not selected on test.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -58,7 +57,7 @@ from ..train import checkpoint
 from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig
 from . import lab_data
-from .base import begin, finished, fit, load_weights, open_checkpoint
+from .base import Trained, begin, finished, fit, write_report
 from .fields import BatchFields, TaskConfig, check_choice, check_ints, with_defaults
 from .lab_data import COPY_RECALL, COPY_SYMBOLS, ORDER_CLASSES, PROBLEMS, LabBatch
 from .registry import TaskSpec, Verb
@@ -247,11 +246,11 @@ def score(model: LabModel, batch: LabBatch) -> dict[str, float]:
 
 
 def result(problem: str, length: int, cell: str, metrics: dict[str, float], n: int, split: str = "test") -> dict:
-    """``--json``'s object: task, split, n, metric, value, baseline, and the problem's other metric beside its
-    baseline (copy: accuracy on the recalled symbols; order: cross-entropy)."""
+    """``--json``'s object (and test.json's line): task, split, problem, n, length, cell, metric, value, baseline, and
+    the problem's other metric beside its baseline (copy: accuracy on the recalled symbols; order: cross-entropy)."""
     base = lab_data.baseline(problem, length)
     metric = METRICS[problem][0]
-    out = {"task": NAME, "problem": problem, "split": split, "n": n, "length": length, "cell": cell,
+    out = {"task": NAME, "split": split, "problem": problem, "n": n, "length": length, "cell": cell,
            "metric": metric, "value": metrics[metric], "baseline": base[metric]}
     for key, value in metrics.items():
         if key != metric:
@@ -362,7 +361,7 @@ def train(problem: str, config: LabConfig, train_config: TrainConfig, out: str |
         f"parameters, batch {config.batch_size}, dev set {config.test_size}, test set {config.test_size}"))
     # best/ was picked on the dev set: the test set is read here, once
     test = result(problem, config.length, config.cell, score(task.model, task.test), config.test_size)
-    (Path(out) / "test.json").write_text(json.dumps(test) + "\n")
+    write_report(out, NAME, "test", test)
     console.print(f"{describe_result(test)}, {finished(summary, out)}", highlight=False)
     return {**summary, "test": test}
 
@@ -370,21 +369,21 @@ def train(problem: str, config: LabConfig, train_config: TrainConfig, out: str |
 # ---------------------------------------------------------------------- a trained model
 
 
-class TrainedLab:
+@dataclass(eq=False, repr=False)
+class TrainedLab(Trained):
     """A trained lab model loaded from a checkpoint: ``evaluate`` (and ``model`` for ``rnnkit gradients``)."""
 
-    def __init__(self, model: LabModel, problem: str, config: LabConfig, path: Path) -> None:
-        self.model, self.problem, self.config, self.path = model.eval(), problem, config, path
+    task, config_class, what = NAME, LabConfig, "a lab model"
+
+    problem: str  # one of PROBLEMS
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedLab:
-        path, ckpt, config = open_checkpoint(directory, LabConfig, device, what="a lab model")
+    def read(cls, ckpt: checkpoint.Checkpoint, config: LabConfig, path: Path) -> tuple[LabModel, dict]:
         problem = ckpt.config.get("problem")
         if problem not in PROBLEMS:
             raise checkpoint.CheckpointError(f"{path}: config.json names lab problem {problem!r}, expected one of "
                                              f"{', '.join(PROBLEMS)}")
-        model = load_weights(LabModel(problem, config).to(device), ckpt, path)
-        return cls(model, problem, config, path)
+        return LabModel(problem, config), {"problem": problem}
 
     def evaluate(self, *, length: int | None = None, size: int | None = None) -> dict:
         """``result``'s object on the fixed test set, at the run's length or another ``length``."""

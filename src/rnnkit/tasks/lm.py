@@ -31,9 +31,10 @@ from ..cells import State
 from ..data import Vocab, bundled_text, read_text
 from ..generate import check_sampling, sample
 from ..recurrent import Recurrent
+from ..train import checkpoint
 from ..train.distributed import split_batch
 from ..train.trainer import TrainConfig
-from .base import begin, finished, fit, load_weights, open_checkpoint
+from .base import Trained, begin, finished, fit
 from .fields import LayerFields, RegularizerFields, TaskConfig, TokenFields, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 
@@ -277,18 +278,18 @@ def train(config: LMConfig, train_config: TrainConfig, out: str | Path, resume: 
 # ---------------------------------------------------------------------- a trained model
 
 
-class TrainedLM:
+@dataclass(eq=False, repr=False)
+class TrainedLM(Trained):
     """A trained language model loaded from a checkpoint: ``generate`` and ``evaluate``."""
 
-    def __init__(self, model: LanguageModel, vocab: Vocab, config: LMConfig, path: Path) -> None:
-        self.model, self.vocab, self.config, self.path = model.eval(), vocab, config, path
+    task, config_class, what, vocab_keys = NAME, LMConfig, "a language model", ()
+
+    vocab: Vocab
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedLM:
-        path, ckpt, config = open_checkpoint(directory, LMConfig, device, what="a language model", vocab=())
+    def read(cls, ckpt: checkpoint.Checkpoint, config: LMConfig, path: Path) -> tuple[LanguageModel, dict]:
         vocab = Vocab.from_json(ckpt.vocab)
-        model = load_weights(LanguageModel(len(vocab), config).to(device), ckpt, path)
-        return cls(model, vocab, config, path)
+        return LanguageModel(len(vocab), config), {"vocab": vocab}
 
     def evaluate(self, data: str | None = None) -> dict:
         """Metrics on ``data`` (a text file), or on the validation split of the training text."""

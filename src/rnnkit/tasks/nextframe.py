@@ -58,7 +58,7 @@ from ..conv_recurrent import ConvRecurrent
 from ..data import moving_digits as md
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
-from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
+from .base import Trained, begin, finished, fit, write_report
 from .fields import BatchFields, GeneratedSplitFields, TaskConfig, check_choice, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 
@@ -342,20 +342,15 @@ def train(config: NextFrameConfig, train_config: TrainConfig, out: str | Path, r
 # ---------------------------------------------------------------------- a trained model
 
 
-class TrainedNextFrame:
+@dataclass(eq=False, repr=False)
+class TrainedNextFrame(Trained):
     """A trained forecaster loaded from a checkpoint: ``predict``, ``evaluate`` and ``plot_rollout``."""
 
-    def __init__(self, model: FrameForecaster, config: NextFrameConfig, path: Path) -> None:
-        self.model, self.config, self.path = model.eval(), config, path
+    task, config_class, what = NAME, NextFrameConfig, "a next-frame model"
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedNextFrame:
-        path, ckpt, config = open_checkpoint(directory, NextFrameConfig, device, what="a next-frame model")
-        if ckpt.config.get("task") != NAME:
-            raise checkpoint.CheckpointError(f"{path}: config.json names task {ckpt.config.get('task')!r}, not "
-                                             f"{NAME!r}")
-        model = load_weights(FrameForecaster(config).to(device), ckpt, path)
-        return cls(model, config, path)
+    def read(cls, ckpt: checkpoint.Checkpoint, config: NextFrameConfig, path: Path) -> tuple[FrameForecaster, dict]:
+        return FrameForecaster(config), {}
 
     def predict(self, clips: Tensor, *, ahead: int = AHEAD) -> Tensor:
         """Read each clip (N, S, 32, 32), then predict ``ahead`` frames: (N, ahead, 32, 32) in [0, 1]."""

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..data.batching import BatchStream, pad
 from ..train.distributed import split_batch
+from .base import Trained
 from .fields import check_choice, check_fractions
 
 POOLINGS = ("last", "mean", "max", "attention")
@@ -198,13 +199,14 @@ class SequenceClassificationTask:
         return self.score(self.eval_split)[0]
 
 
-class TrainedSequenceClassifier:
-    """What a trained classify or speech model shares: the model (in eval mode), the training labels in logit
-    order, the majority label (the baseline's prediction), its Config and checkpoint path; predicting and
-    scoring a list of sequences (each what the model reads, token ids or (T, F) frames)."""
+@dataclass(eq=False, repr=False)
+class TrainedSequenceClassifier(Trained):
+    """What a trained classify or speech model shares besides ``Trained``'s: the training labels in logit order,
+    the majority label; predicting and scoring a list of sequences (each what the model reads, token ids or
+    (T, F) frames)."""
 
-    def __init__(self, model: nn.Module, labels: list[str], majority: str, config, path) -> None:
-        self.model, self.labels, self.majority, self.config, self.path = model.eval(), labels, majority, config, path
+    labels: list[str]  # the training labels, in logit order
+    majority: str  # the most frequent training label: the baseline's prediction
 
     def predict_sequences(self, sequences: Sequence[Tensor | list[int]]) -> list[Prediction]:
         """The most likely label of each sequence, with its probability and every label's."""

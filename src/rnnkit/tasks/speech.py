@@ -45,8 +45,9 @@ from rich.console import Console
 from torch import Tensor
 
 from ..recurrent import Recurrent
+from ..train import checkpoint
 from ..train.trainer import TrainConfig
-from .base import SPLITS, begin, check_split, finished, fit, load_weights, open_checkpoint, write_report
+from .base import SPLITS, begin, check_split, finished, fit, write_report
 from .fields import ExampleFields, LayerFields, TaskConfig, check_fractions, check_ints, with_defaults
 from .registry import SplitArgs, TaskSpec, Verb
 from .sequence_classification import (
@@ -310,17 +311,17 @@ def train(config: SpeechConfig, train_config: TrainConfig, out: str | Path, resu
 # ---------------------------------------------------------------------- a trained model
 
 
+@dataclass(eq=False, repr=False)
 class TrainedSpeech(TrainedSequenceClassifier):
     """A trained sequence classifier loaded from a checkpoint: ``predict`` and ``evaluate``."""
 
+    task, config_class, what, needs = NAME, SpeechConfig, "a speech model", ("labels", "num_features")
+
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedSpeech:
-        path, ckpt, config = open_checkpoint(directory, SpeechConfig, device, what="a speech model",
-                                             needs=("labels", "num_features"))
+    def read(cls, ckpt: checkpoint.Checkpoint, config: SpeechConfig, path: Path) -> tuple[SequenceClassifier, dict]:
         labels = list(ckpt.config["labels"])
-        model = load_weights(SequenceClassifier(int(ckpt.config["num_features"]), len(labels), config).to(device),
-                             ckpt, path)
-        return cls(model, labels, ckpt.config.get("majority", labels[0]), config, path)
+        return SequenceClassifier(int(ckpt.config["num_features"]), len(labels), config), {
+            "labels": labels, "majority": ckpt.config.get("majority", labels[0])}
 
     def predict(self, series: Sequence[Tensor]) -> list[Prediction]:
         """The most likely label of each (T, F) sequence of raw frames, with its probability and every label's."""

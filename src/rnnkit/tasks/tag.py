@@ -44,8 +44,9 @@ from ..data import read_text
 from ..data.batching import BatchStream, split_indices
 from ..extras import require
 from ..recurrent import Recurrent
+from ..train import checkpoint
 from ..train.trainer import TrainConfig
-from .base import SPLITS, begin, finished, fit, load_weights, open_checkpoint, scores_training_split, write_report
+from .base import SPLITS, Trained, begin, finished, fit, scores_training_split, write_report
 from .fields import ExampleFields, LayerFields, TaskConfig, check_choice, check_fractions, check_ints, with_defaults
 from .registry import SplitArgs, TaskSpec, Verb
 
@@ -418,21 +419,20 @@ def tokenize(text: str) -> list[str]:
     return TOKEN_PATTERN.findall(text)
 
 
-class TrainedTagger:
+@dataclass(eq=False, repr=False)
+class TrainedTagger(Trained):
     """A trained tagger loaded from a checkpoint: ``tag``, ``predict`` (entities) and ``evaluate``."""
 
-    def __init__(self, model: Tagger, vocab: Vocabulary, baseline: dict[str, str], config: TagConfig,
-                 path: Path) -> None:
-        self.model, self.vocab, self.baseline, self.config, self.path = model.eval(), vocab, baseline, config, path
+    task, config_class, what, vocab_keys = NAME, TagConfig, "a tagger", ("words", "chars", "tags")
+
+    vocab: Vocabulary
+    baseline: dict[str, str]  # each training word's most frequent tag: the baseline's
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedTagger:
-        path, ckpt, config = open_checkpoint(directory, TagConfig, device, what="a tagger",
-                                             vocab=("words", "chars", "tags"))
+    def read(cls, ckpt: checkpoint.Checkpoint, config: TagConfig, path: Path) -> tuple[Tagger, dict]:
         vocab = Vocabulary.from_json(ckpt.vocab)
-        model = load_weights(Tagger(len(vocab.words), len(vocab.chars), len(vocab.tags), config).to(device), ckpt,
-                             path)
-        return cls(model, vocab, dict(ckpt.vocab.get("baseline", {})), config, path)
+        return Tagger(len(vocab.words), len(vocab.chars), len(vocab.tags), config), {
+            "vocab": vocab, "baseline": dict(ckpt.vocab.get("baseline", {}))}
 
     def tag(self, sentences: Sequence[Sequence[str]]) -> list[list[str]]:
         """The tags of each tokenized sentence (an empty sentence gets none)."""

@@ -49,8 +49,9 @@ from ..data import WORD_PATTERN, read_text
 from ..data.batching import BatchStream, split_indices
 from ..extras import require
 from ..recurrent import Recurrent
+from ..train import checkpoint
 from ..train.trainer import TrainConfig
-from .base import SPLITS, begin, finished, fit, load_weights, open_checkpoint, scores_training_split, write_report
+from .base import SPLITS, Trained, begin, finished, fit, scores_training_split, write_report
 from .classify import text_lines
 from .fields import BatchFields, TaskConfig, check_choice, check_ints, with_defaults
 from .registry import SplitArgs, TaskSpec, Verb
@@ -430,7 +431,7 @@ def train(config: TranslateConfig, train_config: TrainConfig, out: str | Path, r
     results = {d: task.score(split, d) for d in DECODERS}
     write_report(out, NAME, split, *results.values())
     results = {d: {"task": NAME, "split": split, **r} for d, r in results.items()}
-    trained = TrainedTranslator(task.model, source_vocab, target_vocab, config, Path(out))
+    trained = TrainedTranslator(task.model, config, Path(out), source_vocab, target_vocab)
     trained.plot_attention(splits[split].sources[0], Path(out) / "plots" / "attention.png")
     trained.model.train()
     for d, r in results.items():
@@ -451,21 +452,20 @@ class Alignment(NamedTuple):
     weights: list[list[float]]  # (U, T): weights[u][t], each row sums to 1
 
 
-class TrainedTranslator:
+@dataclass(eq=False, repr=False)
+class TrainedTranslator(Trained):
     """A trained translator loaded from a checkpoint: ``predict``, ``align``, ``plot_attention``, ``evaluate``."""
 
-    def __init__(self, model: Translator, source_vocab: Vocabulary, target_vocab: Vocabulary,
-                 config: TranslateConfig, path: Path) -> None:
-        self.model, self.config, self.path = model.eval(), config, path
-        self.source_vocab, self.target_vocab = source_vocab, target_vocab
+    task, config_class, what, vocab_keys = NAME, TranslateConfig, "a translator", ("source", "target")
+
+    source_vocab: Vocabulary
+    target_vocab: Vocabulary
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedTranslator:
-        path, ckpt, config = open_checkpoint(directory, TranslateConfig, device, what="a translator",
-                                             vocab=("source", "target"))
+    def read(cls, ckpt: checkpoint.Checkpoint, config: TranslateConfig, path: Path) -> tuple[Translator, dict]:
         source_vocab, target_vocab = Vocabulary(ckpt.vocab["source"]), Vocabulary(ckpt.vocab["target"])
-        model = load_weights(Translator(len(source_vocab), len(target_vocab), config).to(device), ckpt, path)
-        return cls(model, source_vocab, target_vocab, config, path)
+        return Translator(len(source_vocab), len(target_vocab), config), {"source_vocab": source_vocab,
+                                                                          "target_vocab": target_vocab}
 
     def _decoder(self, decoder: str | None) -> str:
         decoder = decoder or "beam"

@@ -66,8 +66,9 @@ from ..conv_recurrent import ConvRecurrent
 from ..data import moving_digits
 from ..extras import require
 from ..recurrent import Recurrent
+from ..train import checkpoint
 from ..train.trainer import TrainConfig
-from .base import begin, finished, fit, load_weights, open_checkpoint, write_report
+from .base import Trained, begin, finished, fit, write_report
 from .fields import ExampleFields, TaskConfig, check_choice, check_ints, with_defaults
 from .registry import TaskSpec, Verb
 from .sequence_classification import Batch, SequenceClassificationTask, confusion, majority, predict_probs, scores
@@ -636,23 +637,23 @@ class Prediction(NamedTuple):
     probability: float
 
 
-class TrainedVideo:
+@dataclass(eq=False, repr=False)
+class TrainedVideo(Trained):
     """A trained video classifier loaded from a checkpoint: ``predict`` and ``evaluate``."""
 
-    def __init__(self, model: VideoClassifier, labels: list[str], majority: str, in_channels: int,
-                 config: VideoConfig, path: Path, seed: int = 0) -> None:
-        self.model, self.labels, self.majority = model.eval(), labels, majority
-        self.in_channels, self.config, self.path = in_channels, config, path
-        self.seed = seed  # the training seed: the dev clips (and a folder's dev split) depend on it
+    task, config_class, what, needs = NAME, VideoConfig, "a video model", ("label_names", "in_channels")
+
+    labels: list[str]  # the training labels, in logit order
+    majority: str  # the most frequent training label: the baseline's prediction
+    in_channels: int  # C of the frames it reads
+    seed: int = 0  # the training seed: the dev clips (and a folder's dev split) depend on it
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> TrainedVideo:
-        path, ckpt, config = open_checkpoint(directory, VideoConfig, device, what="a video model",
-                                             needs=("label_names", "in_channels"))
+    def read(cls, ckpt: checkpoint.Checkpoint, config: VideoConfig, path: Path) -> tuple[VideoClassifier, dict]:
         labels, in_channels = list(ckpt.config["label_names"]), int(ckpt.config["in_channels"])
-        model = load_weights(build_model(config, in_channels, len(labels)).to(device), ckpt, path)
-        seed = int((ckpt.config.get("train") or {}).get("seed", 0))
-        return cls(model, labels, ckpt.config.get("majority", labels[0]), in_channels, config, path, seed)
+        return build_model(config, in_channels, len(labels)), {
+            "labels": labels, "majority": ckpt.config.get("majority", labels[0]), "in_channels": in_channels,
+            "seed": int((ckpt.config.get("train") or {}).get("seed", 0))}
 
     def _prepare(self, clips: Sequence[Tensor], names: Sequence[str]) -> list[Tensor]:
         clips = list(clips)
