@@ -64,7 +64,6 @@ from .sequence_classification import (
     Prediction,
     SequenceClassificationTask,
     TrainedSequenceClassifier,
-    majority,
 )
 
 NAME = "classify"
@@ -273,7 +272,6 @@ class ClassifyTask(SequenceClassificationTask):
         self.config, self.table, self.vocab = config, table, vocab
         self.encode = Encoder(vocab, config)
         self.set_data({s: [self.encode(t) for t in table.texts[s]] for s in SPLITS}, table.labels, labels)
-        self.majority = majority(self.data["train"][1])
         self.model = Classifier(len(vocab), len(labels), config).to(device)
         self.stream = self.shuffled_stream(config.batch_size, seed, device)
 

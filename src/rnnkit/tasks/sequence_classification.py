@@ -155,9 +155,8 @@ def majority(targets: Sequence[int]) -> int:
 class SequenceClassificationTask:
     """The Trainer's view of a sequence classifier (``rnnkit.train.trainer.TrainingTask``).
 
-    A subclass's ``__init__`` calls :meth:`set_data`, and sets ``self.majority`` (the majority class's id),
-    ``self.model`` (``model(x, lengths) -> logits``, with a ``head`` Linear) and ``self.stream`` (most often
-    :meth:`shuffled_stream`).
+    A subclass's ``__init__`` calls :meth:`set_data`, and sets ``self.model`` (``model(x, lengths) -> logits``, with
+    a ``head`` Linear) and ``self.stream`` (most often :meth:`shuffled_stream`).
     """
 
     metric = "accuracy"
@@ -166,12 +165,15 @@ class SequenceClassificationTask:
 
     def set_data(self, sequences: dict[str, Sequence], labels_by_split: dict[str, Sequence[str]],
                  labels: list[str]) -> None:
-        """Every split's sequences with their label ids (``labels``: the training labels, in id order), and the
-        split the Trainer evaluates: dev, else train."""
+        """Every split's sequences with their label ids (``labels``: the training labels, in id order), the split
+        the Trainer evaluates (dev, else train) and ``majority``, the id of the most frequent training label (the
+        baseline's prediction), where there is a train split (video's generated clips have none: it sets its own)."""
         self.labels = labels
         index = {label: i for i, label in enumerate(labels)}
         self.data = {s: (sequences[s], [index[y] for y in labels_by_split[s]]) for s in sequences}
         self.eval_split = "dev" if self.data["dev"][0] else "train"
+        if "train" in self.data:
+            self.majority = majority(self.data["train"][1])
 
     def shuffled_stream(self, batch_size: int, seed: int, device: torch.device) -> BatchStream:
         """Shuffled, padded batches of the training split with their labels."""

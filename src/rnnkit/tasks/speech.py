@@ -56,7 +56,6 @@ from .sequence_classification import (
     Prediction,
     SequenceClassificationTask,
     TrainedSequenceClassifier,
-    majority,
 )
 
 NAME = "speech"
@@ -269,7 +268,6 @@ class SpeechTask(SequenceClassificationTask):
                  device: torch.device) -> None:
         self.config, self.splits = config, splits
         self.set_data({s: c.series for s, c in splits.items()}, {s: c.labels for s, c in splits.items()}, labels)
-        self.majority = majority(self.data["train"][1])
         frames = torch.cat(splits["train"].series)  # (sum T, F)
         self.model = SequenceClassifier(frames.shape[1], len(labels), config).to(device)
         self.model.mean.copy_(frames.mean(0))

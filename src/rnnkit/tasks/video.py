@@ -69,9 +69,9 @@ from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
 from .base import Trained, begin, finished, fit, write_report
-from .fields import ExampleFields, TaskConfig, check_choice, check_ints, with_defaults
+from .fields import ExampleFields, LayerFields, TaskConfig, check_choice, check_ints, with_defaults
 from .registry import TaskSpec, Verb
-from .sequence_classification import Batch, SequenceClassificationTask, confusion, majority, predict_probs, scores
+from .sequence_classification import Batch, SequenceClassificationTask, confusion, predict_probs, scores
 
 NAME = "video"
 MODEL_NAMES = ("cnn-lstm", "convlstm", "mean-frame")
@@ -89,29 +89,26 @@ VIDEO_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 100, "checkpoint_every": 100, 
 
 @dataclass
 @with_defaults(bidirectional=False, batch_size=32)
-class VideoConfig(TaskConfig, ExampleFields):
+class VideoConfig(TaskConfig, ExampleFields, LayerFields):
     """The video classifier; defaults tuned for moving digits on 2 CPU cores."""
 
     unit, units = "clip", "clips"
 
-    model: str = field(default="cnn-lstm", metadata={"help": "cnn-lstm, convlstm or mean-frame (the order-blind "
-                                                             "baseline)"})
+    model: str = field(default="cnn-lstm", metadata={"help": "cnn-lstm (a --cell layer of --hidden-size), convlstm "
+                                                             "(a --conv-cell layer of --hidden-channels) or "
+                                                             "mean-frame (the order-blind baseline)"})
     data: str | None = field(default=None, metadata={"help": "a folder of clips (.npy, folders of frames, video "
                                                              "files) with a labels CSV; default: moving digits"})
     labels: str | None = field(default=None, metadata={"help": "the CSV of clip,label for --data (default: "
                                                                "DATA/labels.csv)"})
-    cell: str = field(default="lstm", metadata={"help": "cnn-lstm: any cell of `rnnkit cells`"})
     conv_cell: str = field(default="convlstm", metadata={"help": "convlstm: convlstm, peephole_convlstm, convgru "
                                                                  "or cho_convgru"})
     channels: int = field(default=16, metadata={"help": "c, channels of the CNN's feature map (S/4 x S/4); small, "
                                                         "as convlstm's input convolution reads it every step"})
     features: int = field(default=128, metadata={"help": "D, the per-frame vector of cnn-lstm and mean-frame"})
-    hidden_size: int = field(default=128, metadata={"help": "cnn-lstm: H of the recurrent layer"})
     hidden_channels: int = field(default=16, metadata={"help": "convlstm: Hc, channels of the 8x8 state (small: "
                                                                "each step convolves it)"})
     kernel_size: int = field(default=3, metadata={"help": "convlstm: k of both convolutions"})
-    num_layers: int = field(default=1, metadata={"help": "stacked recurrent layers"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout between recurrent layers"})
     frame_size: int = field(default=32, metadata={"help": "S: frames are resized to S x S (divisible by 8)"})
     clip_length: int = field(default=20, metadata={"help": "moving digits: T, frames per clip"})
     dev_clips: int = field(default=256, metadata={"help": "moving digits: clips that pick the best checkpoint"})
@@ -565,7 +562,6 @@ class VideoTask(SequenceClassificationTask):
             self.stream = FreshClipStream(config.batch_size, seed, config.clip_length, device)
         else:
             self.in_channels = int(splits["train"].clips[0].shape[1])
-            self.majority = majority(self.data["train"][1])
             self.stream = self.shuffled_stream(config.batch_size, seed, device)
         self.model = build_model(config, self.in_channels, len(labels)).to(device)
 
