@@ -6,7 +6,7 @@ line, and the caption reads ``"the digit 3 moves left then the digit 7 moves dow
 *slots* (digit1, direction1, digit2, direction2) in a fixed template. Training reads a fresh
 batch of clips every step (clips of the ``train`` glyphs, seeded by the run's seed and the
 step); the dev clips that pick the best checkpoint come from the same glyphs with another
-seed (``DEV_SEED``); the test clips from the ``test`` glyphs, which no training clip shows.
+seed (``fields.DEV_SEED``); the test clips from the ``test`` glyphs, which no training clip shows.
 
 Model (Venugopalan et al. 2015, "Sequence to Sequence -- Video to Text", with a smaller CNN)::
 
@@ -84,8 +84,6 @@ PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 PAD_ID, BOS_ID, EOS_ID = range(3)
 # every word the template can write: the vocabulary is fixed, the same for every run
 WORDS = (PAD, BOS, EOS, "the", "digit", "moves", "then", *(str(d) for d in range(10)), *md.DIRECTIONS)
-DEV_SEED = 1_000_003  # dev clips: train glyphs, a seed no training stream uses (streams use the run's seed)
-TEST_SEED = 0  # test clips: test glyphs
 CAPTION_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 100, "checkpoint_every": 100, "warmup_steps": 30,
                           "weight_decay": 0.01, "steps": 700}
 
@@ -382,13 +380,10 @@ def describe_clips(model: Captioner, clips: Tensor, decoder: str, beam_size: int
 # ---------------------------------------------------------------------- training
 
 
-def generated_split(split: str, config: CaptionConfig) -> tuple[Tensor, list[str], Tensor]:
-    """The fixed dev (train glyphs, ``DEV_SEED``) or test (test glyphs, ``TEST_SEED``) clips."""
-    if split == "dev":
-        return md.caption_clips(config.dev_size, DEV_SEED, "train", segment_length=config.segment_length)
-    if split == "test":
-        return md.caption_clips(config.test_size, TEST_SEED, "test", segment_length=config.segment_length)
-    raise ValueError(f"split must be dev or test, got {split!r}")
+def generated_split(split: str, config: CaptionConfig, n: int | None = None) -> tuple[Tensor, list[str], Tensor]:
+    """The fixed dev or test clips (``GeneratedSplitFields.held_out``) with their captions and slots."""
+    size, seed, glyphs = config.held_out(split, n)
+    return md.caption_clips(size, seed, glyphs, segment_length=config.segment_length)
 
 
 class CaptionTask:
@@ -515,12 +510,9 @@ class TrainedCaptioner(Trained):
         """task, split, n, exact_match, slot_accuracy, slots, bleu, constant_bleu and decoder on the generated
         ``test`` clips (unseen glyphs) or ``dev`` clips; ``n`` clips (default: the training run's size)."""
         decoder, beam_size = self._search(decoder, beam_size)
-        if split not in ("dev", "test"):
-            raise ValueError(f"split must be dev or test, got {split!r}")
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise ValueError(f"n must be a positive int, got {n!r}")
-        config = replace(self.config, **({f"{split}_size": n} if n else {}))
-        clips, captions, _ = generated_split(split, config)
+        clips, captions, _ = generated_split(split, self.config, n)
         hypotheses = describe_clips(self.model, clips, decoder, beam_size)
         return {"task": NAME, "split": split, **caption_scores(hypotheses, captions),
                 "constant_bleu": constant_bleu(self.constant, captions), "decoder": decoder}

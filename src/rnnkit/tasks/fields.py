@@ -123,6 +123,10 @@ class LayerFields:
     dropout: float = field(default=0.0, metadata={"help": "dropout between layers (torch's)"})
 
 
+DEV_SEED = 1_000_003  # generated dev clips: train glyphs, a seed no training stream uses (streams use the run's seed)
+TEST_SEED = 0  # generated test clips: test glyphs
+
+
 @dataclass
 class GeneratedSplitFields:
     """The held-out clips of a task on generated moving digits (caption, nextframe): dev clips drawn with the
@@ -130,6 +134,14 @@ class GeneratedSplitFields:
 
     dev_size: int = field(default=300, metadata={"help": "dev clips (train glyphs) that pick the best checkpoint"})
     test_size: int = field(default=1000, metadata={"help": "test clips (unseen glyphs) scored at the end"})
+
+    def held_out(self, split: str, n: int | None = None) -> tuple[int, int, str]:
+        """How the fixed clips of ``split`` are drawn: (how many: ``n``, else ``dev_size`` or ``test_size``; the
+        seed, ``DEV_SEED`` or ``TEST_SEED``; the glyphs, ``train`` or ``test``). Another split is a ValueError."""
+        if split not in ("dev", "test"):
+            raise ValueError(f"split must be dev or test, got {split!r}")
+        seed, glyphs = (DEV_SEED, "train") if split == "dev" else (TEST_SEED, "test")
+        return n or getattr(self, f"{split}_size"), seed, glyphs
 
 
 @dataclass

@@ -3,7 +3,7 @@ r"""Next-frame prediction with a ConvLSTM encoder-forecaster: ``rnnkit nextframe
 Data (generated, ``rnnkit.data.moving_digits.bouncing_clips``): clips of T frames, 32 x 32, in
 which ``digits`` handwritten digits move with constant velocity (up to ``max_speed`` pixels a
 frame per axis) and bounce off the walls. Training reads fresh clips every step (``train``
-glyphs, seeded by the run's seed and the step); dev clips (train glyphs, ``DEV_SEED``) pick the
+glyphs, seeded by the run's seed and the step); dev clips (train glyphs, ``fields.DEV_SEED``) pick the
 best checkpoint; test clips show the ``test`` glyphs, which no training clip has.
 
 Model (Shi et al. 2015, "Convolutional LSTM Network", an encoder-forecaster; here one network
@@ -66,8 +66,6 @@ NAME = "nextframe"
 CELLS = ("convlstm", "peephole_convlstm", "convgru")
 CONTEXT = 2  # one-step targets start at frame CONTEXT: the model has seen CONTEXT frames
 SEEN, AHEAD = 5, 5  # the rollout: 5 frames read, 5 predicted
-DEV_SEED = 1_000_003  # dev clips: train glyphs, a seed no training stream uses
-TEST_SEED = 0  # test clips: test glyphs
 MEAN_IMAGE_CLIPS = 512  # training clips averaged for the mean-image baseline
 NEXTFRAME_TRAIN_DEFAULTS = {"lr": 2e-3, "eval_every": 100, "checkpoint_every": 100, "warmup_steps": 30,
                             "weight_decay": 0.0, "steps": 500}
@@ -117,11 +115,8 @@ class NextFrameConfig(TaskConfig, BatchFields, GeneratedSplitFields):
 
 
 def clips_of(split: str, config: NextFrameConfig, n: int | None = None) -> Tensor:
-    """The fixed dev (train glyphs, ``DEV_SEED``) or test (test glyphs, ``TEST_SEED``) clips, (N, T, 32, 32)."""
-    if split not in ("dev", "test"):
-        raise ValueError(f"split must be dev or test, got {split!r}")
-    size = n or (config.dev_size if split == "dev" else config.test_size)
-    seed, glyphs = (DEV_SEED, "train") if split == "dev" else (TEST_SEED, "test")
+    """The fixed dev or test clips (``GeneratedSplitFields.held_out``), (N, T, 32, 32)."""
+    size, seed, glyphs = config.held_out(split, n)
     return md.bouncing_clips(size, seed, glyphs, config.length, config.digits, max_speed=config.max_speed)
 
 
