@@ -1,4 +1,5 @@
-"""Batches for the tasks: one shuffled, resumable batch stream, padding with lengths, one split.
+"""Batches for the tasks: one shuffled, resumable batch stream, one of generated batches, padding with lengths,
+one split.
 
 Every task that trains on a fixed set of examples (classify, speech, tag, translate,
 forecast's windows, asr's utterances, a user's video clips) reads its batches from one
@@ -8,6 +9,9 @@ forecast's windows, asr's utterances, a user's video clips) reads its batches fr
     >>> stream = BatchStream(examples, batch_size=32, seed=0, collate=partial(collate, device=device),
     ...                      labels=labels)
     >>> batch = stream.next()        # collate(32 shuffled examples, their 32 labels)
+
+A task whose training examples are generated (caption's and nextframe's moving digits, lab's problems) reads
+:class:`GeneratedStream`; the task says how batch i of a seed is drawn (``draw(seed, i)``).
 """
 
 from __future__ import annotations
@@ -87,6 +91,26 @@ def pad(sequences: Sequence[Tensor | Sequence[int]], value: float = 0, dtype: to
     for j, r in enumerate(rows):
         out[: len(r), j] = r
     return out, lengths
+
+
+class GeneratedStream:
+    """Endless batches of generated examples: batch i is ``draw(seed, i)``, a function of the seed and i alone, so
+    (seed, position) is the stream's whole state and a resumed run reads the same batches."""
+
+    def __init__(self, seed: int, draw: Callable[[int, int], Any]) -> None:
+        self.seed, self.draw = seed, draw
+        self.position = 0  # batches read
+
+    def next(self) -> Any:
+        batch = self.draw(self.seed, self.position)
+        self.position += 1
+        return batch
+
+    def state(self) -> tuple[dict, dict[str, Tensor]]:
+        return {"position": self.position, "seed": self.seed}, {}
+
+    def load_state(self, meta: dict, tensors: dict[str, Tensor]) -> None:
+        self.position, self.seed = int(meta["position"]), int(meta["seed"])
 
 
 def split_indices(n: int, seed: int) -> dict[str, list[int]]:

@@ -57,6 +57,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -67,6 +68,7 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from ..data import moving_digits as md
+from ..data.batching import GeneratedStream
 from ..extras import require
 from ..recurrent import Recurrent
 from ..train import checkpoint
@@ -220,28 +222,12 @@ def make_batch(clips: Tensor, captions: Sequence[str], slots: Tensor, segment_le
                  frame_direction_labels(slots, segment_length).to(device))
 
 
-class CaptionStream:
-    """Endless training batches: step i reads clips i*B .. (i+1)*B - 1 of (``train`` glyphs, seed).
-
-    (seed, position) is the whole state, so a resumed run reads the same batches.
-    """
-
-    def __init__(self, config: CaptionConfig, seed: int, device: torch.device) -> None:
-        self.config, self.seed, self.device = config, seed, device
-        self.position = 0
-
-    def next(self) -> Batch:
-        B = self.config.batch_size
-        clips, captions, slots = md.caption_clips(B, self.seed, "train", segment_length=self.config.segment_length,
-                                                  start=self.position * B)
-        self.position += 1
-        return make_batch(clips, captions, slots, self.config.segment_length, self.device)
-
-    def state(self) -> tuple[dict, dict[str, Tensor]]:
-        return {"position": self.position, "seed": self.seed}, {}
-
-    def load_state(self, meta: dict, tensors: dict[str, Tensor]) -> None:
-        self.position, self.seed = int(meta["position"]), int(meta["seed"])
+def training_batch(seed: int, index: int, config: CaptionConfig, device: torch.device) -> Batch:
+    """Training batch ``index`` (a ``GeneratedStream``'s draw): clips index*B .. (index+1)*B - 1 of (``train``
+    glyphs, seed)."""
+    B = config.batch_size
+    clips, captions, slots = md.caption_clips(B, seed, "train", segment_length=config.segment_length, start=index * B)
+    return make_batch(clips, captions, slots, config.segment_length, device)
 
 
 def check_clips(clips, name: str = "clips") -> Tensor:
@@ -396,7 +382,7 @@ class CaptionTask:
     def __init__(self, config: CaptionConfig, seed: int, device: torch.device) -> None:
         self.config = config
         self.model = Captioner(config).to(device)
-        self.stream = CaptionStream(config, seed, device)
+        self.stream = GeneratedStream(seed, partial(training_batch, config=config, device=device))
         self.dev = generated_split("dev", config)
         self.constant = constant_caption(self.dev[2])
 

@@ -45,6 +45,7 @@ test number was not selected on test.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -52,6 +53,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
+from ..data.batching import GeneratedStream
 from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.distributed import split_batch
@@ -272,27 +274,12 @@ def describe_result(r: dict) -> str:
 # ---------------------------------------------------------------------- training
 
 
-class LabStream:
-    """Endless training batches: batch i is ``make_batch(problem, T, B, seed * STREAM_SEED_STRIDE + i)``.
-
-    (seed, i) is the stream's whole state, so a resumed run reads the same batches.
-    """
-
-    def __init__(self, problem: str, length: int, batch_size: int, seed: int, device: torch.device) -> None:
-        self.problem, self.length, self.batch_size, self.seed, self.device = problem, length, batch_size, seed, device
-        self.position = 0
-
-    def next(self) -> LabBatch:
-        batch = lab_data.make_batch(self.problem, self.length, self.batch_size,
-                                    self.seed * STREAM_SEED_STRIDE + self.position)
-        self.position += 1
-        return LabBatch(batch.x.to(self.device), batch.y.to(self.device), batch.lengths)
-
-    def state(self) -> tuple[dict, dict[str, Tensor]]:
-        return {"position": self.position, "seed": self.seed}, {}
-
-    def load_state(self, meta: dict, tensors: dict[str, Tensor]) -> None:
-        self.position, self.seed = int(meta["position"]), int(meta["seed"])
+def training_batch(seed: int, index: int, problem: str, length: int, batch_size: int, device: torch.device
+                   ) -> LabBatch:
+    """Training batch ``index`` (a ``GeneratedStream``'s draw): ``make_batch(problem, T, B, seed *
+    STREAM_SEED_STRIDE + index)``."""
+    batch = lab_data.make_batch(problem, length, batch_size, seed * STREAM_SEED_STRIDE + index)
+    return LabBatch(batch.x.to(device), batch.y.to(device), batch.lengths)
 
 
 def held_out_set(problem: str, length: int, size: int, split: str = "test") -> LabBatch:
@@ -315,7 +302,8 @@ class LabTask:
         self.problem, self.config = problem, config
         self.metric, self.higher_is_better = METRICS[problem]
         self.model = LabModel(problem, config).to(device)
-        self.stream = LabStream(problem, config.length, config.batch_size, seed, device)
+        self.stream = GeneratedStream(seed, partial(training_batch, problem=problem, length=config.length,
+                                                    batch_size=config.batch_size, device=device))
         self.dev = held_out_set(problem, config.length, config.test_size, "dev")  # the Trainer's evaluations
         self.test = held_out_set(problem, config.length, config.test_size, "test")  # once, at the end, on best/
         self._x: Tensor | None = None  # the last batch's input, which autograd gives a gradient

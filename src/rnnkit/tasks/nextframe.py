@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -56,6 +57,7 @@ from torch import Tensor, nn
 
 from ..conv_recurrent import ConvRecurrent
 from ..data import moving_digits as md
+from ..data.batching import GeneratedStream
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
 from .base import Trained, begin, finished, fit, write_report
@@ -251,25 +253,13 @@ def plot_rollout(model: FrameForecaster, clips: Tensor, path: str | Path, count:
 # ---------------------------------------------------------------------- training
 
 
-class FrameStream:
-    """Endless training batches: step i reads clips i*B .. (i+1)*B - 1 of (``train`` glyphs, seed)."""
-
-    def __init__(self, config: NextFrameConfig, seed: int, device: torch.device) -> None:
-        self.config, self.seed, self.device = config, seed, device
-        self.position = 0
-
-    def next(self) -> Tensor:
-        c = self.config
-        clips = md.bouncing_clips(c.batch_size, self.seed, "train", c.length, c.digits, max_speed=c.max_speed,
-                                  start=self.position * c.batch_size)
-        self.position += 1
-        return clips.to(self.device)
-
-    def state(self) -> tuple[dict, dict[str, Tensor]]:
-        return {"position": self.position, "seed": self.seed}, {}
-
-    def load_state(self, meta: dict, tensors: dict[str, Tensor]) -> None:
-        self.position, self.seed = int(meta["position"]), int(meta["seed"])
+def training_batch(seed: int, index: int, config: NextFrameConfig, device: torch.device) -> Tensor:
+    """Training batch ``index`` (a ``GeneratedStream``'s draw): clips index*B .. (index+1)*B - 1 of (``train``
+    glyphs, seed), (B, T, 32, 32)."""
+    c = config
+    clips = md.bouncing_clips(c.batch_size, seed, "train", c.length, c.digits, max_speed=c.max_speed,
+                              start=index * c.batch_size)
+    return clips.to(device)
 
 
 class NextFrameTask:
@@ -285,7 +275,7 @@ class NextFrameTask:
         c = config
         sample = md.bouncing_clips(MEAN_IMAGE_CLIPS, seed, "train", c.length, c.digits, max_speed=c.max_speed)
         self.model.mean_image.copy_(sample.mean((0, 1)))
-        self.stream = FrameStream(config, seed, device)
+        self.stream = GeneratedStream(seed, partial(training_batch, config=config, device=device))
         self.dev = clips_of("dev", config)
 
     def loss(self, batch: Tensor, carry):
