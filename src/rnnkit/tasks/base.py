@@ -36,6 +36,7 @@ from ..train import checkpoint
 from ..train.trainer import TrainConfig, Trainer, TrainingTask, seed_everything
 
 ConfigT = TypeVar("ConfigT")
+TrainedT = TypeVar("TrainedT", bound="Trained")
 SPLITS = ("train", "dev", "test")  # the splits of a task's own data, which evaluate(split=) scores
 
 
@@ -154,6 +155,7 @@ def load_weights(model: nn.Module, ckpt: checkpoint.Checkpoint, path: Path) -> n
     return model
 
 
+# eq=False, repr=False: a model and a vocabulary compared or printed field by field would mean every weight
 @dataclass(eq=False, repr=False)
 class Trained:
     """A trained task model, loaded from a checkpoint by ``load``: the loading skeleton of every task.
@@ -195,7 +197,7 @@ class Trained:
         raise NotImplementedError(f"{cls.__name__} must say how to build its model from a checkpoint (read)")
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu"):
+    def load(cls: type[TrainedT], directory: str | Path, device: str = "cpu") -> TrainedT:
         """The trained model in ``directory`` (a checkpoint, or a run directory: best/, else last/) on ``device``.
         A checkpoint of another task, or one that lacks what the task reads, is a CheckpointError."""
         path, ckpt, config = open_checkpoint(directory, cls.config_class, device, what=cls.what, needs=cls.needs,
