@@ -730,8 +730,8 @@ def test_new_commands_with_a_checkpoint_that_does_not_exist(command, tmp_path, c
 
 
 @pytest.mark.parametrize("command,match", [
-    (["video", "predict", "x.npy"], r"config.json lacks the label_names or in_channels of a video model"),
-    (["caption", "predict"], r"config.json is not a caption model's \(task 'classify'"),
+    (["video", "predict", "x.npy"], r"config.json names task 'classify', not 'video'"),
+    (["caption", "predict"], r"config.json names task 'classify', not 'caption'"),
     (["nextframe", "evaluate"], r"config.json names task 'classify', not 'nextframe'"),
 ], ids=["video", "caption", "nextframe"])
 def test_new_commands_with_another_tasks_checkpoint(command, match, runs, capsys):

@@ -113,6 +113,8 @@ def test_open_checkpoint_reads_the_config_and_checks_what_the_task_needs(tmp_pat
     assert config == ToyConfig(width=2) and path == tmp_path / "c" and ckpt.config["labels"] == ["a"]
     with pytest.raises(checkpoint.CheckpointError, match=r"config.json lacks the labels or num_features of a toy"):
         open_checkpoint(tmp_path / "c", ToyConfig, what="a toy", needs=("labels", "num_features"))
+    with pytest.raises(checkpoint.CheckpointError, match=r"config.json names task 'toy', not 'lm'"):
+        open_checkpoint(tmp_path / "c", ToyConfig, what="a toy", task="lm", needs=("num_features",))  # task first
     with pytest.raises(checkpoint.CheckpointError, match=r"c lacks vocab.json of a toy"):
         open_checkpoint(tmp_path / "c", ToyConfig, what="a toy", vocab=())
     save_toy(tmp_path / "v", nn.Linear(2, 1), {"task": "toy"}, vocab={"words": ["x"]})

@@ -12,8 +12,8 @@ Training (each task's ``train()``)::
 
 Loading (``Trained.load``, which each task's trained object inherits)::
 
-    path, ckpt, config = open_checkpoint(directory, Config, device, what="a classifier", needs=("labels",))
-    ... check config.json names this task ...
+    path, ckpt, config = open_checkpoint(directory, Config, device, what="a classifier", task=NAME,
+                                         needs=("labels",))                # it is the task's, with what it reads
     model, parts = cls.read(ckpt, config, path)                            # the task's own: model and parts
     return cls(load_weights(model.to(device), ckpt, path), config, path, **parts)
 
@@ -123,15 +123,19 @@ def config_from(saved: dict, config_class: type[ConfigT]) -> ConfigT:
 
 
 def open_checkpoint(directory: str | Path, config_class: type, device: str = "cpu", *, what: str,
-                    needs: Sequence[str] = (), vocab: Sequence[str] | None = None) -> Opened:
-    """Read a task's checkpoint (``directory``: a checkpoint or a run directory) and check it holds what the task
-    needs before anything is built from it.
+                    task: str | None = None, needs: Sequence[str] = (), vocab: Sequence[str] | None = None) -> Opened:
+    """Read a task's checkpoint (``directory``: a checkpoint or a run directory) and check it is the task's and
+    holds what the task needs before anything is built from it.
 
-    ``what`` names the model for messages ("a classifier"); ``needs``: the config.json keys the task reads;
-    ``vocab``: the vocab.json keys it reads (``()``: vocab.json must exist; None: it is not read).
+    ``what`` names the model for messages ("a classifier"); ``task``: the name config.json's "task" must have
+    (None: not checked); ``needs``: the config.json keys the task reads; ``vocab``: the vocab.json keys it
+    reads (``()``: vocab.json must exist; None: it is not read).
     """
     path = checkpoint.resolve(directory)
     ckpt = checkpoint.load(path, map_location=device)
+    if task is not None and ckpt.config.get("task") != task:
+        raise checkpoint.CheckpointError(f"{path}: config.json names task {ckpt.config.get('task')!r}, not "
+                                         f"{task!r}")
     if any(key not in ckpt.config for key in needs):
         raise checkpoint.CheckpointError(f"{path}: config.json lacks the {' or '.join(needs)} of {what}")
     if vocab is not None and (ckpt.vocab is None or not set(vocab) <= set(ckpt.vocab)):
@@ -200,10 +204,7 @@ class Trained:
     def load(cls: type[TrainedT], directory: str | Path, device: str = "cpu") -> TrainedT:
         """The trained model in ``directory`` (a checkpoint, or a run directory: best/, else last/) on ``device``.
         A checkpoint of another task, or one that lacks what the task reads, is a CheckpointError."""
-        path, ckpt, config = open_checkpoint(directory, cls.config_class, device, what=cls.what, needs=cls.needs,
-                                             vocab=cls.vocab_keys)
-        if ckpt.config.get("task") != cls.task:
-            raise checkpoint.CheckpointError(f"{path}: config.json names task {ckpt.config.get('task')!r}, not "
-                                             f"{cls.task!r}")
+        path, ckpt, config = open_checkpoint(directory, cls.config_class, device, what=cls.what, task=cls.task,
+                                             needs=cls.needs, vocab=cls.vocab_keys)
         model, parts = cls.read(ckpt, config, path)
         return cls(load_weights(model.to(device), ckpt, path), config, path, **parts)
