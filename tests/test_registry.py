@@ -72,7 +72,7 @@ def show_predictions(trained: TrainedToy, args: ToyPredictArgs, as_json: bool) -
 SPEC = TaskSpec("toy", "a task defined in a test", ToyConfig, toy_train, TrainedToy.load, train_help="train the toy",
                 train_defaults={"steps": 3}, export="it is a toy",
                 verbs={"evaluate": Verb("the toy's value", ToyEvaluateArgs),
-                       "predict": Verb("each value transformed", ToyPredictArgs, show_predictions, json=False)})
+                       "predict": Verb("each value transformed", ToyPredictArgs, show_predictions, json=None)})
 
 
 @pytest.fixture

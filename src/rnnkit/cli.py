@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
             train.set_defaults(handler=run_train, spec=spec, variant=variant)
         for name, verb in spec.verbs.items() if not spec.variants else ():
             command = verbs.add_parser(name, help=verb.help, description=verb.help)
-            add_shared(command, "checkpoint", "device", *(["json"] if verb.json else []), required=("checkpoint",))
+            add_shared(command, "checkpoint", "device", *(["json"] if verb.json else []), required=("checkpoint",),
+                       **({"json": verb.json} if verb.json else {}))
             if verb.args is not None:
                 add_config_flags(command, verb.args)
             command.set_defaults(handler=run_verb, spec=spec, verb_spec=verb)

@@ -870,4 +870,5 @@ SPEC = TaskSpec(NAME, "speech recognition with a bidirectional RNN and CTC: trai
                 verbs={"evaluate": Verb("CER and WER beside the empty-output and most-frequent-transcript baselines",
                                         EvaluateArgs, run_evaluate),
                        "transcribe": Verb("the text of audio files, or live from a pipe (--stream -)", TranscribeArgs,
-                                          run_transcribe)})
+                                          run_transcribe, json="print one JSON object per file; with --stream, "
+                                          "one per change of the text and one per finished utterance")})

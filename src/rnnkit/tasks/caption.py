@@ -540,4 +540,4 @@ SPEC = TaskSpec(NAME, "video captioning (moving digits): train, evaluate, predic
                 verbs={"evaluate": Verb("exact match and slot accuracy, then BLEU beside a constant caption's",
                                         EvaluateArgs),
                        "predict": Verb("captions for generated test clips, or for the clips of .npy files",
-                                       PredictArgs, run_predict, json=False)})
+                                       PredictArgs, run_predict, json=None)})

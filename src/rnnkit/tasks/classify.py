@@ -426,4 +426,4 @@ SPEC = TaskSpec(NAME, "text classification: train, evaluate, predict", ClassifyC
                 train_defaults=CLASSIFY_TRAIN_DEFAULTS, export=export_spec,
                 verbs={"evaluate": Verb("accuracy and macro-F1 beside the majority-class baseline", EvaluateArgs),
                        "predict": Verb("the label and its probability for a text, or for every line of a file",
-                                       PredictArgs, run_predict, json=False)})
+                                       PredictArgs, run_predict, json=None)})

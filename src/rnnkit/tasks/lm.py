@@ -400,5 +400,5 @@ def export_spec(model, trained: TrainedLM, what: str):
 SPEC = TaskSpec(NAME, "language model: train, generate, evaluate", LMConfig, train, TrainedLM.load,
                 train_help="train a character (or word) language model", train_defaults=LM_TRAIN_DEFAULTS,
                 export=export_spec,
-                verbs={"generate": Verb("stream text from a trained model", GenerateArgs, run_generate, json=False),
+                verbs={"generate": Verb("stream text from a trained model", GenerateArgs, run_generate, json=None),
                        "evaluate": Verb("nats and bits per character beside the unigram baseline", EvaluateArgs)})

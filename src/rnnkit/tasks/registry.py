@@ -46,7 +46,7 @@ class Verb:
     args: type | None = None  # a dataclass of the verb's own flags; None: no flags besides the shared ones
     # run(trained, args, as_json) -> a dict to print, or None once it printed; None: the method, its dict printed
     run: Callable[[Any, Any, bool], dict | None] | None = None
-    json: bool = True  # takes --json (a dict is then printed as one JSON object)
+    json: str | None = "print one JSON object"  # the help of its --json; None: the verb takes no --json
 
 
 @dataclass

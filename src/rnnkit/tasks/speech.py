@@ -385,4 +385,4 @@ SPEC = TaskSpec(NAME, "multivariate sequence classification (spoken vowels, acce
                 train_defaults=SPEECH_TRAIN_DEFAULTS, export=export_spec,
                 verbs={"evaluate": Verb("accuracy and macro-F1 beside the majority-class baseline", EvaluateArgs),
                        "predict": Verb("the label and its probability for every case of a .ts file", PredictArgs,
-                                       run_predict, json=False)})
+                                       run_predict, json=None)})

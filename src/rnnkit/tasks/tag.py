@@ -495,4 +495,4 @@ SPEC = TaskSpec(NAME, "named-entity tagging with a BiLSTM-CRF: train, evaluate, 
                        "export its Recurrent layer with rnnkit.export.export_layer",
                 verbs={"evaluate": Verb("entity F1, precision and recall beside the most-frequent-tag baseline",
                                         EvaluateArgs),
-                       "predict": Verb("the entities found in a text", PredictArgs, run_predict, json=False)})
+                       "predict": Verb("the entities found in a text", PredictArgs, run_predict, json=None)})

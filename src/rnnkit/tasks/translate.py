@@ -578,4 +578,4 @@ SPEC = TaskSpec(NAME, "translation with an attention decoder: train, evaluate, p
                 verbs={"evaluate": Verb("BLEU and chrF (sacrebleu) beside the copy-the-source baseline",
                                         EvaluateArgs),
                        "predict": Verb("the translation of a text, or of every line of a file", PredictArgs,
-                                       run_predict, json=False)})
+                                       run_predict, json=None)})

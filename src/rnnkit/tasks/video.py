@@ -768,4 +768,4 @@ SPEC = TaskSpec(NAME, "video classification (moving digits; cnn-lstm, convlstm o
                 verbs={"evaluate": Verb("accuracy, macro-F1, per-class accuracy and the confusion matrix beside "
                                         "chance and the majority class", EvaluateArgs, run_evaluate),
                        "predict": Verb("the label of each clip (.npy, a folder of frames, a video file)", PredictArgs,
-                                       run_predict, json=False)})
+                                       run_predict, json=None)})
