@@ -137,14 +137,29 @@ def packed_gemm() -> bool:
 TILED_KINDS = ("lstm", "peephole_lstm", "cifg_lstm")
 
 
-def forward_gemm(kind: str, training: bool, dtype: torch.dtype, weight_hr: torch.Tensor | None) -> str:
-    """How the C++ forward forms the recurrent products: 'tiled', 'packed' (oneDNN) or 'addmm'.
+# batches up to this size run the per-step products on rnnkit's own gemv (csrc/gemm.h), larger ones on oneDNN's
+# packed GEMM or addmm: below it one library call per step costs more than the product (measured: docs/results.md,
+# "Issue 30: batch 1")
+GEMV_MAX_BATCH = 4
 
-    'tiled' for float32 inference of lstm, peephole and cifg without projection; else 'packed' where
-    ``packed_gemm()`` (float64 then runs addmm in C++), else 'addmm'.
+
+def forward_gemm(kind: str, training: bool, dtype: torch.dtype, weight_hr: torch.Tensor | None, batch: int) -> str:
+    """How the C++ forward forms the recurrent products: 'tiled', 'gemv', 'packed' (oneDNN) or 'addmm'.
+
+    'tiled' for float32 inference of lstm, peephole and cifg without projection; else 'gemv' for a batch of at
+    most ``GEMV_MAX_BATCH`` rows; else 'packed' where ``packed_gemm()`` (float64 then runs addmm in C++), else
+    'addmm'.
     """
     if not training and dtype == torch.float32 and weight_hr is None and kind in TILED_KINDS:
         return "tiled"
+    return backward_gemm(batch)
+
+
+def backward_gemm(batch: int) -> str:
+    """How the C++ backward forms dh_{t-1} = da W_hh (and dm = dh W_hr): 'gemv' for a batch of at most
+    ``GEMV_MAX_BATCH`` rows, else 'packed' where ``packed_gemm()`` (float64 then runs addmm), else 'addmm'."""
+    if batch <= GEMV_MAX_BATCH:
+        return "gemv"
     return "packed" if packed_gemm() else "addmm"
 
 

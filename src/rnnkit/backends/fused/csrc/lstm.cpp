@@ -5,13 +5,16 @@
 // threads), gates.h (each kind's gate math, forward and backward, and the row passes), layer_norm.h
 // (the layer-norm kind's row passes), gemm.h (the per-step GEMMs).
 //
-// Per step, forward:  gh = h_{t-1} W_hh^T + b_hh        one GEMM (packed oneDNN weights, or addmm)
+// Per step, forward:  gh = h_{t-1} W_hh^T + b_hh        one GEMM (packed oneDNN weights, addmm, or gemv)
 //                     gates, c_t, tanh(c_t), m_t         one vectorized pass over all gates
 //                     h_t = m_t W_hr^T                    one GEMM, only with a projection
 // Per step, backward: dm = dh_t W_hr                      one GEMM, only with a projection
 //                     da (all gates), dc_{t-1}            one vectorized pass
 //                     dh_{t-1} = da W_hh                   one GEMM
-// The weight gradients stay in Python: one GEMM each over all T*B rows.
+// The weight gradients stay in Python: one GEMM each over all T*B rows. The per-step GEMMs are gemm.h's Linear:
+// oneDNN's packed GEMM for float32 batches, at::addmm for float64, rnnkit's own gemv for a few rows (batch 1:
+// one oneDNN call per step costs more than the product's arithmetic there); ../extension.py's forward_gemm and
+// backward_gemm choose.
 //
 // Shapes: T steps, B rows, H hidden units, R = H or the projection's size, G = 4H (cifg: 3H) gate
 // pre-activations per row. Both ops return a fixed number of tensors, empty ones where a kind or mode
@@ -130,6 +133,13 @@ Sizes check_sizes_of(const char* op, int64_t kind, const char* gates_name, const
   return s;
 }
 
+// How the loop forms its per-step products: 'packed' runs oneDNN in float32 only (its linear has no float64
+// kernel here), so float64 asked for 'packed' runs addmm.
+GemmMode gemm_mode(c10::string_view gemm, at::ScalarType dt) {
+  if (gemm == "gemv") return GemmMode::kGemv;
+  return gemm == "packed" && dt == at::kFloat ? GemmMode::kPacked : GemmMode::kAddmm;
+}
+
 // The layer-norm kind's gains and biases: ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias, ln_ih_weight and
 // ln_ih_bias (with b_ih added).
 struct LNParams {
@@ -140,15 +150,15 @@ struct LNParams {
 template <typename T, int K>
 Forward forward_impl(const Tensor& gx, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                                  const std::optional<Tensor>& bias, const Tensor& w_hr, const Tensor& peep,
-                                 const Tensor& mask, bool training, bool packed, const LNParams& ln) {
+                                 const Tensor& mask, bool training, GemmMode mode, const LNParams& ln) {
   const int64_t T_ = gx.size(0), B = gx.size(1), G = gx.size(2), H = c0.size(1), R = h0.size(1);
   const bool proj = w_hr.defined();
   const auto opt = gx.options();
   constexpr bool is_ln = K == kLayerNorm;
   // layer norm: b_hh is added after LN_hh, so not in the GEMM
-  Linear gemm_hh(w_hh, is_ln ? std::nullopt : bias, B, packed);
+  Linear gemm_hh(w_hh, is_ln ? std::nullopt : bias, B, mode);
   std::optional<Linear> gemm_hr;
-  if (proj) gemm_hr.emplace(w_hr, std::nullopt, B, packed);
+  if (proj) gemm_hr.emplace(w_hr, std::nullopt, B, mode);
 
   Tensor out = at::empty({T_, B, R}, opt);
   Tensor acts, tcs, hs, cs, ms, m_buf;
@@ -200,20 +210,22 @@ Forward forward_impl(const Tensor& gx, const Tensor& h0, const Tensor& c0, const
   const bool* mask_p = mask.defined() ? mask.data_ptr<bool>() : nullptr;
   T* out_p = out.data_ptr<T>();
   constexpr int64_t vec = Vectorized<T>::size();
+  T* hs_p = training ? hs.data_ptr<T>() : nullptr;
+  T* cs_p = training ? cs.data_ptr<T>() : nullptr;
+  T* ms_p = training && proj ? ms.data_ptr<T>() : nullptr;
+  T* hb_p[2] = {training ? nullptr : h_buf[0].data_ptr<T>(), training ? nullptr : h_buf[1].data_ptr<T>()};
+  T* cb_p[2] = {training ? nullptr : c_buf[0].data_ptr<T>(), training ? nullptr : c_buf[1].data_ptr<T>()};
+  T* mb_p = !training && proj ? m_buf.data_ptr<T>() : nullptr;
 
   for (int64_t t = 0; t < T_; ++t) {
-    const Tensor h_prev = training ? hs[t] : h_buf[t % 2];
-    const Tensor h_next = training ? hs[t + 1] : h_buf[(t + 1) % 2];
-    const Tensor c_prev = training ? cs[t] : c_buf[t % 2];
-    const Tensor c_next = training ? cs[t + 1] : c_buf[(t + 1) % 2];
-    const Tensor m_all = proj ? (training ? ms[t] : m_buf) : h_next;
-    const Tensor gh = gemm_hh(h_prev).contiguous();  // (B, G)
-    const T* gh_p = gh.data_ptr<T>();
-    const T* hp_p = h_prev.data_ptr<T>();
-    const T* cp_p = c_prev.data_ptr<T>();
-    T* hn_p = h_next.data_ptr<T>();
-    T* cn_p = c_next.data_ptr<T>();
-    T* m_p = m_all.data_ptr<T>();
+    // h_{t-1}, h_t (B, R), c_{t-1}, c_t (B, H): the saved hs[t], hs[t + 1], ... or the two inference buffers
+    // (raw pointers: a select per step costs ~1 us, 3-5% of a batch-1 step)
+    const T* hp_p = training ? hs_p + t * B * R : hb_p[t % 2];
+    T* hn_p = training ? hs_p + (t + 1) * B * R : hb_p[(t + 1) % 2];
+    const T* cp_p = training ? cs_p + t * B * H : cb_p[t % 2];
+    T* cn_p = training ? cs_p + (t + 1) * B * H : cb_p[(t + 1) % 2];
+    T* m_p = proj ? (training ? ms_p + t * B * H : mb_p) : hn_p;  // (B, H)
+    const T* gh_p = gemm_hh(hp_p);  // (B, G)
     T* act_p = training ? acts.data_ptr<T>() + t * B * G : nullptr;
     T* tc_p = training ? tcs.data_ptr<T>() + t * B * H : nullptr;
     const bool* active_p = mask_p ? mask_p + t * B : nullptr;
@@ -246,8 +258,7 @@ Forward forward_impl(const Tensor& gx, const Tensor& h0, const Tensor& c0, const
       });
     }
     if (proj) {
-      const Tensor hp = (*gemm_hr)(m_all).contiguous();  // (B, R)
-      const T* hpr = hp.data_ptr<T>();
+      const T* hpr = (*gemm_hr)(static_cast<const T*>(m_p));  // (B, R)
       for (int64_t b = 0; b < B; ++b) {
         const bool active = active_p ? active_p[b] : true;
         std::memcpy(hn_p + b * R, active ? hpr + b * R : hp_p + b * R, R * sizeof(T));
@@ -272,7 +283,7 @@ Forward forward_impl(const Tensor& gx, const Tensor& h0, const Tensor& c0, const
 template <typename T, int K>
 Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tensor& grad_c,
                                   const Tensor& w_hh, const Tensor& acts, const Tensor& tcs, const Tensor& cs,
-                                  const Tensor& w_hr, const Tensor& peep, const Tensor& mask, bool packed,
+                                  const Tensor& w_hr, const Tensor& peep, const Tensor& mask, GemmMode mode,
                                   at::TensorList ln) {
   const int64_t T_ = acts.size(0), B = acts.size(1), G = acts.size(2), H = tcs.size(2);
   constexpr bool is_ln = K == kLayerNorm;
@@ -280,9 +291,9 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
   const bool proj = w_hr.defined();
   const auto opt = acts.options();
   // dh_{t-1} = da W_hh: a linear layer with weight W_hh^T (R, G); dm = dh W_hr: weight W_hr^T (H, R)
-  Linear gemm_hh(w_hh.t().contiguous(), std::nullopt, B, packed);
+  Linear gemm_hh(w_hh.t(), std::nullopt, B, mode);
   std::optional<Linear> gemm_hr;
-  if (proj) gemm_hr.emplace(w_hr.t().contiguous(), std::nullopt, B, packed);
+  if (proj) gemm_hr.emplace(w_hr.t(), std::nullopt, B, mode);
 
   Tensor dpre = at::empty({T_, B, G}, opt);
   Tensor dh_new_all = proj ? at::empty({T_, B, R}, opt) : at::empty({0}, opt);
@@ -306,7 +317,8 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
     ri_p = ln[8].data_ptr<T>();
     g_ih_p = ln[9].data_ptr<T>();
   }
-  Tensor dh = grad_h.contiguous();
+  const Tensor grad_h_c = grad_h.contiguous();
+  const T* dh_p = grad_h_c.data_ptr<T>();  // dL/dh_t from the steps above: grad_h, then gemm_hh's results
   Tensor dc = grad_c.contiguous().clone();
   const T* gout_p = grad_out.data_ptr<T>();
   const T* act_p = acts.data_ptr<T>();
@@ -319,12 +331,10 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
 
   for (int64_t t = T_ - 1; t >= 0; --t) {
     const bool* active_p = mask_p ? mask_p + t * B : nullptr;
-    const T* dh_p = dh.data_ptr<T>();
     const T* gout_t = gout_p + t * B * R;
-    Tensor dm;
+    const T* dm_p = nullptr;
     if (proj) {  // dh_new = dh_t + grad_out_t on active rows, 0 on finished ones; dm = dh_new W_hr
-      Tensor dh_new = dh_new_all[t];
-      T* dn_p = dh_new.data_ptr<T>();
+      T* dn_p = dh_new_all.data_ptr<T>() + t * B * R;
       using V = Vectorized<T>;
       for (int64_t b = 0; b < B; ++b) {
         T* dst = dn_p + b * R;
@@ -334,9 +344,8 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
         }
         at::vec::map2([](V a, V c) { return a + c; }, dst, dh_p + b * R, gout_t + b * R, R);
       }
-      dm = (*gemm_hr)(dh_new).contiguous();  // (B, H)
+      dm_p = (*gemm_hr)(static_cast<const T*>(dn_p));  // (B, H)
     }
-    const T* dm_p = proj ? dm.data_ptr<T>() : nullptr;
     T* da_t = dpre.data_ptr<T>() + t * B * G;
     const T* act_t = act_p + t * B * G;
     const T* tc_t = tc_p + t * B * H;
@@ -375,23 +384,24 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
       });
     }
     // dh_{t-1} = d(h W_hh^T) W_hh: the gate gradients, or LN_hh's backward of them
-    Tensor dh_prev = gemm_hh(is_ln ? draw[t] : dpre[t]).contiguous();  // (B, R)
+    T* dp = gemm_hh(static_cast<const T*>(is_ln ? draw.data_ptr<T>() + t * B * G : da_t));  // (B, R)
     if (active_p) {  // a finished row's dh passes through
-      T* dp = dh_prev.data_ptr<T>();
       for (int64_t b = 0; b < B; ++b) {
         if (!active_p[b]) std::memcpy(dp + b * R, dh_p + b * R, R * sizeof(T));
       }
     }
-    dh = dh_prev;
+    dh_p = dp;
   }
+  Tensor dh = at::empty({B, R}, opt);  // dh_0 (grad_h itself when T = 0)
+  std::memcpy(dh.data_ptr<T>(), dh_p, B * R * sizeof(T));
   if constexpr (is_ln) {  // the LN parameters' gradients: the per-thread sums, added
     const Tensor total = sums.sum(0);
-    return {dpre, T_ > 0 ? dh : dh.clone(), dc, dh_new_all, draw, total.narrow(0, 0, G), total.narrow(0, G, G),
+    return {dpre, dh, dc, dh_new_all, draw, total.narrow(0, 0, G), total.narrow(0, G, G),
             total.narrow(0, 2 * G, H), total.narrow(0, 2 * G + H, H), total.narrow(0, 2 * G + 2 * H, G),
             total.narrow(0, 3 * G + 2 * H, G)};
   }
   const Tensor empty = at::empty({0}, opt);
-  return {dpre, T_ > 0 ? dh : dh.clone(), dc, dh_new_all, empty, empty, empty, empty, empty, empty, empty};  // T = 0: dh is grad_h
+  return {dpre, dh, dc, dh_new_all, empty, empty, empty, empty, empty, empty, empty};
 }
 
 // Inference through the tiled step (tile.h): float32, lstm / peephole / cifg, no projection. `in` is x (T, B, I)
@@ -463,8 +473,9 @@ Forward lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor& h0_in, con
     }
     ln.eps = eps;
   }
-  TORCH_CHECK(gemm == "addmm" || gemm == "packed" || gemm == "tiled" || gemm == "brgemm", "rnnkit_fused.lstm_forward: "
-              "gemm must be 'addmm', 'packed', 'tiled' or 'brgemm', got '", gemm, "'");
+  TORCH_CHECK(gemm == "addmm" || gemm == "packed" || gemm == "gemv" || gemm == "tiled" || gemm == "brgemm",
+              "rnnkit_fused.lstm_forward: gemm must be 'addmm', 'packed', 'gemv', 'tiled' or 'brgemm', got '", gemm,
+              "'");
   if (gemm == "tiled" || gemm == "brgemm") {
     TORCH_CHECK(!training && dt == at::kFloat && kind != kLayerNorm && !w_hr.defined(), "rnnkit_fused.lstm_forward: "
                 "gemm='tiled' runs float32 inference of lstm, peephole and cifg without weight_hr; got training=",
@@ -481,11 +492,11 @@ Forward lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor& h0_in, con
       }
     });
   }
-  const bool packed = gemm == "packed" && dt == at::kFloat;  // oneDNN's linear runs float32 here, not float64
+  const GemmMode mode = gemm_mode(gemm, dt);
   return AT_DISPATCH_FLOATING_TYPES(dt, "rnnkit_fused_lstm_forward", [&] {
     return dispatch_kind(kind, [&](auto k) {
       return forward_impl<scalar_t, decltype(k)::value>(gx, h0, c0, w_hh, bias, w_hr, peep, mask, training,
-                                                        packed, ln);
+                                                        mode, ln);
     });
   });
 }
@@ -493,8 +504,10 @@ Forward lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor& h0_in, con
 Backward lstm_backward(int64_t kind, const Tensor& grad_out_in, const Tensor& grad_h_in, const Tensor& grad_c_in,
                        const Tensor& w_hh_in, const Tensor& acts, const Tensor& tcs, const Tensor& cs,
                        const std::optional<Tensor>& w_hr_in, const std::optional<Tensor>& peep_in,
-                       const std::optional<Tensor>& mask_in, bool packed, at::TensorList ln_in) {
+                       const std::optional<Tensor>& mask_in, c10::string_view gemm, at::TensorList ln_in) {
   check_kind_and_type("lstm_backward", kind, acts);
+  TORCH_CHECK(gemm == "addmm" || gemm == "packed" || gemm == "gemv", "rnnkit_fused.lstm_backward: gemm must be "
+              "'addmm', 'packed' or 'gemv', got '", gemm, "'");
   const auto dt = acts.scalar_type();
   TORCH_CHECK(acts.is_contiguous() && tcs.is_contiguous() && cs.is_contiguous(),
               "rnnkit_fused.lstm_backward: the saved acts, tcs and cs must be contiguous");
@@ -524,11 +537,11 @@ Backward lstm_backward(int64_t kind, const Tensor& grad_out_in, const Tensor& gr
       ln.push_back(ln_in[k].to(dt).contiguous());
     }
   }
-  packed = packed && dt == at::kFloat;
+  const GemmMode mode = gemm_mode(gemm, dt);
   return AT_DISPATCH_FLOATING_TYPES(dt, "rnnkit_fused_lstm_backward", [&] {
     return dispatch_kind(kind, [&](auto k) {
       return backward_impl<scalar_t, decltype(k)::value>(grad_out, grad_h, grad_c, w_hh, acts, tcs, cs, w_hr, peep,
-                                                         mask, packed, ln);
+                                                         mask, mode, ln);
     });
   });
 }
@@ -596,7 +609,7 @@ TORCH_LIBRARY(rnnkit_fused, m) {
       TORCH_FN(rnnkit_fused::lstm_forward));
   m.def(
       "lstm_backward(int kind, Tensor grad_out, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor acts, "
-      "Tensor tcs, Tensor cs, Tensor? weight_hr, Tensor? weight_peephole, Tensor? mask, bool packed, "
+      "Tensor tcs, Tensor cs, Tensor? weight_hr, Tensor? weight_peephole, Tensor? mask, str gemm, "
       "Tensor[] ln) -> (Tensor grad_gx, Tensor grad_h0, Tensor grad_c0, Tensor grad_h_new, Tensor grad_raw, "
       "Tensor grad_ln_hh_weight, Tensor grad_ln_hh_bias, Tensor grad_ln_c_weight, Tensor grad_ln_c_bias, "
       "Tensor grad_ln_ih_weight, Tensor grad_ln_ih_bias)",
