@@ -596,6 +596,85 @@ std::tuple<Tensor, Tensor, Tensor> lstm_forward_tiled(int64_t kind, const Tensor
   });
 }
 
+// Generation (`Recurrent.step` without gradients, ../../../stepper.py): one float32 step of a stack of L layers of
+// lstm, peephole or cifg without projection, each on the tiled step (tile.h) with x_t W_ih^T inside the tile. The
+// weights are arranged once per layer by lstm_step_pack: (w, bias) = the tiles' slabs of [W_ih | W_hh] and
+// b_ih + b_hh. Per layer and block of hidden units one pass over its slab and the gates on the tile: no (B, G)
+// product goes through memory, and one call steps every layer (the Python around about ten ATen calls per layer
+// cost more than a batch-1 layer's GEMV at H = 256).
+std::tuple<Tensor, Tensor> lstm_step_pack(int64_t kind, const Tensor& w_ih_in, const std::optional<Tensor>& b_ih_in,
+                                          const Tensor& w_hh_in, const std::optional<Tensor>& b_hh_in) {
+  const char* op = "lstm_step_pack";
+  check_kind_and_type(op, kind, w_hh_in);
+  TORCH_CHECK(kind != kLayerNorm && w_hh_in.scalar_type() == at::kFloat && w_ih_in.scalar_type() == at::kFloat,
+              "rnnkit_fused.lstm_step_pack: runs float32 lstm (0), peephole (1) and cifg (2), got kind ", kind, ", ",
+              w_ih_in.scalar_type(), " weight_ih, ", w_hh_in.scalar_type(), " weight_hh");
+  TORCH_CHECK(w_hh_in.dim() == 2 && w_ih_in.dim() == 2, "rnnkit_fused.lstm_step_pack: weight_ih must be (G, I) and "
+              "weight_hh (G, H), got ", sizes_string(w_ih_in.sizes()), " and ", sizes_string(w_hh_in.sizes()));
+  const Tensor w_ih = w_ih_in.contiguous(), w_hh = w_hh_in.contiguous();
+  const int64_t H = w_hh.size(1), G = gates(kind) * H;
+  check_sizes(op, "weight_hh", w_hh, "(G, H)", {G, H});
+  check_sizes(op, "weight_ih", w_ih, "(G, I)", {G, w_ih.size(1)});
+  Tensor bias;  // b_ih + b_hh
+  for (const auto* b : {&b_ih_in, &b_hh_in}) {
+    if (!*b) continue;
+    check_sizes(op, b == &b_ih_in ? "bias_ih" : "bias_hh", **b, "(G,)", {G});
+    bias = bias.defined() ? bias + **b : (*b)->to(at::kFloat);
+  }
+  const TiledWeights tw = pack_tiles(w_ih, w_hh, bias, H, gates(kind));
+  return {tw.w, tw.bias};
+}
+
+// x (B, I), h and c (L, B, H); w, bias: L of lstm_step_pack's; weight_peephole: L (3, H) for peephole, else none.
+// Returns y (B, H) (the last layer's h_t, its own tensor), h_t and c_t (L, B, H).
+std::tuple<Tensor, Tensor, Tensor> lstm_step(int64_t kind, const Tensor& x_in, const Tensor& h_in, const Tensor& c_in,
+                                             at::TensorList w, at::TensorList bias, at::TensorList peep_in) {
+  const char* op = "lstm_step";
+  check_kind_and_type(op, kind, x_in);
+  TORCH_CHECK(kind != kLayerNorm && x_in.scalar_type() == at::kFloat, "rnnkit_fused.lstm_step: runs float32 lstm (0), "
+              "peephole (1) and cifg (2), got kind ", kind, ", ", x_in.scalar_type());
+  TORCH_CHECK(x_in.dim() == 2 && h_in.dim() == 3 && c_in.dim() == 3, "rnnkit_fused.lstm_step: x must be (B, I), h "
+              "and c (L, B, H), got ", sizes_string(x_in.sizes()), ", ", sizes_string(h_in.sizes()), " and ",
+              sizes_string(c_in.sizes()));
+  const Tensor x = x_in.contiguous(), h = h_in.to(at::kFloat).contiguous(), c = c_in.to(at::kFloat).contiguous();
+  const int64_t L = c.size(0), B = x.size(0), I = x.size(1), H = c.size(2), NG = gates(kind);
+  const int64_t nb = Vectorized<float>::size(), blocks = (H + nb - 1) / nb;
+  check_sizes(op, "c", c, "(L, B, H)", {L, B, H});
+  check_sizes(op, "h", h, "(L, B, H)", {L, B, H});
+  TORCH_CHECK(int64_t(w.size()) == L && int64_t(bias.size()) == L, "rnnkit_fused.lstm_step: w and bias must hold L = ",
+              L, " layers' lstm_step_pack results, got ", w.size(), " and ", bias.size());
+  TORCH_CHECK(int64_t(peep_in.size()) == (kind == kPeephole ? L : 0), "rnnkit_fused.lstm_step: weight_peephole must "
+              "hold ", kind == kPeephole ? L : 0, " tensors (3, H) for kind ", kind, ", got ", peep_in.size());
+  std::vector<Tensor> peep;
+  for (int64_t k = 0; k < L; ++k) {
+    const std::string wk = "w[" + std::to_string(k) + "]", bk = "bias[" + std::to_string(k) + "]";
+    check_sizes(op, wk.c_str(), w[k], "(blocks, I + H, gates, NB) of lstm_step_pack", {blocks, (k ? H : I) + H, NG, nb});
+    check_sizes(op, bk.c_str(), bias[k], "(blocks, gates, NB) of lstm_step_pack", {blocks, NG, nb});
+    TORCH_CHECK(w[k].scalar_type() == at::kFloat && bias[k].scalar_type() == at::kFloat && w[k].is_contiguous() &&
+                bias[k].is_contiguous(), "rnnkit_fused.lstm_step: ", wk, " and ", bk, " must be lstm_step_pack's "
+                "float32 tensors");
+    if (kind == kPeephole) {
+      peep.push_back(peep_in[k].to(at::kFloat).contiguous());
+      check_sizes(op, "weight_peephole", peep.back(), "(3, H)", {3, H});
+    }
+  }
+  const auto opt = x.options();
+  Tensor y = at::empty({B, H}, opt), h_out = at::empty({L, B, H}, opt), c_out = at::empty({L, B, H}, opt);
+  for (int64_t k = 0; k < L; ++k) {
+    float* h_next = h_out.data_ptr<float>() + k * B * H;
+    const TiledWeights tw{w[k], bias[k], blocks, nb, NG, k ? H : I, H};
+    const TileStep s{k ? h_out.data_ptr<float>() + (k - 1) * B * H : x.data_ptr<float>(), nullptr,
+                     h.data_ptr<float>() + k * B * H, c.data_ptr<float>() + k * B * H,
+                     kind == kPeephole ? peep[k].data_ptr<float>() : nullptr, nullptr, h_next,
+                     c_out.data_ptr<float>() + k * B * H, k == L - 1 ? y.data_ptr<float>() : h_next};
+    dispatch_kind(kind, [&](auto kc) {
+      constexpr int K = decltype(kc)::value;
+      if constexpr (K != kLayerNorm) tiled_step<K>(tw, false, B, H, s);
+    });
+  }
+  return {y, h_out, c_out};
+}
+
 }  // namespace
 }  // namespace rnnkit_fused
 
@@ -619,6 +698,14 @@ TORCH_LIBRARY(rnnkit_fused, m) {
       "Tensor weight_hh, Tensor? bias_hh, Tensor? weight_peephole, Tensor? mask, str gemm) -> (Tensor out, "
       "Tensor h, Tensor c)",
       TORCH_FN(rnnkit_fused::lstm_forward_tiled));
+  m.def(
+      "lstm_step_pack(int kind, Tensor weight_ih, Tensor? bias_ih, Tensor weight_hh, Tensor? bias_hh) -> (Tensor w, "
+      "Tensor bias)",
+      TORCH_FN(rnnkit_fused::lstm_step_pack));
+  m.def(
+      "lstm_step(int kind, Tensor x, Tensor h, Tensor c, Tensor[] w, Tensor[] bias, Tensor[] weight_peephole) -> "
+      "(Tensor y, Tensor h, Tensor c)",
+      TORCH_FN(rnnkit_fused::lstm_step));
   m.def("packed_gemm_status() -> str", TORCH_FN(rnnkit_fused::packed_gemm_status));
   m.def("brgemm_status() -> str", TORCH_FN(rnnkit_fused::brgemm_status));
 }
