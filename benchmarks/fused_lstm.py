@@ -23,7 +23,7 @@ ratios taken at a load above ~1.5 on 2 cores are noisy.
     .venv/bin/python benchmarks/fused_lstm.py --quick             # one small shape, a smoke test
     .venv/bin/python benchmarks/fused_lstm.py --shapes 32,100,128,256 --cells peephole_lstm --rounds 5
     .venv/bin/python benchmarks/fused_lstm.py --modes inference --gemm packed,tiled,brgemm   # the forward GEMMs
-    .venv/bin/python benchmarks/fused_lstm.py --modes training --shapes "1,1000,64,256;32,100,128,256" --gemm packed,gemv
+    .venv/bin/python benchmarks/fused_lstm.py --modes training --shapes "1,1000,64,256;8,200,64,256" --gemm packed,gemv
 
 ``--gemm`` times the rows once per way of forming the recurrent products (``auto``: what the layer runs;
 ``packed``: oneDNN GEMM + one pointwise pass; ``gemv``: rnnkit's own kernel for a few rows (csrc/gemm.h) + the

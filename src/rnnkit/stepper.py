@@ -4,7 +4,11 @@ Generation feeds a layer one token at a time, usually with batch 1. Each step is
 few matrix-vector products (GEMVs) that stream every weight through memory once, plus a
 handful of small pointwise ops. The autograd step (``cell.input_projection`` then
 ``cell.step``) pays around twenty dispatcher calls and allocations per layer on top of
-the GEMVs; this module pays about ten, on weights arranged once and reused:
+the GEMVs; this module pays about ten, on weights arranged once and reused, and for
+float32 lstm, peephole_lstm and cifg_lstm without projection on CPU, one C++ call for the
+whole stack (``_CppLSTMStep``: the fused backend's tiled step, ``lstm_step``, GEMV and gates
+in one pass per block of hidden units; it needs the C++ loops, else the torch ops below run
+and a warning says why once). The torch-op arrangement, for every other cell and dtype:
 
 - every weight is stored transposed and contiguous, (in, out): for batch 1 MKL streams it
   faster than ``W.t()``, the view ``F.linear`` multiplies with (see ``_transposed``);
@@ -36,6 +40,10 @@ identity, ``_version`` counter and data pointer, so an optimizer step, ``load_st
 or in-place edit (each bumps ``_version``) and ``.to(dtype or device)`` (which replaces
 ``.data``) all re-arrange on the next step. The cache doubles the weights' memory while
 it lives; ``layer._stepper.clear()`` drops it. Per step the check costs about 2 us a layer.
+
+The C++ step computes its own exp and tanh (float32 polynomials, tanh within ~1e-7), so it
+agrees with the torch ops within float32 rounding, not bit for bit (``tests/test_cpp_batch1.py``:
+within 1e-5 of the float64 reference).
 
 Only for inference: nothing here records autograd history. ``Recurrent.step`` uses it
 when no gradient is needed (under ``torch.no_grad``/``inference_mode``, or when neither

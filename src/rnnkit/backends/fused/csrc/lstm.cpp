@@ -3,7 +3,8 @@
 // layouts are those of the Python loops in ../lstm.py (`_LSTMFamily`), which stay the readable reference
 // and the fallback. The pieces live in headers: vec.h (vector lanes, activations, the split over
 // threads), gates.h (each kind's gate math, forward and backward, and the row passes), layer_norm.h
-// (the layer-norm kind's row passes), gemm.h (the per-step GEMMs).
+// (the layer-norm kind's row passes), gemm.h (the per-step GEMMs). Also here: generation's one-token step
+// of a stack of layers (lstm_step, on tile.h's tiled step) for `Recurrent.step`.
 //
 // Per step, forward:  gh = h_{t-1} W_hh^T + b_hh        one GEMM (packed oneDNN weights, addmm, or gemv)
 //                     gates, c_t, tanh(c_t), m_t         one vectorized pass over all gates

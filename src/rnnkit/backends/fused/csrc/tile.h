@@ -8,7 +8,8 @@
 // part of the tile (K = I + R rows of the slab) when the loop is given x; given a precomputed
 // gx = x W_ih^T + b_ih (T, B, G) instead (I = 0), the tile starts from gx_t, read each step: streaming gx
 // through memory costs ~5-10% of the step (design section 4), so the x form is the one the layer runs.
-// Blocks are split over threads; each thread runs every row of its blocks.
+// Blocks are split over threads; each thread runs every row of its blocks. The same step serves generation:
+// lstm.cpp's lstm_step runs it once per layer for `Recurrent.step` (batch 1, one token), on slabs packed once.
 //
 // The micro-kernel is ours, at::vec FMAs (8 floats under AVX2, 16 under AVX-512), not
 // at::native::cpublas::brgemm: see brgemm_status() for why.
