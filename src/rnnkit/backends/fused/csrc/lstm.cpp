@@ -220,7 +220,7 @@ Forward forward_impl(const Tensor& gx, const Tensor& h0, const Tensor& c0, const
 
   for (int64_t t = 0; t < T_; ++t) {
     // h_{t-1}, h_t (B, R), c_{t-1}, c_t (B, H): the saved hs[t], hs[t + 1], ... or the two inference buffers
-    // (raw pointers: a select per step costs ~1 us, 3-5% of a batch-1 step)
+    // (raw pointers: a select per step costs ~1 us, a few percent of a batch-1 step)
     const T* hp_p = training ? hs_p + t * B * R : hb_p[t % 2];
     T* hn_p = training ? hs_p + (t + 1) * B * R : hb_p[(t + 1) % 2];
     const T* cp_p = training ? cs_p + t * B * H : cb_p[t % 2];
