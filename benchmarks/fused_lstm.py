@@ -23,11 +23,13 @@ ratios taken at a load above ~1.5 on 2 cores are noisy.
     .venv/bin/python benchmarks/fused_lstm.py --quick             # one small shape, a smoke test
     .venv/bin/python benchmarks/fused_lstm.py --shapes 32,100,128,256 --cells peephole_lstm --rounds 5
     .venv/bin/python benchmarks/fused_lstm.py --modes inference --gemm packed,tiled,brgemm   # the forward GEMMs
+    .venv/bin/python benchmarks/fused_lstm.py --modes training --shapes "1,1000,64,256;8,200,64,256" --gemm packed,gemv
 
-``--gemm`` times the inference rows once per way of forming the recurrent products (``auto``: what
-the layer runs; ``packed``: oneDNN GEMM + one pointwise pass; ``tiled``: the tiled step on rnnkit's
-micro-kernel, x_t W_ih^T inside the tile; ``tiled-gx``: the same step reading a precomputed gx;
-``brgemm``: the tiled step from x on ``cpublas::brgemm``).
+``--gemm`` times the rows once per way of forming the recurrent products (``auto``: what the layer runs;
+``packed``: oneDNN GEMM + one pointwise pass; ``gemv``: rnnkit's own kernel for a few rows (csrc/gemm.h) + the
+same pass; ``addmm``: at::addmm + the pass; inference only: ``tiled``, the tiled step on rnnkit's micro-kernel,
+x_t W_ih^T inside the tile; ``tiled-gx``: the same step reading a precomputed gx; ``brgemm``: the tiled step from
+x on ``cpublas::brgemm``). In training the forward and the backward both run the one named.
 """
 
 from __future__ import annotations
@@ -97,23 +99,28 @@ def gemm_floor(B: int, T: int, I: int, H: int, mode: str) -> Callable[[], None]:
     return training if mode == "training" else forward
 
 
+TRAINING_GEMMS = ("auto", "packed", "gemv", "addmm")
+
+
 def forcing_gemm(fn: Callable[[], None], gemm: str) -> Callable[[], None]:
-    """``fn`` with the C++ forward's recurrent GEMM forced to ``gemm`` ('auto': left as it is): 'tiled' and
-    'brgemm' run the tiled step from x (``lstm_forward_tiled``), 'packed' and 'tiled-gx' the loop from gx."""
+    """``fn`` with the C++ loops' recurrent GEMMs forced to ``gemm`` ('auto': left as it is): 'tiled' and
+    'brgemm' run the tiled step from x (``lstm_forward_tiled``), the others the loop from gx, forward and
+    backward."""
     if gemm == "auto":
         return fn
     from_x = gemm in ("tiled", "brgemm")
-    saved = extension.forward_gemm, extension.tiled_gemm, fused_lstm.tiled_input
+    saved = extension.forward_gemm, extension.backward_gemm, extension.tiled_gemm, fused_lstm.tiled_input
 
     def call() -> None:
         extension.forward_gemm = lambda *args: gemm.removesuffix("-gx")
+        extension.backward_gemm = lambda *args: gemm
         extension.tiled_gemm = lambda: gemm
         if not from_x:
             fused_lstm.tiled_input = lambda *args: False
         try:
             fn()
         finally:
-            extension.forward_gemm, extension.tiled_gemm, fused_lstm.tiled_input = saved
+            extension.forward_gemm, extension.backward_gemm, extension.tiled_gemm, fused_lstm.tiled_input = saved
 
     return call
 
@@ -132,10 +139,13 @@ def build_rows(B: int, T: int, I: int, H: int, cells: list[str], mode: str,
                 err = float((layer(x)[0] - base(x)[0]).abs().max())
             if err > 1e-4:
                 sys.exit(f"fused lstm differs from nn.LSTM by {err:.2e} at {(B, T, I, H)}")
-        if mode == "training" or gemms == ["auto"]:
+        if gemms == ["auto"]:
             rows[f"{cell} fused"] = make_call(layer, x, mode)
         else:
             for gemm in gemms:
+                if mode == "training" and gemm not in TRAINING_GEMMS:
+                    sys.exit(f"--gemm {gemm}: training runs {', '.join(TRAINING_GEMMS)} (the tiled step is "
+                             f"inference only); pass --modes inference")
                 rows[f"{cell} fused {gemm}"] = forcing_gemm(make_call(layer, x, mode), gemm)
     if extension.packed_gemm():
         rows[FLOOR] = gemm_floor(B, T, I, H, mode)
@@ -159,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-run-time", type=float, default=0.3)
     parser.add_argument("--quick", action="store_true", help="one small shape, 1 round per mode: a smoke test")
     parser.add_argument("--gemm", default="auto",
-                        help="inference: auto, packed, tiled, tiled-gx, brgemm (comma-separated)")
+                        help="auto, packed, gemv, addmm; inference also tiled, tiled-gx, brgemm (comma-separated)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     shapes = QUICK_SHAPES if args.quick else SHAPES

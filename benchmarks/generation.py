@@ -5,7 +5,8 @@ Run as ``.venv/bin/python benchmarks/generation.py`` (about 50 s on 2 quiet core
 Batch 1, a 2-layer stack, fp32, inference (``torch.no_grad``, eval mode); one "token" is one
 step through both layers with the state carried from the previous step:
 
-  rnnkit    ``y, state = layer.step(x_t, state)`` (the inference stepper, ``rnnkit.stepper``)
+  rnnkit    ``y, state = layer.step(x_t, state)`` (the inference stepper, ``rnnkit.stepper``; lstm and
+            peephole_lstm step both layers in one C++ call where the C++ loops load: the header says)
   torch.nn  ``out, state = nn_layer(x_t[None], state)``: torch.nn.LSTM / GRU called with T = 1
   floor     per layer ``torch.mv(W_ih, x)`` and ``torch.mv(W_hh, h)`` on the layer's own weights:
             the matrix-vector products alone, the bare minimum any step must pay
@@ -44,6 +45,7 @@ from torch import nn
 from torch.utils.benchmark import Timer
 
 import rnnkit
+from rnnkit.backends.fused import extension
 from rnnkit.bench import cpu_model_and_flags
 
 NUM_LAYERS = 2
@@ -255,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{torch.backends.cpu.get_cpu_capability()} | threads: {torch.get_num_threads()} | "
           f"rounds: {args.rounds} | min_run_time: {args.min_run_time:g} s | fp32, batch 1, "
           f"{NUM_LAYERS} layers", flush=True)
+    print(f"C++ loops (layer.step of the LSTM family): {extension.status()}", flush=True)
     if args.markdown:
         print()
     start, load = time.perf_counter(), busy_seconds()

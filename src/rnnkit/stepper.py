@@ -4,7 +4,11 @@ Generation feeds a layer one token at a time, usually with batch 1. Each step is
 few matrix-vector products (GEMVs) that stream every weight through memory once, plus a
 handful of small pointwise ops. The autograd step (``cell.input_projection`` then
 ``cell.step``) pays around twenty dispatcher calls and allocations per layer on top of
-the GEMVs; this module pays about ten, on weights arranged once and reused:
+the GEMVs; this module pays about ten, on weights arranged once and reused, and for
+float32 lstm, peephole_lstm and cifg_lstm without projection on CPU, one C++ call for the
+whole stack (``_CppLSTMStep``: the fused backend's tiled step, ``lstm_step``, GEMV and gates
+in one pass per block of hidden units; it needs the C++ loops, else the torch ops below run
+and a warning says why once). The torch-op arrangement, for every other cell and dtype:
 
 - every weight is stored transposed and contiguous, (in, out): for batch 1 MKL streams it
   faster than ``W.t()``, the view ``F.linear`` multiplies with (see ``_transposed``);
@@ -37,6 +41,10 @@ or in-place edit (each bumps ``_version``) and ``.to(dtype or device)`` (which r
 ``.data``) all re-arrange on the next step. The cache doubles the weights' memory while
 it lives; ``layer._stepper.clear()`` drops it. Per step the check costs about 2 us a layer.
 
+The C++ step computes its own exp and tanh (float32 polynomials, tanh within ~1e-7), so it
+agrees with the torch ops within float32 rounding, not bit for bit (``tests/test_cpp_batch1.py``:
+within 1e-5 of the float64 reference).
+
 Only for inference: nothing here records autograd history. ``Recurrent.step`` uses it
 when no gradient is needed (under ``torch.no_grad``/``inference_mode``, or when neither
 the input, the state nor any parameter requires grad) and outside autocast. Results equal
@@ -49,6 +57,7 @@ long as none of them changes the parameters meanwhile).
 from __future__ import annotations
 
 import threading
+import warnings
 from types import SimpleNamespace
 from typing import ClassVar
 
@@ -88,6 +97,8 @@ class _Plan:
     previous state's tensors of this layer ((h,) or (h, c)), out the tensors to write the
     new state into (views of the returned state, same shapes as prev).
     """
+
+    cpp = None  # torch.ops.rnnkit_fused where the layer steps in C++ (``_CppLSTMStep``)
 
     def __init__(self, cell: Cell, names: dict[str, str], hidden_size: int) -> None:
         self.cell = cell
@@ -207,9 +218,67 @@ class _LSTMOutput:
             torch.mm(torch.addcmul(o, o, s, value=-2, out=s), self.weight_hr_t, out=h)  # (B, R)
 
 
-class _LSTMPlan(_LSTMOutput, _MergedPlan):
+_CPP_STEP_KINDS = {"lstm": 0, "peephole_lstm": 1, "cifg_lstm": 2}  # as csrc/gates.h's Kind
+_warned_no_cpp_step = False
+
+
+def _cpp_step_ops(cell_name: str, w: dict[str, Tensor]):
+    """``torch.ops.rnnkit_fused`` where this layer's step runs in C++, else None: lstm, peephole_lstm and cifg_lstm,
+    float32 on CPU, without projection, the C++ loops loaded (``RNNKIT_NO_EXTENSION=1`` turns them off). Where they
+    cannot load, warns once with the reason and returns None: the torch ops below step instead."""
+    global _warned_no_cpp_step
+    if cell_name not in _CPP_STEP_KINDS or "weight_hr" in w:
+        return None
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in w.values()):
+        return None
+    from .backends.fused import extension  # the backends import the driver, which this module is beside
+
+    if extension.disabled():
+        return None
+    ops = extension.load()
+    if ops is None and not _warned_no_cpp_step:
+        _warned_no_cpp_step = True
+        warnings.warn(f"rnnkit layer.step: C++ loops {extension.status()}; stepping with torch ops",
+                      RuntimeWarning, stacklevel=5)
+    return ops
+
+
+class _CppLSTMStep:
+    """A layer's whole step as one C++ call where ``_cpp_step_ops`` allows: ``lstm_step`` (csrc/lstm.cpp) on the
+    tiled step of csrc/tile.h, per block of hidden units [x_t, h_{t-1}] against one contiguous slab of
+    [W_ih | W_hh] (arranged once by ``lstm_step_pack``, with b_ih + b_hh) and the gates computed on the result in
+    registers. Instead of about ten ATen calls per layer (each 2-5 us) and a (B, G) product through memory. The
+    activations are csrc/vec.h's float32 ones (tanh within ~1e-7 absolute), so results agree with the torch ops
+    within float32 rounding, not bit for bit."""
+
+    cpp = None  # the ops, when this layer steps in C++
+
+    def arrange_cpp(self, w: dict[str, Tensor]) -> bool:
+        self.cpp = _cpp_step_ops(self.cell.name, w)
+        if self.cpp is None:
+            return False
+        self.kind = _CPP_STEP_KINDS[self.cell.name]
+        # (blocks, I + H, gates, NB) slabs and (blocks, gates, NB) bias
+        self.tiles = self.cpp.lstm_step_pack(self.kind, w["weight_ih"], w.get("bias_ih"), w["weight_hh"],
+                                             w.get("bias_hh"))
+        self.peepholes = [w["weight_peephole"]] if "weight_peephole" in w else []  # (3, H)
+        return True
+
+    def step_cpp(self, inp: Tensor, prev: tuple[Tensor, ...], out: tuple[Tensor, ...]) -> None:
+        """This layer alone (between layers with dropout; ``Stepper.step`` steps the whole stack in one call)."""
+        _, h, c = self.cpp.lstm_step(self.kind, inp, prev[0][None], prev[1][None], [self.tiles[0]], [self.tiles[1]],
+                                     self.peepholes)  # (1, B, H) each
+        out[0].copy_(h[0])
+        out[1].copy_(c[0])
+
+
+class _LSTMPlan(_CppLSTMStep, _LSTMOutput, _MergedPlan):
     order = (0, 1, 3, 2)  # torch's i|f|g|o stored as i|f|o|g, g doubled: one sigmoid_ for all four
     doubled = (3,)
+
+    def arrange(self, w):
+        if not self.arrange_cpp(w):
+            super().arrange(w)
 
     def make_scratch(self, B, like):
         s = super().make_scratch(B, like)
@@ -219,6 +288,8 @@ class _LSTMPlan(_LSTMOutput, _MergedPlan):
         return s
 
     def step(self, inp, prev, out):
+        if self.cpp is not None:
+            return self.step_cpp(inp, prev, out)
         s = self.scratch(inp)
         self.gemm(s, inp, prev[0]).sigmoid_()  # (B, 4H): i, f, o and sigmoid(2 a_g)
         h, c = out
@@ -227,12 +298,14 @@ class _LSTMPlan(_LSTMOutput, _MergedPlan):
         self.output(s.o, torch.mul(c, self.minus_two, out=s.act).sigmoid_(), h)
 
 
-class _PeepholeLSTMPlan(_LSTMOutput, _MergedPlan):
+class _PeepholeLSTMPlan(_CppLSTMStep, _LSTMOutput, _MergedPlan):
     # i|f|g|o as torch, g doubled: i and f see c_{t-1}, o sees c_t, so o is computed after c
     order = (0, 1, 2, 3)
     doubled = (2,)
 
     def arrange(self, w):
+        if self.arrange_cpp(w):
+            return
         super().arrange(w)
         self.w_ci, self.w_cf, self.w_co = w["weight_peephole"].unbind(0)  # (H,) each
 
@@ -245,6 +318,8 @@ class _PeepholeLSTMPlan(_LSTMOutput, _MergedPlan):
         return s
 
     def step(self, inp, prev, out):
+        if self.cpp is not None:
+            return self.step_cpp(inp, prev, out)
         s = self.scratch(inp)
         c_prev = prev[1]
         self.gemm(s, inp, prev[0])  # (B, 4H) i|f|g|o
@@ -257,9 +332,13 @@ class _PeepholeLSTMPlan(_LSTMOutput, _MergedPlan):
         self.output(s.o.addcmul_(self.w_co, c).sigmoid_(), torch.mul(c, self.minus_two, out=s.act).sigmoid_(), h)
 
 
-class _CIFGLSTMPlan(_LSTMOutput, _MergedPlan):
+class _CIFGLSTMPlan(_CppLSTMStep, _LSTMOutput, _MergedPlan):
     order = (0, 2, 1)  # torch-style f|g|o stored as f|o|g, g doubled: one sigmoid_ for all three
     doubled = (2,)
+
+    def arrange(self, w):
+        if not self.arrange_cpp(w):
+            super().arrange(w)
 
     def make_scratch(self, B, like):
         s = super().make_scratch(B, like)
@@ -269,6 +348,8 @@ class _CIFGLSTMPlan(_LSTMOutput, _MergedPlan):
         return s
 
     def step(self, inp, prev, out):
+        if self.cpp is not None:
+            return self.step_cpp(inp, prev, out)
         s = self.scratch(inp)
         self.gemm(s, inp, prev[0]).sigmoid_()  # (B, 3H): f, o and sigmoid(2 a_g)
         self.tanh_from_sigmoid_(s.g)
@@ -442,15 +523,23 @@ class Stepper:
         if self._plans is None:
             plan = _PLANS.get(layer.cell.name, _CellPlan)
             self._plans = [plan(layer.cell, layer._names[k][0], layer.hidden_size) for k in range(layer.num_layers)]
+        parameters = layer._parameters
+        for plan in self._plans:
+            plan.refresh(parameters)
+        first = self._plans[0]
+        if all(p.cpp is not None for p in self._plans) and (dropout == 0 or len(self._plans) == 1):
+            # every layer in one C++ call
+            y, h, c = first.cpp.lstm_step(first.kind, x_t, state.h, state.c, [p.tiles[0] for p in self._plans],
+                                          [p.tiles[1] for p in self._plans],
+                                          [w for p in self._plans for w in p.peepholes])  # (B, H), (L, B, H) x 2
+            return y, LSTMState(h, c)
         parts = (state,) if isinstance(state, Tensor) else state
         new = [torch.empty_like(p, memory_format=torch.contiguous_format) for p in parts]  # (L, B, *)
         # per layer k: (h_k,) or (h_k, c_k), views of the previous and of the new state
         prev_layers = list(zip(*[p.unbind(0) for p in parts]))
         new_layers = list(zip(*[p.unbind(0) for p in new]))
-        parameters = layer._parameters
         inp = x_t
         for k, plan in enumerate(self._plans):
-            plan.refresh(parameters)
             plan.step(inp, prev_layers[k], new_layers[k])
             inp = dropout_between(new_layers[k][0], k, len(new_layers), dropout, training=True)  # (B, R)
         y = inp.clone()  # its own tensor, as the autograd step returns, not a view of the state

@@ -2,7 +2,8 @@
 
 ``load()`` compiles the extension with ``torch.utils.cpp_extension.load`` the first time a process
 asks for it, and returns its ops (``torch.ops.rnnkit_fused``: ``lstm_forward``, ``lstm_backward``,
-``packed_gemm_status``), or None when it cannot: ``RNNKIT_NO_EXTENSION=1`` is set, there is no C++
+``lstm_forward_tiled``, ``lstm_step_pack`` and ``lstm_step`` (``rnnkit.stepper``), ``packed_gemm_status``,
+``brgemm_status``), or None when it cannot: ``RNNKIT_NO_EXTENSION=1`` is set, there is no C++
 compiler or no ninja, the build fails. ``status()`` says which, in words; ``details()`` gives the same
 as a dict for ``rnnkit info``. Nothing here raises: the fused backend then runs its Python loops, and
 ``_LSTMLoop`` warns once with the reason.
@@ -31,7 +32,8 @@ each has its own cache entry.
 Separately, ``packed_gemm()`` says whether the recurrent GEMMs can use oneDNN with weights packed
 once per sequence (the private ops ``mkldnn::_reorder_linear_weight`` and
 ``mkldnn::_linear_pointwise``, checked against ``addmm`` once per process); if not, the C++ loops use
-``at::addmm`` and ``status()`` names the reason.
+``at::addmm`` and ``status()`` names the reason. Batches of at most ``GEMV_MAX_BATCH`` rows use neither:
+``forward_gemm`` and ``backward_gemm`` give them rnnkit's own gemv (csrc/gemm.h), in float32 and float64.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ def status() -> str:
         return f"unavailable: {_reason}"
     gemm = "packed oneDNN GEMM" if packed_gemm() else f"at::addmm GEMM ({_packed_reason})"
     brgemm = "runs here" if brgemm_status() == "" else brgemm_status()
-    gemm += f", tiled inference on rnnkit's own at::vec micro-kernel (cpublas::brgemm float32: {brgemm})"
+    gemm += (f", rnnkit's gemv at batch <= {GEMV_MAX_BATCH}, tiled inference and layer.step on rnnkit's own at::vec "
+             f"micro-kernel (cpublas::brgemm float32: {brgemm})")
     if _build_seconds is None:
         built = ""
     else:
@@ -137,14 +140,30 @@ def packed_gemm() -> bool:
 TILED_KINDS = ("lstm", "peephole_lstm", "cifg_lstm")
 
 
-def forward_gemm(kind: str, training: bool, dtype: torch.dtype, weight_hr: torch.Tensor | None) -> str:
-    """How the C++ forward forms the recurrent products: 'tiled', 'packed' (oneDNN) or 'addmm'.
+# batches up to this size run the per-step products on rnnkit's own gemv (csrc/gemm.h), larger ones on oneDNN's
+# packed GEMM or addmm: one oneDNN call per step costs more than a few rows' product (one thread, loaded: the gemv
+# took 0.3x-0.7x the packed GEMM's time at batch 1-8, 0.7x-0.8x at 16 and 32; docs/results.md, "Issue 30:
+# batch 1"); batched shapes keep the packed GEMM until a quiet 2-thread run says otherwise
+GEMV_MAX_BATCH = 8
 
-    'tiled' for float32 inference of lstm, peephole and cifg without projection; else 'packed' where
-    ``packed_gemm()`` (float64 then runs addmm in C++), else 'addmm'.
+
+def forward_gemm(kind: str, training: bool, dtype: torch.dtype, weight_hr: torch.Tensor | None, batch: int) -> str:
+    """How the C++ forward forms the recurrent products: 'tiled', 'gemv', 'packed' (oneDNN) or 'addmm'.
+
+    'tiled' for float32 inference of lstm, peephole and cifg without projection; else 'gemv' for a batch of at
+    most ``GEMV_MAX_BATCH`` rows; else 'packed' where ``packed_gemm()`` (float64 then runs addmm in C++), else
+    'addmm'.
     """
     if not training and dtype == torch.float32 and weight_hr is None and kind in TILED_KINDS:
         return "tiled"
+    return backward_gemm(batch)
+
+
+def backward_gemm(batch: int) -> str:
+    """How the C++ backward forms dh_{t-1} = da W_hh (and dm = dh W_hr): 'gemv' for a batch of at most
+    ``GEMV_MAX_BATCH`` rows, else 'packed' where ``packed_gemm()`` (float64 then runs addmm), else 'addmm'."""
+    if batch <= GEMV_MAX_BATCH:
+        return "gemv"
     return "packed" if packed_gemm() else "addmm"
 
 

@@ -245,7 +245,7 @@ class _LSTMLoop(torch.autograd.Function):
             training = grad_enabled and any(ctx.needs_input_grad)
             ln = [] if kind != "layernorm_lstm" else [x.to(dtype) for x in (ln_hh_weight, ln_hh_bias, ln_c_weight,
                                                                             ln_c_bias, ln_ih_weight, ln_ih_bias)]
-            gemm = extension.forward_gemm(kind, training, dtype, W_hr)
+            gemm = extension.forward_gemm(kind, training, dtype, W_hr, gx.shape[1])
             out, h, c, acts, tcs, hs, cs, ms, xhat_hh, rstd_hh, mean_c, rstd_c, mean_ih, rstd_ih = ops.lstm_forward(
                 _CPP_KIND[kind], gx.to(dtype), h0, c0, W, _cast(bias_hh, dtype), W_hr, peep,
                 None if mask is None else mask[..., 0], training, gemm, ln, eps)
@@ -379,7 +379,7 @@ class _LSTMLoop(torch.autograd.Function):
                 ln_saved = [xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c, inputs[0].to(dtype), *saved[16:]] if ln else []
                 dpre_all, dh, dc, dhnew, draw, *ln_grads = ops.lstm_backward(
                     _CPP_KIND[kind], grad_out, dh, dc, W, acts, tcs, cs, W_hr, peep,
-                    None if mask is None else mask[..., 0], extension.packed_gemm(), ln_saved)
+                    None if mask is None else mask[..., 0], extension.backward_gemm(B), ln_saved)
                 # layer norm: d(h W_hh^T), and the LN parameters' gradients, summed in the loop
                 draw_all, grad_ln = (draw, ln_grads) if ln else (dpre_all, None)
                 dhnew_all = dhnew if W_hr is not None else None

@@ -1,20 +1,143 @@
-// y = x w^T (+ bias) for x (B, K), w (N, K): the per-step GEMMs of the loops.
+// y = x w^T (+ bias) for x (B, K), w (N, K): the per-step GEMMs of the loops, in one of three ways (GemmMode):
 //
-// `mkldnn::_linear_pointwise` with the weight packed once per call by `mkldnn::_reorder_linear_weight`
-// (private ops of torch, looked up through the dispatcher, checked by `packed_gemm_status`); float64
-// and any machine without them use at::addmm.
+//   packed  `mkldnn::_linear_pointwise` with the weight packed once per call by `mkldnn::_reorder_linear_weight`
+//           (private ops of torch, looked up through the dispatcher, checked by `packed_gemm_status`); float32
+//   addmm   at::addmm: float64, and any machine without the packed ops
+//   gemv    rnnkit's own kernel for a few rows (batch 1 training and generation): the weight stored once per
+//           call as column slabs, x's rows broadcast against them in registers (gemv_rows). One oneDNN call per
+//           step costs more than a batch-1 product's arithmetic (section "Issue 30: batch 1" of
+//           docs/results.md); this one is a plain function call into a loop of FMAs. float32 and float64.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/CPUBlas.h>
 
+#include <algorithm>
 #include <optional>
 #include <string>
+
+#include "vec.h"
 
 namespace rnnkit_fused {
 
 using at::Tensor;
+
+enum class GemmMode { kAddmm, kPacked, kGemv };
+
+// The gemv kernel's weights: w (N, K) as slabs of NG * nb output columns (nb = the vector width), column
+// n = (s * NG + g) * nb + v at packed[s][k][g][v], zero past N: one slab is K * NG * nb contiguous values, read
+// front to back. The bias (N) or none as bias[s][g][v].
+struct GemvWeights {
+  static constexpr int NG = 4;  // column vectors per slab: 4 FMAs per broadcast of x
+  Tensor w;     // (slabs, K, NG, nb)
+  Tensor bias;  // (slabs, NG, nb), or undefined
+  int64_t slabs = 0, nb = 0, N = 0, K = 0;
+};
+
+// w (N, K) with any strides: the backward passes W_hh^T as the view w_hh.t(), whose columns are then contiguous
+// rows of W_hh, so no transposed copy is made first (a 1 MB strided copy cost ~5% of a batch-1 training step).
+template <typename T>
+void pack_gemv_into(const Tensor& w, T* dst, int64_t slabs, int64_t width) {
+  const int64_t N = w.size(0), K = w.size(1), sn = w.stride(0), sk = w.stride(1);
+  const T* src = w.data_ptr<T>();
+  for (int64_t s = 0; s < slabs; ++s) {
+    const int64_t n0 = s * width, cnt = std::max<int64_t>(0, std::min<int64_t>(width, N - n0));
+    T* slab = dst + s * K * width;  // (K, width)
+    if (sn == 1) {  // the slab's columns are contiguous in w: one run of cnt values per k
+      for (int64_t k = 0; k < K; ++k) {
+        std::copy(src + n0 + k * sk, src + n0 + k * sk + cnt, slab + k * width);
+        std::fill(slab + k * width + cnt, slab + (k + 1) * width, T(0));
+      }
+    } else {  // a row of w per column: read along k, write with stride width
+      for (int64_t c = 0; c < width; ++c) {
+        if (c < cnt) {
+          const T* row = src + (n0 + c) * sn;
+          for (int64_t k = 0; k < K; ++k) slab[k * width + c] = row[k * sk];
+        } else {
+          for (int64_t k = 0; k < K; ++k) slab[k * width + c] = T(0);
+        }
+      }
+    }
+  }
+}
+
+inline GemvWeights pack_gemv(const Tensor& w, const std::optional<Tensor>& bias) {
+  GemvWeights gw;
+  gw.N = w.size(0);
+  gw.K = w.size(1);
+  const bool f64 = w.scalar_type() == at::kDouble;
+  gw.nb = f64 ? Vectorized<double>::size() : Vectorized<float>::size();
+  const int64_t width = GemvWeights::NG * gw.nb;
+  gw.slabs = (gw.N + width - 1) / width;
+  gw.w = at::empty({gw.slabs, gw.K, GemvWeights::NG, gw.nb}, w.options());
+  if (f64) {
+    pack_gemv_into<double>(w, gw.w.data_ptr<double>(), gw.slabs, width);
+  } else {
+    pack_gemv_into<float>(w, gw.w.data_ptr<float>(), gw.slabs, width);
+  }
+  if (bias) {
+    Tensor b = at::zeros({gw.slabs * width}, w.options());
+    b.narrow(0, 0, gw.N).copy_(*bias);
+    gw.bias = b;
+  }
+  return gw;
+}
+
+// y[m] (+)= x[m] w^T over slab s, for MR rows: the MR x NG vectors of the slab's columns accumulate in registers
+// (MR = 3: 12 accumulators of the 16 AVX2 vector registers), then go to y (ld values a row), the columns past N
+// left alone. Never inlined, as tile.h's tile_rows: inlined into the caller's loop GCC may spill the accumulators.
+template <typename T, int MR>
+C10_NOINLINE void gemv_rows(const GemvWeights& gw, int64_t s, const T* x, int64_t ldx, T* y, int64_t ldy) {
+  using V = Vectorized<T>;
+  constexpr int NG = GemvWeights::NG;
+  constexpr int64_t nb = V::size();
+  const int64_t K = gw.K;
+  const T* slab = gw.w.data_ptr<T>() + s * K * NG * nb;  // (K, NG, nb)
+  V acc[MR][NG];
+  for (int k = 0; k < NG; ++k) {
+    const V b = gw.bias.defined() ? V::loadu(gw.bias.data_ptr<T>() + (s * NG + k) * nb) : V(T(0));
+    for (int m = 0; m < MR; ++m) acc[m][k] = b;
+  }
+  for (int64_t r = 0; r < K; ++r) {
+    const T* wr = slab + r * NG * nb;
+    V w[NG];
+    for (int k = 0; k < NG; ++k) w[k] = V::loadu(wr + k * nb);
+    for (int m = 0; m < MR; ++m) {
+      const V xv(x[m * ldx + r]);
+      for (int k = 0; k < NG; ++k) acc[m][k] = at::vec::fmadd(xv, w[k], acc[m][k]);
+    }
+  }
+  for (int k = 0; k < NG; ++k) {
+    const int64_t n = (s * NG + k) * nb;
+    if (n >= gw.N) break;
+    const int64_t cnt = std::min<int64_t>(nb, gw.N - n);
+    for (int m = 0; m < MR; ++m) {
+      if (cnt == nb) {
+        acc[m][k].store(y + m * ldy + n);
+      } else {
+        acc[m][k].store(y + m * ldy + n, cnt);
+      }
+    }
+  }
+}
+
+// y (B, N) = x (B, K) w^T (+ bias), both row-major and contiguous. Slabs are split over threads (each thread
+// keeps the same slabs every step, so at batch 1 its share of the weights can stay in its own L2), rows go in
+// groups of 3; a product under 2^16 multiply-adds (the tests' shapes) stays on the calling thread.
+template <typename T>
+void gemv(const GemvWeights& gw, const T* x, T* y, int64_t B) {
+  constexpr int MR = 3;
+  const int64_t grain = B * gw.N * gw.K < (int64_t(1) << 16) ? gw.slabs : 1;
+  at::parallel_for(0, gw.slabs, grain, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) {
+      int64_t b = 0;
+      for (; b + MR <= B; b += MR) gemv_rows<T, MR>(gw, s, x + b * gw.K, gw.K, y + b * gw.N, gw.N);
+      if (B - b == 2) gemv_rows<T, 2>(gw, s, x + b * gw.K, gw.K, y + b * gw.N, gw.N);
+      if (B - b == 1) gemv_rows<T, 1>(gw, s, x + b * gw.K, gw.K, y + b * gw.N, gw.N);
+    }
+  });
+}
 
 using LinearPointwiseFn = Tensor(const Tensor&, const Tensor&, const std::optional<Tensor>&, std::string_view,
                                  c10::List<std::optional<at::Scalar>>, std::optional<std::string_view>);
@@ -58,37 +181,52 @@ inline Tensor linear_pointwise(const Tensor& x, const Tensor& w, const std::opti
   return stack[0].toTensor();
 }
 
+// One per-step product of a loop, y = x w^T (+ bias) for x (batch, K), formed as `mode` says (packed: float32 only).
+// w (N, K) may be a transposed view (the backward's W_hh^T). Called with a pointer to x's rows (contiguous), it
+// returns a pointer to y's (batch, N) contiguous rows, valid until the call after next (the backward reads dh_t
+// while computing dh_{t-1}).
 class Linear {
  public:
-  Linear(const Tensor& w, const std::optional<Tensor>& bias, int64_t batch, bool packed)
-      : bias_(bias), packed_(packed) {
-    if (packed_) {
+  Linear(const Tensor& w, const std::optional<Tensor>& bias, int64_t batch, GemmMode mode)
+      : bias_(bias), mode_(mode), batch_(batch), K_(w.size(1)) {
+    if (mode_ == GemmMode::kPacked) {
       w_ = reorder_linear_weight(w.contiguous(), batch);
+      return;
+    }
+    if (mode_ == GemmMode::kGemv) {
+      gemv_ = pack_gemv(w, bias);
     } else {
       w_t_ = w.t();
-      // two buffers: a result stays valid until the call after next (backward reads dh_t while
-      // computing dh_{t-1})
-      buf_[0] = at::empty({batch, w.size(0)}, w.options());
-      buf_[1] = at::empty({batch, w.size(0)}, w.options());
     }
+    buf_[0] = at::empty({batch, w.size(0)}, w.options());
+    buf_[1] = at::empty({batch, w.size(0)}, w.options());
   }
 
-  Tensor operator()(const Tensor& x) {
-    if (packed_) return linear_pointwise(x, w_, bias_);
+  template <typename T>
+  T* operator()(const T* x) {
     Tensor& y = buf_[next_];
     next_ ^= 1;
-    if (bias_) {
-      at::addmm_out(y, *bias_, x, w_t_);
-    } else {
-      at::mm_out(y, x, w_t_);
+    if (mode_ == GemmMode::kGemv) {
+      gemv<T>(gemv_, x, y.data_ptr<T>(), batch_);
+      return y.data_ptr<T>();
     }
-    return y;
+    const Tensor xt = at::from_blob(const_cast<T*>(x), {batch_, K_}, at::TensorOptions(c10::CppTypeToScalarType<T>()));
+    if (mode_ == GemmMode::kPacked) {
+      y = linear_pointwise(xt, w_, bias_).contiguous();  // held here until the call after next
+    } else if (bias_) {
+      at::addmm_out(y, *bias_, xt, w_t_);
+    } else {
+      at::mm_out(y, xt, w_t_);
+    }
+    return y.data_ptr<T>();
   }
 
  private:
   Tensor w_, w_t_;
   std::optional<Tensor> bias_;
-  bool packed_;
+  GemmMode mode_;
+  int64_t batch_, K_;
+  GemvWeights gemv_;
   Tensor buf_[2];
   int next_ = 0;
 };

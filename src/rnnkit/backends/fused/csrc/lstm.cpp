@@ -3,15 +3,19 @@
 // layouts are those of the Python loops in ../lstm.py (`_LSTMFamily`), which stay the readable reference
 // and the fallback. The pieces live in headers: vec.h (vector lanes, activations, the split over
 // threads), gates.h (each kind's gate math, forward and backward, and the row passes), layer_norm.h
-// (the layer-norm kind's row passes), gemm.h (the per-step GEMMs).
+// (the layer-norm kind's row passes), gemm.h (the per-step GEMMs). Also here: generation's one-token step
+// of a stack of layers (lstm_step, on tile.h's tiled step) for `Recurrent.step`.
 //
-// Per step, forward:  gh = h_{t-1} W_hh^T + b_hh        one GEMM (packed oneDNN weights, or addmm)
+// Per step, forward:  gh = h_{t-1} W_hh^T + b_hh        one GEMM (packed oneDNN weights, addmm, or gemv)
 //                     gates, c_t, tanh(c_t), m_t         one vectorized pass over all gates
 //                     h_t = m_t W_hr^T                    one GEMM, only with a projection
 // Per step, backward: dm = dh_t W_hr                      one GEMM, only with a projection
 //                     da (all gates), dc_{t-1}            one vectorized pass
 //                     dh_{t-1} = da W_hh                   one GEMM
-// The weight gradients stay in Python: one GEMM each over all T*B rows.
+// The weight gradients stay in Python: one GEMM each over all T*B rows. The per-step GEMMs are gemm.h's Linear:
+// oneDNN's packed GEMM for float32 batches, at::addmm for float64, rnnkit's own gemv for a few rows (batch 1:
+// one oneDNN call per step costs more than the product's arithmetic there); ../extension.py's forward_gemm and
+// backward_gemm choose.
 //
 // Shapes: T steps, B rows, H hidden units, R = H or the projection's size, G = 4H (cifg: 3H) gate
 // pre-activations per row. Both ops return a fixed number of tensors, empty ones where a kind or mode
@@ -130,6 +134,13 @@ Sizes check_sizes_of(const char* op, int64_t kind, const char* gates_name, const
   return s;
 }
 
+// How the loop forms its per-step products: 'packed' runs oneDNN in float32 only (its linear has no float64
+// kernel here), so float64 asked for 'packed' runs addmm.
+GemmMode gemm_mode(c10::string_view gemm, at::ScalarType dt) {
+  if (gemm == "gemv") return GemmMode::kGemv;
+  return gemm == "packed" && dt == at::kFloat ? GemmMode::kPacked : GemmMode::kAddmm;
+}
+
 // The layer-norm kind's gains and biases: ln_hh_weight, ln_hh_bias, ln_c_weight, ln_c_bias, ln_ih_weight and
 // ln_ih_bias (with b_ih added).
 struct LNParams {
@@ -140,15 +151,15 @@ struct LNParams {
 template <typename T, int K>
 Forward forward_impl(const Tensor& gx, const Tensor& h0, const Tensor& c0, const Tensor& w_hh,
                                  const std::optional<Tensor>& bias, const Tensor& w_hr, const Tensor& peep,
-                                 const Tensor& mask, bool training, bool packed, const LNParams& ln) {
+                                 const Tensor& mask, bool training, GemmMode mode, const LNParams& ln) {
   const int64_t T_ = gx.size(0), B = gx.size(1), G = gx.size(2), H = c0.size(1), R = h0.size(1);
   const bool proj = w_hr.defined();
   const auto opt = gx.options();
   constexpr bool is_ln = K == kLayerNorm;
   // layer norm: b_hh is added after LN_hh, so not in the GEMM
-  Linear gemm_hh(w_hh, is_ln ? std::nullopt : bias, B, packed);
+  Linear gemm_hh(w_hh, is_ln ? std::nullopt : bias, B, mode);
   std::optional<Linear> gemm_hr;
-  if (proj) gemm_hr.emplace(w_hr, std::nullopt, B, packed);
+  if (proj) gemm_hr.emplace(w_hr, std::nullopt, B, mode);
 
   Tensor out = at::empty({T_, B, R}, opt);
   Tensor acts, tcs, hs, cs, ms, m_buf;
@@ -200,20 +211,22 @@ Forward forward_impl(const Tensor& gx, const Tensor& h0, const Tensor& c0, const
   const bool* mask_p = mask.defined() ? mask.data_ptr<bool>() : nullptr;
   T* out_p = out.data_ptr<T>();
   constexpr int64_t vec = Vectorized<T>::size();
+  T* hs_p = training ? hs.data_ptr<T>() : nullptr;
+  T* cs_p = training ? cs.data_ptr<T>() : nullptr;
+  T* ms_p = training && proj ? ms.data_ptr<T>() : nullptr;
+  T* hb_p[2] = {training ? nullptr : h_buf[0].data_ptr<T>(), training ? nullptr : h_buf[1].data_ptr<T>()};
+  T* cb_p[2] = {training ? nullptr : c_buf[0].data_ptr<T>(), training ? nullptr : c_buf[1].data_ptr<T>()};
+  T* mb_p = !training && proj ? m_buf.data_ptr<T>() : nullptr;
 
   for (int64_t t = 0; t < T_; ++t) {
-    const Tensor h_prev = training ? hs[t] : h_buf[t % 2];
-    const Tensor h_next = training ? hs[t + 1] : h_buf[(t + 1) % 2];
-    const Tensor c_prev = training ? cs[t] : c_buf[t % 2];
-    const Tensor c_next = training ? cs[t + 1] : c_buf[(t + 1) % 2];
-    const Tensor m_all = proj ? (training ? ms[t] : m_buf) : h_next;
-    const Tensor gh = gemm_hh(h_prev).contiguous();  // (B, G)
-    const T* gh_p = gh.data_ptr<T>();
-    const T* hp_p = h_prev.data_ptr<T>();
-    const T* cp_p = c_prev.data_ptr<T>();
-    T* hn_p = h_next.data_ptr<T>();
-    T* cn_p = c_next.data_ptr<T>();
-    T* m_p = m_all.data_ptr<T>();
+    // h_{t-1}, h_t (B, R), c_{t-1}, c_t (B, H): the saved hs[t], hs[t + 1], ... or the two inference buffers
+    // (raw pointers: a select per step costs ~1 us, a few percent of a batch-1 step)
+    const T* hp_p = training ? hs_p + t * B * R : hb_p[t % 2];
+    T* hn_p = training ? hs_p + (t + 1) * B * R : hb_p[(t + 1) % 2];
+    const T* cp_p = training ? cs_p + t * B * H : cb_p[t % 2];
+    T* cn_p = training ? cs_p + (t + 1) * B * H : cb_p[(t + 1) % 2];
+    T* m_p = proj ? (training ? ms_p + t * B * H : mb_p) : hn_p;  // (B, H)
+    const T* gh_p = gemm_hh(hp_p);  // (B, G)
     T* act_p = training ? acts.data_ptr<T>() + t * B * G : nullptr;
     T* tc_p = training ? tcs.data_ptr<T>() + t * B * H : nullptr;
     const bool* active_p = mask_p ? mask_p + t * B : nullptr;
@@ -246,8 +259,7 @@ Forward forward_impl(const Tensor& gx, const Tensor& h0, const Tensor& c0, const
       });
     }
     if (proj) {
-      const Tensor hp = (*gemm_hr)(m_all).contiguous();  // (B, R)
-      const T* hpr = hp.data_ptr<T>();
+      const T* hpr = (*gemm_hr)(static_cast<const T*>(m_p));  // (B, R)
       for (int64_t b = 0; b < B; ++b) {
         const bool active = active_p ? active_p[b] : true;
         std::memcpy(hn_p + b * R, active ? hpr + b * R : hp_p + b * R, R * sizeof(T));
@@ -272,7 +284,7 @@ Forward forward_impl(const Tensor& gx, const Tensor& h0, const Tensor& c0, const
 template <typename T, int K>
 Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tensor& grad_c,
                                   const Tensor& w_hh, const Tensor& acts, const Tensor& tcs, const Tensor& cs,
-                                  const Tensor& w_hr, const Tensor& peep, const Tensor& mask, bool packed,
+                                  const Tensor& w_hr, const Tensor& peep, const Tensor& mask, GemmMode mode,
                                   at::TensorList ln) {
   const int64_t T_ = acts.size(0), B = acts.size(1), G = acts.size(2), H = tcs.size(2);
   constexpr bool is_ln = K == kLayerNorm;
@@ -280,9 +292,9 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
   const bool proj = w_hr.defined();
   const auto opt = acts.options();
   // dh_{t-1} = da W_hh: a linear layer with weight W_hh^T (R, G); dm = dh W_hr: weight W_hr^T (H, R)
-  Linear gemm_hh(w_hh.t().contiguous(), std::nullopt, B, packed);
+  Linear gemm_hh(w_hh.t(), std::nullopt, B, mode);
   std::optional<Linear> gemm_hr;
-  if (proj) gemm_hr.emplace(w_hr.t().contiguous(), std::nullopt, B, packed);
+  if (proj) gemm_hr.emplace(w_hr.t(), std::nullopt, B, mode);
 
   Tensor dpre = at::empty({T_, B, G}, opt);
   Tensor dh_new_all = proj ? at::empty({T_, B, R}, opt) : at::empty({0}, opt);
@@ -306,7 +318,8 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
     ri_p = ln[8].data_ptr<T>();
     g_ih_p = ln[9].data_ptr<T>();
   }
-  Tensor dh = grad_h.contiguous();
+  const Tensor grad_h_c = grad_h.contiguous();
+  const T* dh_p = grad_h_c.data_ptr<T>();  // dL/dh_t from the steps above: grad_h, then gemm_hh's results
   Tensor dc = grad_c.contiguous().clone();
   const T* gout_p = grad_out.data_ptr<T>();
   const T* act_p = acts.data_ptr<T>();
@@ -319,12 +332,10 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
 
   for (int64_t t = T_ - 1; t >= 0; --t) {
     const bool* active_p = mask_p ? mask_p + t * B : nullptr;
-    const T* dh_p = dh.data_ptr<T>();
     const T* gout_t = gout_p + t * B * R;
-    Tensor dm;
+    const T* dm_p = nullptr;
     if (proj) {  // dh_new = dh_t + grad_out_t on active rows, 0 on finished ones; dm = dh_new W_hr
-      Tensor dh_new = dh_new_all[t];
-      T* dn_p = dh_new.data_ptr<T>();
+      T* dn_p = dh_new_all.data_ptr<T>() + t * B * R;
       using V = Vectorized<T>;
       for (int64_t b = 0; b < B; ++b) {
         T* dst = dn_p + b * R;
@@ -334,9 +345,8 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
         }
         at::vec::map2([](V a, V c) { return a + c; }, dst, dh_p + b * R, gout_t + b * R, R);
       }
-      dm = (*gemm_hr)(dh_new).contiguous();  // (B, H)
+      dm_p = (*gemm_hr)(static_cast<const T*>(dn_p));  // (B, H)
     }
-    const T* dm_p = proj ? dm.data_ptr<T>() : nullptr;
     T* da_t = dpre.data_ptr<T>() + t * B * G;
     const T* act_t = act_p + t * B * G;
     const T* tc_t = tc_p + t * B * H;
@@ -375,23 +385,24 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
       });
     }
     // dh_{t-1} = d(h W_hh^T) W_hh: the gate gradients, or LN_hh's backward of them
-    Tensor dh_prev = gemm_hh(is_ln ? draw[t] : dpre[t]).contiguous();  // (B, R)
+    T* dp = gemm_hh(static_cast<const T*>(is_ln ? draw.data_ptr<T>() + t * B * G : da_t));  // (B, R)
     if (active_p) {  // a finished row's dh passes through
-      T* dp = dh_prev.data_ptr<T>();
       for (int64_t b = 0; b < B; ++b) {
         if (!active_p[b]) std::memcpy(dp + b * R, dh_p + b * R, R * sizeof(T));
       }
     }
-    dh = dh_prev;
+    dh_p = dp;
   }
+  Tensor dh = at::empty({B, R}, opt);  // dh_0 (grad_h itself when T = 0)
+  std::memcpy(dh.data_ptr<T>(), dh_p, B * R * sizeof(T));
   if constexpr (is_ln) {  // the LN parameters' gradients: the per-thread sums, added
     const Tensor total = sums.sum(0);
-    return {dpre, T_ > 0 ? dh : dh.clone(), dc, dh_new_all, draw, total.narrow(0, 0, G), total.narrow(0, G, G),
+    return {dpre, dh, dc, dh_new_all, draw, total.narrow(0, 0, G), total.narrow(0, G, G),
             total.narrow(0, 2 * G, H), total.narrow(0, 2 * G + H, H), total.narrow(0, 2 * G + 2 * H, G),
             total.narrow(0, 3 * G + 2 * H, G)};
   }
   const Tensor empty = at::empty({0}, opt);
-  return {dpre, T_ > 0 ? dh : dh.clone(), dc, dh_new_all, empty, empty, empty, empty, empty, empty, empty};  // T = 0: dh is grad_h
+  return {dpre, dh, dc, dh_new_all, empty, empty, empty, empty, empty, empty, empty};
 }
 
 // Inference through the tiled step (tile.h): float32, lstm / peephole / cifg, no projection. `in` is x (T, B, I)
@@ -463,8 +474,9 @@ Forward lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor& h0_in, con
     }
     ln.eps = eps;
   }
-  TORCH_CHECK(gemm == "addmm" || gemm == "packed" || gemm == "tiled" || gemm == "brgemm", "rnnkit_fused.lstm_forward: "
-              "gemm must be 'addmm', 'packed', 'tiled' or 'brgemm', got '", gemm, "'");
+  TORCH_CHECK(gemm == "addmm" || gemm == "packed" || gemm == "gemv" || gemm == "tiled" || gemm == "brgemm",
+              "rnnkit_fused.lstm_forward: gemm must be 'addmm', 'packed', 'gemv', 'tiled' or 'brgemm', got '", gemm,
+              "'");
   if (gemm == "tiled" || gemm == "brgemm") {
     TORCH_CHECK(!training && dt == at::kFloat && kind != kLayerNorm && !w_hr.defined(), "rnnkit_fused.lstm_forward: "
                 "gemm='tiled' runs float32 inference of lstm, peephole and cifg without weight_hr; got training=",
@@ -481,11 +493,11 @@ Forward lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor& h0_in, con
       }
     });
   }
-  const bool packed = gemm == "packed" && dt == at::kFloat;  // oneDNN's linear runs float32 here, not float64
+  const GemmMode mode = gemm_mode(gemm, dt);
   return AT_DISPATCH_FLOATING_TYPES(dt, "rnnkit_fused_lstm_forward", [&] {
     return dispatch_kind(kind, [&](auto k) {
       return forward_impl<scalar_t, decltype(k)::value>(gx, h0, c0, w_hh, bias, w_hr, peep, mask, training,
-                                                        packed, ln);
+                                                        mode, ln);
     });
   });
 }
@@ -493,8 +505,10 @@ Forward lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor& h0_in, con
 Backward lstm_backward(int64_t kind, const Tensor& grad_out_in, const Tensor& grad_h_in, const Tensor& grad_c_in,
                        const Tensor& w_hh_in, const Tensor& acts, const Tensor& tcs, const Tensor& cs,
                        const std::optional<Tensor>& w_hr_in, const std::optional<Tensor>& peep_in,
-                       const std::optional<Tensor>& mask_in, bool packed, at::TensorList ln_in) {
+                       const std::optional<Tensor>& mask_in, c10::string_view gemm, at::TensorList ln_in) {
   check_kind_and_type("lstm_backward", kind, acts);
+  TORCH_CHECK(gemm == "addmm" || gemm == "packed" || gemm == "gemv", "rnnkit_fused.lstm_backward: gemm must be "
+              "'addmm', 'packed' or 'gemv', got '", gemm, "'");
   const auto dt = acts.scalar_type();
   TORCH_CHECK(acts.is_contiguous() && tcs.is_contiguous() && cs.is_contiguous(),
               "rnnkit_fused.lstm_backward: the saved acts, tcs and cs must be contiguous");
@@ -524,11 +538,11 @@ Backward lstm_backward(int64_t kind, const Tensor& grad_out_in, const Tensor& gr
       ln.push_back(ln_in[k].to(dt).contiguous());
     }
   }
-  packed = packed && dt == at::kFloat;
+  const GemmMode mode = gemm_mode(gemm, dt);
   return AT_DISPATCH_FLOATING_TYPES(dt, "rnnkit_fused_lstm_backward", [&] {
     return dispatch_kind(kind, [&](auto k) {
       return backward_impl<scalar_t, decltype(k)::value>(grad_out, grad_h, grad_c, w_hh, acts, tcs, cs, w_hr, peep,
-                                                         mask, packed, ln);
+                                                         mask, mode, ln);
     });
   });
 }
@@ -583,6 +597,85 @@ std::tuple<Tensor, Tensor, Tensor> lstm_forward_tiled(int64_t kind, const Tensor
   });
 }
 
+// Generation (`Recurrent.step` without gradients, ../../../stepper.py): one float32 step of a stack of L layers of
+// lstm, peephole or cifg without projection, each on the tiled step (tile.h) with x_t W_ih^T inside the tile. The
+// weights are arranged once per layer by lstm_step_pack: (w, bias) = the tiles' slabs of [W_ih | W_hh] and
+// b_ih + b_hh. Per layer and block of hidden units one pass over its slab and the gates on the tile: no (B, G)
+// product goes through memory, and one call steps every layer (the Python around about ten ATen calls per layer
+// cost more than a batch-1 layer's GEMV at H = 256).
+std::tuple<Tensor, Tensor> lstm_step_pack(int64_t kind, const Tensor& w_ih_in, const std::optional<Tensor>& b_ih_in,
+                                          const Tensor& w_hh_in, const std::optional<Tensor>& b_hh_in) {
+  const char* op = "lstm_step_pack";
+  check_kind_and_type(op, kind, w_hh_in);
+  TORCH_CHECK(kind != kLayerNorm && w_hh_in.scalar_type() == at::kFloat && w_ih_in.scalar_type() == at::kFloat,
+              "rnnkit_fused.lstm_step_pack: runs float32 lstm (0), peephole (1) and cifg (2), got kind ", kind, ", ",
+              w_ih_in.scalar_type(), " weight_ih, ", w_hh_in.scalar_type(), " weight_hh");
+  TORCH_CHECK(w_hh_in.dim() == 2 && w_ih_in.dim() == 2, "rnnkit_fused.lstm_step_pack: weight_ih must be (G, I) and "
+              "weight_hh (G, H), got ", sizes_string(w_ih_in.sizes()), " and ", sizes_string(w_hh_in.sizes()));
+  const Tensor w_ih = w_ih_in.contiguous(), w_hh = w_hh_in.contiguous();
+  const int64_t H = w_hh.size(1), G = gates(kind) * H;
+  check_sizes(op, "weight_hh", w_hh, "(G, H)", {G, H});
+  check_sizes(op, "weight_ih", w_ih, "(G, I)", {G, w_ih.size(1)});
+  Tensor bias;  // b_ih + b_hh
+  for (const auto* b : {&b_ih_in, &b_hh_in}) {
+    if (!*b) continue;
+    check_sizes(op, b == &b_ih_in ? "bias_ih" : "bias_hh", **b, "(G,)", {G});
+    bias = bias.defined() ? bias + **b : (*b)->to(at::kFloat);
+  }
+  const TiledWeights tw = pack_tiles(w_ih, w_hh, bias, H, gates(kind));
+  return {tw.w, tw.bias};
+}
+
+// x (B, I), h and c (L, B, H); w, bias: L of lstm_step_pack's; weight_peephole: L (3, H) for peephole, else none.
+// Returns y (B, H) (the last layer's h_t, its own tensor), h_t and c_t (L, B, H).
+std::tuple<Tensor, Tensor, Tensor> lstm_step(int64_t kind, const Tensor& x_in, const Tensor& h_in, const Tensor& c_in,
+                                             at::TensorList w, at::TensorList bias, at::TensorList peep_in) {
+  const char* op = "lstm_step";
+  check_kind_and_type(op, kind, x_in);
+  TORCH_CHECK(kind != kLayerNorm && x_in.scalar_type() == at::kFloat, "rnnkit_fused.lstm_step: runs float32 lstm (0), "
+              "peephole (1) and cifg (2), got kind ", kind, ", ", x_in.scalar_type());
+  TORCH_CHECK(x_in.dim() == 2 && h_in.dim() == 3 && c_in.dim() == 3, "rnnkit_fused.lstm_step: x must be (B, I), h "
+              "and c (L, B, H), got ", sizes_string(x_in.sizes()), ", ", sizes_string(h_in.sizes()), " and ",
+              sizes_string(c_in.sizes()));
+  const Tensor x = x_in.contiguous(), h = h_in.to(at::kFloat).contiguous(), c = c_in.to(at::kFloat).contiguous();
+  const int64_t L = c.size(0), B = x.size(0), I = x.size(1), H = c.size(2), NG = gates(kind);
+  const int64_t nb = Vectorized<float>::size(), blocks = (H + nb - 1) / nb;
+  check_sizes(op, "c", c, "(L, B, H)", {L, B, H});
+  check_sizes(op, "h", h, "(L, B, H)", {L, B, H});
+  TORCH_CHECK(int64_t(w.size()) == L && int64_t(bias.size()) == L, "rnnkit_fused.lstm_step: w and bias must hold L = ",
+              L, " layers' lstm_step_pack results, got ", w.size(), " and ", bias.size());
+  TORCH_CHECK(int64_t(peep_in.size()) == (kind == kPeephole ? L : 0), "rnnkit_fused.lstm_step: weight_peephole must "
+              "hold ", kind == kPeephole ? L : 0, " tensors (3, H) for kind ", kind, ", got ", peep_in.size());
+  std::vector<Tensor> peep;
+  for (int64_t k = 0; k < L; ++k) {
+    const std::string wk = "w[" + std::to_string(k) + "]", bk = "bias[" + std::to_string(k) + "]";
+    check_sizes(op, wk.c_str(), w[k], "(blocks, I + H, gates, NB) of lstm_step_pack", {blocks, (k ? H : I) + H, NG, nb});
+    check_sizes(op, bk.c_str(), bias[k], "(blocks, gates, NB) of lstm_step_pack", {blocks, NG, nb});
+    TORCH_CHECK(w[k].scalar_type() == at::kFloat && bias[k].scalar_type() == at::kFloat && w[k].is_contiguous() &&
+                bias[k].is_contiguous(), "rnnkit_fused.lstm_step: ", wk, " and ", bk, " must be lstm_step_pack's "
+                "float32 tensors");
+    if (kind == kPeephole) {
+      peep.push_back(peep_in[k].to(at::kFloat).contiguous());
+      check_sizes(op, "weight_peephole", peep.back(), "(3, H)", {3, H});
+    }
+  }
+  const auto opt = x.options();
+  Tensor y = at::empty({B, H}, opt), h_out = at::empty({L, B, H}, opt), c_out = at::empty({L, B, H}, opt);
+  for (int64_t k = 0; k < L; ++k) {
+    float* h_next = h_out.data_ptr<float>() + k * B * H;
+    const TiledWeights tw{w[k], bias[k], blocks, nb, NG, k ? H : I, H};
+    const TileStep s{k ? h_out.data_ptr<float>() + (k - 1) * B * H : x.data_ptr<float>(), nullptr,
+                     h.data_ptr<float>() + k * B * H, c.data_ptr<float>() + k * B * H,
+                     kind == kPeephole ? peep[k].data_ptr<float>() : nullptr, nullptr, h_next,
+                     c_out.data_ptr<float>() + k * B * H, k == L - 1 ? y.data_ptr<float>() : h_next};
+    dispatch_kind(kind, [&](auto kc) {
+      constexpr int K = decltype(kc)::value;
+      if constexpr (K != kLayerNorm) tiled_step<K>(tw, false, B, H, s);
+    });
+  }
+  return {y, h_out, c_out};
+}
+
 }  // namespace
 }  // namespace rnnkit_fused
 
@@ -596,7 +689,7 @@ TORCH_LIBRARY(rnnkit_fused, m) {
       TORCH_FN(rnnkit_fused::lstm_forward));
   m.def(
       "lstm_backward(int kind, Tensor grad_out, Tensor grad_h, Tensor grad_c, Tensor weight_hh, Tensor acts, "
-      "Tensor tcs, Tensor cs, Tensor? weight_hr, Tensor? weight_peephole, Tensor? mask, bool packed, "
+      "Tensor tcs, Tensor cs, Tensor? weight_hr, Tensor? weight_peephole, Tensor? mask, str gemm, "
       "Tensor[] ln) -> (Tensor grad_gx, Tensor grad_h0, Tensor grad_c0, Tensor grad_h_new, Tensor grad_raw, "
       "Tensor grad_ln_hh_weight, Tensor grad_ln_hh_bias, Tensor grad_ln_c_weight, Tensor grad_ln_c_bias, "
       "Tensor grad_ln_ih_weight, Tensor grad_ln_ih_bias)",
@@ -606,6 +699,14 @@ TORCH_LIBRARY(rnnkit_fused, m) {
       "Tensor weight_hh, Tensor? bias_hh, Tensor? weight_peephole, Tensor? mask, str gemm) -> (Tensor out, "
       "Tensor h, Tensor c)",
       TORCH_FN(rnnkit_fused::lstm_forward_tiled));
+  m.def(
+      "lstm_step_pack(int kind, Tensor weight_ih, Tensor? bias_ih, Tensor weight_hh, Tensor? bias_hh) -> (Tensor w, "
+      "Tensor bias)",
+      TORCH_FN(rnnkit_fused::lstm_step_pack));
+  m.def(
+      "lstm_step(int kind, Tensor x, Tensor h, Tensor c, Tensor[] w, Tensor[] bias, Tensor[] weight_peephole) -> "
+      "(Tensor y, Tensor h, Tensor c)",
+      TORCH_FN(rnnkit_fused::lstm_step));
   m.def("packed_gemm_status() -> str", TORCH_FN(rnnkit_fused::packed_gemm_status));
   m.def("brgemm_status() -> str", TORCH_FN(rnnkit_fused::brgemm_status));
 }

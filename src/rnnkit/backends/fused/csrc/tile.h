@@ -8,7 +8,8 @@
 // part of the tile (K = I + R rows of the slab) when the loop is given x; given a precomputed
 // gx = x W_ih^T + b_ih (T, B, G) instead (I = 0), the tile starts from gx_t, read each step: streaming gx
 // through memory costs ~5-10% of the step (design section 4), so the x form is the one the layer runs.
-// Blocks are split over threads; each thread runs every row of its blocks.
+// Blocks are split over threads; each thread runs every row of its blocks. The same step serves generation:
+// lstm.cpp's lstm_step runs it once per layer for `Recurrent.step` (batch 1, one token), on slabs packed once.
 //
 // The micro-kernel is ours, at::vec FMAs (8 floats under AVX2, 16 under AVX-512), not
 // at::native::cpublas::brgemm: see brgemm_status() for why.
@@ -170,7 +171,9 @@ inline void tile_group(int64_t n, const TiledWeights& tw, int64_t blk, int64_t b
 template <int K>
 void tiled_step(const TiledWeights& tw, bool brgemm, int64_t B, int64_t H, const TileStep& s) {
   constexpr int MR = Gates<float, K>::count == 3 ? 4 : 3;  // 12 accumulators: 12 of the 16 vector registers
-  const int64_t grain = B * H < 8192 ? tw.blocks : 1;  // tiny problems (the tests) stay on one thread
+  // tiny problems (the tests) stay on one thread; batch 1 does not (H = 256: 1.3 MB of slabs, which two cores' L2
+  // hold between them)
+  const int64_t grain = B * (tw.I + tw.R) * tw.gates * H < (int64_t(1) << 16) ? tw.blocks : 1;
   at::parallel_for(0, tw.blocks, grain, [&](int64_t blk0, int64_t blk1) {
     if (brgemm) {
       thread_local std::vector<float> tile;
