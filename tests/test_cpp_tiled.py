@@ -166,7 +166,7 @@ def test_layernorm_tiled_runs_float32_inference_only():
     assert forward()[0].shape == (T, B, H)
     for kwargs, came in [({"training": True}, "training=1"), ({"dtype": torch.float64}, "Double"),
                          ({"w_hr": torch.zeros(2, H)}, "weight_hr")]:
-        with pytest.raises(RuntimeError, match=rf"runs layernorm_lstm's float32 inference without weight_hr; got .*{came}"):
+        with pytest.raises(RuntimeError, match=rf"layernorm_lstm's float32 inference without weight_hr; got .*{came}"):
             forward(**kwargs)
     with pytest.raises(RuntimeError, match=r"gemm='tiled' runs float32 inference of lstm, peephole and cifg"):
         forward(gemm="brgemm")

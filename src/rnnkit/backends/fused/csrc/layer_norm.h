@@ -3,6 +3,9 @@
 //   m = o * tanh(LN_c(c_t))
 // Each row is one unit of work: LN_ih and LN_hh reduce over the row's 4H values, LN_c over its H.
 // LN_ih normalizes the raw input projection here, per step, so the layer forms no normalized (T, B, 4H) copy.
+// LNFwdRow serves training and float64 (it saves what backward needs); LNInferRow is float32 inference's pass 2
+// of the tiled step (tile.h's tiled_raw is pass 1): both biases and both LN biases in one vector, only o kept,
+// the statistics summed in four independent chains.
 #pragma once
 
 #include <algorithm>

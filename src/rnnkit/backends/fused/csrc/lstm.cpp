@@ -23,7 +23,10 @@
 // statistics of the whole row: LN_ih's and LN_hh's over 4H, then LN_c's over H. Forward saves x_hat and
 // rstd of LN_hh and the means and rstds of LN_c and LN_ih (backward recomputes their x_hat from c_t and
 // gx); backward runs LN_c's backward inside the gate pass, LN_hh's and LN_ih's after it, and returns
-// d gx (of the raw projection), d(h W_hh^T) and the LN parameters' gradients.
+// d gx (of the raw projection), d(h W_hh^T) and the LN parameters' gradients. Its float32 inference without
+// projection (gemm 'tiled', ln_tiled_loop) runs a two-pass step instead: pass 1, h_{t-1} W_hh^T on the tiles of
+// tile.h (tiled_raw, no oneDNN call per step: at batch 1 that call cost more than the step's arithmetic);
+// pass 2, once a row's blocks are all done, the row's normalize + gates (layer_norm.h's LNInferRow).
 //
 // Lengths arrive as a (T, B) bool mask: a finished row keeps its state and outputs zeros; in the
 // backward its state gradients pass through unchanged and its gate gradients are zero.

@@ -10,6 +10,10 @@
 // through memory costs ~5-10% of the step (design section 4), so the x form is the one the layer runs.
 // Blocks are split over threads; each thread runs every row of its blocks.
 //
+// layernorm_lstm cannot compute its gates on one block's tile (LN_ih and LN_hh need the whole row): its step
+// stores the tile h_{t-1} W_hh^T of every block (tiled_raw, pass 1) and normalizes each row after (pass 2, in
+// layer_norm.h).
+//
 // The micro-kernel is ours, at::vec FMAs (8 floats under AVX2, 16 under AVX-512), not
 // at::native::cpublas::brgemm: see brgemm_status() for why.
 #pragma once
