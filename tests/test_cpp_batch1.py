@@ -102,11 +102,12 @@ def test_gemv_training_matches_float64_reference(cell, T, B, I, H, P, lens, bias
 @needs_extension
 def test_batch_one_picks_the_gemv_and_larger_batches_do_not():
     """The choice the loops get: 'gemv' up to GEMV_MAX_BATCH rows, the packed GEMM (or addmm) above; float32
-    inference of the tiled kinds keeps the tiled step."""
+    inference of the tiled kinds (layernorm_lstm's two-pass step too) keeps the tiled step."""
     big = extension.GEMV_MAX_BATCH + 1
     library = "packed" if extension.packed_gemm() else "addmm"
     assert extension.forward_gemm("lstm", True, torch.float32, None, 1) == "gemv"
-    assert extension.forward_gemm("layernorm_lstm", False, torch.float32, None, 1) == "gemv"
+    assert extension.forward_gemm("layernorm_lstm", True, torch.float32, None, 1) == "gemv"
+    assert extension.forward_gemm("layernorm_lstm", False, torch.float32, None, 1) == "tiled"  # the two-pass step
     assert extension.forward_gemm("lstm", True, torch.float32, None, big) == library
     assert extension.forward_gemm("lstm", False, torch.float32, None, 1) == "tiled"
     assert extension.backward_gemm(1) == "gemv"

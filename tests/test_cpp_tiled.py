@@ -106,3 +106,67 @@ def test_tiled_from_x_checks_its_inputs():
         forward(x=x.double())
     with pytest.raises(RuntimeError, match=r"kind 3 \(layer norm\)"):
         forward(kind=3)
+
+
+@needs_extension
+@pytest.mark.parametrize("T,B,I,H,lengths,bias,threads", CASES, ids=["tails", "lengths-2thr", "nobias", "one-row"])
+def test_layernorm_tiled_inference_matches_float64_reference(T, B, I, H, lengths, bias, threads, monkeypatch):
+    """layernorm_lstm's float32 inference runs the two-pass step (gemm 'tiled': h_{t-1} W_hh^T on the tiles of
+    tile.h, then layer_norm.h's row pass with both norms' statistics, the combined biases and LN_c): output and
+    final state within 1e-4 relative of the float64 reference backend, with x off zero mean (LN_ih's mean
+    matters) and every LN gain and bias off its init. Catches a raw tile stored at the wrong columns (partial
+    last block, row groups of 2 and 1), a bias left out of beta (b_ih, b_hh or an LN bias), LN_c's mean summed
+    over a partial vector's padding, and a finished row that does not keep its state."""
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent("layernorm_lstm", I, H, bias=bias, backend="fused")
+    with torch.no_grad():  # off the init rule (LN gains 1, LN biases 0), so no term is trivially small
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    reference = rnnkit.Recurrent("layernorm_lstm", I, H, bias=bias, backend="reference", dtype=torch.float64)
+    reference.load_state_dict(layer.state_dict())
+    x = 3 * torch.randn(T, B, I) + 1
+    state = LSTMState(torch.randn(1, B, H), torch.randn(1, B, H))
+    lens = None if lengths is None else torch.tensor(lengths)
+
+    spy = OpSpy(extension.load())
+    monkeypatch.setattr(extension, "_ops", spy)
+    picked = []
+    real_forward_gemm = extension.forward_gemm
+
+    def forward_gemm(*args):
+        picked.append(real_forward_gemm(*args))
+        return picked[-1]
+
+    monkeypatch.setattr(extension, "forward_gemm", forward_gemm)
+    with torch.no_grad(), intra_op_threads(threads):
+        out, final = layer(x, state, lengths=lens)
+        expected_out, expected = reference(x.double(), LSTMState(*(s.double() for s in state)), lengths=lens)
+    assert spy.calls == ["lstm_forward"] and picked == ["tiled"], (spy.calls, picked)
+    assert fused_lstm.last_loop == f"C++ {extension.loaded_variant()} tiled"
+    for name, e, g in [("output", expected_out, out), ("h", expected.h, final.h), ("c", expected.c, final.c)]:
+        assert g.dtype == torch.float32
+        assert_close(name, e, g, 1e-4 * max(1.0, float(e.abs().max())))
+
+
+@needs_extension
+def test_layernorm_tiled_runs_float32_inference_only():
+    """gemm='tiled' for the layer-norm kind is its float32 inference without projection: asked for training,
+    float64 or with weight_hr, the op says what it runs and what came, instead of saving nothing."""
+    ops = extension.load()
+    T, B, H = 2, 3, 5
+    G = 4 * H
+    ln = [torch.ones(G), torch.zeros(G), torch.ones(H), torch.zeros(H), torch.ones(G), torch.zeros(G)]
+
+    def forward(training=False, dtype=torch.float32, w_hr=None, gemm="tiled"):
+        def f(*shape):
+            return torch.zeros(*shape, dtype=dtype)
+        return ops.lstm_forward(3, f(T, B, G), f(B, H if w_hr is None else 2), f(B, H), f(G, H if w_hr is None else 2),
+                                None, w_hr, None, None, training, gemm, [t.to(dtype) for t in ln], 1e-5)
+
+    assert forward()[0].shape == (T, B, H)
+    for kwargs, came in [({"training": True}, "training=1"), ({"dtype": torch.float64}, "Double"),
+                         ({"w_hr": torch.zeros(2, H)}, "weight_hr")]:
+        with pytest.raises(RuntimeError, match=rf"layernorm_lstm's float32 inference without weight_hr; got .*{came}"):
+            forward(**kwargs)
+    with pytest.raises(RuntimeError, match=r"gemm='tiled' runs float32 inference of lstm, peephole and cifg"):
+        forward(gemm="brgemm")

@@ -138,6 +138,8 @@ def packed_gemm() -> bool:
 
 # kinds whose float32 inference without projection runs the tiled step (csrc/tile.h)
 TILED_KINDS = ("lstm", "peephole_lstm", "cifg_lstm")
+# and layernorm_lstm's: the two-pass step, h_{t-1} W_hh^T on the tiles (tiled_raw), then a row pass (layer_norm.h)
+TILED_GX_KINDS = (*TILED_KINDS, "layernorm_lstm")
 
 
 # batches up to this size run the per-step products on rnnkit's own gemv (csrc/gemm.h), larger ones on oneDNN's
@@ -150,11 +152,11 @@ GEMV_MAX_BATCH = 8
 def forward_gemm(kind: str, training: bool, dtype: torch.dtype, weight_hr: torch.Tensor | None, batch: int) -> str:
     """How the C++ forward forms the recurrent products: 'tiled', 'gemv', 'packed' (oneDNN) or 'addmm'.
 
-    'tiled' for float32 inference of lstm, peephole and cifg without projection; else 'gemv' for a batch of at
-    most ``GEMV_MAX_BATCH`` rows; else 'packed' where ``packed_gemm()`` (float64 then runs addmm in C++), else
-    'addmm'.
+    'tiled' for float32 inference of lstm, peephole, cifg and layernorm_lstm without projection; else 'gemv' for a
+    batch of at most ``GEMV_MAX_BATCH`` rows; else 'packed' where ``packed_gemm()`` (float64 then runs addmm in
+    C++), else 'addmm'.
     """
-    if not training and dtype == torch.float32 and weight_hr is None and kind in TILED_KINDS:
+    if not training and dtype == torch.float32 and weight_hr is None and kind in TILED_GX_KINDS:
         return "tiled"
     return backward_gemm(batch)
 

@@ -37,6 +37,9 @@ the layer hands this backend x itself (``tiled_projection`` returns a ``TiledInp
 step forms x_t W_ih^T + b_ih inside each step's tile (``lstm_forward_tiled``, csrc/tile.h) instead of
 reading a (T, B, G) gx precomputed for all steps.
 
+layernorm_lstm's float32 inference without projection runs its two-pass tiled step (gemm 'tiled': per step
+h_{t-1} W_hh^T on the tiles of csrc/tile.h, then a row pass with both norms and the gates, csrc/layer_norm.h).
+
 layernorm_lstm's input path: the layer hands this backend the raw x W_ih^T (``input_projection``).
 Where the C++ loop runs, it normalizes each step's rows itself (LN_ih, then + b_ih) and its backward
 returns d(x W_ih^T) = LN_ih's backward of the gate gradients, d ln_ih_weight = sum_t da * x_hat_ih and

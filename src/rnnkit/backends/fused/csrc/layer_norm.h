@@ -3,8 +3,12 @@
 //   m = o * tanh(LN_c(c_t))
 // Each row is one unit of work: LN_ih and LN_hh reduce over the row's 4H values, LN_c over its H.
 // LN_ih normalizes the raw input projection here, per step, so the layer forms no normalized (T, B, 4H) copy.
+// LNFwdRow serves training and float64 (it saves what backward needs); LNInferRow is float32 inference's pass 2
+// of the tiled step (tile.h's tiled_raw is pass 1): both biases and both LN biases in one vector, only o kept,
+// the statistics summed in four independent chains.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -118,6 +122,119 @@ struct LNFwdRow {
         l.st(active ? mv : l.ld(h_prev), m);
         l.st(active ? mv : zero, out);
       }
+    });
+  }
+};
+
+// Sums over x (n) with four independent chains of vector adds: one chain (at::vec::reduce_all) waits on the
+// add's latency at every vector, ~3x slower over a row of 4H floats.
+template <typename T>
+T sum4(const T* x, int64_t n) {
+  using V = Vectorized<T>;
+  constexpr int64_t w = V::size();
+  V s[4] = {V(T(0)), V(T(0)), V(T(0)), V(T(0))};
+  int64_t j = 0;
+  for (; j + 4 * w <= n; j += 4 * w) {
+    for (int k = 0; k < 4; ++k) s[k] = s[k] + V::loadu(x + j + k * w);
+  }
+  for (; j < n; j += w) s[0] = s[0] + V::loadu(x + j, std::min(w, n - j));  // a partial load zero-fills
+  const auto add = [](const V& a, const V& b) { return a + b; };
+  return at::vec::vec_reduce_all<T>(add, (s[0] + s[1]) + (s[2] + s[3]));
+}
+
+// sum over x (n) of (x - mean)^2, four chains as sum4.
+template <typename T>
+T sum_sq_dev4(const T* x, int64_t n, T mean) {
+  using V = Vectorized<T>;
+  constexpr int64_t w = V::size();
+  const V m(mean);
+  V s[4] = {V(T(0)), V(T(0)), V(T(0)), V(T(0))};
+  int64_t j = 0;
+  for (; j + 4 * w <= n; j += 4 * w) {
+    for (int k = 0; k < 4; ++k) {
+      const V d = V::loadu(x + j + k * w) - m;
+      s[k] = at::vec::fmadd(d, d, s[k]);
+    }
+  }
+  for (; j < n; j += w) {
+    const int64_t cnt = std::min(w, n - j);
+    const V d = V::loadu(x + j, cnt) - m;
+    s[0] = s[0] + V::set(V(T(0)), d * d, cnt);  // the zero-filled lanes would add mean^2
+  }
+  const auto add = [](const V& a, const V& b) { return a + b; };
+  return at::vec::vec_reduce_all<T>(add, (s[0] + s[1]) + (s[2] + s[3]));
+}
+
+// Mean and 1 / sqrt(var + eps) of x (n), two passes (as mean_rstd), four chains each.
+template <typename T>
+std::pair<T, T> mean_rstd4(const T* x, int64_t n, T eps) {
+  const T mean = sum4(x, n) / T(n);
+  return {mean, T(1) / std::sqrt(sum_sq_dev4(x, n, mean) / T(n) + eps)};
+}
+
+// Inference of one whole row, pass 2 of the tiled step (tile.h's tiled_raw is pass 1): nothing is saved, so
+// the gates are not stored (only o, for the output) and a finished row only keeps its state:
+//
+//   pre  = LN_ih(gx) + LN_hh(raw) + beta,  beta = ln_ih_bias + b_ih + ln_hh_bias + b_hh (one vector, G)
+//        = (gx - mean_ih) * rstd_ih * g_ih + (raw - mean_hh) * rstd_hh * g_hh + beta
+//   c_t  as the plain LSTM;  h_t = o * tanh(LN_c(c_t)), LN_c's mean summed in the gate pass
+//
+// Passes over the row: two over gx and two over raw (their statistics), the gate pass (c_t to c_next, o to
+// o_buf), one over c_t (its variance), the output pass.
+template <typename T>
+struct LNInferRow {
+  const T* gx;      // (G) x_t W_ih^T, raw
+  const T* raw;     // (G) h_{t-1} W_hh^T
+  const T* g_ih;    // (G) LN_ih gain
+  const T* g_hh;    // (G) LN_hh gain
+  const T* beta;    // (G) ln_ih_bias + b_ih + ln_hh_bias + b_hh
+  const T* g_c;     // (H) LN_c gain
+  const T* b_c;     // (H) LN_c bias
+  const T* c_prev;  // (H)
+  const T* h_prev;  // (H)
+  T* o_buf;         // (H) scratch: the output gate
+  T* c_next;        // (H)
+  T* h_next;        // (H)
+  T* out;           // (H)
+  bool active;
+  T eps;
+
+  void operator()(int64_t H) const {
+    using V = Vectorized<T>;
+    using Gk = Gates<T, kLSTM>;
+    if (!active) {  // a finished row keeps its state and outputs zeros
+      std::copy(c_prev, c_prev + H, c_next);
+      std::copy(h_prev, h_prev + H, h_next);
+      std::fill(out, out + H, T(0));
+      return;
+    }
+    const int64_t G = 4 * H;
+    const auto [mean_x, rs_x] = mean_rstd4(gx, G, eps);
+    const auto [mean_h, rs_h] = mean_rstd4(raw, G, eps);
+    const V mx(mean_x), rx(rs_x), mh(mean_h), rh(rs_h);
+    V sum_c(T(0));
+    for_lanes<T>(0, H, [&](const Lanes<T>& l) {
+      V a[4];
+      for (int k = 0; k < 4; ++k) {
+        const V nx = (l.ld(gx + k * H) - mx) * l.ld(g_ih + k * H);
+        const V nh = (l.ld(raw + k * H) - mh) * l.ld(g_hh + k * H);
+        a[k] = at::vec::fmadd(nh, rh, at::vec::fmadd(nx, rx, l.ld(beta + k * H)));
+      }
+      const V c = Gk::forward(a, l.ld(c_prev), nullptr);
+      // past H, a partial load zero-filled every input (gains and beta too): a = 0 there, so c = 0.5 * 0 +
+      // 0.5 * tanh(0) = 0 exactly, and the sum holds the row's H values only
+      sum_c = sum_c + c;
+      l.st(c, c_next);
+      l.st(a[Gk::o], o_buf);
+    });
+    const T mean_c = at::vec::vec_reduce_all<T>([](const V& a, const V& b) { return a + b; }, sum_c) / T(H);
+    const T rs_c = T(1) / std::sqrt(sum_sq_dev4(static_cast<const T*>(c_next), H, mean_c) / T(H) + eps);
+    const V mc(mean_c), rc(rs_c);
+    for_lanes<T>(0, H, [&](const Lanes<T>& l) {
+      const V t = Act<T>::tanh(at::vec::fmadd((l.ld(c_next) - mc) * rc, l.ld(g_c), l.ld(b_c)));
+      const V m = l.ld(o_buf) * t;
+      l.st(m, h_next);
+      l.st(m, out);
     });
   }
 };

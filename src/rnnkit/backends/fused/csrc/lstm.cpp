@@ -27,7 +27,10 @@
 // statistics of the whole row: LN_ih's and LN_hh's over 4H, then LN_c's over H. Forward saves x_hat and
 // rstd of LN_hh and the means and rstds of LN_c and LN_ih (backward recomputes their x_hat from c_t and
 // gx); backward runs LN_c's backward inside the gate pass, LN_hh's and LN_ih's after it, and returns
-// d gx (of the raw projection), d(h W_hh^T) and the LN parameters' gradients.
+// d gx (of the raw projection), d(h W_hh^T) and the LN parameters' gradients. Its float32 inference without
+// projection (gemm 'tiled', ln_tiled_loop) runs a two-pass step instead: pass 1, h_{t-1} W_hh^T on the tiles of
+// tile.h (tiled_raw, no oneDNN call per step: at batch 1 that call cost more than the step's arithmetic);
+// pass 2, once a row's blocks are all done, the row's normalize + gates (layer_norm.h's LNInferRow).
 //
 // Lengths arrive as a (T, B) bool mask: a finished row keeps its state and outputs zeros; in the
 // backward its state gradients pass through unchanged and its gate gradients are zero.
@@ -432,6 +435,43 @@ std::tuple<Tensor, Tensor, Tensor> tiled_loop(const Tensor& in, const Tensor& w_
   return {out, h_buf[T_ % 2], c_buf[T_ % 2]};
 }
 
+// Inference of layernorm_lstm through its two-pass tiled step: float32, no projection. gx (T, B, G) is the raw
+// x W_ih^T, bias b_hh or none, ln as in lstm_forward. Per step, pass 1: raw = h_{t-1} W_hh^T on the tiles of
+// tile.h (tiled_raw: blocks of hidden units over threads, no GEMM call); pass 2, once every block of a row is
+// done (LN_hh's statistics need the whole row): the row's normalize + gates (layer_norm.h's LNInferRow, rows
+// over threads). Returns out (T, B, H), h_T and c_T (B, H).
+std::tuple<Tensor, Tensor, Tensor> ln_tiled_loop(const Tensor& gx, const Tensor& h0, const Tensor& c0,
+                                                 const Tensor& w_hh, const std::optional<Tensor>& bias,
+                                                 const Tensor& mask, const LNParams& ln) {
+  const int64_t T_ = gx.size(0), B = gx.size(1), G = gx.size(2), H = c0.size(1);
+  const auto opt = gx.options();
+  const TiledWeights tw = pack_tiles(Tensor(), w_hh, Tensor(), H, 4);  // no bias: b_hh comes after LN_hh
+  Tensor beta = ln.w[5] + ln.w[1];  // (G) ln_ih_bias + b_ih + ln_hh_bias (+ b_hh)
+  if (bias) beta = beta + *bias;
+  Tensor raw = at::empty({B, G}, opt), o_buf = at::empty({B, H}, opt);
+  Tensor out = at::empty({T_, B, H}, opt);
+  Tensor h_buf[2] = {h0.clone(), at::empty({B, H}, opt)}, c_buf[2] = {c0.clone(), at::empty({B, H}, opt)};
+  const float *gx_p = gx.data_ptr<float>(), *beta_p = beta.data_ptr<float>();
+  const float *g_hh = ln.w[0].data_ptr<float>(), *g_c = ln.w[2].data_ptr<float>(), *b_c = ln.w[3].data_ptr<float>();
+  const float* g_ih = ln.w[4].data_ptr<float>();
+  float *raw_p = raw.data_ptr<float>(), *o_p = o_buf.data_ptr<float>(), *out_p = out.data_ptr<float>();
+  const bool* mask_p = mask.defined() ? mask.data_ptr<bool>() : nullptr;
+  const float eps = static_cast<float>(ln.eps);
+  for (int64_t t = 0; t < T_; ++t) {
+    const float *hp = h_buf[t % 2].data_ptr<float>(), *cp = c_buf[t % 2].data_ptr<float>();
+    float *hn = h_buf[(t + 1) % 2].data_ptr<float>(), *cn = c_buf[(t + 1) % 2].data_ptr<float>();
+    const bool* active = mask_p ? mask_p + t * B : nullptr;
+    tiled_raw(tw, B, H, hp, raw_p);  // (B, G)
+    for_whole_rows(B, G, [&](int64_t b) {
+      LNInferRow<float> row{gx_p + (t * B + b) * G, raw_p + b * G, g_ih, g_hh, beta_p, g_c, b_c, cp + b * H,
+                            hp + b * H, o_p + b * H, cn + b * H, hn + b * H, out_p + (t * B + b) * H,
+                            active ? active[b] : true, eps};
+      row(H);
+    });
+  }
+  return {out, h_buf[T_ % 2], c_buf[T_ % 2]};
+}
+
 template <typename F>
 auto dispatch_kind(int64_t kind, const F& f) {
   switch (kind) {
@@ -477,6 +517,14 @@ Forward lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor& h0_in, con
   TORCH_CHECK(gemm == "addmm" || gemm == "packed" || gemm == "gemv" || gemm == "tiled" || gemm == "brgemm",
               "rnnkit_fused.lstm_forward: gemm must be 'addmm', 'packed', 'gemv', 'tiled' or 'brgemm', got '", gemm,
               "'");
+  if (kind == kLayerNorm && gemm == "tiled") {
+    TORCH_CHECK(!training && dt == at::kFloat && !w_hr.defined(), "rnnkit_fused.lstm_forward: gemm='tiled' runs "
+                "layernorm_lstm's float32 inference without weight_hr; got training=", training, ", ", dt,
+                w_hr.defined() ? ", weight_hr" : "");
+    const auto [out, h, c] = ln_tiled_loop(gx, h0, c0, w_hh, bias, mask, ln);
+    const Tensor empty = at::empty({0}, gx.options());
+    return Forward{out, h, c, empty, empty, empty, empty, empty, empty, empty, empty, empty, empty, empty};
+  }
   if (gemm == "tiled" || gemm == "brgemm") {
     TORCH_CHECK(!training && dt == at::kFloat && kind != kLayerNorm && !w_hr.defined(), "rnnkit_fused.lstm_forward: "
                 "gemm='tiled' runs float32 inference of lstm, peephole and cifg without weight_hr; got training=",

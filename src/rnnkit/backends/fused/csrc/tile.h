@@ -11,6 +11,10 @@
 // Blocks are split over threads; each thread runs every row of its blocks. The same step serves generation:
 // lstm.cpp's lstm_step runs it once per layer for `Recurrent.step` (batch 1, one token), on slabs packed once.
 //
+// layernorm_lstm cannot compute its gates on one block's tile (LN_ih and LN_hh need the whole row): its step
+// stores the tile h_{t-1} W_hh^T of every block (tiled_raw, pass 1) and normalizes each row after (pass 2, in
+// layer_norm.h).
+//
 // The micro-kernel is ours, at::vec FMAs (8 floats under AVX2, 16 under AVX-512), not
 // at::native::cpublas::brgemm: see brgemm_status() for why.
 #pragma once
@@ -156,6 +160,62 @@ inline void brgemm_block(const TiledWeights& tw, int64_t blk, int64_t B, int64_t
     }
     gates_on_tile<K>(a, l, b, H, R, pw, s);
   }
+}
+
+// The layer-norm kind's products, pass 1 of its two-pass step (LN_ih and LN_hh need the statistics of the
+// whole row, so the gates cannot be computed on one block's tile): for MR rows and one block, the tile
+//
+//     raw = h_{t-1} W_hh^T      (no bias: LN_hh normalizes the product alone, b_hh comes after it)
+//
+// is stored at raw[b][k*H + blk*NB + v], the (B, G) layout of a GEMM's output. Pass 2 (LNFwdRow,
+// layer_norm.h), once every block of a row is done, normalizes the row and computes the gates on it.
+template <int MR>
+C10_NOINLINE void raw_rows(const TiledWeights& tw, int64_t blk, int64_t b0, int64_t H, const float* h_prev,
+                           float* raw) {
+  using V = Vectorized<float>;
+  constexpr int NG = 4;
+  const int64_t G = NG * H, R = tw.R, nb = tw.nb;
+  const int64_t j = blk * nb;
+  const Lanes<float> l{j, std::min<int64_t>(nb, H - j)};
+  const float* slab = tw.w.data_ptr<float>() + blk * R * NG * nb;  // (R, NG, nb)
+  V acc[MR][NG];  // (MR, NG, nb): the tile
+  for (int m = 0; m < MR; ++m) {
+    for (int k = 0; k < NG; ++k) acc[m][k] = V(0.f);
+  }
+  const float* rows[MR];
+  for (int m = 0; m < MR; ++m) rows[m] = h_prev + (b0 + m) * R;
+  accumulate<MR, NG>(acc, rows, slab, R);
+  for (int m = 0; m < MR; ++m) {
+    for (int k = 0; k < NG; ++k) l.st(acc[m][k], raw + (b0 + m) * G + k * H);
+  }
+}
+
+// raw_rows<n> for n = 1 .. MR rows.
+template <int MR>
+inline void raw_group(int64_t n, const TiledWeights& tw, int64_t blk, int64_t b0, int64_t H, const float* h_prev,
+                      float* raw) {
+  if constexpr (MR > 1) {
+    if (n < MR) return raw_group<MR - 1>(n, tw, blk, b0, H, h_prev, raw);
+  }
+  raw_rows<MR>(tw, blk, b0, H, h_prev, raw);
+}
+
+// Pass 1 of the layer-norm kind's step for every row and block: raw (B, G) = h_{t-1} (B, R) W_hh^T, the
+// weights packed by pack_tiles(undefined, w_hh, undefined, H, 4).
+inline void tiled_raw(const TiledWeights& tw, int64_t B, int64_t H, const float* h_prev, float* raw) {
+  constexpr int MR = 3;  // 12 accumulators, as tiled_step
+  const int64_t grain = B * H < 8192 ? tw.blocks : 1;  // tiny problems (the tests) stay on one thread
+  at::parallel_for(0, tw.blocks, grain, [&](int64_t blk0, int64_t blk1) {
+    for (int64_t blk = blk0; blk < blk1; ++blk) {
+      int64_t b = 0;
+      while (b < B) {  // rows grouped as in tiled_step
+        const int64_t left = B - b;
+        const int64_t n = left == MR + 1 ? MR - 1 : std::min<int64_t>(left, MR);
+        raw_group<MR>(n, tw, blk, b, H, h_prev, raw);
+        b += n;
+      }
+    }
+  });
 }
 
 // tile_rows<K, n> for n = 1 .. MR rows.
