@@ -33,7 +33,6 @@ import torch
 
 import rnnkit
 from rnnkit.backends.fused import extension
-from rnnkit.backends.fused import lstm as fused_lstm
 from rnnkit.cells import LSTMState
 from tests.helpers import OpSpy, assert_close
 
@@ -182,7 +181,7 @@ def test_unavailable_extension_warns_once_and_falls_back(monkeypatch):
     monkeypatch.delenv(extension.ENV_DISABLE, raising=False)
     monkeypatch.setattr(extension, "_ops", None)
     monkeypatch.setattr(extension, "_reason", "build failed: simulated")
-    monkeypatch.setattr(fused_lstm, "_warned_no_extension", False)
+    monkeypatch.setattr(extension, "_warned", set())
     assert extension.load() is None
     assert "simulated" in extension.status()
     layer = rnnkit.Recurrent("cifg_lstm", 3, 4, backend="fused")

@@ -57,7 +57,6 @@ long as none of them changes the parameters meanwhile).
 from __future__ import annotations
 
 import threading
-import warnings
 from types import SimpleNamespace
 from typing import ClassVar
 
@@ -219,28 +218,19 @@ class _LSTMOutput:
 
 
 _CPP_STEP_KINDS = {"lstm": 0, "peephole_lstm": 1, "cifg_lstm": 2}  # as csrc/gates.h's Kind
-_warned_no_cpp_step = False
 
 
 def _cpp_step_ops(cell_name: str, w: dict[str, Tensor]):
     """``torch.ops.rnnkit_fused`` where this layer's step runs in C++, else None: lstm, peephole_lstm and cifg_lstm,
     float32 on CPU, without projection, the C++ loops loaded (``RNNKIT_NO_EXTENSION=1`` turns them off). Where they
     cannot load, warns once with the reason and returns None: the torch ops below step instead."""
-    global _warned_no_cpp_step
     if cell_name not in _CPP_STEP_KINDS or "weight_hr" in w:
         return None
     if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in w.values()):
         return None
     from .backends.fused import extension  # the backends import the driver, which this module is beside
 
-    if extension.disabled():
-        return None
-    ops = extension.load()
-    if ops is None and not _warned_no_cpp_step:
-        _warned_no_cpp_step = True
-        warnings.warn(f"rnnkit layer.step: C++ loops {extension.status()}; stepping with torch ops",
-                      RuntimeWarning, stacklevel=5)
-    return ops
+    return extension.load_or_warn("rnnkit layer.step", "stepping with torch ops", stacklevel=5)
 
 
 class _CppLSTMStep:

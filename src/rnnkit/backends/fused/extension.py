@@ -46,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -67,6 +68,7 @@ _brgemm_reason: str | None = None  # "" when cpublas::brgemm runs float32
 _build_seconds: float | None = None  # how long the build that made the loaded library took
 _built_now = False  # whether this process compiled it (else it came from the cache)
 _variant: str | None = None  # the variant loaded: 'avx512', 'avx2' or 'default'
+_warned: set[str] = set()  # the callers of load_or_warn already told that the C++ loops did not load
 
 
 def disabled() -> bool:
@@ -81,6 +83,17 @@ def load():
     if _reason is None:
         _build()
     return _ops
+
+
+def load_or_warn(caller: str, instead: str, stacklevel: int):
+    """``load()`` for ``caller`` ("rnnkit fused LSTM"): where the ops cannot load (and ``RNNKIT_NO_EXTENSION`` did
+    not ask for that), warns once per caller, naming the reason and what runs ``instead``; ``stacklevel`` as
+    ``warnings.warn``'s, counted from the caller."""
+    ops = load()
+    if ops is None and not disabled() and caller not in _warned:
+        _warned.add(caller)
+        warnings.warn(f"{caller}: C++ loops {status()}; {instead}", RuntimeWarning, stacklevel=stacklevel + 1)
+    return ops
 
 
 def status() -> str:

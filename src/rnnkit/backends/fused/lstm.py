@@ -180,7 +180,6 @@ def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
 
 # kinds the C++ loops (csrc/) run, in float32 and float64; bf16 (CPU autocast) runs them in float32
 _CPP_KIND = {"lstm": 0, "peephole_lstm": 1, "cifg_lstm": 2, "layernorm_lstm": 3}
-_warned_no_extension = False
 _warned_autocast = False
 # what the LSTM family's last call ran, in words ("C++ avx2 tiled", "Python"); `rnnkit bench` prints it
 last_loop = ""
@@ -188,18 +187,10 @@ last_loop = ""
 
 def _cpp_loops(kind: str, gx: Tensor):
     """The C++ time loops for this call (``torch.ops.rnnkit_fused``), or None: the Python loops run."""
-    global _warned_no_extension
     if kind not in _CPP_KIND or gx.device.type != "cpu" or gx.dtype not in (torch.float32, torch.float64,
                                                                                torch.bfloat16):
         return None
-    if extension.disabled():
-        return None
-    ops = extension.load()
-    if ops is None and not _warned_no_extension:
-        _warned_no_extension = True
-        warnings.warn(f"rnnkit fused LSTM: C++ loops {extension.status()}; using the slower Python loops",
-                      RuntimeWarning, stacklevel=3)
-    return ops
+    return extension.load_or_warn("rnnkit fused LSTM", "using the slower Python loops", stacklevel=3)
 
 
 def _loop_dtype(gx: Tensor) -> torch.dtype:
