@@ -1,7 +1,7 @@
 """Every headline result of the README, reproduced by one command (issue 31): ``make results``.
 
 Each result (a ``Row`` of ``ROWS``) is one ``rnnkit`` command with the shipped defaults, run for seeds 0, 1 and 2
-with ``OMP_NUM_THREADS`` fixed (``--threads``, 2 by default) and named in the table. Per row and seed it keeps
+with ``OMP_NUM_THREADS`` fixed (``--threads``, 1 by default) and named in the table. Per row and seed it keeps
 ``results/<row>-seed<N>.json`` (the command, the metrics it printed, the steps, the wall time, the CPU, the
 threads); a result whose JSON exists is not run again, and a run killed midway continues from its ``last/``
 checkpoint (``--resume``), so the command can be stopped and started as often as needed. The run directories

@@ -122,7 +122,7 @@ def test_quick_runs_a_row_writes_its_json_and_table_and_a_second_call_does_not_r
     saved = tmp_path / "results" / "speech-vowels-seed0.json"
     first = json.loads(saved.read_text())
     assert (first["steps"], first["threads"], first["metric"]) == (reproduce.QUICK_STEPS, 1, "accuracy")
-    assert first["command"].startswith("export OMP_NUM_THREADS=2; rnnkit speech train --seed 0")
+    assert first["command"].startswith("export OMP_NUM_THREADS=1; rnnkit speech train --seed 0")
     assert 0 <= first["value"] <= 1 and first["baseline"] == pytest.approx(0.0784, abs=1e-4)
     printed = capsys.readouterr().out
     if not reproduce.available(["forecast", "train", "--series", "sp500"]):
