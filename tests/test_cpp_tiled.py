@@ -33,6 +33,35 @@ CASES = [
 ]
 
 
+def perturbed_pair(cell, I, H, bias):
+    """A fused float32 layer seeded with 0 and moved off its init rule (so no term is trivially small), and the
+    float64 reference layer with the same weights."""
+    torch.manual_seed(0)
+    layer = rnnkit.Recurrent(cell, I, H, bias=bias, backend="fused")
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    reference = rnnkit.Recurrent(cell, I, H, bias=bias, backend="reference", dtype=torch.float64)
+    reference.load_state_dict(layer.state_dict())
+    return layer, reference
+
+
+def spy_on_forward(monkeypatch, run=None):
+    """The C++ ops called (an ``OpSpy``) and what ``extension.forward_gemm`` picked, per call; the kernel that
+    runs is ``run`` where given, else the one picked."""
+    spy = OpSpy(extension.load())
+    monkeypatch.setattr(extension, "_ops", spy)
+    picked = []
+    real_forward_gemm = extension.forward_gemm
+
+    def forward_gemm(*args):
+        picked.append(real_forward_gemm(*args))
+        return picked[-1] if run is None else run
+
+    monkeypatch.setattr(extension, "forward_gemm", forward_gemm)
+    return spy, picked
+
+
 @needs_extension
 @pytest.mark.parametrize("source", ["x", "gx"])
 @pytest.mark.parametrize("gemm", ["tiled", "brgemm"])
@@ -42,27 +71,12 @@ def test_tiled_inference_matches_float64_reference(cell, T, B, I, H, lengths, bi
                                                    monkeypatch):
     if gemm == "brgemm" and extension.brgemm_status():
         pytest.skip(extension.brgemm_status())
-    torch.manual_seed(0)
-    layer = rnnkit.Recurrent(cell, I, H, bias=bias, backend="fused")
-    with torch.no_grad():  # off the init rule, so no term is trivially small
-        for p in layer.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    reference = rnnkit.Recurrent(cell, I, H, bias=bias, backend="reference", dtype=torch.float64)
-    reference.load_state_dict(layer.state_dict())
+    layer, reference = perturbed_pair(cell, I, H, bias)
     x = torch.randn(T, B, I)
     state = LSTMState(torch.randn(1, B, H), torch.randn(1, B, H))
     lens = None if lengths is None else torch.tensor(lengths)
 
-    spy = OpSpy(extension.load())
-    monkeypatch.setattr(extension, "_ops", spy)
-    picked = []
-    real_forward_gemm = extension.forward_gemm
-
-    def forward_gemm(*args):  # what forward_gemm picks, then the kernel this test runs
-        picked.append(real_forward_gemm(*args))
-        return gemm
-
-    monkeypatch.setattr(extension, "forward_gemm", forward_gemm)
+    spy, picked = spy_on_forward(monkeypatch, run=gemm)
     monkeypatch.setattr(extension, "tiled_gemm", lambda: gemm)
     if source == "gx":  # the layer projects x itself and the loop reads gx
         monkeypatch.setattr(fused_lstm, "tiled_input", lambda *args: False)
@@ -117,27 +131,12 @@ def test_layernorm_tiled_inference_matches_float64_reference(T, B, I, H, lengths
     matters) and every LN gain and bias off its init. Catches a raw tile stored at the wrong columns (partial
     last block, row groups of 2 and 1), a bias left out of beta (b_ih, b_hh or an LN bias), LN_c's mean summed
     over a partial vector's padding, and a finished row that does not keep its state."""
-    torch.manual_seed(0)
-    layer = rnnkit.Recurrent("layernorm_lstm", I, H, bias=bias, backend="fused")
-    with torch.no_grad():  # off the init rule (LN gains 1, LN biases 0), so no term is trivially small
-        for p in layer.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    reference = rnnkit.Recurrent("layernorm_lstm", I, H, bias=bias, backend="reference", dtype=torch.float64)
-    reference.load_state_dict(layer.state_dict())
+    layer, reference = perturbed_pair("layernorm_lstm", I, H, bias)  # LN gains off 1, LN biases off 0 too
     x = 3 * torch.randn(T, B, I) + 1
     state = LSTMState(torch.randn(1, B, H), torch.randn(1, B, H))
     lens = None if lengths is None else torch.tensor(lengths)
 
-    spy = OpSpy(extension.load())
-    monkeypatch.setattr(extension, "_ops", spy)
-    picked = []
-    real_forward_gemm = extension.forward_gemm
-
-    def forward_gemm(*args):
-        picked.append(real_forward_gemm(*args))
-        return picked[-1]
-
-    monkeypatch.setattr(extension, "forward_gemm", forward_gemm)
+    spy, picked = spy_on_forward(monkeypatch)
     with torch.no_grad(), intra_op_threads(threads):
         out, final = layer(x, state, lengths=lens)
         expected_out, expected = reference(x.double(), LSTMState(*(s.double() for s in state)), lengths=lens)
