@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit.backends import NotSupported
+from rnnkit.backends import NotSupported, fused
 from rnnkit.cli import main
 from rnnkit.train import checkpoint
 
@@ -478,6 +478,30 @@ def test_layer_nan_input_propagates():
     x[2, 0, 1] = float("nan")
     out, _ = rnnkit.Recurrent("lstm", 3, 4)(x)
     assert not torch.isfinite(out[2:, 0]).all() and torch.isfinite(out[:, 1]).all()
+
+
+@pytest.mark.parametrize("cell", sorted(fused.KERNELS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_fused_loops_propagate_nan_as_torch_does(cell, dtype):
+    """A NaN at (t=2, b=0) makes every later output of sequence 0 NaN and leaves sequence 1 finite, in every
+    path of the fused loops: batch 2 (gemv) and 16 (packed GEMM), training and inference (the tiled step), and
+    layer.step. Catches an activation that clamps its input (float32's exp_u20 turned NaN into 0 in all four C++
+    LSTM kinds, so the NaN never reached the loss and the Trainer's guard)."""
+    for batch in (2, 16):
+        x = torch.randn(5, batch, 3, dtype=dtype)
+        x[2, 0, 1] = float("nan")
+        layer = rnnkit.Recurrent(cell, 3, 4, num_layers=2, backend="fused", dtype=dtype)
+        for training in (True, False):
+            with torch.set_grad_enabled(training):
+                out, _ = layer(x)
+            assert layer.last_backend == "fused"
+            assert not torch.isfinite(out[2:, 0]).any(), (batch, training)
+            assert torch.isfinite(out[:, 1:]).all(), (batch, training)
+    with torch.no_grad():
+        state = None
+        for t in range(5):
+            y, state = layer.step(x[t, :2], state)
+    assert not torch.isfinite(y[0]).any() and torch.isfinite(y[1]).all()
 
 
 # --------------------------------------------------------------------------- checkpoints: safe loading

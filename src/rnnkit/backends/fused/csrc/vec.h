@@ -14,8 +14,10 @@ namespace rnnkit_fused {
 using at::vec::Vectorized;
 
 // Activations. float: exp_u20, a polynomial exp (max error ~20 ulp) that is ~2.7x faster than Sleef's;
-// tanh(x) = 1 - 2 / (exp(2x) + 1), absolute error ~1e-7. double: Sleef's 1-ulp exp and tanh, so float64
-// stays within 1e-10 of the reference.
+// tanh(x) = 1 - 2 / (exp(2x) + 1), absolute error ~1e-7. exp_u20 clamps its input, which turns a NaN into
+// a finite number, so a NaN input is put back (as torch's activations give NaN for NaN: a NaN in the data
+// must reach the loss, where the Trainer's guard sees it). double: Sleef's 1-ulp exp and tanh (NaN in, NaN
+// out), so float64 stays within 1e-10 of the reference.
 template <typename T>
 struct Act;
 
@@ -24,12 +26,13 @@ struct Act<float> {
   using V = Vectorized<float>;
   static V sigmoid(const V& x) {
     const V one(1.f);
-    return one / (one + x.neg().exp_u20());
+    return keep_nan(one / (one + x.neg().exp_u20()), x);
   }
   static V tanh(const V& x) {
     const V one(1.f), two(2.f);
-    return one - two / ((x * two).exp_u20() + one);
+    return keep_nan(one - two / ((x * two).exp_u20() + one), x);
   }
+  static V keep_nan(const V& y, const V& x) { return V::blendv(y, x, x.isnan()); }
 };
 
 template <>
