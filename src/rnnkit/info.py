@@ -85,7 +85,7 @@ def auto_picks(devices: list[str]) -> list[dict]:
                 row = {"cell": cell, "device": device, "shape": [B, T, I, H]}
                 for mode, training in (("training", True), ("inference", False)):
                     problem = Problem(cell=cell, cell_options=(), device=device, dtype=torch.float32, batch=B,
-                                      steps=T, training=training)
+                                      steps=T, training=training, hidden_size=H)
                     row[mode] = select("auto", problem).NAME
                 picks.append(row)
     return picks

@@ -239,7 +239,7 @@ class Recurrent(nn.Module):
         device = x.device.type
         autocast = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
         problem = Problem(self.cell.name, tuple(self.cell_options.items()), device, x.dtype, B, T, training,
-                          regularizers, autocast, torch.compiler.is_exporting())
+                          regularizers, autocast, torch.compiler.is_exporting(), self.hidden_size, self.proj_size)
         backend = backends.select(self.backend, problem)
         out, state = backends.run(backend, self, x, lengths, state)  # (T, B, D*R)
         self.last_backend = backend.NAME

@@ -43,6 +43,7 @@ from types import ModuleType
 import torch
 
 from . import fused, native, reference, scan, triton
+from .fused import extension as fused_extension
 
 
 class NotSupported(RuntimeError):
@@ -63,6 +64,8 @@ class Problem:
     regularizers: tuple[str, ...] = ()  # rnnkit.regularize's regularizers active in this call
     autocast: torch.dtype | None = None  # the autocast dtype on this device, None where autocast is off
     exporting: bool = False  # under torch.export (torch.compiler.is_exporting()): only EXPORT_ORDER's backends run
+    hidden_size: int | None = None  # H of the layer; None where the caller does not say (auto then ignores it)
+    proj_size: int = 0  # R < H of a projected LSTM, 0 where there is none
 
 
 BACKENDS: dict[str, ModuleType] = {"reference": reference, "native": native, "fused": fused, "scan": scan,
@@ -100,6 +103,18 @@ SCAN_MIN_STEPS_CUDA = 32
 # in inference nn.GRU is faster at every batch (`rnnkit bench --cells gru --backend fused`).
 FUSED_GRU_MAX_BATCH_CPU = 16
 
+# rnnkit's C++ LSTM loop (fused) against torch's oneDNN LSTM on CPU, float32, ratio of times fused / nn.LSTM on a
+# quiet 2-core AVX2 EPYC (benchmarks/fused_lstm.py --cells lstm, docs/results.md "auto's LSTM rows"):
+# - inference (the tiled step): faster at every batch measured up to H = 512: 0.77 at (B,T,I,H) =
+#   (1,1000,64,256), 0.87 at (4,250,64,256), 0.80 at (8,200,64,256), 0.94 at (16,100,128,256), 0.88 at
+#   (32,100,128,256), 0.93 at (64,256,256,512); not at H = 1024 (1.05 at (16,512,128,1024));
+# - training: faster only at the smallest batches (rnnkit's gemv): 0.70 at batch 1, 0.95 at 4, even at 8 (0.99 /
+#   1.03), slower at 16 (1.16-1.22).
+# Only the plain float32 LSTM (no projection, no autocast) and only where the C++ loops load: the fused backend's
+# Python loops are far slower than torch's.
+FUSED_LSTM_MAX_HIDDEN_INFERENCE_CPU = 512
+FUSED_LSTM_MAX_BATCH_TRAINING_CPU = 4
+
 
 def auto_order(problem: Problem) -> tuple[str, ...]:
     """auto's preference for this problem; the first backend that supports it runs."""
@@ -108,7 +123,21 @@ def auto_order(problem: Problem) -> tuple[str, ...]:
     if (problem.cell == "gru" and problem.device == "cpu" and problem.training
             and problem.batch <= FUSED_GRU_MAX_BATCH_CPU):
         return ("fused", *AUTO_ORDER)
+    if problem.cell == "lstm" and _fused_lstm_wins(problem):
+        return ("fused", *AUTO_ORDER)
     return AUTO_ORDER
+
+
+def _fused_lstm_wins(problem: Problem) -> bool:
+    """Where rnnkit's C++ LSTM loop is faster than torch's on CPU (the measurements above)."""
+    if (problem.device != "cpu" or problem.dtype != torch.float32 or problem.autocast is not None
+            or problem.proj_size or problem.cell_options or problem.regularizers):
+        return False
+    if problem.training:
+        wins = problem.batch <= FUSED_LSTM_MAX_BATCH_TRAINING_CPU
+    else:
+        wins = problem.hidden_size is not None and problem.hidden_size <= FUSED_LSTM_MAX_HIDDEN_INFERENCE_CPU
+    return wins and fused_extension.load() is not None
 
 
 def backend_names() -> list[str]:
