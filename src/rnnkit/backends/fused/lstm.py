@@ -37,6 +37,13 @@ the layer hands this backend x itself (``tiled_projection`` returns a ``TiledInp
 step forms x_t W_ih^T + b_ih inside each step's tile (``lstm_forward_tiled``, csrc/tile.h) instead of
 reading a (T, B, G) gx precomputed for all steps.
 
+Under CPU bf16 autocast gx comes in bf16 and the C++ loops run float32 (state, gates, layer norms, outputs, as the
+reference path does under autocast); ``extension.autocast_gemm`` says whether their per-step GEMMs (h W_hh^T,
+h W_hr^T, and the backward's da W_hh, dh W_hr) take bf16 operands with float32 accumulation ('bf16', or
+'bf16-emulated' where ``RNNKIT_BF16_GEMM=1`` forces it on a CPU without bf16 instructions) or stay float32, said
+once per process. The weight gradients stay float32 GEMMs over all T*B rows: one large GEMM each, already efficient
+in float32, and float32 keeps them free of bf16's output rounding.
+
 layernorm_lstm's float32 inference without projection runs its two-pass tiled step (gemm 'tiled': per step
 h_{t-1} W_hh^T on the tiles of csrc/tile.h, then a row pass with both norms and the gates, csrc/layer_norm.h).
 
