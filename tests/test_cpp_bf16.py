@@ -121,6 +121,27 @@ def test_bf16_gemms_match_float32_loops(cell, T, B, I, H, lengths, monkeypatch):
 
 
 @needs_extension
+@pytest.mark.parametrize("cell", list(fused_lstm._CPP_KIND))
+def test_bf16_gemms_in_inference(cell, monkeypatch):
+    """Under no_grad the float32 loops would run the tiled step; forced on, the loop from gx with bf16 GEMMs."""
+    layer = perturbed_layer(cell, 6, 24)
+    x = torch.randn(9, 5, 6)
+    outs, ran = {}, {}
+    for forced in ("1", "0"):
+        monkeypatch.setenv(extension.ENV_BF16, forced)
+        spy = OpSpy(extension.load())
+        monkeypatch.setattr(extension, "_ops", spy)
+        with torch.no_grad(), warnings.catch_warnings(), torch.autocast("cpu", dtype=torch.bfloat16):
+            warnings.simplefilter("ignore")
+            outs[forced] = layer(x)[0]
+        monkeypatch.setattr(extension, "_ops", spy.ops)
+        ran[forced] = gemms(spy)
+    assert ran == {"1": [FORCED_GEMM], "0": ["tiled"]}, f"the loops ran {ran}"
+    assert_close("output", outs["0"], outs["1"], BF16_TOL[cell] * float(outs["0"].abs().max()))
+    assert relative(outs["0"], outs["1"]) > RAN_TOL
+
+
+@needs_extension
 def test_bf16_gemms_with_projection(monkeypatch):
     """h_t = m_t W_hr^T is a per-step product too: bf16 operands, the backward's dm = dh W_hr as well."""
     layer = perturbed_layer("lstm", 5, 16, proj_size=6)

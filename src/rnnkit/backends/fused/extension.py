@@ -116,6 +116,10 @@ def status() -> str:
     brgemm = "runs here" if brgemm_status() == "" else brgemm_status()
     gemm += (f", rnnkit's gemv at batch <= {GEMV_MAX_BATCH}, tiled inference and layer.step on rnnkit's own at::vec "
              f"micro-kernel (cpublas::brgemm float32: {brgemm})")
+    instructions = cpu_bf16_instructions()
+    bf16 = bf16_gemm_status() or "runs here"
+    gemm += (f"; bf16 GEMMs under CPU autocast: {bf16}" if instructions else
+             f"; bf16 GEMMs under CPU autocast: none (no AVX-512 BF16 or AMX; {ENV_BF16}=1 emulates them)")
     if _build_seconds is None:
         built = ""
     else:
