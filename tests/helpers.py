@@ -28,16 +28,19 @@ def named_grads(module: torch.nn.Module) -> dict[str, Tensor]:
 
 
 class OpSpy:
-    """Stands in for an op namespace (``torch.ops.rnnkit_fused``) and records the name of each op called."""
+    """Stands in for an op namespace (``torch.ops.rnnkit_fused``) and records the name of each op called, and in
+    ``arguments`` and ``results`` what it was given and returned."""
 
     def __init__(self, ops):
-        self.ops, self.calls = ops, []
+        self.ops, self.calls, self.arguments, self.results = ops, [], [], []
 
     def __getattr__(self, name):
         op = getattr(self.ops, name)
 
         def call(*args):
             self.calls.append(name)
-            return op(*args)
+            self.arguments.append(args)
+            self.results.append(op(*args))
+            return self.results[-1]
 
         return call

@@ -2,8 +2,9 @@
 
 Under ``torch.autocast("cpu", torch.bfloat16)`` the input projection comes in bf16; the fused backend
 must not leave its C++ loops for the Python ones. This CPU class (no AVX-512 BF16 or AMX) has no bf16
-GEMM worth using, so the loops run float32 (state, gates and both layer norms), say so once per
-process, and return float32 as the reference path does under autocast.
+GEMM worth using, so, unless ``RNNKIT_BF16_GEMM=1`` asks for emulated bf16 GEMMs (tests/test_cpp_bf16.py),
+the loops run float32 (state, gates, both layer norms and their GEMMs), say so once per process, and return
+float32 as the reference path does under autocast.
 
 Tolerance, against the reference backend in plain float32 (no autocast), relative to the largest value
 of each output and gradient: 1e-2, or 1.5x the reference backend's own error under autocast where that
@@ -43,6 +44,8 @@ def outputs_and_grads(layer, x, autocast: bool) -> dict:
 
 
 @needs_extension
+@pytest.mark.skipif(extension.load() is not None and extension.cpu_bf16_instructions() is not None and
+                    extension.bf16_gemm_status() == "", reason="this CPU runs the bf16 GEMMs (tests/test_cpp_bf16.py)")
 @pytest.mark.parametrize("cell", list(fused_lstm._CPP_KIND))
 def test_autocast_runs_the_float32_cpp_loops(cell, monkeypatch):
     torch.manual_seed(0)
@@ -52,10 +55,12 @@ def test_autocast_runs_the_float32_cpp_loops(cell, monkeypatch):
     x = torch.randn(9, 4, 6)
     spy = OpSpy(extension.load())
     monkeypatch.setattr(extension, "_ops", spy)
-    monkeypatch.setattr(fused_lstm, "_warned_autocast", False)
-    with pytest.warns(RuntimeWarning, match="under bf16 autocast: the C.. loops run in float32"):
+    monkeypatch.setattr(fused_lstm, "_warned_autocast", set())
+    monkeypatch.delenv(extension.ENV_BF16, raising=False)  # the CPU decides
+    with pytest.warns(RuntimeWarning, match="under bf16 autocast: the C.. loops run in float32 .this CPU"):
         got = outputs_and_grads(layer, x, autocast=True)
     assert spy.calls == ["lstm_forward", "lstm_backward"], f"autocast left the C++ loops: {spy.calls}"
+    assert fused_lstm.last_loop.endswith("float32"), f"the loops ran {fused_lstm.last_loop}"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once per process
         outputs_and_grads(layer, x, autocast=True)

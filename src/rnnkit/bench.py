@@ -10,8 +10,9 @@ cancels. Each time is ``torch.utils.benchmark.Timer(..., num_threads=...).blocke
 The header names torch, the CPU, its capability and the flags the ratios depend on (AMX,
 AVX-512 BF16); the footer how many cores other processes kept busy (the noise). For the LSTM family
 on the fused backend, ``loops`` says which loops ran: ``C++`` with the variant (avx512, avx2, default)
-and the recurrent GEMM (tiled, packed, addmm), ``float32`` where they ran float32 under bf16 autocast,
-or ``Python``.
+and the recurrent GEMM (tiled, packed, gemv, addmm; under bf16 autocast ``bf16`` where the per-step GEMMs took
+bf16 operands, ``bf16-emulated`` where ``RNNKIT_BF16_GEMM=1`` forced them on a CPU without bf16 instructions),
+``float32`` where they ran float32 GEMMs under bf16 autocast, or ``Python``.
 
     rnnkit bench                                  # the four shapes of the issue, all cells
     rnnkit bench --quick                          # one small shape, a smoke test

@@ -34,6 +34,13 @@ once per sequence (the private ops ``mkldnn::_reorder_linear_weight`` and
 ``mkldnn::_linear_pointwise``, checked against ``addmm`` once per process); if not, the C++ loops use
 ``at::addmm`` and ``status()`` names the reason. Batches of at most ``GEMV_MAX_BATCH`` rows use neither:
 ``forward_gemm`` and ``backward_gemm`` give them rnnkit's own gemv (csrc/gemm.h), in float32 and float64.
+
+Under CPU bf16 autocast the loops run float32 (state, gates, layer norms, outputs), and ``autocast_gemm()`` says
+how their per-step products run: 'bf16' (bf16 operands, float32 accumulation: ``cpublas::brgemm`` on weights
+converted and packed once per call) on a CPU with bf16 instructions (AVX-512 BF16 or AMX) where
+``bf16_gemm_status()`` says it runs, else float32 GEMMs. ``RNNKIT_BF16_GEMM=1`` forces bf16 operands where the
+CPU lacks the instructions ('bf16-emulated': the same rounding, float32 products; correct, slower: for tests),
+``RNNKIT_BF16_GEMM=0`` forces float32.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ import torch
 
 ENV_DISABLE = "RNNKIT_NO_EXTENSION"
 ENV_VARIANT = "RNNKIT_CPU_VARIANT"  # avx2 or default: a lower variant than the CPU's
+ENV_BF16 = "RNNKIT_BF16_GEMM"  # 1 or 0: bf16 GEMMs in the C++ loops under CPU bf16 autocast forced on or off
 VARIANTS = ("avx512", "avx2", "default")  # best first
 BUILD_MESSAGE = "building rnnkit's C++ loops for this CPU, once (about a minute on 2 cores)"
 FAILED_FILE = "rnnkit_build_failed.txt"  # in the cache folder: the failed build's key, then its reason
@@ -65,6 +73,7 @@ _ops = None  # torch.ops.rnnkit_fused once built
 _reason: str | None = None  # why the extension is unavailable; "" when loaded; None before the first attempt
 _packed_reason: str | None = None  # "" when the packed oneDNN GEMM works
 _brgemm_reason: str | None = None  # "" when cpublas::brgemm runs float32
+_bf16_reason: str | None = None  # "" when cpublas::brgemm runs bf16 x bf16 -> float32 (the 'bf16' GEMMs)
 _build_seconds: float | None = None  # how long the build that made the loaded library took
 _built_now = False  # whether this process compiled it (else it came from the cache)
 _variant: str | None = None  # the variant loaded: 'avx512', 'avx2' or 'default'
@@ -107,6 +116,10 @@ def status() -> str:
     brgemm = "runs here" if brgemm_status() == "" else brgemm_status()
     gemm += (f", rnnkit's gemv at batch <= {GEMV_MAX_BATCH}, tiled inference and layer.step on rnnkit's own at::vec "
              f"micro-kernel (cpublas::brgemm float32: {brgemm})")
+    instructions = cpu_bf16_instructions()
+    bf16 = bf16_gemm_status() or "runs here"
+    gemm += (f"; bf16 GEMMs under CPU autocast: {bf16}" if instructions else
+             f"; bf16 GEMMs under CPU autocast: none (no AVX-512 BF16 or AMX; {ENV_BF16}=1 emulates them)")
     if _build_seconds is None:
         built = ""
     else:
@@ -202,6 +215,63 @@ def brgemm_status() -> str:
         except Exception as e:  # a broken private API must not break info
             _brgemm_reason = f"brgemm check failed: {e}"
     return _brgemm_reason
+
+
+def bf16_gemm_status() -> str:
+    """"" when the 'bf16' GEMMs (``cpublas::pack`` + ``cpublas::brgemm``, bf16 x bf16 -> float32, csrc/gemm.h)
+    run here and agree with ``at::mm`` of the bf16-rounded operands (checked once), else why not."""
+    global _bf16_reason
+    if _ops is None:
+        return "the C++ loops are not loaded"
+    if _bf16_reason is None:
+        try:
+            _bf16_reason = str(_ops.bf16_gemm_status())
+        except Exception as e:  # a broken private API must not break training
+            _bf16_reason = f"bf16 GEMM check failed: {e}"
+    return _bf16_reason
+
+
+def cpu_bf16_instructions() -> str | None:
+    """The bf16 instructions this CPU has, in words ('AMX', 'AVX-512 BF16'), or None (torch's private checks)."""
+    checks = (("AMX", "_is_amx_tile_supported"), ("AVX-512 BF16", "_is_avx512_bf16_supported"))
+    for name, check in checks:
+        try:
+            if getattr(torch.cpu, check)():
+                return name
+        except (AttributeError, RuntimeError):
+            continue
+    return None
+
+
+def bf16_forced() -> bool | None:
+    """``RNNKIT_BF16_GEMM``: True (1), False (0) or None (unset: the CPU decides), read on every call."""
+    value = os.environ.get(ENV_BF16, "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{ENV_BF16}={value!r}: expected 1 (bf16 GEMMs on), 0 (off) or unset (the CPU decides)")
+    return None if value == "" else value == "1"
+
+
+def autocast_gemm() -> tuple[str | None, str]:
+    """How the C++ loops form their per-step products under CPU bf16 autocast: (gemm, note).
+
+    ('bf16', "") on a CPU with bf16 instructions where ``bf16_gemm_status()`` is "" (unless
+    ``RNNKIT_BF16_GEMM=0``); ('bf16-emulated', note) where ``RNNKIT_BF16_GEMM=1`` asks for bf16 GEMMs that cannot
+    run here (bf16-rounded operands, float32 products: the numbers of 'bf16', slower than float32); (None, note):
+    float32 GEMMs. The note says why, in words, for the once-per-process warning; "" needs none.
+    """
+    forced = bf16_forced()
+    if forced is False:
+        return None, f"the C++ loops run in float32 ({ENV_BF16}=0)"
+    instructions = cpu_bf16_instructions()
+    status = bf16_gemm_status()
+    if instructions is not None and status == "":
+        return "bf16", ""
+    why = ("this CPU has no bf16 instructions (AVX-512 BF16 or AMX)" if instructions is None
+           else f"the bf16 GEMMs do not run on this {instructions} CPU: {status}")
+    if forced:
+        return "bf16-emulated", (f"{ENV_BF16}=1 but {why}: the C++ loops emulate the bf16 GEMMs (bf16-rounded "
+                                 f"operands, float32 products; correct, slower than float32)")
+    return None, f"the C++ loops run in float32 ({why})"
 
 
 def find_ninja(path: str | None = None) -> str | None:

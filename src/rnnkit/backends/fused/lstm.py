@@ -37,6 +37,13 @@ the layer hands this backend x itself (``tiled_projection`` returns a ``TiledInp
 step forms x_t W_ih^T + b_ih inside each step's tile (``lstm_forward_tiled``, csrc/tile.h) instead of
 reading a (T, B, G) gx precomputed for all steps.
 
+Under CPU bf16 autocast gx comes in bf16 and the C++ loops run float32 (state, gates, layer norms, outputs, as the
+reference path does under autocast); ``extension.autocast_gemm`` says whether their per-step GEMMs (h W_hh^T,
+h W_hr^T, and the backward's da W_hh, dh W_hr) take bf16 operands with float32 accumulation ('bf16', or
+'bf16-emulated' where ``RNNKIT_BF16_GEMM=1`` forces it on a CPU without bf16 instructions) or stay float32, said
+once per process. The weight gradients stay float32 GEMMs over all T*B rows: one large GEMM each, already efficient
+in float32, and float32 keeps them free of bf16's output rounding.
+
 layernorm_lstm's float32 inference without projection runs its two-pass tiled step (gemm 'tiled': per step
 h_{t-1} W_hh^T on the tiles of csrc/tile.h, then a row pass with both norms and the gates, csrc/layer_norm.h).
 
@@ -180,8 +187,9 @@ def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
 
 # kinds the C++ loops (csrc/) run, in float32 and float64; bf16 (CPU autocast) runs them in float32
 _CPP_KIND = {"lstm": 0, "peephole_lstm": 1, "cifg_lstm": 2, "layernorm_lstm": 3}
-_warned_autocast = False
-# what the LSTM family's last call ran, in words ("C++ avx2 tiled", "Python"); `rnnkit bench` prints it
+_warned_autocast: set[str] = set()  # the autocast notes (``extension.autocast_gemm``) already said
+# what the LSTM family's last call ran, in words ("C++ avx2 tiled", "C++ avx512 bf16", "Python"); `rnnkit bench`
+# prints it
 last_loop = ""
 
 
@@ -193,26 +201,21 @@ def _cpp_loops(kind: str, gx: Tensor):
     return extension.load_or_warn("rnnkit fused LSTM", "using the slower Python loops", stacklevel=3)
 
 
-def _loop_dtype(gx: Tensor) -> torch.dtype:
-    """The dtype the C++ loops run in: gx's, or float32 for a bf16 gx (CPU autocast), said once per process.
+def _loop_dtype(gx: Tensor) -> tuple[torch.dtype, str | None]:
+    """(the dtype the C++ loops run in, their bf16 GEMM or None): gx's dtype and None, or for a bf16 gx (CPU
+    autocast) float32 and ``extension.autocast_gemm()``'s choice, whose note is said once per process.
 
     float32 then holds the state, the gates and the layer norms, and the outputs are float32, as on the
-    reference path under autocast; the gradients go back in the inputs' dtypes.
+    reference path under autocast; with 'bf16' (or 'bf16-emulated') the per-step products take bf16 operands and
+    accumulate in float32; the gradients go back in the inputs' dtypes.
     """
-    global _warned_autocast
     if gx.dtype != torch.bfloat16:
-        return gx.dtype
-    if not _warned_autocast:
-        _warned_autocast = True
-        try:
-            bf16_cpu = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):  # a private op of torch
-            bf16_cpu = False
-        reason = "bf16 GEMMs inside them are not written yet" if bf16_cpu else \
-            "this CPU has no bf16 instructions (AVX-512 BF16 or AMX)"
-        warnings.warn(f"rnnkit fused LSTM under bf16 autocast: the C++ loops run in float32 ({reason})",
-                      RuntimeWarning, stacklevel=4)
-    return torch.float32
+        return gx.dtype, None
+    gemm, note = extension.autocast_gemm()
+    if note and note not in _warned_autocast:
+        _warned_autocast.add(note)
+        warnings.warn(f"rnnkit fused LSTM under bf16 autocast: {note}", RuntimeWarning, stacklevel=4)
+    return torch.float32, gemm
 
 
 class _LSTMLoop(torch.autograd.Function):
@@ -229,21 +232,23 @@ class _LSTMLoop(torch.autograd.Function):
         ctx.dtypes = [None if x is None else x.dtype for x in inputs]
         global last_loop
         ctx.cpp = ops is not None
+        ctx.bf16 = None  # the C++ loops' bf16 GEMM under autocast ('bf16', 'bf16-emulated'), for the backward
         last_loop = "Python"
         if ops is not None:  # the same loop in C++, saving the same tensors
             ctx.kind, ctx.eps, ctx.mask, ctx.keep = kind, eps, mask, None
             ctx.has_bias = bias_hh is not None
-            dtype = _loop_dtype(gx)
+            dtype, ctx.bf16 = _loop_dtype(gx)
             W, W_hr, peep = weight_hh.to(dtype), _cast(weight_hr, dtype), _cast(weight_peephole, dtype)
             # needs_input_grad ignores grad mode: under no_grad (grad_enabled False) nothing is saved
             training = grad_enabled and any(ctx.needs_input_grad)
             ln = [] if kind != "layernorm_lstm" else [x.to(dtype) for x in (ln_hh_weight, ln_hh_bias, ln_c_weight,
                                                                             ln_c_bias, ln_ih_weight, ln_ih_bias)]
-            gemm = extension.forward_gemm(kind, training, dtype, W_hr, gx.shape[1])
+            gemm = ctx.bf16 or extension.forward_gemm(kind, training, dtype, W_hr, gx.shape[1])
             out, h, c, acts, tcs, hs, cs, ms, xhat_hh, rstd_hh, mean_c, rstd_c, mean_ih, rstd_ih = ops.lstm_forward(
                 _CPP_KIND[kind], gx.to(dtype), h0, c0, W, _cast(bias_hh, dtype), W_hr, peep,
                 None if mask is None else mask[..., 0], training, gemm, ln, eps)
-            last_loop = f"C++ {extension.loaded_variant()} {gemm}" + (" float32" if dtype != gx.dtype else "")
+            float32 = dtype != gx.dtype and ctx.bf16 is None  # under autocast, without bf16 GEMMs
+            last_loop = f"C++ {extension.loaded_variant()} {gemm}" + (" float32" if float32 else "")
             if training:  # layer norm: x_hat_hh, rstd_hh, mean_c, rstd_c, the hh and c gains, LN_ih's statistics
                 # and gain (the backward reads gx from the inputs)
                 ln_saved = [xhat_hh, rstd_hh, mean_c, rstd_c, ln[0], ln[2], mean_ih, rstd_ih, ln[4]] if ln else []
@@ -373,7 +378,7 @@ class _LSTMLoop(torch.autograd.Function):
                 ln_saved = [xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c, inputs[0].to(dtype), *saved[16:]] if ln else []
                 dpre_all, dh, dc, dhnew, draw, *ln_grads = ops.lstm_backward(
                     _CPP_KIND[kind], grad_out, dh, dc, W, acts, tcs, cs, W_hr, peep,
-                    None if mask is None else mask[..., 0], extension.backward_gemm(B), ln_saved)
+                    None if mask is None else mask[..., 0], ctx.bf16 or extension.backward_gemm(B), ln_saved)
                 # layer norm: d(h W_hh^T), and the LN parameters' gradients, summed in the loop
                 draw_all, grad_ln = (draw, ln_grads) if ln else (dpre_all, None)
                 dhnew_all = dhnew if W_hr is not None else None

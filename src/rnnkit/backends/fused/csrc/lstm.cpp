@@ -14,8 +14,9 @@
 //                     dh_{t-1} = da W_hh                   one GEMM
 // The weight gradients stay in Python: one GEMM each over all T*B rows. The per-step GEMMs are gemm.h's Linear:
 // oneDNN's packed GEMM for float32 batches, at::addmm for float64, rnnkit's own gemv for a few rows (batch 1:
-// one oneDNN call per step costs more than the product's arithmetic there); ../extension.py's forward_gemm and
-// backward_gemm choose.
+// one oneDNN call per step costs more than the product's arithmetic there); under CPU bf16 autocast, bf16
+// operands with float32 accumulation (gemm.h's bf16 and bf16-emulated; the gates, cell state and outputs stay
+// float32). ../extension.py's forward_gemm, backward_gemm and autocast_gemm choose.
 //
 // Shapes: T steps, B rows, H hidden units, R = H or the projection's size, G = 4H (cifg: 3H) gate
 // pre-activations per row. Both ops return a fixed number of tensors, empty ones where a kind or mode
@@ -138,8 +139,14 @@ Sizes check_sizes_of(const char* op, int64_t kind, const char* gates_name, const
 }
 
 // How the loop forms its per-step products: 'packed' runs oneDNN in float32 only (its linear has no float64
-// kernel here), so float64 asked for 'packed' runs addmm.
-GemmMode gemm_mode(c10::string_view gemm, at::ScalarType dt) {
+// kernel here), so float64 asked for 'packed' runs addmm; 'bf16' and 'bf16-emulated' (gemm.h) run float32 loops
+// only, and are refused for float64.
+GemmMode gemm_mode(const char* op, c10::string_view gemm, at::ScalarType dt) {
+  if (gemm == "bf16" || gemm == "bf16-emulated") {
+    TORCH_CHECK(dt == at::kFloat, "rnnkit_fused.", op, ": gemm='", gemm, "' runs float32 loops (CPU bf16 autocast), "
+                "got ", dt);
+    return gemm == "bf16" ? GemmMode::kBf16 : GemmMode::kBf16Emulated;
+  }
   if (gemm == "gemv") return GemmMode::kGemv;
   return gemm == "packed" && dt == at::kFloat ? GemmMode::kPacked : GemmMode::kAddmm;
 }
@@ -514,9 +521,9 @@ Forward lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor& h0_in, con
     }
     ln.eps = eps;
   }
-  TORCH_CHECK(gemm == "addmm" || gemm == "packed" || gemm == "gemv" || gemm == "tiled" || gemm == "brgemm",
-              "rnnkit_fused.lstm_forward: gemm must be 'addmm', 'packed', 'gemv', 'tiled' or 'brgemm', got '", gemm,
-              "'");
+  TORCH_CHECK(gemm == "addmm" || gemm == "packed" || gemm == "gemv" || gemm == "tiled" || gemm == "brgemm" ||
+              gemm == "bf16" || gemm == "bf16-emulated", "rnnkit_fused.lstm_forward: gemm must be 'addmm', 'packed', "
+              "'gemv', 'tiled', 'brgemm', 'bf16' or 'bf16-emulated', got '", gemm, "'");
   if (kind == kLayerNorm && gemm == "tiled") {
     TORCH_CHECK(!training && dt == at::kFloat && !w_hr.defined(), "rnnkit_fused.lstm_forward: gemm='tiled' runs "
                 "layernorm_lstm's float32 inference without weight_hr; got training=", training, ", ", dt,
@@ -541,7 +548,7 @@ Forward lstm_forward(int64_t kind, const Tensor& gx_in, const Tensor& h0_in, con
       }
     });
   }
-  const GemmMode mode = gemm_mode(gemm, dt);
+  const GemmMode mode = gemm_mode("lstm_forward", gemm, dt);
   return AT_DISPATCH_FLOATING_TYPES(dt, "rnnkit_fused_lstm_forward", [&] {
     return dispatch_kind(kind, [&](auto k) {
       return forward_impl<scalar_t, decltype(k)::value>(gx, h0, c0, w_hh, bias, w_hr, peep, mask, training,
@@ -555,8 +562,9 @@ Backward lstm_backward(int64_t kind, const Tensor& grad_out_in, const Tensor& gr
                        const std::optional<Tensor>& w_hr_in, const std::optional<Tensor>& peep_in,
                        const std::optional<Tensor>& mask_in, c10::string_view gemm, at::TensorList ln_in) {
   check_kind_and_type("lstm_backward", kind, acts);
-  TORCH_CHECK(gemm == "addmm" || gemm == "packed" || gemm == "gemv", "rnnkit_fused.lstm_backward: gemm must be "
-              "'addmm', 'packed' or 'gemv', got '", gemm, "'");
+  TORCH_CHECK(gemm == "addmm" || gemm == "packed" || gemm == "gemv" || gemm == "bf16" || gemm == "bf16-emulated",
+              "rnnkit_fused.lstm_backward: gemm must be 'addmm', 'packed', 'gemv', 'bf16' or 'bf16-emulated', got '",
+              gemm, "'");
   const auto dt = acts.scalar_type();
   TORCH_CHECK(acts.is_contiguous() && tcs.is_contiguous() && cs.is_contiguous(),
               "rnnkit_fused.lstm_backward: the saved acts, tcs and cs must be contiguous");
@@ -586,7 +594,7 @@ Backward lstm_backward(int64_t kind, const Tensor& grad_out_in, const Tensor& gr
       ln.push_back(ln_in[k].to(dt).contiguous());
     }
   }
-  const GemmMode mode = gemm_mode(gemm, dt);
+  const GemmMode mode = gemm_mode("lstm_backward", gemm, dt);
   return AT_DISPATCH_FLOATING_TYPES(dt, "rnnkit_fused_lstm_backward", [&] {
     return dispatch_kind(kind, [&](auto k) {
       return backward_impl<scalar_t, decltype(k)::value>(grad_out, grad_h, grad_c, w_hh, acts, tcs, cs, w_hr, peep,
@@ -757,4 +765,5 @@ TORCH_LIBRARY(rnnkit_fused, m) {
       TORCH_FN(rnnkit_fused::lstm_step));
   m.def("packed_gemm_status() -> str", TORCH_FN(rnnkit_fused::packed_gemm_status));
   m.def("brgemm_status() -> str", TORCH_FN(rnnkit_fused::brgemm_status));
+  m.def("bf16_gemm_status() -> str", TORCH_FN(rnnkit_fused::bf16_gemm_status));
 }
