@@ -379,11 +379,13 @@ class _LSTMLoop(torch.autograd.Function):
                 dpre_all, dh, dc, dhnew, draw, *ln_grads = ops.lstm_backward(
                     _CPP_KIND[kind], grad_out, dh, dc, W, acts, tcs, cs, W_hr, peep,
                     None if mask is None else mask[..., 0], ctx.bf16 or extension.backward_gemm(B), ln_saved)
-                # layer norm: d(h W_hh^T), and the LN parameters' gradients, summed in the loop
+                # layer norm: d(h W_hh^T), and the LN parameters' gradients, summed in the loop;
+                # peephole: d weight_peephole, summed in the loop, in the first of those slots
                 draw_all, grad_ln = (draw, ln_grads) if ln else (dpre_all, None)
+                summed_peep = ln_grads[0] if peep is not None else None
                 dhnew_all = dhnew if W_hr is not None else None
             else:
-                grad_ln = None
+                grad_ln = summed_peep = None
                 dpre_all = torch.empty_like(acts)  # d(pre-activation gates) = d gx
                 draw_all = torch.empty_like(acts) if ln else dpre_all  # d(h W_hh^T)
                 dhnew_all = torch.empty_like(grad_out) if W_hr is not None else None
@@ -454,8 +456,8 @@ class _LSTMLoop(torch.autograd.Function):
             # d b_hh is d ln_hh_bias: both sum the gate gradients
             grad_b = None if not ctx.has_bias else sum_rows(dpre_all) if grad_ln is None else grad_ln[1]
             grad_W_hr = rows_gemm(dhnew_all, ms) if W_hr is not None else None  # (R, H)
-            grad_peep = None
-            if peep is not None:
+            grad_peep = summed_peep
+            if peep is not None and grad_peep is None:
                 H = tcs.shape[-1]
                 c_prev_all, c_all = cs[:T], (cs[1:] if c_tilde is None else c_tilde)
                 da_i, da_f, da_o = dpre_all[..., :H], dpre_all[..., H:2 * H], dpre_all[..., 3 * H:]

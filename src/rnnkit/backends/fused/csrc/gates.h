@@ -145,6 +145,8 @@ struct BwdRow {
   const T* peep;    // (3, H) or null
   T* da;            // (G) gradient of the pre-activation gates
   T* dc;            // (H) in: dL/dc_t from step t+1; out: dL/dc_{t-1}
+  const T* c_now;   // (H) c_t (peephole only: w_co reads it)
+  T* dpeep;         // (3, H) peephole only: this thread's running sums of da_i c_{t-1}, da_f c_{t-1}, da_o c_t
 
   void operator()(int64_t H, int64_t j0, int64_t j1) const {
     using V = Vectorized<T>;
@@ -153,11 +155,17 @@ struct BwdRow {
       V a[Gk::count], d[Gk::count], w[3], dtc;
       for (int k = 0; k < Gk::count; ++k) a[k] = l.ld(act + k * H);
       Gk::load_peepholes(l, peep, H, w);
+      const V cp = l.ld(c_prev);
       const V dmv = dm ? l.ld(dm) : l.ld(dh) + l.ld(gout);
       d[Gk::o] = Gk::output_backward(dmv, l.ld(tc), a[Gk::o], dtc);
       const V dct = Gk::cell_grad(l.ld(dc), dtc, d[Gk::o], w);
-      l.st(Gk::cell_backward(a, l.ld(c_prev), dct, w, d), dc);
+      l.st(Gk::cell_backward(a, cp, dct, w, d), dc);
       for (int k = 0; k < Gk::count; ++k) l.st(d[k], da + k * H);
+      if constexpr (K == kPeephole) {  // dw_ci, dw_cf, dw_co: summed here while the operands are in registers
+        l.st(at::vec::fmadd(d[0], cp, l.ld(dpeep)), dpeep);
+        l.st(at::vec::fmadd(d[1], cp, l.ld(dpeep + H)), dpeep + H);
+        l.st(at::vec::fmadd(d[3], l.ld(c_now), l.ld(dpeep + 2 * H)), dpeep + 2 * H);
+      }
     });
   }
 };

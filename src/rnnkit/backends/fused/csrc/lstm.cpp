@@ -59,8 +59,8 @@ namespace {
 // out, h_T, c_T, acts, tcs, hs, cs, ms, x_hat_hh, rstd_hh, mean_c, rstd_c, mean_ih, rstd_ih
 using Forward = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
                            Tensor, Tensor, Tensor>;
-// d gx, dh_0, dc_0, dh_new (projection), d(h W_hh^T) (layer norm), d ln_hh_weight, d ln_hh_bias,
-// d ln_c_weight, d ln_c_bias, d ln_ih_weight, d ln_ih_bias
+// d gx, dh_0, dc_0, dh_new (projection), d(h W_hh^T) (layer norm), d ln_hh_weight (layer norm) or
+// d weight_peephole (3, H) (peephole), d ln_hh_bias, d ln_c_weight, d ln_c_bias, d ln_ih_weight, d ln_ih_bias
 using Backward = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 // A (T, B, G) buffer for d(h W_hh^T), reused by the calls of one thread: the caller only forms dW_hh
@@ -298,6 +298,7 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
                                   at::TensorList ln) {
   const int64_t T_ = acts.size(0), B = acts.size(1), G = acts.size(2), H = tcs.size(2);
   constexpr bool is_ln = K == kLayerNorm;
+  constexpr bool is_peephole = K == kPeephole;
   const int64_t R = grad_h.size(1);
   const bool proj = w_hr.defined();
   const auto opt = acts.options();
@@ -310,6 +311,8 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
   Tensor dh_new_all = proj ? at::empty({T_, B, R}, opt) : at::empty({0}, opt);
   // layer norm: ln = x_hat_hh, rstd_hh, mean_c, rstd_c, ln_hh_weight, ln_c_weight, gx, mean_ih, rstd_ih,
   // ln_ih_weight
+  // peephole: d weight_peephole's running sums, one (3, H) row per thread
+  const Tensor peep_sums = is_peephole ? at::zeros({at::get_num_threads(), 3 * H}, opt) : Tensor();
   Tensor draw, scratch, sums;
   const T *xh_p = nullptr, *rh_p = nullptr, *xc_p = nullptr, *rc_p = nullptr, *g_hh_p = nullptr, *g_c_p = nullptr;
   const T *gx_p = nullptr, *mi_p = nullptr, *ri_p = nullptr, *g_ih_p = nullptr;
@@ -382,6 +385,8 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
         row(H);
       });
     } else {
+      T* peep_sums_p = is_peephole ? peep_sums.data_ptr<T>() : nullptr;
+      const int64_t threads = is_peephole ? peep_sums.size(0) : 1;
       for_rows(B, H, vec, [&](int64_t b, int64_t j0, int64_t j1) {
         T* da = da_t + b * G;
         if (active_p && !active_p[b]) {  // a finished row: no gate gradient, dc passes through
@@ -389,8 +394,10 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
           for (int64_t k = 0; k < gates; ++k) std::fill(da + k * H + j0, da + k * H + j1, T(0));
           return;
         }
+        const int64_t thread = std::min<int64_t>(at::get_thread_num(), threads - 1);
         BwdRow<T, K> row{dm_p ? dm_p + b * H : nullptr, dh_p + b * R, gout_t + b * R, act_t + b * G,
-                         tc_t + b * H, cp_t + b * H, peep_p, da, dc_p + b * H};
+                         tc_t + b * H, cp_t + b * H, peep_p, da, dc_p + b * H, cp_t + (B + b) * H,
+                         peep_sums_p ? peep_sums_p + thread * 3 * H : nullptr};
         row(H, j0, j1);
       });
     }
@@ -412,6 +419,9 @@ Backward backward_impl(const Tensor& grad_out, const Tensor& grad_h, const Tenso
             total.narrow(0, 3 * G + 2 * H, G)};
   }
   const Tensor empty = at::empty({0}, opt);
+  if constexpr (is_peephole) {  // d weight_peephole (3, H): the per-thread sums, added
+    return {dpre, dh, dc, dh_new_all, empty, peep_sums.sum(0).view({3, H}), empty, empty, empty, empty, empty};
+  }
   return {dpre, dh, dc, dh_new_all, empty, empty, empty, empty, empty, empty, empty};
 }
 
