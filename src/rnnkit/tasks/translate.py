@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from ..data import WORD_PATTERN, read_text
 from ..data.batching import BatchStream, split_indices
+from ..data.text import delimited_lines
 from ..extras import require
 from ..recurrent import Recurrent
 from ..train import checkpoint
@@ -136,21 +137,15 @@ class Pairs(NamedTuple):
 def parse_pairs(text: str, source: str) -> Pairs:
     """The pairs of ``source<TAB>target`` lines; blank lines are skipped, a malformed line is an error naming it."""
     sources, targets = [], []
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) != 2:
-            raise ValueError(f"{source} line {number}: expected source<TAB>target (2 tab-separated columns), got "
-                             f"{len(parts)} column(s): {line.strip()[:60]!r}")
-        left, right = parts[0].strip(), parts[1].strip()
+    for number, (left, right) in delimited_lines(text, source, separator="\t", columns=2,
+                                                 expected="source<TAB>target (2 tab-separated columns)",
+                                                 what="sentence pairs; expected source<TAB>target lines"):
+        left, right = left.strip(), right.strip()
         if not left or not right:
-            side = "source" if not left else "target"
-            raise ValueError(f"{source} line {number}: the {side} side is empty: {line.strip()[:60]!r}")
+            side = "source" if not left else "target"  # the line holds only the other side: show it
+            raise ValueError(f"{source} line {number}: the {side} side is empty: {(left or right)[:60]!r}")
         sources.append(left)
         targets.append(right)
-    if not sources:
-        raise ValueError(f"{source} has no sentence pairs; expected source<TAB>target lines")
     return Pairs(sources, targets, source)
 
 
