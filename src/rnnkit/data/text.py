@@ -79,7 +79,7 @@ def numbered_lines(text: str) -> Iterator[tuple[int, str]]:
 
 def delimited_lines(text: str, source: str, *, separator: str | None, columns: int, expected: str,
                     what: str) -> list[tuple[int, list[str]]]:
-    """The non-blank lines of a text of fixed columns, each cut into its ``columns`` parts, with its number.
+    r"""The non-blank lines of a text of fixed columns, each cut into its ``columns`` parts, with its number.
 
     A line is cut as ``line.split(separator)`` (``None``: at runs of white space; a part keeps the white space
     around it otherwise). ``source`` names the text in errors: a line of another number of parts raises
