@@ -52,17 +52,17 @@ from ..extras import require
 from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
+from . import seq2seq
 from .base import SPLITS, Trained, begin, finished, fit, scores_training_split, write_report
 from .classify import text_lines
 from .fields import BatchFields, TaskConfig, check_choice, check_ints, with_defaults
 from .registry import SplitArgs, TaskSpec, Verb
-from .seq2seq import ATTENTIONS, Decoder, EncoderDecoderFields, beam_search, greedy, sequence_log_probs
+from .seq2seq import ATTENTIONS, DECODERS, Decoder, EncoderDecoderFields, beam_search, greedy, sequence_log_probs
 
 NAME = "translate"
 BUNDLED_FILE = "bible_en_es.tsv.gz"  # in rnnkit/data; see SOURCES.md
 BUNDLED_NAME = "bundled KJV-RV1909 verses"
 SPLIT_SEED = 0  # the fixed 80/10/10 split of the pairs of a file
-DECODERS = ("greedy", "beam")
 UNK, PAD, BOS, EOS = "<unk>", "<pad>", "<s>", "</s>"
 SPECIALS = (UNK, PAD, BOS, EOS)  # ids 0-3 of both vocabularies
 UNK_ID, PAD_ID, BOS_ID, EOS_ID = range(4)
@@ -530,9 +530,9 @@ class TrainedTranslator(Trained):
 # ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
 
 @dataclass
-class SearchArgs:
-    decoder: str = field(default="beam", metadata={"help": "greedy or beam search", "choices": ("greedy", "beam")})
-    beam_size: int | None = field(default=None, metadata={"help": "beams (default: the training run's)"})
+class SearchArgs(seq2seq.SearchArgs):
+    """The decoder's search flags, and the length penalty of translate's beam search."""
+
     length_penalty: float | None = field(default=None, metadata={"help": "alpha of the length normalization "
                                                                          "(default: the training run's)"})
 
