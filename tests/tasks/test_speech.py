@@ -61,6 +61,7 @@ def test_parser_reads_dimensions_and_label():
     ("1,2:3,4:a\n1,2:b\n", "line 5: 1 dimensions"),
     ("1,2:3:a\n", "line 4: its dimensions differ in length"),
     ("1,2,3\n", "line 4: expected dimensions"),
+    ("# a comment\n\n  \n1,2:3,4:a\n1,2:3:a\n", "line 8: its dimensions differ"),  # comments and blanks count
 ])
 def test_a_malformed_line_is_named_by_its_number(body, message):
     with pytest.raises(ValueError, match=message):

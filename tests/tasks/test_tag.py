@@ -84,6 +84,17 @@ def test_reader_takes_any_whitespace_and_blank_lines():
     assert sentences.tags == [["B-PER", "O"], ["O", "B-LOC"]]
 
 
+def test_a_white_space_line_ends_a_sentence():
+    # catches a reader that ends a sentence only at an empty line ("" rather than white space alone)
+    assert parse_conll("John B-PER\n \t\nin O\n", "tiny").tokens == [["John"], ["in"]]
+
+
+def test_a_file_without_sentences_is_an_error():
+    # catches a reader that returns no sentences, which training would meet later as an empty split
+    with pytest.raises(ValueError, match=r"^empty\.conll has no sentences$"):
+        parse_conll("\n  \n\n", "empty.conll")
+
+
 @pytest.mark.parametrize("body,message", [
     ("John B-PER\nlives\nin O\n", "line 2: expected a token and its tag"),
     ("John B-PER\n\nin O extra\n", "line 3: expected a token and its tag"),

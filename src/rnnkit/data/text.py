@@ -11,6 +11,7 @@ import functools
 import gzip
 import json
 import os
+from collections.abc import Iterator
 from importlib import resources
 
 BUNDLED: dict[str, str] = {"shakespeare": "shakespeare.txt.gz"}
@@ -66,6 +67,41 @@ def read_text(path: str | os.PathLike[str]) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def numbered_lines(text: str) -> Iterator[tuple[int, str]]:
+    """The lines of ``text`` that are not blank (white space only), as written, each with its number (from 1).
+
+    The numbers count the blank lines too, so an error about a line names the line an editor shows.
+    """
+    for number, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            yield number, line
+
+
+def delimited_lines(text: str, source: str, *, separator: str | None, columns: int, expected: str,
+                    what: str) -> list[tuple[int, list[str]]]:
+    r"""The non-blank lines of a text of fixed columns, each cut into its ``columns`` parts, with its number.
+
+    A line is cut as ``line.split(separator)`` (``None``: at runs of white space; a part keeps the white space
+    around it otherwise). ``source`` names the text in errors: a line of another number of parts raises
+    ``ValueError("{source} line {number}: expected {expected}, got {n} column(s): '...'")`` (the line's first 60
+    characters), and a text with no non-blank line ``ValueError("{source} has no {what}")``.
+
+    >>> delimited_lines("a\tb\n\nc\td\n", "pairs.tsv", separator="\t", columns=2, expected="two columns",
+    ...                 what="pairs")
+    [(1, ['a', 'b']), (3, ['c', 'd'])]
+    """
+    rows = []
+    for number, line in numbered_lines(text):
+        parts = line.split(separator)
+        if len(parts) != columns:
+            raise ValueError(f"{source} line {number}: expected {expected}, got {len(parts)} column(s): "
+                             f"{line.strip()[:60]!r}")
+        rows.append((number, parts))
+    if not rows:
+        raise ValueError(f"{source} has no {what}")
+    return rows
+
+
 def json_lines(text: str, source: str) -> list[tuple[int, dict]]:
     """The objects of a JSON Lines text, one per non-blank line, each with its line number (from 1).
 
@@ -73,9 +109,7 @@ def json_lines(text: str, source: str) -> list[tuple[int, dict]]:
     ValueError with its number.
     """
     rows = []
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
+    for number, line in numbered_lines(text):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:

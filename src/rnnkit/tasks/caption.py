@@ -76,11 +76,10 @@ from ..train.trainer import TrainConfig
 from .base import Trained, begin, finished, fit, write_report
 from .fields import BatchFields, GeneratedSplitFields, TaskConfig, check_choice, check_ints, with_defaults
 from .registry import TaskSpec, Verb
-from .seq2seq import ATTENTIONS, Decoder, EncoderDecoderFields, beam_search, greedy
+from .seq2seq import ATTENTIONS, DECODERS, Decoder, EncoderDecoderFields, SearchArgs, beam_search, greedy
 
 NAME = "caption"
 ENCODERS = ("recurrent", "order-blind")
-DECODERS = ("greedy", "beam")
 SLOTS = ("digit1", "direction1", "digit2", "direction2")
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 PAD_ID, BOS_ID, EOS_ID = range(3)
@@ -505,12 +504,6 @@ class TrainedCaptioner(Trained):
 
 
 # ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
-
-@dataclass
-class SearchArgs:
-    decoder: str = field(default="beam", metadata={"help": "greedy or beam search", "choices": ("greedy", "beam")})
-    beam_size: int | None = field(default=None, metadata={"help": "beams (default: the training run's)"})
-
 
 @dataclass
 class EvaluateArgs(SearchArgs):

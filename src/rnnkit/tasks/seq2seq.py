@@ -64,6 +64,7 @@ from ..cells import LSTMState, map_state
 from ..recurrent import Recurrent
 
 ATTENTIONS = ("additive", "multiplicative")
+DECODERS = ("greedy", "beam")  # the searches: ``greedy`` and ``beam_search``
 
 
 @dataclass
@@ -77,6 +78,15 @@ class EncoderDecoderFields:
     attention: str = field(default="multiplicative", metadata={"help": "additive (Bahdanau) or multiplicative "
                                                                        "(Luong general)"})
     beam_size: int = field(default=5, metadata={"help": "beams of beam search"})
+
+
+@dataclass
+class SearchArgs:
+    """The search flags of the evaluate and predict verbs of a task built on this decoder (translate, caption);
+    a verb's argument dataclass (``rnnkit.tasks.registry.Verb``) takes it as a base."""
+
+    decoder: str = field(default="beam", metadata={"help": "greedy or beam search", "choices": DECODERS})
+    beam_size: int | None = field(default=None, metadata={"help": "beams (default: the training run's)"})
 LENGTH_PENALTY_BASE = 5.0  # the constant of Wu et al.'s lp(Y) = ((5 + |Y|) / 6) ** alpha
 
 

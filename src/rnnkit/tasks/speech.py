@@ -44,6 +44,7 @@ import torch
 from rich.console import Console
 from torch import Tensor
 
+from ..data.text import numbered_lines
 from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
@@ -119,9 +120,9 @@ def parse_ts(text: str, source: str) -> Cases:
     labels: list[str] = []
     in_data = False
     dims = None
-    for number, raw in enumerate(text.split("\n"), 1):
+    for number, raw in numbered_lines(text):
         line = raw.strip()
-        if not line or line.startswith("#"):
+        if line.startswith("#"):
             continue
         if not in_data:
             if not line.startswith("@"):

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from ..data import read_text
 from ..data.batching import BatchStream, split_indices
+from ..data.text import delimited_lines
 from ..extras import require
 from ..recurrent import Recurrent
 from ..train import checkpoint
@@ -113,29 +114,22 @@ class Sentences(NamedTuple):
 
 
 def parse_conll(text: str, source: str) -> Sentences:
-    """The sentences of CoNLL-style text (see the module notes); a malformed line is an error naming it."""
+    """The sentences of CoNLL-style text (see the module notes); a malformed line is an error naming it.
+
+    A sentence is a run of consecutive non-blank lines: one or more blank lines end it.
+    """
     tokens: list[list[str]] = []
     tags: list[list[str]] = []
-    words: list[str] = []
-    labels: list[str] = []
-    for number, line in enumerate(text.split("\n"), 1):
-        parts = line.split()
-        if not parts:
-            if words:
-                tokens.append(words)
-                tags.append(labels)
-                words, labels = [], []
-            continue
-        if len(parts) != 2:
-            raise ValueError(f"{source} line {number}: expected a token and its tag separated by whitespace, "
-                             f"got {len(parts)} field(s): {line.strip()[:60]!r}")
-        words.append(parts[0])
-        labels.append(parts[1])
-    if words:
-        tokens.append(words)
-        tags.append(labels)
-    if not tokens:
-        raise ValueError(f"{source} has no sentences")
+    last = 0  # the number of the last non-blank line read
+    for number, (word, tag) in delimited_lines(text, source, separator=None, columns=2,
+                                               expected="a token and its tag separated by whitespace",
+                                               what="sentences"):
+        if not tokens or number > last + 1:  # the first line, or blank lines before it: a new sentence
+            tokens.append([])
+            tags.append([])
+        tokens[-1].append(word)
+        tags[-1].append(tag)
+        last = number
     return Sentences(tokens, tags, source)
 
 

@@ -47,21 +47,22 @@ from torch import Tensor, nn
 
 from ..data import WORD_PATTERN, read_text
 from ..data.batching import BatchStream, split_indices
+from ..data.text import delimited_lines
 from ..extras import require
 from ..recurrent import Recurrent
 from ..train import checkpoint
 from ..train.trainer import TrainConfig
+from . import seq2seq
 from .base import SPLITS, Trained, begin, finished, fit, scores_training_split, write_report
 from .classify import text_lines
 from .fields import BatchFields, TaskConfig, check_choice, check_ints, with_defaults
 from .registry import SplitArgs, TaskSpec, Verb
-from .seq2seq import ATTENTIONS, Decoder, EncoderDecoderFields, beam_search, greedy, sequence_log_probs
+from .seq2seq import ATTENTIONS, DECODERS, Decoder, EncoderDecoderFields, beam_search, greedy, sequence_log_probs
 
 NAME = "translate"
 BUNDLED_FILE = "bible_en_es.tsv.gz"  # in rnnkit/data; see SOURCES.md
 BUNDLED_NAME = "bundled KJV-RV1909 verses"
 SPLIT_SEED = 0  # the fixed 80/10/10 split of the pairs of a file
-DECODERS = ("greedy", "beam")
 UNK, PAD, BOS, EOS = "<unk>", "<pad>", "<s>", "</s>"
 SPECIALS = (UNK, PAD, BOS, EOS)  # ids 0-3 of both vocabularies
 UNK_ID, PAD_ID, BOS_ID, EOS_ID = range(4)
@@ -136,21 +137,15 @@ class Pairs(NamedTuple):
 def parse_pairs(text: str, source: str) -> Pairs:
     """The pairs of ``source<TAB>target`` lines; blank lines are skipped, a malformed line is an error naming it."""
     sources, targets = [], []
-    for number, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) != 2:
-            raise ValueError(f"{source} line {number}: expected source<TAB>target (2 tab-separated columns), got "
-                             f"{len(parts)} column(s): {line.strip()[:60]!r}")
-        left, right = parts[0].strip(), parts[1].strip()
+    for number, (left, right) in delimited_lines(text, source, separator="\t", columns=2,
+                                                 expected="source<TAB>target (2 tab-separated columns)",
+                                                 what="sentence pairs; expected source<TAB>target lines"):
+        left, right = left.strip(), right.strip()
         if not left or not right:
-            side = "source" if not left else "target"
-            raise ValueError(f"{source} line {number}: the {side} side is empty: {line.strip()[:60]!r}")
+            side = "source" if not left else "target"  # the line holds only the other side: show it
+            raise ValueError(f"{source} line {number}: the {side} side is empty: {(left or right)[:60]!r}")
         sources.append(left)
         targets.append(right)
-    if not sources:
-        raise ValueError(f"{source} has no sentence pairs; expected source<TAB>target lines")
     return Pairs(sources, targets, source)
 
 
@@ -535,9 +530,9 @@ class TrainedTranslator(Trained):
 # ---------------------------------------------------------------------- the task's SPEC (rnnkit.tasks.registry)
 
 @dataclass
-class SearchArgs:
-    decoder: str = field(default="beam", metadata={"help": "greedy or beam search", "choices": ("greedy", "beam")})
-    beam_size: int | None = field(default=None, metadata={"help": "beams (default: the training run's)"})
+class SearchArgs(seq2seq.SearchArgs):
+    """The decoder's search flags, and the length penalty of translate's beam search."""
+
     length_penalty: float | None = field(default=None, metadata={"help": "alpha of the length normalization "
                                                                          "(default: the training run's)"})
 
