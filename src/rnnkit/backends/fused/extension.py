@@ -72,8 +72,7 @@ _LIB_SUFFIX = ".pyd" if os.name == "nt" else ".so"
 _ops = None  # torch.ops.rnnkit_fused once built
 _reason: str | None = None  # why the extension is unavailable; "" when loaded; None before the first attempt
 _packed_reason: str | None = None  # "" when the packed oneDNN GEMM works
-_brgemm_reason: str | None = None  # "" when cpublas::brgemm runs float32
-_bf16_reason: str | None = None  # "" when cpublas::brgemm runs bf16 x bf16 -> float32 (the 'bf16' GEMMs)
+_self_checks: dict[str, str] = {}  # a C++ self-check op's name -> its answer: "" (it runs here) or why not
 _build_seconds: float | None = None  # how long the build that made the loaded library took
 _built_now = False  # whether this process compiled it (else it came from the cache)
 _variant: str | None = None  # the variant loaded: 'avx512', 'avx2' or 'default'
@@ -206,29 +205,26 @@ def brgemm_status() -> str:
 
     The tiled step does not call it (csrc/tile.h has its own micro-kernel); this is for ``rnnkit info``.
     """
-    global _brgemm_reason
-    if _ops is None:
-        return "the C++ loops are not loaded"
-    if _brgemm_reason is None:
-        try:
-            _brgemm_reason = str(_ops.brgemm_status())
-        except Exception as e:  # a broken private API must not break info
-            _brgemm_reason = f"brgemm check failed: {e}"
-    return _brgemm_reason
+    return _self_check("brgemm_status", "brgemm")
 
 
 def bf16_gemm_status() -> str:
     """"" when the 'bf16' GEMMs (``cpublas::pack`` + ``cpublas::brgemm``, bf16 x bf16 -> float32, csrc/gemm.h)
     run here and agree with ``at::mm`` of the bf16-rounded operands (checked once), else why not."""
-    global _bf16_reason
+    return _self_check("bf16_gemm_status", "bf16 GEMM")
+
+
+def _self_check(op: str, what: str) -> str:
+    """The answer of the C++ self-check ``op`` ("" or the reason), asked once per process; a private API of torch
+    that breaks is a reason too, never an error (it must not break ``rnnkit info`` or training)."""
     if _ops is None:
         return "the C++ loops are not loaded"
-    if _bf16_reason is None:
+    if op not in _self_checks:
         try:
-            _bf16_reason = str(_ops.bf16_gemm_status())
-        except Exception as e:  # a broken private API must not break training
-            _bf16_reason = f"bf16 GEMM check failed: {e}"
-    return _bf16_reason
+            _self_checks[op] = str(getattr(_ops, op)())
+        except Exception as e:
+            _self_checks[op] = f"{what} check failed: {e}"
+    return _self_checks[op]
 
 
 def cpu_bf16_instructions() -> str | None:
