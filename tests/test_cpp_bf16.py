@@ -207,35 +207,30 @@ def test_float32_and_float64_ignore_the_variable(monkeypatch):
         assert not any(g.startswith("bf16") for g in gemms(spy)), f"{dtype}: the loops ran {gemms(spy)}"
 
 
+_HAS_BF16 = extension.load() is not None and extension.cpu_bf16_instructions() is not None
+_EMULATES = pytest.mark.skipif(_HAS_BF16, reason="the CPU has bf16 instructions: forced on, the bf16 GEMMs run "
+                                                 "without emulation")
+
+
 @needs_extension
-def test_forced_off_runs_float32_and_says_so_once(monkeypatch):
-    monkeypatch.setenv(extension.ENV_BF16, "0")
+@pytest.mark.parametrize("setting,cell,warning,loop", [
+    ("0", "lstm", "the C.. loops run in float32 .RNNKIT_BF16_GEMM=0", "float32"),
+    pytest.param("1", "cifg_lstm", "RNNKIT_BF16_GEMM=1 but this CPU has no bf16 instructions.*emulate",
+                 "bf16-emulated", marks=_EMULATES),
+], ids=["forced-off-float32", "forced-on-emulated"])
+def test_forced_setting_runs_its_loops_and_says_so_once(monkeypatch, setting, cell, warning, loop):
+    """RNNKIT_BF16_GEMM=0 runs float32 GEMMs; =1 on a CPU without bf16 instructions emulates them: each warns once
+    per process, naming the setting, and the loops that ran say which."""
+    monkeypatch.setenv(extension.ENV_BF16, setting)
     monkeypatch.setattr(fused_lstm, "_warned_autocast", set())
-    layer = perturbed_layer("lstm", 4, 12)
+    layer = perturbed_layer(cell, 4, 12)
     x = torch.randn(5, 3, 4)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        with pytest.warns(RuntimeWarning, match="the C.. loops run in float32 .RNNKIT_BF16_GEMM=0"):
+        with pytest.warns(RuntimeWarning, match=warning):
             layer(x)
-        assert fused_lstm.last_loop.endswith("float32"), fused_lstm.last_loop
+        assert fused_lstm.last_loop.endswith(loop), fused_lstm.last_loop
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # once per process
-            layer(x)
-
-
-@needs_extension
-@pytest.mark.skipif(extension.load() is not None and extension.cpu_bf16_instructions() is not None,
-                    reason="the CPU has bf16 instructions: forced on, the bf16 GEMMs run without emulation")
-def test_forced_on_without_bf16_instructions_emulates_and_says_so_once(monkeypatch):
-    monkeypatch.setenv(extension.ENV_BF16, "1")
-    monkeypatch.setattr(fused_lstm, "_warned_autocast", set())
-    layer = perturbed_layer("cifg_lstm", 4, 12)
-    x = torch.randn(5, 3, 4)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        with pytest.warns(RuntimeWarning, match="RNNKIT_BF16_GEMM=1 but this CPU has no bf16 instructions.*emulate"):
-            layer(x)
-        assert fused_lstm.last_loop.endswith("bf16-emulated"), fused_lstm.last_loop
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
             layer(x)
 
 
