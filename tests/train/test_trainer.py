@@ -124,9 +124,19 @@ def test_stop_when_names_a_metric_the_task_reports(text_file, tmp_path):
 
 
 def test_time_budget_fixes_the_step_count_and_a_resumed_run_keeps_it(text_file, tmp_path):
+    # on FakeClock (below) each step costs 0.25 s, so the 3-second budget plans 12 steps on any machine, however
+    # busy (on the wall clock a loaded machine ran only 2 steps in it)
+    clock = FakeClock()
+    task = lm_task(text_file)
+    loss = task.loss
+
+    def timed_loss(batch, carry):
+        clock.now += 0.25
+        return loss(batch, carry)
+
+    task.loss = timed_loss
     config = quick(steps=None, max_minutes=0.05, calibration_steps=3, eval_every=1000, checkpoint_every=1000)
-    trainer = Trainer(lm_task(text_file), config, tmp_path, progress=False)
-    summary = trainer.fit()
+    summary = Trainer(task, config, tmp_path, progress=False, clock=clock).fit()
     assert summary["total_steps"] is not None and summary["total_steps"] > 3
     stored = checkpoint.load(tmp_path / "last").trainer["total_steps"]
     assert stored == summary["total_steps"]
