@@ -206,7 +206,8 @@ def run_row(row: Row, seed: int, args: argparse.Namespace, results: Path) -> dic
                 str(out), "--json"]
     printed, _, _ = rnnkit(evaluate, args.threads)
     metrics = json.loads(printed.strip().splitlines()[-1])
-    command = f"rnnkit {' '.join(train)} && rnnkit {' '.join(evaluate)}"
+    recorded = train_argv(row, "FSDD_DIR") + train[len(train_argv(row, args.fsdd)):]  # no --fsdd path of this machine
+    command = f"rnnkit {' '.join(recorded)} && rnnkit {' '.join(evaluate)}"
     steps = json.loads((ROOT / out / "last" / "trainer.json").read_text())["step"]
     kernels = os.environ.get("ATEN_CPU_CAPABILITY")
     exports = f"export OMP_NUM_THREADS={args.threads}" + (f" ATEN_CPU_CAPABILITY={kernels}" if kernels else "")
