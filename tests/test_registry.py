@@ -225,3 +225,21 @@ def test_cli_imports_no_task_module():
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
     tasks = {name for name in imported if name.startswith("tasks")}
     assert tasks == {"tasks.registry"}, tasks
+
+
+def test_no_task_name_is_written_as_a_string_outside_its_module_the_registry_and_data():
+    """A task's name as a string constant anywhere in the package but its own module, the registry and data/
+    fails here (walk_forward.py wrote "forecast" into its results): a task is declared once."""
+    import ast
+
+    package = Path(rnnkit.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package).as_posix()
+        if relative.startswith("data/") or relative == "tasks/registry.py":
+            continue
+        strings = {node.value for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                   if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+        found += [(relative, name) for name in registry.MODULES if name in strings and relative != f"tasks/{name}.py"]
+    assert len(list(package.rglob("*.py"))) > 50  # the package was read, not an empty folder
+    assert found == []

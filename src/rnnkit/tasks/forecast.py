@@ -435,7 +435,8 @@ def score(model: Forecaster, series: Series, season: int, config: ForecastConfig
     if config.evaluation == "walk_forward":
         predict = partial(forecast, model, source=series.source)  # predict(history, steps)
         forecasts = walk_forward_forecasts(predict, series.values, config.rolling_origins, config.horizon)
-        return score_walk_forward(series, forecasts, config.target, config.interval_level)
+        result, curves = score_walk_forward(series, forecasts, config.target, config.interval_level)
+        return {"task": NAME, "split": "test", **result}, curves
     H = config.horizon
     y = series.target
     n_train = len(y) - H

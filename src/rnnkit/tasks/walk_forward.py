@@ -83,7 +83,7 @@ def _mse(actual: np.ndarray, forecast: np.ndarray) -> float:
 
 def score_walk_forward(series: Series, forecasts: Forecasts, target: str, interval_level: float
                        ) -> tuple[dict, dict]:
-    """The result (see the module notes) and the curves for the plots."""
+    """The result (see the module notes; the caller adds the task and split) and the curves for the plots."""
     K, H = forecasts.point.shape
     others = baselines(series, forecasts, target)
     valid = [~np.isnan(forecasts.actual[:, h]) for h in range(H)]  # (K,) per step
@@ -98,9 +98,9 @@ def score_walk_forward(series: Series, forecasts: Forecasts, target: str, interv
     else:
         accuracy, direction_p = directional_test(ours - walk, actual - walk)  # the change from the last value
     inside = (forecasts.lower[last, H - 1] <= actual) & (actual <= forecasts.upper[last, H - 1])
-    result = {"task": "forecast", "split": "test", "n": K, "horizon": H, "target": target, "evaluation":
-              "walk_forward", "n_origins": int(last.sum()), "mse": _mse(actual, ours), "mae": _mae(actual, ours),
-              "random_walk_mse": _mse(actual, walk), "random_walk_mae": _mae(actual, walk)}
+    result = {"n": K, "horizon": H, "target": target, "evaluation": "walk_forward", "n_origins": int(last.sum()),
+              "mse": _mse(actual, ours), "mae": _mae(actual, ours), "random_walk_mse": _mse(actual, walk),
+              "random_walk_mae": _mae(actual, walk)}
     for name in [name for name in others if name != "random_walk"]:  # in a fixed order
         result[f"{name}_mse"] = _mse(actual, others[name][last, H - 1])
         result[f"{name}_mae"] = _mae(actual, others[name][last, H - 1])
