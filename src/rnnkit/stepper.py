@@ -217,19 +217,16 @@ class _LSTMOutput:
             torch.mm(torch.addcmul(o, o, s, value=-2, out=s), self.weight_hr_t, out=h)  # (B, R)
 
 
-_CPP_STEP_KINDS = {"lstm": 0, "peephole_lstm": 1, "cifg_lstm": 2}  # as csrc/gates.h's Kind
-
-
 def _cpp_step_ops(cell_name: str, w: dict[str, Tensor]):
     """``torch.ops.rnnkit_fused`` where this layer's step runs in C++, else None: lstm, peephole_lstm and cifg_lstm,
     float32 on CPU, without projection, the C++ loops loaded (``RNNKIT_NO_EXTENSION=1`` turns them off). Where they
     cannot load, warns once with the reason and returns None: the torch ops below step instead."""
-    if cell_name not in _CPP_STEP_KINDS or "weight_hr" in w:
+    from .backends.fused import extension  # the backends import the driver, which this module is beside
+
+    if cell_name not in extension.TILED_KINDS or "weight_hr" in w:  # lstm_step is the tiled step
         return None
     if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in w.values()):
         return None
-    from .backends.fused import extension  # the backends import the driver, which this module is beside
-
     return extension.load_or_warn("rnnkit layer.step", "stepping with torch ops", stacklevel=5)
 
 
@@ -247,7 +244,9 @@ class _CppLSTMStep:
         self.cpp = _cpp_step_ops(self.cell.name, w)
         if self.cpp is None:
             return False
-        self.kind = _CPP_STEP_KINDS[self.cell.name]
+        from .backends.fused import extension
+
+        self.kind = extension.KINDS[self.cell.name]
         # (blocks, I + H, gates, NB) slabs and (blocks, gates, NB) bias
         self.tiles = self.cpp.lstm_step_pack(self.kind, w["weight_ih"], w.get("bias_ih"), w["weight_hh"],
                                              w.get("bias_hh"))

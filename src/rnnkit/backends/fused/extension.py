@@ -161,7 +161,9 @@ def packed_gemm() -> bool:
     return _packed_reason == ""
 
 
-# kinds whose float32 inference without projection runs the tiled step (csrc/tile.h)
+# the LSTM kinds of the C++ loops, numbered as csrc/gates.h's Kind; float32 and float64 (bf16 autocast runs float32)
+KINDS = {"lstm": 0, "peephole_lstm": 1, "cifg_lstm": 2, "layernorm_lstm": 3}
+# kinds whose float32 inference without projection runs the tiled step (csrc/tile.h), and layer.step's C++ step
 TILED_KINDS = ("lstm", "peephole_lstm", "cifg_lstm")
 # and layernorm_lstm's: the two-pass step, h_{t-1} W_hh^T on the tiles (tiled_raw), then a row pass (layer_norm.h)
 TILED_GX_KINDS = (*TILED_KINDS, "layernorm_lstm")

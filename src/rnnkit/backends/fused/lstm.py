@@ -144,8 +144,8 @@ def _tiled_loop(cell, x: Tensor, state: LSTMState, w, mask: Tensor | None) -> tu
     global last_loop
     gemm = extension.tiled_gemm()
     out, h, c = extension.load().lstm_forward_tiled(
-        _CPP_KIND[cell.name], x, state.h, state.c, w["weight_ih"], w.get("bias_ih"), w["weight_hh"], w.get("bias_hh"),
-        w.get("weight_peephole"), None if mask is None else mask[..., 0], gemm)
+        extension.KINDS[cell.name], x, state.h, state.c, w["weight_ih"], w.get("bias_ih"), w["weight_hh"],
+        w.get("bias_hh"), w.get("weight_peephole"), None if mask is None else mask[..., 0], gemm)
     last_loop = f"C++ {extension.loaded_variant()} {gemm}"
     return out, LSTMState(h, c)
 
@@ -185,8 +185,6 @@ def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return None if t is None else t.to(dtype)
 
 
-# kinds the C++ loops (csrc/) run, in float32 and float64; bf16 (CPU autocast) runs them in float32
-_CPP_KIND = {"lstm": 0, "peephole_lstm": 1, "cifg_lstm": 2, "layernorm_lstm": 3}
 _warned_autocast: set[str] = set()  # the autocast notes (``extension.autocast_gemm``) already said
 # what the LSTM family's last call ran, in words ("C++ avx2 tiled", "C++ avx512 bf16", "Python"); `rnnkit bench`
 # prints it
@@ -195,7 +193,7 @@ last_loop = ""
 
 def _cpp_loops(kind: str, gx: Tensor):
     """The C++ time loops for this call (``torch.ops.rnnkit_fused``), or None: the Python loops run."""
-    if kind not in _CPP_KIND or gx.device.type != "cpu" or gx.dtype not in (torch.float32, torch.float64,
+    if kind not in extension.KINDS or gx.device.type != "cpu" or gx.dtype not in (torch.float32, torch.float64,
                                                                                torch.bfloat16):
         return None
     return extension.load_or_warn("rnnkit fused LSTM", "using the slower Python loops", stacklevel=3)
@@ -245,7 +243,7 @@ class _LSTMLoop(torch.autograd.Function):
                                                                             ln_c_bias, ln_ih_weight, ln_ih_bias)]
             gemm = ctx.bf16 or extension.forward_gemm(kind, training, dtype, W_hr, gx.shape[1])
             out, h, c, acts, tcs, hs, cs, ms, xhat_hh, rstd_hh, mean_c, rstd_c, mean_ih, rstd_ih = ops.lstm_forward(
-                _CPP_KIND[kind], gx.to(dtype), h0, c0, W, _cast(bias_hh, dtype), W_hr, peep,
+                extension.KINDS[kind], gx.to(dtype), h0, c0, W, _cast(bias_hh, dtype), W_hr, peep,
                 None if mask is None else mask[..., 0], training, gemm, ln, eps)
             float32 = dtype != gx.dtype and ctx.bf16 is None  # under autocast, without bf16 GEMMs
             last_loop = f"C++ {extension.loaded_variant()} {gemm}" + (" float32" if float32 else "")
@@ -377,7 +375,7 @@ class _LSTMLoop(torch.autograd.Function):
                 # and gx, LN_ih's statistics and gain: dpre_all is then d(x W_ih^T)
                 ln_saved = [xhat_hh, rstd_hh, xhat_c, rstd_c, g_hh, g_c, inputs[0].to(dtype), *saved[16:]] if ln else []
                 dpre_all, dh, dc, dhnew, draw, *ln_grads = ops.lstm_backward(
-                    _CPP_KIND[kind], grad_out, dh, dc, W, acts, tcs, cs, W_hr, peep,
+                    extension.KINDS[kind], grad_out, dh, dc, W, acts, tcs, cs, W_hr, peep,
                     None if mask is None else mask[..., 0], ctx.bf16 or extension.backward_gemm(B), ln_saved)
                 # layer norm: d(h W_hh^T), and the LN parameters' gradients, summed in the loop;
                 # peephole: d weight_peephole, summed in the loop, in the first of those slots
