@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
-from rnnkit.data.batching import BatchStream, pad, split_indices
+from rnnkit.data.batching import BatchStream, hold_out, pad, seeded_parts, split_indices
 
 
 def collect(examples, labels=None):
@@ -57,3 +59,34 @@ def test_split_indices_cuts_80_10_10_disjoint_and_sorted():
     assert sorted(parts["train"] + parts["dev"] + parts["test"]) == list(range(25))
     assert all(p == sorted(p) for p in parts.values())
     assert split_indices(25, seed=0) == parts and split_indices(25, seed=1) != parts
+
+
+def permutation(n, seed):
+    """The permutation every seeded split of the tasks cut before seeded_parts (written out in each)."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
+
+
+@pytest.mark.parametrize("n,seed", [(0, 0), (1, 3), (25, 0), (97, 13)])
+def test_seeded_parts_cut_the_same_permutation_the_tasks_cut_before(n, seed):
+    """The splits of run directories written before seeded_parts existed stay the same: a resumed run scores the
+    same dev examples. A cut from the end, another shuffle, or parts in permutation order fail here."""
+    order = permutation(n, seed)
+    # split_indices: test, dev, train; classify: round(0.8 n) train, then dev up to round(0.9 n); the dev hold-out
+    # of asr, speech and video: the first round(f n)
+    assert list(split_indices(n, seed).values()) == [sorted(order[: n // 10]), sorted(order[n // 10 : 2 * (n // 10)]),
+                                                     sorted(order[2 * (n // 10) :])]
+    a, b = round(0.8 * n), round(0.9 * n)
+    assert seeded_parts(n, (a, b - a), seed) == [sorted(order[:a]), sorted(order[a:b]), sorted(order[b:])]
+    for fraction in (0.0, 0.1, 0.15):
+        held = round(fraction * n)
+        assert hold_out(n, fraction, seed, "examples") == (sorted(order[held:]), sorted(order[:held]))
+
+
+def test_hold_out_refuses_to_hold_out_every_example_and_seeded_parts_checks_its_sizes():
+    with pytest.raises(ValueError, match=r"dev_fraction 0.99 holds out all 8 clip\(s\) of DIR, leaving none"):
+        hold_out(8, 0.99, 0, "clip(s) of DIR")
+    with pytest.raises(ValueError, match=r"sizes must be >= 0 with a sum of at most n=4, got \[3, 2\]"):
+        seeded_parts(4, (3, 2), 0)
+    assert hold_out(0, 0.5, 0, "examples") == ([], [])  # nothing to hold out is no error

@@ -16,6 +16,7 @@ A task whose training examples are generated (caption's and nextframe's moving d
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -113,11 +114,29 @@ class GeneratedStream:
         self.position, self.seed = int(meta["position"]), int(meta["seed"])
 
 
-def split_indices(n: int, seed: int) -> dict[str, list[int]]:
-    """train, dev and test indices of n examples: a permutation seeded with ``seed`` cut 80/10/10 (dev and test
-    get n // 10 each, train the rest), each split in the examples' own order."""
+def seeded_parts(n: int, sizes: Sequence[int], seed: int) -> list[list[int]]:
+    """The indices 0..n-1 permuted by ``random.Random(seed).shuffle`` and cut into consecutive parts of ``sizes``
+    and a last part of the rest, each part in the examples' own order: every seeded split of the tasks."""
+    if any(size < 0 for size in sizes) or sum(sizes) > n:
+        raise ValueError(f"sizes must be >= 0 with a sum of at most n={n}, got {list(sizes)}")
     order = list(range(n))
     random.Random(seed).shuffle(order)
-    n_dev = n_test = n // 10
-    parts = {"test": order[:n_test], "dev": order[n_test : n_test + n_dev], "train": order[n_test + n_dev :]}
-    return {s: sorted(parts[s]) for s in SPLIT_ORDER}
+    bounds = [0, *itertools.accumulate(sizes), n]
+    return [sorted(order[start:end]) for start, end in zip(bounds, bounds[1:])]
+
+
+def split_indices(n: int, seed: int) -> dict[str, list[int]]:
+    """train, dev and test indices of n examples: a seeded permutation cut into test, dev and train
+    (``SPLIT_ORDER``), dev and test n // 10 each, train the rest, each split in the examples' own order."""
+    return dict(zip(SPLIT_ORDER, seeded_parts(n, (n // 10, n // 10), seed)))
+
+
+def hold_out(n: int, fraction: float, seed: int, examples: str) -> tuple[list[int], list[int]]:
+    """(kept, held): ``round(fraction * n)`` of n examples held out by a seeded permutation (``seeded_parts``),
+    each part in the examples' own order. Holding out all of them is a ValueError that names the examples
+    (``examples``: what they are, e.g. "clip(s) of DIR")."""
+    held, kept = seeded_parts(n, (round(fraction * n),), seed)
+    if held and not kept:
+        raise ValueError(f"dev_fraction {fraction} holds out all {n} {examples}, leaving none to train on: lower "
+                         "--dev-fraction or add examples")
+    return kept, held

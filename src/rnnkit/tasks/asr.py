@@ -71,7 +71,7 @@ from ..audio import (
 from ..audio.join import Joining, join_utterances
 from ..audio.read import AudioError
 from ..ctc_stream import StreamingDecoder
-from ..data.batching import BatchStream, pad
+from ..data.batching import BatchStream, hold_out, pad
 from ..data.manifest import read_manifest
 from ..extras import require
 from ..recurrent import Recurrent
@@ -251,16 +251,14 @@ def load_bundled(logmel: LogMel | Samples, perturb: Callable[[Tensor], Tensor] |
 
 
 def split_dev(utterances: Utterances, fraction: float, seed: int) -> tuple[Utterances, Utterances]:
-    """(train, dev): a seeded ``fraction`` of the utterances held out."""
-    order = list(range(len(utterances.texts)))
-    random.Random(seed).shuffle(order)
-    n_dev = round(fraction * len(order))
+    """(train, dev): a seeded ``fraction`` of the utterances held out (``batching.hold_out``)."""
+    kept, held = hold_out(len(utterances.texts), fraction, seed, f"utterance(s) of {utterances.source}")
 
     def pick(indices):
         return Utterances([utterances.features[i] for i in indices], [utterances.texts[i] for i in indices],
                           [utterances.names[i] for i in indices], utterances.source)
 
-    return pick(sorted(order[n_dev:])), pick(sorted(order[:n_dev]))
+    return pick(kept), pick(held)
 
 
 def joined(utterances: Utterances, logmel: LogMel, max_utterances: int, seed: int) -> Utterances:

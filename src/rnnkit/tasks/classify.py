@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -42,6 +41,7 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from ..data import Vocab, read_text
+from ..data.batching import seeded_parts
 from ..data.text import json_lines
 from ..recurrent import Recurrent
 from ..train import checkpoint
@@ -197,12 +197,11 @@ def load_table(path: str | None, text_column: str, label_column: str, format: st
                 raise ValueError(f"{source} row {number}: split {row.get(SPLIT_COLUMN)!r} is not train, dev or test")
             assigned.append(split)
     else:
-        order = list(range(len(rows)))
-        random.Random(SPLIT_SEED).shuffle(order)
-        cut_train, cut_dev = round(0.8 * len(rows)), round(0.9 * len(rows))
+        cut_train, cut_dev = round(0.8 * len(rows)), round(0.9 * len(rows))  # a seeded 80/10/10
         assigned = [""] * len(rows)
-        for rank, i in enumerate(order):
-            assigned[i] = "train" if rank < cut_train else "dev" if rank < cut_dev else "test"
+        for split, part in zip(SPLITS, seeded_parts(len(rows), (cut_train, cut_dev - cut_train), SPLIT_SEED)):
+            for i in part:
+                assigned[i] = split
     for number, (row, split) in enumerate(zip(rows, assigned), 1):
         text_value, label_value = row.get(text_column), row.get(label_column)
         if label_value is None or str(label_value).strip() == "":

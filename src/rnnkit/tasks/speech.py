@@ -33,7 +33,6 @@ series, the class label last.
 from __future__ import annotations
 
 import gzip
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -44,6 +43,7 @@ import torch
 from rich.console import Console
 from torch import Tensor
 
+from ..data.batching import hold_out
 from ..data.text import numbered_lines
 from ..recurrent import Recurrent
 from ..train import checkpoint
@@ -212,9 +212,7 @@ def load_splits(dev_fraction: float, seed: int = 0, data: str | None = None) -> 
     dims = {s.shape[1] for s in train.series + test.series}
     if len(dims) != 1:
         raise ValueError(f"{train.source} and {test.source} differ in their number of dimensions ({sorted(dims)})")
-    order = list(range(len(train.series)))
-    random.Random(seed).shuffle(order)
-    dev = set(order[: round(dev_fraction * len(order))])
+    dev = set(hold_out(len(train.series), dev_fraction, seed, f"case(s) of {train.source}")[1])
     pick = lambda keep: Cases([s for i, s in enumerate(train.series) if (i in dev) == keep],  # noqa: E731
                               [y for i, y in enumerate(train.labels) if (i in dev) == keep], train.source)
     return {"train": pick(False), "dev": pick(True), "test": test}

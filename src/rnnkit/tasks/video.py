@@ -46,7 +46,6 @@ another folder (a test set), whose labels must all have been seen in training.
 from __future__ import annotations
 
 import csv
-import random
 import re
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -64,6 +63,7 @@ from ..cells import cells
 from ..cells.conv import conv_cells
 from ..conv_recurrent import ConvRecurrent
 from ..data import moving_digits
+from ..data.batching import hold_out
 from ..extras import require
 from ..recurrent import Recurrent
 from ..train import checkpoint
@@ -514,12 +514,7 @@ def load_splits(config: VideoConfig, seed: int) -> dict[str, Clips]:
                                [f"{split} clip {i}" for i in range(n)], f"moving digits ({split})")
         return out
     clips = load_folder(config.data, config.labels, config.frame_size)
-    order = list(range(len(clips.clips)))
-    random.Random(seed).shuffle(order)
-    dev = set(order[: round(config.dev_fraction * len(order))])
-    if len(dev) == len(order):
-        raise ValueError(f"dev_fraction {config.dev_fraction} holds out all {len(order)} clip(s) of {config.data}, "
-                         "leaving none to train on: lower --dev-fraction or add clips")
+    dev = set(hold_out(len(clips.clips), config.dev_fraction, seed, f"clip(s) of {config.data}")[1])
     pick = lambda keep: Clips(*([v for i, v in enumerate(values) if (i in dev) == keep]  # noqa: E731
                                 for values in clips[:3]), clips.source)
     return {"train": pick(False), "dev": pick(True)}
