@@ -46,7 +46,7 @@ def outputs_and_grads(layer, x, autocast: bool) -> dict:
 @needs_extension
 @pytest.mark.skipif(extension.load() is not None and extension.cpu_bf16_instructions() is not None and
                     extension.bf16_gemm_status() == "", reason="this CPU runs the bf16 GEMMs (tests/test_cpp_bf16.py)")
-@pytest.mark.parametrize("cell", list(fused_lstm._CPP_KIND))
+@pytest.mark.parametrize("cell", list(extension.KINDS))
 def test_autocast_runs_the_float32_cpp_loops(cell, monkeypatch):
     torch.manual_seed(0)
     layer = rnnkit.Recurrent(cell, 6, 24, backend="fused")

@@ -103,7 +103,7 @@ def relative(expected: torch.Tensor, got: torch.Tensor) -> float:
 
 @needs_extension
 @pytest.mark.parametrize("T,B,I,H,lengths", SHAPES, ids=SHAPE_IDS)
-@pytest.mark.parametrize("cell", list(fused_lstm._CPP_KIND))
+@pytest.mark.parametrize("cell", list(extension.KINDS))
 def test_bf16_gemms_match_float32_loops(cell, T, B, I, H, lengths, monkeypatch):
     layer = perturbed_layer(cell, I, H)
     x = torch.randn(T, B, I)
@@ -121,7 +121,7 @@ def test_bf16_gemms_match_float32_loops(cell, T, B, I, H, lengths, monkeypatch):
 
 
 @needs_extension
-@pytest.mark.parametrize("cell", list(fused_lstm._CPP_KIND))
+@pytest.mark.parametrize("cell", list(extension.KINDS))
 def test_bf16_gemms_in_inference(cell, monkeypatch):
     """Under no_grad the float32 loops would run the tiled step; forced on, the loop from gx with bf16 GEMMs."""
     layer = perturbed_layer(cell, 6, 24)
@@ -155,7 +155,7 @@ def test_bf16_gemms_with_projection(monkeypatch):
 
 @needs_extension
 @pytest.mark.parametrize("T,B,I,H,lengths", SHAPES, ids=SHAPE_IDS)
-@pytest.mark.parametrize("cell", list(fused_lstm._CPP_KIND))
+@pytest.mark.parametrize("cell", list(extension.KINDS))
 def test_bf16_steps_are_the_cell_on_rounded_operands(cell, T, B, I, H, lengths, monkeypatch):
     """Each step the loop saved (h_t, c_t) is the cell's float64 step from its saved (h_{t-1}, c_{t-1}) with W_hh
     and h_{t-1} rounded to bf16. Step by step, from the loop's own states: over a whole sequence an h value

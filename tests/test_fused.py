@@ -144,7 +144,7 @@ BF16_LN_OUTPUT_TOL, BF16_LN_GRAD_TOL = 0.15, 0.6
 def autocast_out_dtype(cell: str, options: dict) -> torch.dtype:
     """The fused kernel's output dtype under bf16 autocast: the LSTM family's C++ loops run (and return)
     float32, as the reference path's outputs are; the Python loops run in bf16."""
-    cpp = cell in fused.lstm._CPP_KIND and not options and fused.extension.load() is not None
+    cpp = cell in fused.extension.KINDS and not options and fused.extension.load() is not None
     return torch.float32 if cpp else torch.bfloat16
 
 

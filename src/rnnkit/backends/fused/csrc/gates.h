@@ -1,6 +1,6 @@
 // The gate math of each LSTM kind on one vector of hidden units, forward and backward, and the
 // pointwise pass of one row that runs it. A new kind is one more case in Gates (and its number in
-// Kind and in ../lstm.py's _CPP_KIND); the loops in lstm.cpp do not change.
+// Kind and in ../extension.py's KINDS); the loops in lstm.cpp do not change.
 //
 //   lstm      i, f, g, o = sigma, sigma, tanh, sigma of the pre-activations;  c = f c_{t-1} + i g
 //   peephole  i and f also read w_ci c_{t-1}, w_cf c_{t-1}; o reads w_co c_t
