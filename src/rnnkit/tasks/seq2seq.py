@@ -87,6 +87,8 @@ class SearchArgs:
 
     decoder: str = field(default="beam", metadata={"help": "greedy or beam search", "choices": DECODERS})
     beam_size: int | None = field(default=None, metadata={"help": "beams (default: the training run's)"})
+
+
 LENGTH_PENALTY_BASE = 5.0  # the constant of Wu et al.'s lp(Y) = ((5 + |Y|) / 6) ** alpha
 
 

@@ -212,10 +212,10 @@ def load_splits(dev_fraction: float, seed: int = 0, data: str | None = None) -> 
     dims = {s.shape[1] for s in train.series + test.series}
     if len(dims) != 1:
         raise ValueError(f"{train.source} and {test.source} differ in their number of dimensions ({sorted(dims)})")
-    dev = set(hold_out(len(train.series), dev_fraction, seed, f"case(s) of {train.source}")[1])
-    pick = lambda keep: Cases([s for i, s in enumerate(train.series) if (i in dev) == keep],  # noqa: E731
-                              [y for i, y in enumerate(train.labels) if (i in dev) == keep], train.source)
-    return {"train": pick(False), "dev": pick(True), "test": test}
+    kept, held = hold_out(len(train.series), dev_fraction, seed, f"case(s) of {train.source}")
+    pick = lambda indices: Cases([train.series[i] for i in indices], [train.labels[i] for i in indices],  # noqa: E731
+                                 train.source)
+    return {"train": pick(kept), "dev": pick(held), "test": test}
 
 
 # ---------------------------------------------------------------------- the model

@@ -514,10 +514,9 @@ def load_splits(config: VideoConfig, seed: int) -> dict[str, Clips]:
                                [f"{split} clip {i}" for i in range(n)], f"moving digits ({split})")
         return out
     clips = load_folder(config.data, config.labels, config.frame_size)
-    dev = set(hold_out(len(clips.clips), config.dev_fraction, seed, f"clip(s) of {config.data}")[1])
-    pick = lambda keep: Clips(*([v for i, v in enumerate(values) if (i in dev) == keep]  # noqa: E731
-                                for values in clips[:3]), clips.source)
-    return {"train": pick(False), "dev": pick(True)}
+    kept, held = hold_out(len(clips.clips), config.dev_fraction, seed, f"clip(s) of {config.data}")
+    pick = lambda indices: Clips(*([values[i] for i in indices] for values in clips[:3]), clips.source)  # noqa: E731
+    return {"train": pick(kept), "dev": pick(held)}
 
 
 def check_labels(clips: Clips, known: Sequence[str]) -> None:

@@ -194,7 +194,7 @@ last_loop = ""
 def _cpp_loops(kind: str, gx: Tensor):
     """The C++ time loops for this call (``torch.ops.rnnkit_fused``), or None: the Python loops run."""
     if kind not in extension.KINDS or gx.device.type != "cpu" or gx.dtype not in (torch.float32, torch.float64,
-                                                                               torch.bfloat16):
+                                                                                  torch.bfloat16):
         return None
     return extension.load_or_warn("rnnkit fused LSTM", "using the slower Python loops", stacklevel=3)
 
